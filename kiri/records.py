@@ -1,0 +1,89 @@
+"""The wire format: every record KIRI stages exchange, as one msgspec tagged union.
+
+One JSON object per line, tagged by ``kind``. Every field has a default and decoders ignore
+unknown fields, so a stage reads streams written by older and newer versions alike. Times are
+Unix seconds. JSON cannot carry NaN and msgspec rejects numbers out of float range, so every
+decoded number is finite; the encoder writes a non-finite float as null, a missing value. Field names are an interface: add fields, never rename them.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class _Record(msgspec.Struct, tag_field="kind"):
+    ts: float = 0.0
+
+
+class Obs(_Record, tag="obs"):
+    """One observation of an atom's source: raw values, not yet quantized."""
+
+    atom: str = ""
+    host: str = ""
+    values: dict[str, float | None] = {}
+    meta: dict[str, str] = {}
+
+
+class Score(_Record, tag="score"):
+    """An observation as the atom saw it: its tokens and how surprising each one was."""
+
+    atom: str = ""
+    host: str = ""
+    values: dict[str, float | None] = {}
+    tokens: list[str] = []
+    nll: list[float] = []
+    surprise: float = 0.0
+    threshold: float = 0.0
+    model: str = ""
+
+
+class Decision(_Record, tag="decision"):
+    """What to do about a score: ok, alert, resolve, suppress, retrain or spawn."""
+
+    id: str = ""
+    atom: str = ""
+    host: str = ""
+    action: str = "ok"
+    severity: str = ""
+    surprise: float = 0.0
+    threshold: float = 0.0
+    culprits: list[tuple[str, float]] = []
+    summary: str = ""
+    incident: str = ""
+    atoms: list[str] = []
+
+
+class Outcome(_Record, tag="outcome"):
+    """How delivering one decision to one sink went."""
+
+    id: str = ""
+    action: str = ""
+    sink: str = ""
+    ok: bool = True
+    error: str = ""
+    detail: str = ""
+
+
+class Verdict(_Record, tag="verdict"):
+    """A person's judgement of an alert: confirm or dismiss."""
+
+    alert: str = ""
+    verdict: str = ""
+    source: str = ""
+    by: str = ""
+    note: str = ""
+
+
+class Rule(_Record, tag="rule"):
+    """A learned instruction for kiri-decide, such as suppressing a dismissed pattern."""
+
+    id: str = ""
+    atom: str = ""
+    match: list[str] = []
+    action: str = "suppress"
+    expires: float = 0.0
+    reason: str = ""
+
+
+Record = Obs | Score | Decision | Outcome | Verdict | Rule
+KINDS: dict[str, type] = {cls.__struct_config__.tag: cls for cls in Record.__args__}
