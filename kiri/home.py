@@ -1,0 +1,60 @@
+"""KIRI_HOME: where KIRI keeps its state, and how it writes files that must survive a crash."""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+
+def valid_name(name: str, what: str = "atom") -> str:
+    """Atom and pipeline names become path parts, so only plain lowercase names are allowed."""
+    if not NAME.match(name):
+        raise ValueError(
+            f"invalid {what} name {name!r}: use lowercase letters, digits, '-' and '_', "
+            "starting with a letter"
+        )
+    return name
+
+
+def private_dir(path: Path) -> Path:
+    """Create `path` and any missing parents with mode 0700; return it."""
+    if not path.is_dir():
+        private_dir(path.parent)
+        path.mkdir(mode=0o700, exist_ok=True)
+        path.chmod(0o700)  # mkdir's mode is masked by the umask
+    return path
+
+
+def kiri_home() -> Path:
+    """$KIRI_HOME, default ~/.kiri, created with mode 0700."""
+    home = Path(os.environ.get("KIRI_HOME") or Path.home() / ".kiri").expanduser()
+    private_dir(home)
+    return home
+
+
+def data_dir(atom: str) -> Path:
+    """Where an atom's recorded observations live: $KIRI_HOME/data/ATOM/."""
+    return private_dir(kiri_home() / "data" / valid_name(atom))
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write to a temporary file beside `path`, fsync, then rename over it (mode 0600)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
