@@ -1,0 +1,1 @@
+"""The atom model: microgpt, as a scalar-autograd reference and as a fast numpy engine."""
