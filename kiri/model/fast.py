@@ -1,0 +1,238 @@
+"""The fast engine: microgpt's mathematics in numpy float64, the default everywhere.
+
+Same parameters, same forward pass and same Adam as the reference (gpt.py), but over a batch of
+documents at once: documents are padded to one length and a mask keeps padding out of the loss.
+Attention over the whole sequence with a causal mask computes exactly what microgpt's KV cache
+does one token at a time. The backward pass is written by hand, and every parameter lives in one
+flat vector so that Adam is a handful of vector operations.
+
+Shapes in comments: B documents, T positions, C = n_embd, H heads, D = head_dim, V vocab.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+import numpy as np
+
+from kiri.model.config import BETA1, BETA2, EPS_ADAM, EPS_NORM, Config, matrix_shapes
+
+SCORE_CHUNK = 256  # documents per forward pass when scoring: small enough to stay in cache
+
+
+def rmsnorm(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """x / rms(x) over the last axis; also returns the scale, for the backward pass."""
+    ms = np.einsum("...i,...i->...", x, x)[..., None] / x.shape[-1]  # faster than (x*x).mean
+    scale = (ms + EPS_NORM) ** -0.5
+    return x * scale, scale
+
+
+def rmsnorm_backward(dy: np.ndarray, x: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    xdy = np.einsum("...i,...i->...", x, dy)[..., None]
+    return scale * dy - x * (scale**3 / x.shape[-1] * xdy)
+
+
+def causal_softmax(att: np.ndarray, causal: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis of att (..., T, T) after the causal mask (0 or -inf).
+
+    The row max and sum walk the short last axis slice by slice: numpy's reductions along a
+    short contiguous axis cost several times more than T elementwise operations.
+    """
+    att = att + causal
+    top = att[..., 0].copy()
+    for s in range(1, att.shape[-1]):
+        np.maximum(top, att[..., s], out=top)
+    att -= top[..., None]
+    np.exp(att, out=att)
+    total = att[..., 0].copy()
+    for s in range(1, att.shape[-1]):
+        total += att[..., s]
+    att /= total[..., None]
+    return att
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits - logits.max(-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+
+
+class FastGPT:
+    """microgpt over batches, in numpy: training, scoring and sampling."""
+
+    def __init__(self, config: Config, matrices: dict[str, Sequence]) -> None:
+        self.config = config
+        shapes = matrix_shapes(config)
+        self.theta = np.concatenate([np.asarray(matrices[n], float).ravel() for n, _ in shapes])
+        self.grad = np.zeros_like(self.theta)
+        self.m = np.zeros_like(self.theta)
+        self.v = np.zeros_like(self.theta)
+        self.steps_done = 0
+        self.w = self._views(self.theta)
+        self.g = self._views(self.grad)
+        c = config
+        self._causal = np.triu(np.full((c.block_size, c.block_size), -np.inf), 1)  # (T, T)
+
+    def _views(self, flat: np.ndarray) -> dict[str, np.ndarray]:
+        """Named matrix views into a flat vector; wq, wk, wv also as one stacked (3C, C) view."""
+        views, offset = {}, 0
+        for name, (rows, cols) in matrix_shapes(self.config):
+            views[name] = flat[offset : offset + rows * cols].reshape(rows, cols)
+            if name.endswith("attn_wq"):  # wq, wk and wv lie next to each other in the vector
+                views[name.replace("wq", "wqkv")] = flat[offset : offset + 3 * rows * cols].reshape(
+                    3 * rows, cols
+                )
+            offset += rows * cols
+        return views
+
+    def matrices(self) -> dict[str, np.ndarray]:
+        return {name: self.w[name].copy() for name, _ in matrix_shapes(self.config)}
+
+    # -- forward -----------------------------------------------------------------------------
+
+    def forward(self, ids: np.ndarray) -> tuple[np.ndarray, list]:
+        """Logits (B, T, V) for every position of ids (B, T), and what backward() needs."""
+        c, w = self.config, self.w
+        B, T = ids.shape
+        H, D, C = c.n_head, c.head_dim, c.n_embd
+        x_emb = w["wte"][ids] + w["wpe"][:T]  # (B, T, C)
+        x, scale = rmsnorm(x_emb)
+        cache: list = [(ids, x_emb, scale)]
+        causal = self._causal[:T, :T]
+        for li in range(c.n_layer):
+            p = f"layer{li}."
+            # 1) attention
+            x_res = x
+            xn, s1 = rmsnorm(x)
+            qkv = xn.reshape(B * T, C) @ w[p + "attn_wqkv"].T  # (B*T, 3C)
+            q, k, v = qkv.reshape(B, T, 3, H, D).transpose(2, 0, 3, 1, 4)  # each (B, H, T, D)
+            att = causal_softmax((q @ k.transpose(0, 1, 3, 2)) * D**-0.5, causal)  # (B,H,T,T)
+            y = (att @ v).transpose(0, 2, 1, 3).reshape(B * T, C)  # heads concatenated in order
+            x_mid = (y @ w[p + "attn_wo"].T).reshape(B, T, C) + x_res
+            # 2) MLP
+            xn2, s2 = rmsnorm(x_mid)
+            a = xn2.reshape(B * T, C) @ w[p + "mlp_fc1"].T  # (B*T, 4C)
+            np.maximum(a, 0.0, out=a)  # ReLU in place: a fresh array costs more than the max
+            x = (a @ w[p + "mlp_fc2"].T).reshape(B, T, C) + x_mid
+            cache.append((x_res, xn, s1, q, k, v, att, y, x_mid, xn2, s2, a))
+        cache.append(x)
+        logits = x.reshape(B * T, C) @ w["lm_head"].T
+        return logits.reshape(B, T, -1), cache
+
+    # -- backward ----------------------------------------------------------------------------
+
+    def backward(self, dlogits: np.ndarray, cache: list) -> None:
+        """Accumulate d(loss)/d(theta) into self.grad, given d(loss)/d(logits) (B, T, V)."""
+        c, w, g = self.config, self.w, self.g
+        B, T, V = dlogits.shape
+        H, D, C = c.n_head, c.head_dim, c.n_embd
+        dl = dlogits.reshape(B * T, V)
+        g["lm_head"] += dl.T @ cache[-1].reshape(B * T, C)
+        dx = (dl @ w["lm_head"]).reshape(B, T, C)
+        for li in reversed(range(c.n_layer)):
+            p = f"layer{li}."
+            x_res, xn, s1, q, k, v, att, y, x_mid, xn2, s2, a = cache[1 + li]
+            # 2) MLP: x = fc2(relu(fc1(rmsnorm(x_mid)))) + x_mid
+            d2 = dx.reshape(B * T, C)
+            g[p + "mlp_fc2"] += d2.T @ a
+            dh = (d2 @ w[p + "mlp_fc2"]) * (a > 0)  # relu(h) > 0 exactly where h > 0
+            g[p + "mlp_fc1"] += dh.T @ xn2.reshape(B * T, C)
+            dxn2 = (dh @ w[p + "mlp_fc1"]).reshape(B, T, C)
+            dx = dx + rmsnorm_backward(dxn2, x_mid, s2)
+            # 1) attention: x_mid = wo(heads(rmsnorm(x_res))) + x_res
+            d1 = dx.reshape(B * T, C)
+            g[p + "attn_wo"] += d1.T @ y
+            dy = (d1 @ w[p + "attn_wo"]).reshape(B, T, H, D).transpose(0, 2, 1, 3)  # (B,H,T,D)
+            datt = dy @ v.transpose(0, 1, 3, 2)  # (B, H, T, T)
+            dv = att.transpose(0, 1, 3, 2) @ dy
+            datt = att * (datt - (datt * att).sum(-1, keepdims=True)) * D**-0.5
+            dq = datt @ k
+            dk = datt.transpose(0, 1, 3, 2) @ q
+            dqkv = np.stack((dq, dk, dv), 2).transpose(0, 3, 2, 1, 4).reshape(B * T, 3 * C)
+            g[p + "attn_wqkv"] += dqkv.T @ xn.reshape(B * T, C)
+            dxn = (dqkv @ w[p + "attn_wqkv"]).reshape(B, T, C)
+            dx = dx + rmsnorm_backward(dxn, x_res, s1)
+        ids, x_emb, scale = cache[0]
+        demb = rmsnorm_backward(dx, x_emb, scale)  # (B, T, C)
+        np.add.at(g["wte"], ids.ravel(), demb.reshape(B * T, C))
+        g["wpe"][:T] += demb.sum(0)
+
+    # -- training ----------------------------------------------------------------------------
+
+    def _batch(self, docs: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Inputs (B, T), targets (B, T) and loss weights (B, T), padded to the longest doc."""
+        n = [min(self.config.block_size, len(d) - 1) for d in docs]
+        T = max(n)
+        ids = np.zeros((len(docs), T + 1), dtype=np.intp)
+        weights = np.zeros((len(docs), T))
+        for b, (doc, nb) in enumerate(zip(docs, n)):
+            ids[b, : nb + 1] = doc[: nb + 1]
+            weights[b, :nb] = 1.0 / (nb * len(docs))  # mean over positions, then over docs
+        return ids[:, :-1], ids[:, 1:], weights
+
+    def loss_and_grad(self, docs: Sequence[Sequence[int]]) -> float:
+        """The batch loss (mean of document losses); leaves its gradient in self.grad."""
+        ids, targets, weights = self._batch(docs)
+        logits, cache = self.forward(ids)
+        logp = log_softmax(logits)  # (B, T, V)
+        picked = np.take_along_axis(logp, targets[..., None], -1)[..., 0]
+        dlogits = np.exp(logp)  # softmax - onehot(target), weighted
+        B, T = targets.shape
+        dlogits[np.arange(B)[:, None], np.arange(T), targets] -= 1.0
+        dlogits *= weights[..., None]
+        self.grad.fill(0.0)
+        self.backward(dlogits, cache)
+        return float(-(picked * weights).sum())
+
+    def train_step(self, docs: Sequence[Sequence[int]], lr: float) -> float:
+        loss = self.loss_and_grad(docs)
+        self.steps_done += 1
+        t, g = self.steps_done, self.grad
+        self.m *= BETA1
+        self.m += (1 - BETA1) * g
+        self.v *= BETA2
+        self.v += (1 - BETA2) * (g * g)
+        m_hat = self.m / (1 - BETA1**t)
+        v_hat = self.v / (1 - BETA2**t)
+        self.theta -= lr * m_hat / (v_hat**0.5 + EPS_ADAM)
+        return loss
+
+    # -- scoring and sampling ----------------------------------------------------------------
+
+    def token_nll(self, ids: np.ndarray, first: int = 1, stop: int | None = None) -> np.ndarray:
+        """-log p of tokens ids[:, first:stop] given all tokens before them, for many documents.
+
+        ids is (N, L) with every document the same length; the result is (N, stop - first).
+        Tokens before `first` (BOS and context tokens) are conditioned on but not scored.
+        """
+        ids = np.asarray(ids, dtype=np.intp)
+        stop = ids.shape[1] if stop is None else stop
+        out = np.empty((len(ids), stop - first))
+        for lo in range(0, len(ids), SCORE_CHUNK):
+            chunk = ids[lo : lo + SCORE_CHUNK, :stop]
+            logits, _ = self.forward(chunk[:, :-1])
+            logits = logits[:, first - 1 :]
+            logp = log_softmax(logits)
+            out[lo : lo + SCORE_CHUNK] = -np.take_along_axis(logp, chunk[:, first:, None], -1)[..., 0]
+        return out
+
+    def next_logits(self, prefix: Sequence[int]) -> np.ndarray:
+        """Logits (V,) for the token after prefix."""
+        logits, _ = self.forward(np.asarray([prefix], dtype=np.intp))
+        return logits[0, -1]
+
+    def sample(self, rng: random.Random, temperature: float) -> list[int]:
+        """Draw one document's ids after BOS, with microgpt's draws from rng."""
+        c = self.config
+        bos = c.vocab_size - 1
+        prefix, out = [bos], []
+        for _ in range(c.block_size):
+            z = self.next_logits(prefix) / temperature
+            probs = np.exp(z - z.max())
+            probs /= probs.sum()
+            token_id = rng.choices(range(c.vocab_size), weights=probs.tolist())[0]
+            if token_id == bos:
+                break
+            out.append(token_id)
+            prefix.append(token_id)
+        return out

@@ -1,0 +1,121 @@
+"""The atom engine: microgpt reproduced exactly, and the fast engine held to the reference."""
+
+import random
+import numpy as np
+import pytest
+
+from conftest import ROOT, run
+from kiri.model.config import Config, init_matrices, num_params
+from kiri.model.fast import FastGPT
+from kiri.model.gpt import GPT, softmax
+from kiri.model.training import TextDocs
+
+NAMES = ROOT.parent / "shared" / "data" / "names.txt"
+MICROGPT_SAMPLES = (
+    "kamon ann karai jaire vialan karia yeran anna areli kaina konna keylen liole alerin earan "
+    "lenne kana lara alela anton"
+).split()
+
+
+def names_setup(steps_rng_seed=42):
+    rng = random.Random(steps_rng_seed)
+    docs = TextDocs(NAMES, rng)
+    config = Config(vocab_size=docs.vocab_size)
+    return rng, docs, config, init_matrices(config, rng)
+
+
+def test_kiri_train_reproduces_the_published_microgpt_run(tmp_path):
+    out = run("kiri.cli", "train", "--text", str(NAMES), "--out", str(tmp_path / "w.json"))
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.decode().splitlines()
+    assert lines[:4] == ["num docs: 32033", "vocab size: 27", "num params: 4192",
+                         "step    1 / 1000 | loss 3.3660"]
+    assert "step 1000 / 1000 | loss 2.6497" in lines
+    samples = [l for l in lines if l.startswith("sample ")]
+    assert samples == [f"sample {i + 1:2d}: {name}" for i, name in enumerate(MICROGPT_SAMPLES)]
+    assert (tmp_path / "w.json").exists()
+
+
+def test_progress_lines_at_step_one_every_n_and_the_last(tmp_path):
+    out = run("kiri.cli", "train", "--text", str(NAMES), "--steps", "10", "--log-every", "4",
+              "--samples", "0", "--out", str(tmp_path / "w.json"))
+    steps = [l.split("|")[0].strip() for l in out.stdout.decode().splitlines() if l.startswith("step")]
+    assert steps == ["step    1 /   10", "step    4 /   10", "step    8 /   10", "step   10 /   10"]
+
+
+def test_pure_engine_first_steps_match_the_published_loss_and_the_fast_engine():
+    rng, docs, config, mats = names_setup()
+    tokens = docs.token_docs()
+    pure_rng, fast_rng = random.Random(), random.Random()
+    pure_rng.setstate(rng.getstate())
+    fast_rng.setstate(rng.getstate())
+    pure, fast = GPT(config, mats), FastGPT(config, mats)
+    pure_losses, fast_losses = [], []
+    for step in range(3):
+        lr = 0.01 * (1 - step / 1000)
+        pure_losses.append(pure.train_step([tokens[step]], lr))
+        fast_losses.append(fast.train_step([tokens[step]], lr))
+    assert f"{pure_losses[0]:.4f}" == "3.3660"
+    np.testing.assert_allclose(fast_losses, pure_losses, rtol=1e-12)
+    for name, m in pure.matrices().items():
+        np.testing.assert_allclose(fast.w[name], m, rtol=1e-9, atol=1e-15)
+    assert [pure.sample(pure_rng, 0.5) for _ in range(3)] == [fast.sample(fast_rng, 0.5) for _ in range(3)]
+
+
+def random_case(seed):
+    r = random.Random(seed)
+    n_head = r.randint(1, 4)
+    config = Config(vocab_size=r.randint(3, 9), n_layer=r.randint(1, 3),
+                    n_embd=n_head * r.randint(1, 3), n_head=n_head, block_size=r.randint(3, 7))
+    bos = config.vocab_size - 1
+    docs = [[bos] + [r.randrange(bos) for _ in range(r.randint(0, 9))] + [bos]
+            for _ in range(r.randint(2, 4))]  # uneven lengths, some past the block size
+    return config, init_matrices(config, random.Random(seed + 1000)), docs
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_fast_gradients_equal_the_value_engine_gradients(seed):
+    config, mats, docs = random_case(seed)
+    pure, fast = GPT(config, mats), FastGPT(config, mats)
+    loss = pure.loss(docs)
+    loss.backward()
+    fast_loss = fast.loss_and_grad(docs)
+    assert fast_loss == pytest.approx(loss.data, rel=1e-12)
+    pure_grad = np.array([p.grad for p in pure.params])
+    np.testing.assert_allclose(fast.grad, pure_grad, rtol=1e-9, atol=1e-13 * np.abs(pure_grad).max())
+    assert np.abs(pure_grad).max() > 0
+
+
+def test_batched_adam_steps_track_the_reference():
+    config, mats, docs = random_case(3)
+    pure, fast = GPT(config, mats), FastGPT(config, mats)
+    for step in range(4):
+        assert fast.train_step(docs, 0.01) == pytest.approx(pure.train_step(docs, 0.01), rel=1e-9)
+    for name, m in pure.matrices().items():
+        np.testing.assert_allclose(fast.w[name], m, rtol=1e-8, atol=1e-12)
+
+
+def test_token_nll_is_the_reference_minus_log_p_and_skips_context():
+    config, mats, _ = random_case(5)
+    bos = config.vocab_size - 1
+    r = random.Random(7)
+    L = min(config.block_size, 6) + 1
+    ids = np.array([[bos] + [r.randrange(bos) for _ in range(L - 2)] + [bos] for _ in range(5)])
+    fast, pure = FastGPT(config, mats), GPT(config, mats)
+    nll = fast.token_nll(ids)
+    assert nll.shape == (5, L - 1)
+    for b in range(5):
+        keys = [[] for _ in range(config.n_layer)]
+        values = [[] for _ in range(config.n_layer)]
+        for pos in range(L - 1):
+            probs = softmax(pure.forward(int(ids[b, pos]), pos, keys, values))
+            assert nll[b, pos] == pytest.approx(-np.log(probs[ids[b, pos + 1]].data), rel=1e-9)
+    np.testing.assert_allclose(fast.token_nll(ids, first=3), nll[:, 2:], rtol=1e-12)
+    np.testing.assert_allclose(fast.token_nll(ids, first=2, stop=L - 1), nll[:, 1:-1], rtol=1e-12)
+    one_by_one = np.vstack([fast.token_nll(ids[b : b + 1]) for b in range(5)])
+    np.testing.assert_allclose(one_by_one, nll, rtol=1e-12)
+
+
+def test_the_pulse_atom_size_has_27840_parameters():
+    assert num_params(Config(vocab_size=43, n_layer=2, n_embd=32, n_head=4, block_size=16)) == 27840
+    assert num_params(Config(vocab_size=27)) == 4192
