@@ -1,12 +1,22 @@
-"""The umbrella `kiri` command: `kiri STAGE …` runs a stage, other subcommands act on state."""
+"""The umbrella `kiri` command: model commands (train, generate, info), and `kiri STAGE …`,
+which runs the stage kiri-STAGE."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import random
 import sys
+import time
+from pathlib import Path
 
 from kiri import __version__
+from kiri.home import kiri_home
+from kiri.model import weights
+from kiri.model.config import Config, num_params
+from kiri.model.training import TextDocs, engine_class, new_engine, train
+from kiri.progress import Progress
+from kiri.stream import UserError, run_main
 
 STAGES = {
     "collect": "kiri.stages.collect",
@@ -25,16 +35,111 @@ def build_parser() -> argparse.ArgumentParser:
         f"`kiri STAGE ARGS…` runs a stage ({', '.join(STAGES)}), like kiri-STAGE.",
     )
     parser.add_argument("--version", action="version", version=f"kiri {__version__}")
-    parser.add_argument("command", metavar="COMMAND", choices=list(STAGES), help="what to run")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train a model (microgpt's trainer)")
+    t.add_argument("--text", type=Path, required=True, metavar="FILE",
+                   help="train a character-level model on FILE, one document per line")
+    _model_options(t)
+    t.add_argument("--steps", type=int, default=1000, help="training steps")
+    t.add_argument("--batch", type=int, default=1, help="documents per step")
+    t.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (decays to 0)")
+    t.add_argument("--seed", type=int, default=42, help="seed of the shuffle, init and samples")
+    t.add_argument("--engine", choices=("fast", "pure"), default="fast",
+                   help="fast: numpy (default); pure: the scalar-autograd reference, slow")
+    t.add_argument("--log-every", type=int, default=100, help="print the loss every N steps")
+    t.add_argument("--samples", type=int, default=20, help="samples to print after training")
+    t.add_argument("--temperature", type=float, default=0.5, help="sampling temperature")
+    t.add_argument("--out", type=Path, default=None, metavar="PATH",
+                   help="where to save the weights (default: $KIRI_HOME/models/STEM.json)")
+
+    g = sub.add_parser("generate", help="sample documents from a trained model")
+    g.add_argument("weights", type=Path, metavar="WEIGHTS", help="a weights file")
+    g.add_argument("--samples", type=int, default=20, help="how many samples")
+    g.add_argument("--temperature", type=float, default=0.5, help="sampling temperature")
+    g.add_argument("--seed", type=int, default=42, help="seed of the draws")
+
+    i = sub.add_parser("info", help="describe a weights file")
+    i.add_argument("weights", type=Path, metavar="WEIGHTS", help="a weights file")
+
+    for name in STAGES:
+        sub.add_parser(name, help=f"run the stage kiri-{name} (same arguments)")
     return parser
+
+
+def _model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--n-layer", type=int, default=1, help="transformer layers")
+    p.add_argument("--n-embd", type=int, default=16, help="embedding width")
+    p.add_argument("--n-head", type=int, default=4, help="attention heads (must divide n-embd)")
+    p.add_argument("--block-size", type=int, default=16, help="longest context, in tokens")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    if args.steps < 1 or args.batch < 1:
+        raise UserError("--steps and --batch must be at least 1")
+    rng = random.Random(args.seed)
+    try:
+        docs = TextDocs(args.text, rng)
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read {args.text}: {e}") from e
+    if not docs.docs:
+        raise UserError(f"{args.text} holds no documents")
+    config = Config(docs.vocab_size, args.n_layer, args.n_embd, args.n_head, args.block_size)
+    if problems := config.problems():
+        raise UserError("; ".join(problems))
+    print(f"num docs: {len(docs.docs)}")
+    print(f"vocab size: {config.vocab_size}")
+    print(f"num params: {num_params(config)}")
+    engine = new_engine(args.engine, config, rng)
+    started = time.monotonic()
+    loss = train(engine, docs.token_docs(), args.steps, batch=args.batch, lr=args.lr,
+                 on_step=Progress(args.steps, args.log_every))
+    seconds = time.monotonic() - started
+    if args.samples:
+        print("--- inference (new, hallucinated names) ---")
+    for i in range(args.samples):
+        ids = engine.sample(rng, args.temperature)
+        print(f"sample {i + 1:2d}: {''.join(docs.chars[t] for t in ids)}")
+    out = args.out or kiri_home() / "models" / f"{args.text.stem}.json"
+    provenance = weights.Provenance(
+        source=str(args.text), steps=args.steps, batch=args.batch, seed=args.seed, lr=args.lr,
+        engine=args.engine, final_loss=loss, seconds=seconds,
+    )
+    model_id = weights.save(out, config, docs.chars, engine.matrices(), provenance)
+    print(f"trained in {seconds:.2f} s; weights saved to {out} (id {model_id})", file=sys.stderr)
+
+
+def _load(path: Path) -> weights.Weights:
+    try:
+        return weights.load(path)
+    except weights.WeightsError as e:
+        raise UserError(str(e)) from e
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    w = _load(args.weights)
+    engine = engine_class("fast")(w.config, w.matrices)
+    rng = random.Random(args.seed)
+    joiner = "" if all(len(t) == 1 for t in w.vocab) else " "
+    for i in range(args.samples):
+        ids = engine.sample(rng, args.temperature)
+        print(f"sample {i + 1:2d}: {joiner.join(w.vocab[t] for t in ids)}")
+
+
+def cmd_info(args: argparse.Namespace) -> None:
+    for line in weights.describe(_load(args.weights), args.weights):
+        print(line)
+
+
+COMMANDS = {"train": cmd_train, "generate": cmd_generate, "info": cmd_info}
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in STAGES:
         return importlib.import_module(STAGES[argv[0]]).main(argv[1:])
-    build_parser().parse_args(argv)
-    return 2
+    args = build_parser().parse_args(argv)
+    return run_main(lambda: COMMANDS[args.command](args))
 
 
 if __name__ == "__main__":

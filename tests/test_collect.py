@@ -1,6 +1,5 @@
 """kiri-collect: the real pulse collector and file replay."""
 
-import argparse
 import importlib
 import os
 import signal
@@ -137,20 +136,6 @@ def test_kiri_home_defaults_to_dot_kiri_created_private(tmp_path):
                              "--record"), env=env, capture_output=True, check=True, timeout=30)
     assert (tmp_path / ".kiri").stat().st_mode & 0o777 == 0o700
     assert list((tmp_path / ".kiri" / "data" / "pulse").glob("*.ndjson"))
-
-
-def _options(parser: argparse.ArgumentParser):
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for sub in action.choices.values():
-                yield from _options(sub)
-        elif not isinstance(action, argparse._HelpAction):
-            yield parser.prog, action
-
-
-def test_every_option_has_help():
-    missing = [f"{prog} {a.dest}" for prog, a in _options(collect.build_parser()) if not a.help]
-    assert missing == []
 
 
 @pytest.mark.parametrize("module", ["kiri.stages.collect", "kiri.cli"])
