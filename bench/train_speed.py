@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 from kiri.model.config import Config, init_matrices, num_params  # noqa: E402
 from kiri.model.training import TextDocs, new_engine, train  # noqa: E402
 
-NAMES = ROOT.parent / "shared" / "data" / "names.txt"
+NAMES = ROOT / "tests" / "fixtures" / "names.txt"  # a copy of ../shared/data/names.txt
 PULSE = Config(vocab_size=43, n_layer=2, n_embd=32, n_head=4, block_size=16)
 PULSE_LEVELS = (10, 10, 10, 5, 5, 2)  # C M D S L N
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, run
+from conftest import FIXTURES, run
 from kiri import cli
 from kiri.stages import collect
 
@@ -31,7 +31,7 @@ def test_every_option_has_help(name):
 
 
 def test_train_shows_a_progress_bar_on_a_terminal(tmp_path):
-    names = ROOT.parent / "shared" / "data" / "names.txt"
+    names = FIXTURES / "names.txt"
     cmd = [sys.executable, "-m", "kiri.cli", "train", "--text", str(names), "--steps", "300",
            "--samples", "0", "--out", str(tmp_path / "w.json")]
     leader, follower = pty.openpty()

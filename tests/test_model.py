@@ -4,13 +4,13 @@ import random
 import numpy as np
 import pytest
 
-from conftest import ROOT, run
+from conftest import FIXTURES, run
 from kiri.model.config import Config, init_matrices, num_params
 from kiri.model.fast import FastGPT
 from kiri.model.gpt import GPT, softmax
 from kiri.model.training import TextDocs
 
-NAMES = ROOT.parent / "shared" / "data" / "names.txt"
+NAMES = FIXTURES / "names.txt"  # the makemore names, as in ../shared/data
 MICROGPT_SAMPLES = (
     "kamon ann karai jaire vialan karia yeran anna areli kaina konna keylen liole alerin earan "
     "lenne kana lara alela anton"
