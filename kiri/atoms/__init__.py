@@ -1,1 +1,56 @@
-"""One module per atom: what it observes (its collector) and how it tokenizes (its schema)."""
+"""One module per atom: what it observes (its collector) and how it tokenizes (its schema).
+
+The registry here maps atom names to their specs; kiri-atom, kiri train and kiri score look
+atoms up by name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+
+from kiri.home import kiri_home, valid_name
+from kiri.model.config import Config
+from kiri.schema import Schema
+
+
+class AtomSpec(msgspec.Struct, frozen=True):
+    name: str
+    schema: Schema
+    n_layer: int = 2
+    n_embd: int = 32
+    n_head: int = 4
+    block_size: int = 16
+
+    def config(self, schema: Schema | None = None) -> Config:
+        schema = schema or self.schema
+        block = max(self.block_size, schema.doc_len - 1)  # a whole observation fits the context
+        return Config(schema.vocab_size, self.n_layer, self.n_embd, self.n_head, block)
+
+
+class UnknownAtom(KeyError):
+    def __str__(self) -> str:
+        return f"unknown atom {self.args[0]!r} (known: {', '.join(sorted(_specs()))})"
+
+
+def _specs() -> dict[str, AtomSpec]:
+    from kiri.atoms import pulse
+
+    return {"pulse": pulse.SPEC}
+
+
+def atom_spec(name: str) -> AtomSpec:
+    try:
+        return _specs()[name]
+    except KeyError:
+        raise UnknownAtom(name) from None
+
+
+def known_atoms() -> list[str]:
+    return sorted(_specs())
+
+
+def weights_path(atom: str) -> Path:
+    """$KIRI_HOME/atoms/ATOM/weights.json"""
+    return kiri_home() / "atoms" / valid_name(atom) / "weights.json"

@@ -1,0 +1,166 @@
+"""Quantization: an atom's schema turns an observation's values into tokens, and tokens into ids.
+
+Each field becomes one token, its prefix and a bucket number (`C5`). Buckets are uniform over a
+fixed range, clamped at the edges, or quantile edges fitted from training data (`auto`). Context
+fields (hour, weekday) come first in the document and are conditioned on but not scored. A
+missing or non-finite value is never read as zero: the observation is rejected with a reason.
+
+A document is `[BOS, context tokens…, scored tokens…, BOS]`; BOS is the last id.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import math
+from collections.abc import Mapping, Sequence
+
+import msgspec
+import numpy as np
+
+
+class SchemaError(ValueError):
+    """An observation (or a token list) that this schema cannot turn into a document."""
+
+
+class Field(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    name: str  # key in obs.values
+    prefix: str  # token prefix: "C" gives C0, C1, …
+    levels: int  # number of buckets
+    lo: float = 0.0  # uniform buckets over [lo, hi]
+    hi: float = 100.0
+    auto: bool = False  # fit quantile edges from training data instead of [lo, hi]
+    edges: list[float] = []  # the fitted inner edges (levels - 1 of them), once fitted
+    context: bool = False  # conditioned on, not scored
+    per: str = ""  # divide the value by this meta field first (load per CPU)
+    label: str = ""  # for people: "CPU"
+    unit: str = ""  # for people: "%"
+
+    def bucket(self, x: float) -> int:
+        if self.auto:
+            return bisect.bisect_right(self.edges, x)
+        i = int((x - self.lo) / (self.hi - self.lo) * self.levels)
+        return min(max(i, 0), self.levels - 1)
+
+    def describe(self, value: float | None) -> str:
+        """`CPU 97%`: the field as a person names it, with its raw value."""
+        label = self.label or self.name
+        if value is None:
+            return label
+        shown = f"{value:.0f}" if abs(value) >= 10 or float(value).is_integer() else f"{value:.2f}"
+        return f"{label} {shown}{self.unit}"
+
+
+class Schema(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=True):
+    fields: list[Field]
+    # dict=True lets the derived tables below be computed once per schema, not per observation
+
+    def __post_init__(self) -> None:
+        tokens = self.vocab
+        if len(set(tokens)) != len(tokens):
+            raise ValueError("schema fields produce the same token twice; use distinct prefixes")
+
+    @functools.cached_property
+    def ordered(self) -> list[Field]:
+        """Fields in document order: context first, then scored, each in listed order."""
+        return [f for f in self.fields if f.context] + [f for f in self.fields if not f.context]
+
+    @functools.cached_property
+    def n_context(self) -> int:
+        return sum(f.context for f in self.fields)
+
+    @functools.cached_property
+    def vocab(self) -> list[str]:
+        return [f"{f.prefix}{i}" for f in self.ordered for i in range(f.levels)]
+
+    @functools.cached_property
+    def vocab_size(self) -> int:
+        return len(self.vocab) + 1  # + BOS
+
+    @property
+    def doc_len(self) -> int:
+        return len(self.fields) + 2
+
+    @functools.cached_property
+    def scored(self) -> slice:
+        """Positions of the scored tokens within a document."""
+        return slice(1 + self.n_context, 1 + len(self.fields))
+
+    def field_of(self, token: str) -> Field:
+        for f in self.fields:
+            if token.startswith(f.prefix) and token[len(f.prefix) :].isdigit():
+                return f
+        raise SchemaError(f"unknown token {token!r}")
+
+    def tokenize(self, values: Mapping[str, float | None], meta: Mapping[str, str]) -> list[str]:
+        """Tokens in document order; SchemaError names the first value that cannot be used."""
+        vocab = self.vocab
+        return [vocab[i] for i in self.encode(values, meta)[1:-1]]
+
+    def encode(self, values: Mapping[str, float | None], meta: Mapping[str, str]) -> list[int]:
+        """The document's ids, [BOS] + one id per field + [BOS], straight from the values."""
+        bos = self.vocab_size - 1
+        return [bos, *(first + f.bucket(self._value(f, values, meta))
+                       for f, first in zip(self.ordered, self._first_ids)), bos]
+
+    @functools.cached_property
+    def _first_ids(self) -> list[int]:
+        """The id of each field's bucket 0, in document order."""
+        firsts, n = [], 0
+        for f in self.ordered:
+            firsts.append(n)
+            n += f.levels
+        return firsts
+
+    def _value(self, f: Field, values: Mapping[str, float | None], meta: Mapping[str, str]) -> float:
+        x = values.get(f.name)
+        if x is None:
+            raise SchemaError(f"values.{f.name} is missing")
+        if not math.isfinite(x):
+            raise SchemaError(f"values.{f.name} is not a finite number")
+        if f.per:
+            try:
+                d = float(meta[f.per])
+            except (KeyError, ValueError):
+                raise SchemaError(f"meta.{f.per} is missing or not a number") from None
+            if d <= 0:
+                raise SchemaError(f"meta.{f.per} must be positive")
+            x /= d
+        return x
+
+    def ids(self, tokens: Sequence[str]) -> list[int]:
+        """[BOS] + ids + [BOS] for tokens in document order."""
+        index = self._index
+        try:
+            body = [index[t] for t in tokens]
+        except KeyError as e:
+            raise SchemaError(f"unknown token {e.args[0]!r}") from None
+        bos = self.vocab_size - 1
+        return [bos, *body, bos]
+
+    def parse(self, text: str) -> list[str]:
+        """Tokens typed by a person (`C9 M9 D4 S4 L4 N1`), checked against the document order."""
+        tokens = text.replace(",", " ").split()
+        expected = [f.prefix for f in self.ordered]
+        if len(tokens) != len(expected):
+            raise SchemaError(f"expected {len(expected)} tokens ({' '.join(p + 'N' for p in expected)})")
+        index = self._index
+        for token, f in zip(tokens, self.ordered):
+            if token not in index or self.field_of(token) is not f:
+                raise SchemaError(f"{token!r} is not a {f.label or f.name} token ({f.prefix}0-{f.prefix}{f.levels - 1})")
+        return tokens
+
+    @functools.cached_property
+    def _index(self) -> dict[str, int]:
+        return {t: i for i, t in enumerate(self.vocab)}
+
+    def fit(self, values: Sequence[Mapping[str, float | None]], metas: Sequence[Mapping[str, str]]) -> Schema:
+        """A copy with every `auto` field's quantile edges fitted to these observations."""
+        fields = []
+        for f in self.fields:
+            if f.auto:
+                xs = np.array([self._value(f, v, m) for v, m in zip(values, metas)])
+                qs = np.quantile(xs, np.arange(1, f.levels) / f.levels) if len(xs) else []
+                f = msgspec.structs.replace(f, edges=[float(q) for q in qs])
+            fields.append(f)
+        return Schema(fields)

@@ -1,0 +1,98 @@
+"""Schemas: values to tokens to ids, and back; nothing missing is ever read as zero."""
+
+import math
+
+import msgspec
+import pytest
+
+from kiri.atoms import atom_spec
+from kiri.atoms.pulse import SCHEMA
+from kiri.model.config import num_params
+from kiri.schema import Field, Schema, SchemaError
+
+META = {"cpus": "2"}
+
+
+def values(**kw):
+    base = {"cpu": 5.0, "mem": 50.0, "disk": 40.0, "swap": 0.0, "load": 0.4, "net": 1.0}
+    base.update(kw)
+    return base
+
+
+def test_pulse_schema_is_the_designs():
+    assert SCHEMA.vocab == ([f"C{i}" for i in range(10)] + [f"M{i}" for i in range(10)]
+                            + [f"D{i}" for i in range(10)] + [f"S{i}" for i in range(5)]
+                            + [f"L{i}" for i in range(5)] + ["N0", "N1"])
+    assert SCHEMA.vocab_size == 43
+    assert num_params(atom_spec("pulse").config()) == 27840
+
+
+def test_uniform_buckets_clamp_at_the_edges():
+    assert SCHEMA.tokenize(values(cpu=0, mem=100, disk=49.9, swap=20, load=0.6, net=0), META) == \
+        ["C0", "M9", "D4", "S1", "L1", "N0"]
+    assert SCHEMA.tokenize(values(cpu=-5, mem=250, disk=10, swap=99, load=99, net=1), META) == \
+        ["C0", "M9", "D1", "S4", "L4", "N1"]
+
+
+def test_load_is_per_cpu():
+    assert SCHEMA.tokenize(values(load=2.0), {"cpus": "2"})[4] == "L4"
+    assert SCHEMA.tokenize(values(load=2.0), {"cpus": "8"})[4] == "L1"
+    with pytest.raises(SchemaError, match="meta.cpus is missing"):
+        SCHEMA.tokenize(values(), {})
+
+
+@pytest.mark.parametrize("bad, reason", [
+    ({"cpu": None}, "values.cpu is missing"),
+    ({"mem": float("nan")}, "values.mem is not a finite number"),
+    ({"disk": math.inf}, "values.disk is not a finite number"),
+])
+def test_missing_or_non_finite_values_are_rejected_not_zeroed(bad, reason):
+    with pytest.raises(SchemaError, match=reason):
+        SCHEMA.tokenize(values(**bad), META)
+
+
+def test_an_absent_field_is_missing():
+    v = values()
+    del v["swap"]
+    with pytest.raises(SchemaError, match="values.swap is missing"):
+        SCHEMA.tokenize(v, META)
+
+
+def test_ids_wrap_the_tokens_in_bos():
+    ids = SCHEMA.ids(["C5", "M5", "D4", "S1", "L1", "N1"])
+    assert ids == [42, 5, 15, 24, 31, 36, 41, 42]
+    assert [SCHEMA.vocab[i] for i in ids[1:-1]] == ["C5", "M5", "D4", "S1", "L1", "N1"]
+
+
+def test_parse_checks_each_token_against_its_field():
+    assert SCHEMA.parse("C9 M9 D4 S4 L4 N1") == ["C9", "M9", "D4", "S4", "L4", "N1"]
+    with pytest.raises(SchemaError, match="expected 6 tokens"):
+        SCHEMA.parse("C9 M9")
+    with pytest.raises(SchemaError, match="'M9' is not a CPU token"):
+        SCHEMA.parse("M9 C9 D4 S4 L4 N1")
+    with pytest.raises(SchemaError, match="'S7' is not a swap token"):
+        SCHEMA.parse("C1 M1 D1 S7 L1 N1")
+
+
+def test_auto_fields_fit_quantile_edges():
+    schema = Schema([Field("x", "X", 4, auto=True)])
+    fitted = schema.fit([{"x": float(i)} for i in range(100)], [{}] * 100)
+    assert fitted.fields[0].edges == pytest.approx([24.75, 49.5, 74.25])
+    assert [fitted.tokenize({"x": x}, {})[0] for x in (-10, 30, 60, 1e9)] == ["X0", "X1", "X2", "X3"]
+
+
+def test_context_fields_lead_the_document_and_are_not_scored():
+    schema = Schema([Field("load", "L", 3, 0, 3), Field("hour", "H", 24, 0, 24, context=True)])
+    assert schema.tokenize({"load": 1.5, "hour": 3}, {}) == ["H3", "L1"]
+    assert schema.n_context == 1 and schema.scored == slice(2, 3)
+    assert schema.vocab[:2] == ["H0", "H1"]
+
+
+def test_colliding_prefixes_are_refused():
+    with pytest.raises(ValueError, match="same token twice"):
+        Schema([Field("a", "C", 20), Field("b", "C1", 3)])
+
+
+def test_a_schema_survives_json():
+    again = msgspec.json.decode(msgspec.json.encode(SCHEMA), type=Schema)
+    assert again == SCHEMA
