@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from kiri import __version__
+from kiri import __version__, atom_commands
 from kiri.home import kiri_home
 from kiri.model import weights
 from kiri.model.config import Config, num_params
@@ -37,12 +37,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"kiri {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    t = sub.add_parser("train", help="train a model (microgpt's trainer)")
-    t.add_argument("--text", type=Path, required=True, metavar="FILE",
+    t = sub.add_parser("train", help="train an atom, or a character-level model (--text)")
+    t.add_argument("atom", nargs="?", metavar="ATOM",
+                   help="train this atom on its recordings (or on --from files)")
+    t.add_argument("--from", dest="files", type=Path, nargs="+", metavar="FILE",
+                   help="train the atom on these recorded streams instead of its recordings")
+    t.add_argument("--window", type=int, default=50_000,
+                   help="train the atom on at most its N most recent observations")
+    t.add_argument("--text", type=Path, metavar="FILE",
                    help="train a character-level model on FILE, one document per line")
     _model_options(t)
     t.add_argument("--steps", type=int, default=1000, help="training steps")
-    t.add_argument("--batch", type=int, default=1, help="documents per step")
+    t.add_argument("--batch", type=int, default=None,
+                   help="documents per step (default: 32 for an atom, 1 for --text)")
     t.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (decays to 0)")
     t.add_argument("--seed", type=int, default=42, help="seed of the shuffle, init and samples")
     t.add_argument("--engine", choices=("fast", "pure"), default="fast",
@@ -51,7 +58,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--samples", type=int, default=20, help="samples to print after training")
     t.add_argument("--temperature", type=float, default=0.5, help="sampling temperature")
     t.add_argument("--out", type=Path, default=None, metavar="PATH",
-                   help="where to save the weights (default: $KIRI_HOME/models/STEM.json)")
+                   help="where to save the weights (default: $KIRI_HOME/atoms/ATOM/weights.json, "
+                   "or $KIRI_HOME/models/STEM.json for --text)")
+
+    s = sub.add_parser("score", help="how surprising one observation is to an atom, and why")
+    s.add_argument("atom", metavar="ATOM", help="a trained atom")
+    s.add_argument("tokens", nargs="?", metavar="TOKENS", help='tokens, e.g. "C9 M9 D4 S4 L4 N1"')
+    s.add_argument("--values", metavar="NAME=X,…",
+                   help="raw values instead of tokens, e.g. cpu=97,mem=95,disk=40,swap=0,load=2,net=1")
+    s.add_argument("--meta", metavar="NAME=X,…", default="",
+                   help="meta fields for --values (default: this host's, e.g. cpus)")
+    s.add_argument("--weights", type=Path, metavar="PATH", help="weights file (default: the atom's)")
 
     g = sub.add_parser("generate", help="sample documents from a trained model")
     g.add_argument("weights", type=Path, metavar="WEIGHTS", help="a weights file")
@@ -59,8 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--temperature", type=float, default=0.5, help="sampling temperature")
     g.add_argument("--seed", type=int, default=42, help="seed of the draws")
 
-    i = sub.add_parser("info", help="describe a weights file")
-    i.add_argument("weights", type=Path, metavar="WEIGHTS", help="a weights file")
+    i = sub.add_parser("info", help="describe an atom or a weights file")
+    i.add_argument("weights", metavar="ATOM|WEIGHTS", help="an atom name or a weights file")
 
     for name in STAGES:
         sub.add_parser(name, help=f"run the stage kiri-{name} (same arguments)")
@@ -75,6 +92,11 @@ def _model_options(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    if (args.atom is None) == (args.text is None):
+        raise UserError("name an ATOM to train, or give --text FILE")
+    if args.atom:
+        return atom_commands.train(args)
+    args.batch = args.batch or 1
     if args.steps < 1 or args.batch < 1:
         raise UserError("--steps and --batch must be at least 1")
     rng = random.Random(args.seed)
@@ -127,11 +149,19 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> None:
-    for line in weights.describe(_load(args.weights), args.weights):
+    if "/" not in args.weights and not args.weights.endswith(".json"):
+        return atom_commands.info(args.weights)
+    path = Path(args.weights)
+    for line in weights.describe(_load(path), path):
         print(line)
 
 
-COMMANDS = {"train": cmd_train, "generate": cmd_generate, "info": cmd_info}
+COMMANDS = {
+    "train": cmd_train,
+    "score": lambda args: atom_commands.score(args),
+    "generate": cmd_generate,
+    "info": cmd_info,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,7 +6,11 @@ import os
 import time
 from pathlib import Path
 
+import msgspec
+
 from kiri.home import data_dir
+from kiri.records import Obs, Record
+from kiri.schema import Schema, SchemaError
 
 
 class Recorder:
@@ -30,3 +34,53 @@ class Recorder:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+class Loaded(msgspec.Struct):
+    observations: list[Obs]  # valid for the schema, deduplicated, oldest first
+    files: int
+    skipped: dict[str, int]  # reason -> how many observations were left out for it
+    examples: dict[str, str]  # reason -> where it first happened (file:line)
+
+
+def recording_files(atom: str) -> list[Path]:
+    return sorted(data_dir(atom).glob("*.ndjson"))
+
+
+def load_observations(atom: str, files: list[Path], schema: Schema, limit: int = 0) -> Loaded:
+    """The atom's observations in these files that the schema can tokenize, oldest first.
+
+    Other kinds and other atoms' observations are ignored; an observation recorded twice (same
+    host and time, as when a collector and a learning atom both record) counts once. With
+    `limit`, only the most recent `limit` are kept.
+    """
+    decode = msgspec.json.Decoder(Record).decode
+    seen: dict[tuple[str, float], Obs] = {}
+    loaded = Loaded([], len(files), {}, {})
+    for path in files:
+        with path.open("rb") as f:
+            for lineno, line in enumerate(f, 1):
+                problem = _problem(decode, line, atom, schema, seen)
+                if problem:
+                    loaded.skipped[problem] = loaded.skipped.get(problem, 0) + 1
+                    loaded.examples.setdefault(problem, f"{path}:{lineno}")
+    observations = sorted(seen.values(), key=lambda o: o.ts)
+    loaded.observations = observations[-limit:] if limit else observations
+    return loaded
+
+
+def _problem(decode, line: bytes, atom: str, schema: Schema, seen: dict) -> str | None:
+    if not line.strip():
+        return None
+    try:
+        rec = decode(line)
+    except (msgspec.MsgspecError, UnicodeDecodeError):
+        return "not a valid record"
+    if not isinstance(rec, Obs) or rec.atom != atom:
+        return None
+    try:
+        schema.tokenize(rec.values, rec.meta)
+    except SchemaError as e:
+        return str(e)
+    seen[(rec.host, rec.ts)] = rec
+    return None

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import msgspec
 import pytest
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -41,3 +43,33 @@ def run(module: str, *args: str, input: bytes = b"", timeout: float = 30) -> sub
     return subprocess.run(
         stage_cmd(module, *args), input=input, capture_output=True, timeout=timeout, env=os.environ
     )
+
+
+def observations(name: str) -> list:
+    from kiri.records import Obs
+
+    decode = msgspec.json.Decoder(Obs).decode
+    return [decode(line) for line in fixture_bytes(name).splitlines()]
+
+
+@pytest.fixture(scope="session")
+def pulse_weights(tmp_path_factory) -> Path:
+    """A pulse atom trained once, on the normal recording of this machine."""
+    from kiri.atoms import atom_spec
+    from kiri.detector import train_detector
+
+    detector, provenance = train_detector(
+        atom_spec("pulse"), observations("pulse-normal.ndjson"), steps=600, batch=32
+    )
+    path = tmp_path_factory.mktemp("pulse") / "weights.json"
+    detector.save(path, provenance)
+    return path
+
+
+@pytest.fixture
+def installed_pulse(pulse_weights: Path, kiri_home: Path) -> Path:
+    """Those weights, where the pulse atom looks for them in this test's KIRI_HOME."""
+    path = kiri_home / "atoms" / "pulse" / "weights.json"
+    path.parent.mkdir(parents=True)
+    shutil.copy(pulse_weights, path)
+    return path

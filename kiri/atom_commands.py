@@ -1,0 +1,161 @@
+"""The `kiri` subcommands that act on an atom: train it, score one observation, describe it."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import psutil
+
+from kiri.atoms import UnknownAtom, atom_spec, weights_path
+from kiri.detector import Detector, train_detector
+from kiri.model import weights
+from kiri.model.config import matrix_shapes, num_params
+from kiri.progress import Progress
+from kiri.recordings import load_observations, recording_files
+from kiri.schema import SchemaError
+from kiri.stream import UserError
+
+MIN_OBSERVATIONS = 10
+
+
+def _spec(name: str):
+    try:
+        return atom_spec(name)
+    except (UnknownAtom, ValueError) as e:
+        raise UserError(str(e)) from None
+
+
+def _detector(atom: str, path: Path | None = None) -> Detector:
+    path = path or weights_path(atom)
+    if not path.exists():
+        raise UserError(f"atom {atom} has no weights yet at {path}: run `kiri train {atom}`")
+    try:
+        return Detector.load(path)
+    except weights.WeightsError as e:
+        raise UserError(str(e)) from None
+
+
+def train(args: argparse.Namespace) -> None:
+    """kiri train ATOM: load observations, train, calibrate, save, and say what it did."""
+    spec = _spec(args.atom)
+    files = args.files or recording_files(spec.name)
+    missing = [str(f) for f in files if not Path(f).is_file()]
+    if missing:
+        raise UserError(f"cannot read {', '.join(missing)}")
+    loaded = load_observations(spec.name, [Path(f) for f in files], spec.schema, args.window)
+    print(f"loaded {len(loaded.observations)} observations from {loaded.files} files")
+    for reason, n in loaded.skipped.items():
+        print(f"skipped {n} observations: {reason} (first at {loaded.examples[reason]})")
+    if len(loaded.observations) < MIN_OBSERVATIONS:
+        raise UserError(
+            f"atom {spec.name} needs at least {MIN_OBSERVATIONS} observations to train, "
+            f"found {len(loaded.observations)}: record some with `kiri-collect {spec.name} --record`"
+        )
+    batch = args.batch or 32
+    if args.steps < 1 or batch < 1:
+        raise UserError("--steps and --batch must be at least 1")
+    detector, provenance = train_detector(
+        spec, loaded.observations, steps=args.steps, batch=batch, lr=args.lr, seed=args.seed,
+        on_step=Progress(args.steps, args.log_every),
+    )
+    cal = detector.calibration
+    q = cal.quantiles
+    print(f"calibrated on the most recent {cal.held_out} observations: surprise p50 "
+          f"{q['p50']:.3f}, p90 {q['p90']:.3f}, p99 {q['p99']:.3f}, max {q['max']:.3f}")
+    print(f"threshold {cal.threshold:.3f}: {cal.method}")
+    provenance.source = ", ".join(str(f) for f in args.files) if args.files else \
+        f"recordings of {spec.name} ({loaded.files} files)"
+    out = args.out or weights_path(spec.name)
+    model_id = detector.save(out, provenance)
+    print(f"trained in {provenance.seconds:.1f} s; weights saved to {out} (id {model_id})")
+
+
+def score(args: argparse.Namespace) -> None:
+    """kiri score ATOM: surprise, threshold, and per token -log p and the likeliest token."""
+    spec = _spec(args.atom)
+    detector = _detector(spec.name, args.weights)
+    schema = detector.schema
+    try:
+        if args.values:
+            tokens = schema.tokenize(_pairs(args.values, float), _meta(args.meta))
+        elif args.tokens:
+            tokens = schema.parse(args.tokens)
+        else:
+            raise UserError('give tokens ("C9 M9 D4 S4 L4 N1") or --values')
+    except SchemaError as e:
+        raise UserError(str(e)) from None
+    ids = schema.ids(tokens)
+    nll = detector.token_nll([ids])[0]
+    surprise = float(nll.mean())
+    verdict = "unusual" if surprise > detector.threshold else "normal"
+    print(f"surprise {surprise:.2f} (threshold {detector.threshold:.2f}): {verdict}")
+    print(f"{'token':<8}{'-log p':>8}   most likely instead")
+    s = schema.scored
+    for pos, (token, x) in enumerate(zip(tokens[s.start - 1 :], nll), start=s.start):
+        best, p = _likeliest(detector, ids[:pos], schema.field_of(token))
+        print(f"{token:<8}{x:>8.2f}   {best} (p {p:.2f})")
+
+
+def _likeliest(detector: Detector, prefix: list[int], field) -> tuple[str, float]:
+    """The most probable token of this field after prefix, and its probability."""
+    logits = detector.engine.next_logits(prefix)
+    probs = _softmax(logits)
+    vocab = detector.schema.vocab
+    choices = [i for i, t in enumerate(vocab) if detector.schema.field_of(t) is field]
+    best = max(choices, key=lambda i: probs[i])
+    return vocab[best], float(probs[best])
+
+
+def _softmax(z):
+    import numpy as np
+
+    e = np.exp(z - z.max())
+    return e / e.sum()
+
+
+def _pairs(text: str, cast) -> dict:
+    out = {}
+    for part in filter(None, text.split(",")):
+        name, sep, value = part.partition("=")
+        if not sep:
+            raise UserError(f"expected NAME=VALUE, got {part!r}")
+        try:
+            out[name.strip()] = cast(value)
+        except ValueError:
+            raise UserError(f"{name.strip()}: {value!r} is not a number") from None
+    return out
+
+
+def _meta(text: str) -> dict[str, str]:
+    meta = {"cpus": str(psutil.cpu_count() or 1)}
+    meta.update(_pairs(text, str))
+    return meta
+
+
+def info(name: str) -> None:
+    """kiri info ATOM: its schema and model size, and its training when it has weights."""
+    spec = _spec(name)
+    path = weights_path(spec.name)
+    detector = _detector(spec.name) if path.exists() else None
+    schema = detector.schema if detector else spec.schema
+    config = detector.engine.config if detector else spec.config()
+    print(f"atom {spec.name}: " + (f"weights {path} (id {detector.id})" if detector
+                                   else f"not trained yet (no {path})"))
+    for f in schema.ordered:
+        kind = "context" if f.context else "scored"
+        rng = f"quantile edges {[round(e, 3) for e in f.edges]}" if f.auto else \
+            f"{f.lo:g}..{f.hi:g}" + (f" per {f.per}" if f.per else "")
+        print(f"  {f.prefix}0-{f.prefix}{f.levels - 1:<3} {f.label or f.name} ({f.name}), {rng}, {kind}")
+    print(f"vocab size: {config.vocab_size}")
+    print(f"config: n_layer {config.n_layer}, n_embd {config.n_embd}, n_head {config.n_head}, "
+          f"block_size {config.block_size}")
+    print(f"num params: {num_params(config)} "
+          f"({', '.join(f'{n} {r * c}' for n, (r, c) in matrix_shapes(config))})")
+    if detector:
+        cal, p = detector.calibration, detector.provenance
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(p.created))
+        print(f"threshold {cal.threshold:.3f}: {cal.method}")
+        print(f"trained {when} on {p.source}: {p.steps} steps at batch {p.batch}, "
+              f"final loss {p.final_loss:.4f}, {p.seconds:.1f} s")

@@ -1,0 +1,153 @@
+"""An atom's detector: its schema, its model and its calibration, trained from observations.
+
+Training holds out the most recent share of the observations and scores them with the trained
+model: that surprise distribution is what "normal" looks like on data the model has not seen,
+and the alert threshold is set from it. Scoring is batched: one forward pass for many
+observations, the same code for `kiri-atom`, `kiri score` and the benchmarks.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import msgspec
+import numpy as np
+
+from kiri.atoms import AtomSpec
+from kiri.model import weights
+from kiri.model.fast import FastGPT
+from kiri.model.training import new_engine, train
+from kiri.records import Obs, Score
+from kiri.schema import Schema, SchemaError
+
+HOLDOUT = 0.10  # the most recent share of observations, kept for calibration
+THRESHOLD_FLOOR = 1.0  # nats of mean surprise: below this nothing is unusual enough to say
+THRESHOLD_FACTOR = 2.0  # threshold = factor x the held-out p99, when that is above the floor
+QUANTILES = (0.5, 0.9, 0.99, 1.0)
+
+
+class Calibration(msgspec.Struct):
+    threshold: float
+    method: str  # one sentence: how the threshold was chosen
+    quantiles: dict[str, float] = {}  # held-out surprise: p50, p90, p99, max
+    held_out: int = 0
+
+
+class Detector:
+    """A trained atom: tokenizes observations, scores them, and knows its threshold."""
+
+    def __init__(self, atom: str, schema: Schema, engine: FastGPT, calibration: Calibration,
+                 model_id: str = "", provenance: weights.Provenance | None = None) -> None:
+        self.atom, self.schema, self.engine = atom, schema, engine
+        self.calibration, self.id = calibration, model_id
+        self.provenance = provenance or weights.Provenance()
+
+    @classmethod
+    def load(cls, path: Path) -> Detector:
+        """Load an atom's weights file; WeightsError names the file and the problem."""
+        w = weights.load(path)
+        try:
+            schema = msgspec.convert(w.extra["schema"], Schema)
+            calibration = msgspec.convert(w.extra["calibration"], Calibration)
+            atom = str(w.extra["atom"])
+        except (KeyError, msgspec.ValidationError, ValueError) as e:
+            raise weights.WeightsError(f"{path}: not an atom's weights file: {e}") from None
+        if schema.vocab != w.vocab:
+            raise weights.WeightsError(f"{path}: the schema's vocabulary differs from the model's")
+        return cls(atom, schema, FastGPT(w.config, w.matrices), calibration, w.id, w.provenance)
+
+    def save(self, path: Path, provenance: weights.Provenance) -> str:
+        extra = {
+            "atom": self.atom,
+            "schema": msgspec.to_builtins(self.schema),
+            "calibration": msgspec.to_builtins(self.calibration),
+        }
+        self.provenance = provenance
+        self.id = weights.save(path, self.engine.config, self.schema.vocab,
+                               self.engine.matrices(), provenance, extra)
+        return self.id
+
+    @property
+    def threshold(self) -> float:
+        return self.calibration.threshold
+
+    def token_nll(self, docs: Sequence[Sequence[int]]) -> np.ndarray:
+        """-log p of each scored token, (N, fields), for documents of this schema."""
+        s = self.schema.scored
+        return self.engine.token_nll(np.asarray(docs), first=s.start, stop=s.stop)
+
+    def score(self, observations: Sequence[Obs]) -> list[Score | SchemaError]:
+        """A score for each observation, or the SchemaError that says why it has none."""
+        out: list = [None] * len(observations)
+        valid: list[int] = []
+        docs: list[list[int]] = []
+        for i, obs in enumerate(observations):
+            try:
+                docs.append(self.schema.encode(obs.values, obs.meta))
+                valid.append(i)
+            except SchemaError as e:
+                out[i] = e
+        if not docs:
+            return out
+        nll = self.token_nll(docs)
+        surprise = nll.mean(1).round(4).tolist()
+        vocab, scored = self.schema.vocab, self.schema.scored
+        for i, doc, row, s in zip(valid, docs, nll.round(4).tolist(), surprise):
+            obs = observations[i]
+            out[i] = Score(
+                ts=obs.ts, atom=obs.atom, host=obs.host, values=obs.values,
+                tokens=[vocab[t] for t in doc[scored]], nll=row, surprise=s,
+                threshold=self.threshold, model=self.id,
+            )
+        return out
+
+
+def calibrate(surprise: np.ndarray) -> Calibration:
+    """The alert threshold from the held-out surprise distribution."""
+    qs = {f"p{int(q * 100)}" if q < 1 else "max": float(np.quantile(surprise, q)) for q in QUANTILES}
+    scaled = THRESHOLD_FACTOR * qs["p99"]
+    if scaled > THRESHOLD_FLOOR:
+        threshold = scaled
+        method = (f"{THRESHOLD_FACTOR:g} x the p99 of held-out surprise "
+                  f"({THRESHOLD_FACTOR:g} x {qs['p99']:.3f}), above the floor {THRESHOLD_FLOOR:g}")
+    else:
+        threshold = THRESHOLD_FLOOR
+        method = (f"the floor {THRESHOLD_FLOOR:g}, since {THRESHOLD_FACTOR:g} x the p99 of "
+                  f"held-out surprise ({THRESHOLD_FACTOR:g} x {qs['p99']:.3f}) is below it")
+    return Calibration(round(threshold, 4), method, qs, len(surprise))
+
+
+def train_detector(
+    spec: AtomSpec,
+    observations: Sequence[Obs],
+    *,
+    steps: int,
+    batch: int,
+    lr: float = 0.01,
+    seed: int = 42,
+    on_step: Callable[[int, float], None] | None = None,
+) -> tuple[Detector, weights.Provenance]:
+    """Fit the schema, train on the older 90% (shuffled), calibrate on the most recent 10%.
+
+    observations must be valid for the schema and in time order.
+    """
+    schema = spec.schema.fit([o.values for o in observations], [o.meta for o in observations])
+    docs = [schema.encode(o.values, o.meta) for o in observations]
+    n_hold = max(1, int(len(docs) * HOLDOUT))
+    train_docs, held = docs[:-n_hold] or docs, docs[-n_hold:]
+    rng = random.Random(seed)
+    engine = new_engine("fast", spec.config(schema), rng)
+    shuffled = list(train_docs)
+    rng.shuffle(shuffled)
+    started = time.monotonic()
+    loss = train(engine, shuffled, steps, batch=batch, lr=lr, on_step=on_step)
+    detector = Detector(spec.name, schema, engine, Calibration(0.0, ""))
+    detector.calibration = calibrate(detector.token_nll(held).mean(1))
+    provenance = weights.Provenance(
+        steps=steps, batch=batch, seed=seed, lr=lr, engine="fast", final_loss=loss,
+        seconds=time.monotonic() - started,
+    )
+    return detector, provenance

@@ -1,0 +1,112 @@
+"""The Pulse atom on real recordings of this machine: training, calibration, surprise, culprits."""
+
+import msgspec
+import numpy as np
+
+from conftest import FIXTURES, observations, run
+from kiri.detector import Detector
+from kiri.records import Obs
+
+decode = msgspec.json.Decoder(Obs).decode
+
+
+def test_stress_is_far_more_surprising_than_normal_and_names_cpu_and_memory(pulse_weights):
+    detector = Detector.load(pulse_weights)
+    normal = [s.surprise for s in detector.score(observations("pulse-normal.ndjson"))]
+    stress = detector.score(observations("pulse-stress.ndjson"))
+    median = float(np.median(normal))
+    assert np.median([s.surprise for s in stress]) >= 5 * median
+    for s in stress[-20:]:  # once the load average has caught up with the burners too
+        ranked = [t for t, _ in sorted(zip(s.tokens, s.nll), key=lambda c: -c[1])]
+        assert ranked[0][0] in "CM" and {"C", "M"} <= {t[0] for t in ranked[:3]}
+        assert s.surprise > detector.threshold
+
+
+def test_calibration_keeps_normal_below_the_threshold(pulse_weights):
+    detector = Detector.load(pulse_weights)
+    normal = [s.surprise for s in detector.score(observations("pulse-normal.ndjson"))]
+    assert np.mean(np.array(normal) > detector.threshold) < 0.02
+    cal = detector.calibration
+    assert cal.held_out == 24 and cal.quantiles["p50"] <= cal.quantiles["max"]
+    assert cal.method
+
+
+def test_kiri_train_pulse_from_files_says_what_it_did(kiri_home):
+    out = run("kiri.cli", "train", "pulse", "--from", str(FIXTURES / "pulse-normal.ndjson"),
+              str(FIXTURES / "kinds.ndjson"), "--steps", "200", timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.decode().splitlines()
+    assert lines[0] == "loaded 241 observations from 2 files"
+    assert lines[1] == "step    1 /  200 | loss " + lines[1].split("loss ")[1]
+    assert any(l.startswith("calibrated on the most recent 24 observations: surprise p50") for l in lines)
+    assert any(l.startswith("threshold ") and ": " in l for l in lines)
+    assert (kiri_home / "atoms" / "pulse" / "weights.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_kiri_train_pulse_reads_the_recordings(kiri_home):
+    day = kiri_home / "data" / "pulse"
+    day.mkdir(parents=True)
+    normal = (FIXTURES / "pulse-normal.ndjson").read_bytes().splitlines()
+    (day / "2026-11-20.ndjson").write_bytes(b"\n".join(normal[:100]) + b"\n")
+    # the same observations recorded twice (collector and atom) count once; junk is skipped
+    (day / "2026-11-21.ndjson").write_bytes(b"\n".join(normal[50:150] + [b"junk"]) + b"\n")
+    out = run("kiri.cli", "train", "pulse", "--steps", "50", timeout=120)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.decode().splitlines()
+    assert lines[0] == "loaded 150 observations from 2 files"
+    assert lines[1].startswith("skipped 1 observations: not a valid record (first at ")
+
+
+def test_kiri_train_pulse_with_too_little_data_is_a_clear_error(kiri_home):
+    out = run("kiri.cli", "train", "pulse")
+    assert out.returncode == 1
+    assert "needs at least 10 observations to train, found 0" in out.stderr.decode()
+
+
+def test_kiri_train_skips_observations_with_missing_values(tmp_path, kiri_home):
+    lines = (FIXTURES / "pulse-normal.ndjson").read_bytes().splitlines()[:30]
+    lines.insert(3, b'{"kind":"obs","atom":"pulse","ts":5,"values":{"cpu":null},"meta":{"cpus":"2"}}')
+    f = tmp_path / "day.ndjson"
+    f.write_bytes(b"\n".join(lines) + b"\n")
+    out = run("kiri.cli", "train", "pulse", "--from", str(f), "--steps", "20")
+    assert out.returncode == 0
+    assert f"skipped 1 observations: values.cpu is missing (first at {f}:4)" in out.stdout.decode()
+
+
+def test_kiri_score_explains_which_token_is_unusual(installed_pulse):
+    out = run("kiri.cli", "score", "pulse", "C9 M9 D2 S0 L4 N1")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.decode().splitlines()
+    assert lines[0].startswith("surprise ") and lines[0].endswith(": unusual")
+    assert lines[1].split() == ["token", "-log", "p", "most", "likely", "instead"]
+    rows = {l.split()[0]: l.split() for l in lines[2:]}
+    assert list(rows) == ["C9", "M9", "D2", "S0", "L4", "N1"]
+    assert float(rows["C9"][1]) > 3 and rows["C9"][2].startswith("C") and rows["C9"][2] != "C9"
+    assert float(rows["N1"][1]) < 0.5
+
+
+def test_kiri_score_takes_raw_values(installed_pulse):
+    usual = decode((FIXTURES / "pulse-normal.ndjson").read_bytes().splitlines()[-1]).values
+    text = ",".join(f"{k}={v}" for k, v in usual.items())
+    out = run("kiri.cli", "score", "pulse", "--values", text, "--meta", "cpus=2")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.decode().splitlines()[0].endswith(": normal")
+
+
+def test_kiri_score_rejects_bad_tokens_and_missing_values(installed_pulse):
+    out = run("kiri.cli", "score", "pulse", "C9 M9 D4")
+    assert out.returncode == 1 and "expected 6 tokens" in out.stderr.decode()
+    out = run("kiri.cli", "score", "pulse", "--values", "cpu=97,mem=95")
+    assert out.returncode == 1 and "values.disk is missing" in out.stderr.decode()
+
+
+def test_kiri_info_pulse_with_and_without_weights(installed_pulse):
+    for present in (True, False):
+        if not present:
+            installed_pulse.unlink()
+        out = run("kiri.cli", "info", "pulse")
+        assert out.returncode == 0, out.stderr
+        text = out.stdout.decode()
+        assert "vocab size: 43" in text and "num params: 27840" in text
+        assert ("threshold " in text) == present
+        assert ("not trained yet" in text) == (not present)
