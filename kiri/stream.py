@@ -268,7 +268,26 @@ class Stream:
         Records of other kinds go straight to the output, unchanged. `check` may reject a
         consumed record that decodes but makes no sense to this stage, by returning a reason.
         """
+        for group in self.batches(fd, source=source, consumes=consumes, check=check):
+            for record, raw, _lineno in group:
+                yield record, raw
+
+    def batches(
+        self,
+        fd: int = 0,
+        *,
+        source: str = "-",
+        consumes: tuple[type, ...] = (),
+        check: Check | None = None,
+    ) -> Iterator[list[tuple[Any, bytes, int]]]:
+        """Like records(), but yields the consumed records in groups of (record, raw, line).
+
+        A group holds what arrived together, so a stage can handle it in one vectorized step.
+        Output order is kept: a group ends before any passed-through record that follows it,
+        so the stage emits the group's results before that record goes out.
+        """
         decode, out = self.decoder.decode, self._out
+        group: list[tuple[Any, bytes, int]] = []
         for batch in self._line_batches(fd):
             for line in batch:
                 self.lines += 1
@@ -286,6 +305,9 @@ class Stream:
                     self.reject(source, self.lines, _reason(e), line)
                     continue
                 if not isinstance(record, consumes):
+                    if group:
+                        yield group
+                        group = []
                     if self.pretty:
                         self.emit(record)
                     else:  # the hot path of a pass-through, inlined
@@ -297,7 +319,10 @@ class Stream:
                 if reason:
                     self.reject(source, self.lines, reason, line)
                     continue
-                yield record, line
+                group.append((record, line, self.lines))
+            if group:
+                yield group
+                group = []
             if len(out) >= FLUSH_SIZE:
                 self.flush()
 

@@ -1,12 +1,179 @@
-"""kiri-atom: not part of this version of KIRI yet."""
+"""kiri-atom ATOM: turn the atom's `obs` records into `score` records.
 
+Observations are scored in groups, one forward pass per group. The weights file is watched:
+when a retrain lands, the next group is scored by the new model, with no restart. With --learn
+and no weights yet, the stage records a warm-up window, trains in a background process, passes
+observations through meanwhile, and starts scoring as soon as the weights land.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
 import sys
+import time
+from pathlib import Path
+from typing import Any
 
-from kiri.stages import unavailable
+import msgspec
+
+from kiri.atoms import UnknownAtom, atom_spec, known_atoms, weights_path
+from kiri.detector import Detector
+from kiri.home import kiri_home, private_dir
+from kiri.model.weights import WeightsError
+from kiri.records import Obs, Score
+from kiri.recordings import Recorder
+from kiri.stream import Stream, UserError, add_stream_options, run_main, setup_logging
+
+RELOAD_EVERY = 1.0  # seconds between checks of the weights file
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kiri-atom", description="Score observations: obs -> score.")
+    p.add_argument("atom", metavar="ATOM", help=f"the atom ({', '.join(known_atoms())})")
+    p.add_argument("--weights", type=Path, metavar="PATH",
+                   help="weights file (default: $KIRI_HOME/atoms/ATOM/weights.json)")
+    p.add_argument("--learn", action="store_true",
+                   help="with no weights yet, record a warm-up window, train, then score")
+    p.add_argument("--warmup", type=int, default=120, metavar="N",
+                   help="observations to record before training, with --learn")
+    add_stream_options(p)
+    return p
+
+
+class Weights:
+    """The atom's current detector, reloaded whenever the weights file changes."""
+
+    def __init__(self, path: Path, log: Any) -> None:
+        self.path, self.log = path, log
+        self.detector: Detector | None = None
+        self._stamp: tuple | None = None
+        self._checked = 0.0
+
+    def _file_stamp(self) -> tuple | None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def refresh(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._checked < RELOAD_EVERY:
+            return
+        self._checked = now
+        stamp = self._file_stamp()
+        if stamp is None or stamp == self._stamp:
+            return
+        self._stamp = stamp
+        try:
+            detector = Detector.load(self.path)
+        except WeightsError as e:
+            if self.detector is None:
+                raise UserError(str(e)) from None
+            self.log.error("weights_rejected", reason=str(e), keeping=self.detector.id)
+            return
+        self.log.info("weights_loaded", path=str(self.path), model=detector.id,
+                      threshold=detector.threshold)
+        self.detector = detector
+
+
+class Learner:
+    """--learn: records a warm-up window, then trains the atom in a background process."""
+
+    def __init__(self, atom: str, warmup: int, out: Path, log: Any) -> None:
+        self.atom, self.warmup, self.out, self.log = atom, warmup, out, log
+        self.recorder = Recorder(atom)
+        self.seen = 0
+        self.proc: subprocess.Popen | None = None
+        self._encode = msgspec.json.Encoder().encode
+
+    def observe(self, obs: Obs) -> None:
+        self.recorder.append(obs.ts, self._encode(obs) + b"\n")
+        self.seen += 1
+        if self.proc is None and self.seen % max(1, self.warmup // 10) == 0:
+            self.log.info("warming_up", observations=self.seen, needed=self.warmup)
+        if self.proc is None and self.seen >= self.warmup:
+            self._start_training()
+        elif self.proc is not None and self.proc.poll() not in (None, 0):
+            self.log.error("training_failed", status=self.proc.returncode, log=str(self._log_path))
+            self.proc, self.seen = None, 0  # try again after another warm-up window
+
+    @property
+    def _log_path(self) -> Path:
+        return private_dir(kiri_home() / "logs") / f"train-{self.atom}.log"
+
+    def _start_training(self) -> None:
+        cmd = [sys.executable, "-m", "kiri.cli", "train", self.atom, "--out", str(self.out)]
+        with open(self._log_path, "ab") as log_file:
+            self.proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
+                preexec_fn=lambda: os.nice(10),  # training must not starve the pipeline
+            )
+        self.log.info("training_started", observations=self.seen, pid=self.proc.pid,
+                      log=str(self._log_path))
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+        self.recorder.close()
+
+
+def score_stream(args: argparse.Namespace, stream: Stream, log: Any) -> None:
+    atom = args.atom
+    path = args.weights or weights_path(atom)
+    model = Weights(path, log)
+    model.refresh(force=True)
+    learner = None
+    if model.detector is None:
+        if not args.learn:
+            raise UserError(f"atom {atom} has no weights at {path}: run `kiri train {atom}`, "
+                            "or start kiri-atom with --learn")
+        learner = Learner(atom, args.warmup, path, log)
+        log.info("learning", atom=atom, warmup=args.warmup)
+    try:
+        for group in stream.batches(0, consumes=(Obs,)):
+            model.refresh(force=learner is not None and learner.proc is not None)
+            mine = [(rec, raw, n) for rec, raw, n in group if rec.atom == atom]
+            if model.detector is None:
+                for rec, _raw, _n in mine:
+                    learner.observe(rec)
+                results = [None] * len(mine)
+            else:
+                results = model.detector.score([rec for rec, _, _ in mine])
+            _emit(stream, group, iter(results), atom)
+    finally:
+        if learner:
+            learner.stop()
+
+
+def _emit(stream: Stream, group: list, results, atom: str) -> None:
+    """Emit each record of a group in order: its score, its rejection, or itself."""
+    for rec, raw, lineno in group:
+        result = next(results) if rec.atom == atom else None
+        if isinstance(result, Score):
+            stream.emit(result)
+        elif result is not None:
+            stream.reject("-", lineno, str(result), raw)
+        else:  # another atom's observation, or still warming up
+            stream.emit_raw(rec, raw)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return unavailable("kiri-atom")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        atom_spec(args.atom)
+    except (UnknownAtom, ValueError) as e:
+        parser.error(str(e))
+    log = setup_logging("atom").bind(atom=args.atom)
+
+    def body() -> None:
+        with Stream(log, fmt=args.format, dead_letter=args.dead_letter) as stream:
+            score_stream(args, stream, log)
+
+    return run_main(body)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,162 @@
+"""kiri-atom: obs in, score out, through the real executable."""
+
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import time
+
+import msgspec
+
+from conftest import FIXTURES, fixture_bytes, log_events, run, stage_cmd
+from kiri.records import Score
+
+NORMAL = fixture_bytes("pulse-normal.ndjson").splitlines()
+STRESS = fixture_bytes("pulse-stress.ndjson").splitlines()
+KINDS = fixture_bytes("kinds.ndjson").splitlines()
+decode_score = msgspec.json.Decoder(Score).decode
+
+
+def bad_events(stderr):
+    return [e for e in log_events(stderr) if e["event"] == "bad_record"]
+
+
+def test_each_observation_becomes_a_score_in_order(installed_pulse):
+    out = run("kiri.stages.atom", "pulse", input=b"\n".join(NORMAL[:50] + STRESS[-5:]) + b"\n")
+    assert out.returncode == 0, out.stderr
+    scores = [decode_score(l) for l in out.stdout.splitlines()]
+    assert len(scores) == 55
+    obs = [json.loads(l) for l in NORMAL[:50] + STRESS[-5:]]
+    assert [s.ts for s in scores] == [o["ts"] for o in obs]
+    for s, o in zip(scores, obs):
+        assert s.atom == "pulse" and s.host == o["host"] and s.values == o["values"]
+        assert len(s.tokens) == 6 and len(s.nll) == 6
+        assert abs(s.surprise - sum(s.nll) / 6) < 1e-3
+        assert s.threshold > 0 and len(s.model) == 12
+    assert min(s.surprise for s in scores[-5:]) > max(s.surprise for s in scores[:50])
+
+
+def test_other_kinds_and_other_atoms_pass_through_in_order(installed_pulse):
+    other = b'{"kind":"obs","atom":"rhythm","values":{"idle":3.0}}'
+    lines = [NORMAL[0], KINDS[2], other, NORMAL[1], KINDS[4]]
+    out = run("kiri.stages.atom", "pulse", input=b"\n".join(lines) + b"\n")
+    got = out.stdout.splitlines()
+    assert [json.loads(l)["kind"] for l in got] == ["score", "decision", "obs", "score", "verdict"]
+    assert got[1] == KINDS[2] and got[2] == other and got[4] == KINDS[4]
+
+
+def test_bad_lines_and_incomplete_observations_are_reported_and_skipped(installed_pulse):
+    missing = b'{"kind":"obs","atom":"pulse","ts":1,"values":{"cpu":50,"mem":null},"meta":{"cpus":"2"}}'
+    lines = [NORMAL[0], b"{not json", NORMAL[1], missing, NORMAL[2]]
+    out = run("kiri.stages.atom", "pulse", input=b"\n".join(lines) + b"\n")
+    assert out.returncode == 0
+    assert len(out.stdout.splitlines()) == 3
+    bad = bad_events(out.stderr)
+    assert [(e["line"], e["reason"]) for e in bad[1:]] == [(4, "values.mem is missing")]
+    assert bad[0]["line"] == 2
+
+
+def test_an_unknown_atom_is_a_usage_error():
+    out = run("kiri.stages.atom", "toaster")
+    assert out.returncode == 2
+    assert "unknown atom 'toaster' (known: pulse)" in out.stderr.decode()
+
+
+def test_missing_weights_is_a_one_line_error(kiri_home):
+    out = run("kiri.stages.atom", "pulse", input=NORMAL[0] + b"\n")
+    assert out.returncode == 1
+    assert out.stderr.decode().strip().splitlines()[-1] == (
+        f"Error: atom pulse has no weights at {kiri_home}/atoms/pulse/weights.json: "
+        "run `kiri train pulse`, or start kiri-atom with --learn")
+
+
+def test_corrupt_weights_is_a_one_line_error_naming_the_file(installed_pulse):
+    installed_pulse.write_bytes(installed_pulse.read_bytes()[:1000])
+    out = run("kiri.stages.atom", "pulse", input=NORMAL[0] + b"\n")
+    assert out.returncode == 1
+    last = out.stderr.decode().strip().splitlines()[-1]
+    assert last.startswith(f"Error: {installed_pulse}: not a readable weights file")
+
+
+def test_closed_reader_exits_zero(installed_pulse, tmp_path):
+    f = tmp_path / "many.ndjson"
+    f.write_bytes(b"\n".join(NORMAL * 40) + b"\n")
+    cmd = " ".join(stage_cmd("kiri.stages.atom", "pulse"))
+    out = subprocess.run(["bash", "-c", f"{cmd} < {f} | head -n 1; echo status=${{PIPESTATUS[0]}}"],
+                         capture_output=True, timeout=60)
+    lines = out.stdout.splitlines()
+    assert decode_score(lines[0]).atom == "pulse" and lines[1] == b"status=0"
+    assert b"Traceback" not in out.stderr
+
+
+def start(args, **kw):
+    return subprocess.Popen(stage_cmd("kiri.stages.atom", *args), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+
+
+def read_lines(proc, n, timeout=30):
+    """The next n lines of proc's stdout, read from the pipe itself (no buffering ahead)."""
+    fd, data, deadline = proc.stdout.fileno(), b"", time.monotonic() + timeout
+    while data.count(b"\n") < n and time.monotonic() < deadline:
+        if select.select([fd], [], [], 0.5)[0]:
+            data += os.read(fd, 1)
+    return data.splitlines()
+
+
+def test_sigterm_mid_stream_flushes_and_exits_zero(installed_pulse):
+    proc = start(["pulse"])
+    proc.stdin.write(b"\n".join(NORMAL[:20]) + b"\n")
+    proc.stdin.flush()
+    got = read_lines(proc, 20)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0 and len(got) == 20 and out == b""
+    assert b"Traceback" not in err
+
+
+def test_a_retrain_lands_without_a_restart(installed_pulse, pulse_weights, tmp_path):
+    proc = start(["pulse"])
+    proc.stdin.write(NORMAL[0] + b"\n")
+    proc.stdin.flush()
+    first = decode_score(read_lines(proc, 1)[0])
+    # a different model (another seed) replaces the file atomically
+    other = tmp_path / "w.json"
+    out = run("kiri.cli", "train", "pulse", "--from", str(FIXTURES / "pulse-normal.ndjson"),
+              "--steps", "30", "--seed", "7", "--out", str(other))
+    assert out.returncode == 0
+    os.replace(other, installed_pulse)
+    time.sleep(1.2)
+    proc.stdin.write(NORMAL[0] + b"\n")
+    proc.stdin.flush()
+    second = decode_score(read_lines(proc, 1)[0])
+    proc.stdin.close()
+    assert proc.wait(10) == 0
+    assert first.model != second.model and first.surprise != second.surprise
+    assert any(e["event"] == "weights_loaded" for e in log_events(proc.stderr.read()))
+
+
+def test_learn_records_a_warmup_trains_and_then_scores(kiri_home):
+    proc = start(["pulse", "--learn", "--warmup", "30"])
+    proc.stdin.write(b"\n".join(NORMAL[:30]) + b"\n")
+    proc.stdin.flush()
+    passed = read_lines(proc, 30)  # warming up: observations pass through
+    assert all(json.loads(l)["kind"] == "obs" for l in passed)
+    weights = kiri_home / "atoms" / "pulse" / "weights.json"
+    deadline = time.monotonic() + 60
+    while not weights.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert weights.exists(), (kiri_home / "logs" / "train-pulse.log").read_text()
+    time.sleep(0.1)
+    proc.stdin.write(b"\n".join(NORMAL[30:35]) + b"\n")
+    proc.stdin.flush()
+    scored = read_lines(proc, 5)
+    proc.stdin.close()
+    err = proc.stderr.read()
+    assert proc.wait(10) == 0
+    assert [json.loads(l)["kind"] for l in scored] == ["score"] * 5
+    recorded = b"".join(p.read_bytes() for p in (kiri_home / "data" / "pulse").glob("*.ndjson"))
+    assert recorded.splitlines() == NORMAL[:30]
+    events = [e["event"] for e in log_events(err)]
+    assert "warming_up" in events and "training_started" in events and "weights_loaded" in events
