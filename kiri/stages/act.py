@@ -1,12 +1,197 @@
-"""kiri-act: not part of this version of KIRI yet."""
+"""kiri-act: deliver decisions to sinks, and report every delivery as an `outcome` record.
 
+    kiri-decide | kiri-act --sink log --sink terminal --sink exec -- notify-me --urgent
+
+Each decision other than `ok` goes to every sink that takes it: the log takes every action,
+the terminal and exec sinks take `alert` and `resolve` (`suppress` is logged, not notified;
+`retrain` and `spawn` are only logged for now). Each delivery becomes one outcome on stdout,
+`ok` or not with a one-line `error`. A failing delivery is retried with exponential backoff
+(0.5 s, 1 s, 2 s, ...) and then reported; it never stops the stream, and a stop signal cuts the
+backoff short. `ok` decisions are consumed without an outcome; the terminal sink shows them as
+its live status line. Every other record kind passes through unchanged and in order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
 import sys
+import time
+from typing import Any
 
-from kiri.stages import unavailable
+from kiri.records import Decision, Outcome
+from kiri.sinks import Sink, SinkError
+from kiri.sinks.exec import ExecSink
+from kiri.sinks.log import LogSink
+from kiri.sinks.terminal import TerminalSink
+from kiri.stream import Stream, UserError, add_stream_options, run_main, setup_logging
+
+SINKS = ("log", "terminal", "exec")
+FIRST_BACKOFF = 0.5  # seconds before the first retry; doubled for each one after
+MAX_BACKOFF = 60.0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kiri-act",
+        usage="%(prog)s [options] [-- CMD [ARG ...]]",
+        description="Deliver decisions to sinks and emit one outcome record per delivery.",
+        epilog="CMD: the exec sink's command and its arguments, after --. It runs without a "
+        "shell, with the decision's JSON line on stdin.",
+    )
+    parser.add_argument(
+        "--sink",
+        action="append",
+        choices=SINKS,
+        metavar="NAME",
+        help="deliver to this sink: log ($KIRI_HOME/logs/alerts.ndjson), terminal, or exec "
+        "(the command after --); repeatable (default: log)",
+    )
+    parser.add_argument(
+        "--exec-timeout",
+        type=_seconds,
+        default=10.0,
+        metavar="S",
+        help="seconds the exec command may run before it is killed (default: 10)",
+    )
+    parser.add_argument(
+        "--retries",
+        type=_count,
+        default=2,
+        metavar="N",
+        help="retries of a failed delivery, after 0.5 s, then twice as long each time "
+        "(default: 2)",
+    )
+    add_stream_options(parser)
+    return parser
+
+
+def _seconds(text: str) -> float:
+    """A timeout: a finite number of seconds above 0 (argparse reports anything else)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, not {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    """A retry count: a whole number, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
+    return value
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Parse options; the exec command is everything after the first `--`, untouched."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    command: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, command = argv[:cut], argv[cut + 1 :]
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.sink = list(dict.fromkeys(args.sink or ["log"]))  # each sink once, in the given order
+    if "exec" in args.sink and not command:
+        parser.error("--sink exec needs a command: -- CMD [ARG ...]")
+    if command and "exec" not in args.sink:
+        parser.error("a command after -- is only used with --sink exec")
+    args.command = command
+    return args
+
+
+def open_sink(name: str, args: argparse.Namespace, log: Any) -> Sink:
+    """Open a sink before any input is read, so a sink that cannot work fails the start."""
+    try:
+        if name == "log":
+            return LogSink(log)
+        if name == "terminal":
+            return TerminalSink()
+        return ExecSink(args.command, args.exec_timeout)
+    except SinkError as e:
+        raise UserError(str(e)) from e
+
+
+def act(stream: Stream, sinks: list[Sink], retries: int, log: Any) -> None:
+    """Route each decision to the sinks; emit an outcome for each delivery."""
+    for decision, _raw in stream.records(0, consumes=(Decision,)):
+        if decision.action == "ok":
+            for sink in sinks:
+                _observe(sink, decision, log)
+            continue
+        line = stream.encoder.encode(decision) + b"\n"
+        for sink in sinks:
+            if sink.accepts(decision):
+                stream.emit(deliver(stream, sink, decision, line, retries, log))
+            else:
+                _observe(sink, decision, log)
+
+
+def deliver(
+    stream: Stream, sink: Sink, decision: Decision, line: bytes, retries: int, log: Any
+) -> Outcome:
+    """Deliver one decision to one sink, retrying with backoff; say how it went."""
+    error, tried = "", 0
+    for attempt in range(retries + 1):
+        if attempt:
+            stream.flush()  # outcomes already made go downstream while this sink waits
+            if not stream.sleep(min(FIRST_BACKOFF * 2 ** (attempt - 1), MAX_BACKOFF)):
+                break  # asked to stop: report the failure now
+        tried += 1
+        try:
+            detail = sink.deliver(decision, line)
+        except Exception as e:  # a sink must never stop the stream, whatever it raises
+            error = _error(e)
+            log.warning(
+                "sink_failed", sink=sink.name, id=decision.id, attempt=tried, error=error,
+                exc_info=not isinstance(e, SinkError),
+            )
+            continue
+        return _outcome(decision, sink, ok=True, detail=detail)
+    return _outcome(decision, sink, ok=False, error=error, detail=f"attempts: {tried}")
+
+
+def _outcome(decision: Decision, sink: Sink, **fields: Any) -> Outcome:
+    return Outcome(
+        ts=time.time(), id=decision.id, action=decision.action, sink=sink.name, **fields
+    )
+
+
+def _observe(sink: Sink, decision: Decision, log: Any) -> None:
+    """Show a sink a decision it does not deliver; a failure there is logged, nothing more."""
+    try:
+        sink.observe(decision)
+    except Exception as e:  # showing a status is never worth stopping the stream for
+        log.warning("sink_failed", sink=sink.name, id=decision.id, error=_error(e))
+
+
+def _error(e: Exception) -> str:
+    """One line for an outcome: a SinkError's own words, anything else with its type."""
+    text = str(e) if isinstance(e, SinkError) else f"{type(e).__name__}: {e}"
+    return " ".join(text.split())
 
 
 def main(argv: list[str] | None = None) -> int:
-    return unavailable("kiri-act")
+    args = parse_args(argv)
+    log = setup_logging("act")
+
+    def body() -> None:
+        with contextlib.ExitStack() as opened:
+            sinks = [
+                opened.enter_context(contextlib.closing(open_sink(name, args, log)))
+                for name in args.sink
+            ]
+            with Stream(log, fmt=args.format, dead_letter=args.dead_letter) as stream:
+                act(stream, sinks, args.retries, log)
+
+    return run_main(body)
 
 
 if __name__ == "__main__":

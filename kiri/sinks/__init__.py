@@ -1,0 +1,41 @@
+"""Where kiri-act delivers decisions: one module per sink, all behind the small `Sink` interface.
+
+A sink delivers the decisions it `accepts` and reports each delivery by returning a short detail
+or raising. kiri-act turns that into one `outcome` record per sink, retries failures, and never
+lets a sink stop the stream. Decisions a sink does not deliver (`ok`, and `suppress` outside the
+log) are only shown to it through `observe`, which most sinks ignore.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from kiri.records import Decision
+
+NOTIFY = frozenset({"alert", "resolve"})
+"""Actions that notify people. `suppress` is logged, not notified; `retrain` and `spawn` are
+logged until kiri-act carries them out."""
+
+
+class SinkError(Exception):
+    """A delivery that failed for a reason worth one line in the outcome's `error`."""
+
+
+class Sink(ABC):
+    """Somewhere decisions go. `name` is what outcomes and `--sink` call it."""
+
+    name = ""
+
+    def accepts(self, decision: Decision) -> bool:
+        """Whether this sink delivers `decision`, and so reports an outcome for it."""
+        return decision.action in NOTIFY
+
+    @abstractmethod
+    def deliver(self, decision: Decision, line: bytes) -> str:
+        """Deliver one decision (`line` is its JSON line); return a short detail or raise."""
+
+    def observe(self, decision: Decision) -> None:
+        """See a decision this sink does not deliver; most sinks have nothing to do with it."""
+
+    def close(self) -> None:
+        """Release what the sink holds (files, the terminal)."""

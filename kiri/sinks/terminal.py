@@ -1,0 +1,99 @@
+"""The terminal sink: alert and resolve lines for a person watching, and a live status line.
+
+It writes to the controlling terminal (/dev/tty), so the lines reach the person even when stderr
+goes to a log file; without one (a service, a test) it falls back to stderr. On a terminal, `ok`
+decisions redraw one status line in place, and every other line first clears it so the two
+never collide; elsewhere `ok` prints nothing. A suppressed decision gets a dim line but no
+outcome: it is logged, not notified. Text from records is stripped of control characters, so a
+host name or summary cannot drive the terminal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from typing import TextIO
+
+from kiri.records import Decision
+from kiri.sinks import Sink, SinkError
+
+CLEAR = "\r\x1b[K"  # back to the first column, erase to the end of the line
+RESET = "\x1b[0m"
+STYLE = {"alert": "\x1b[1;31m", "resolve": "\x1b[32m", "suppress": "\x1b[2m"}
+LABEL = {"alert": "ALERT", "resolve": "RESOLVED", "suppress": "suppressed"}
+TOP_CULPRITS = 3
+
+
+class TerminalSink(Sink):
+    name = "terminal"
+
+    def __init__(self) -> None:
+        self.out, self.where = _open_terminal()
+        self.live = self.out.isatty()
+        self.status_shown = False
+
+    def deliver(self, decision: Decision, line: bytes) -> str:
+        self._write(self._lines(decision))
+        return self.where
+
+    def observe(self, decision: Decision) -> None:
+        if decision.action == "suppress":
+            self._write(self._lines(decision))
+        elif decision.action == "ok" and self.live:
+            self._status(decision)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            if self.status_shown:
+                self.out.write("\n")  # keep the last status, and leave the cursor below it
+                self.out.flush()
+            if self.out is not sys.stderr:
+                self.out.close()
+
+    def _lines(self, d: Decision) -> str:
+        text = _printable(d.summary) or f"surprise {d.surprise:.1f}, threshold {d.threshold:.1f}"
+        line = f"{_clock(d.ts)} {LABEL[d.action]:<8} {_who(d)}  {text}"
+        if self.live:
+            line = STYLE[d.action] + line + RESET
+        if d.action == "alert" and d.culprits:
+            top = ", ".join(f"{_printable(t)} ({nll:.1f})" for t, nll in d.culprits[:TOP_CULPRITS])
+            line += f"\n{'':9}culprits: {top}"
+        return line
+
+    def _status(self, d: Decision) -> None:
+        numbers = f"surprise {d.surprise:.2f} / threshold {d.threshold:.2f}"
+        self._put(f"{CLEAR}{_clock(d.ts)} {_who(d)} {numbers} ok")
+        self.status_shown = True
+
+    def _write(self, text: str) -> None:
+        self._put((CLEAR if self.status_shown else "") + text + "\n")
+        self.status_shown = False
+
+    def _put(self, text: str) -> None:
+        try:
+            self.out.write(text)
+            self.out.flush()
+        except OSError as e:
+            raise SinkError(f"cannot write to {self.where}: {e.strerror}") from e
+
+
+def _open_terminal() -> tuple[TextIO, str]:
+    """The controlling terminal, else stderr; and the name outcomes give it."""
+    try:
+        return open("/dev/tty", "w", encoding="utf-8", errors="replace"), "/dev/tty"
+    except OSError:  # no controlling terminal: a service, a pipeline under a supervisor, a test
+        return sys.stderr, "stderr"
+
+
+def _clock(ts: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(ts))
+
+
+def _who(d: Decision) -> str:
+    return f"{_printable(d.atom)}@{_printable(d.host)}"
+
+
+def _printable(text: str) -> str:
+    """Text from a record with every control character (escapes, newlines) shown as `?`."""
+    return "".join(c if c.isprintable() else "?" for c in text)
