@@ -10,9 +10,15 @@ import pytest
 
 from conftest import FIXTURES, run
 from kiri import cli
-from kiri.stages import collect
+from kiri.stages import act, atom, collect, decide
 
-PARSERS = {"kiri": cli.build_parser, "kiri-collect": collect.build_parser}
+PARSERS = {
+    "kiri": cli.build_parser,
+    "kiri-collect": collect.build_parser,
+    "kiri-atom": atom.build_parser,
+    "kiri-decide": decide.build_parser,
+    "kiri-act": act.build_parser,
+}
 
 
 def _options(parser: argparse.ArgumentParser):

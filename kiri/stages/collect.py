@@ -9,7 +9,7 @@ import time
 
 import msgspec
 
-from kiri.atoms import pulse
+from kiri.atoms import pulse, weights_path
 from kiri.records import KINDS
 from kiri.recordings import Recorder
 from kiri.stream import Stream, UserError, add_stream_options, run_main, setup_logging
@@ -33,6 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="also append each observation to $KIRI_HOME/data/pulse/YYYY-MM-DD.ndjson",
     )
     p.add_argument("--host", default=None, help="host name to report (default: this host's)")
+    p.add_argument("--warmup", type=int, default=0, metavar="N",
+                   help="while the pulse atom has no weights, take the first N observations "
+                   "every --warmup-interval seconds, so it can learn sooner")
+    p.add_argument("--warmup-interval", type=float, default=1.0, metavar="S",
+                   help="seconds between warm-up observations")
     add_stream_options(p)
 
     r = sub.add_parser("replay", help="replay recorded NDJSON streams")
@@ -49,9 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def collect_pulse(args: argparse.Namespace, stream: Stream) -> None:
-    if args.interval <= 0:
+    if args.interval <= 0 or args.warmup_interval <= 0:
         raise UserError("--interval must be greater than 0")
     recorder = Recorder("pulse") if args.record else None
+    fast = args.warmup if args.warmup and not weights_path("pulse").exists() else 0
     encode = msgspec.json.Encoder().encode
     started = time.monotonic()
     pulse.prime()
@@ -68,9 +74,10 @@ def collect_pulse(args: argparse.Namespace, stream: Stream) -> None:
         n += 1
         if args.count and n >= args.count:
             return
-        if args.duration and time.monotonic() - started + args.interval > args.duration:
+        interval = args.warmup_interval if n < fast else args.interval
+        if args.duration and time.monotonic() - started + interval > args.duration:
             return
-        if not stream.sleep(args.interval):
+        if not stream.sleep(interval):
             return
 
 
