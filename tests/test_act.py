@@ -156,10 +156,10 @@ def test_on_a_terminal_ok_updates_a_status_line_that_an_alert_clears_first():
     assert len(proc.stdout.read().splitlines()) == 1
     clear = "\r\x1b[K"
     assert screen.decode() == (
-        f"{clear}18:28:45 pulse@vm surprise 0.42 / threshold 1.00 ok"
-        f"{clear}18:29:01 pulse@vm surprise 0.87 / threshold 3.20 ok"
+        f"{clear}18:28:45 pulse@vm surprise 0.42 / threshold 1.00 normal"
+        f"{clear}18:29:01 pulse@vm surprise 0.87 / threshold 3.20 normal"
         f"{clear}\x1b[1;31m{ALERT_TEXT}\x1b[0m\r\n{CULPRITS_TEXT}\r\n"
-        f"{clear}18:28:45 pulse@vm surprise 0.42 / threshold 1.00 ok\r\n"
+        f"{clear}18:28:45 pulse@vm surprise 0.42 / threshold 1.00 normal\r\n"
     )
 
 

@@ -63,7 +63,10 @@ class TerminalSink(Sink):
 
     def _status(self, d: Decision) -> None:
         numbers = f"surprise {d.surprise:.2f} / threshold {d.threshold:.2f}"
-        self._put(f"{CLEAR}{_clock(d.ts)} {_who(d)} {numbers} ok")
+        state = "unusual" if d.surprise > d.threshold else "normal"
+        if d.incident:  # an alert is still open: say so, or "normal" would mislead
+            state += ", incident open"
+        self._put(f"{CLEAR}{_clock(d.ts)} {_who(d)} {numbers} {state}")
         self.status_shown = True
 
     def _write(self, text: str) -> None:
