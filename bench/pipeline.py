@@ -20,25 +20,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import msgspec
 import psutil
 
+from recorded import FIXTURES, write_cycled
+
 ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = ROOT / "tests" / "fixtures"
 PARTS = ("pulse-normal.ndjson", "pulse-stress.ndjson", "pulse-recovery.ndjson")
-
-
-def make_stream(path: Path, n: int) -> None:
-    from kiri.records import Obs
-
-    decoder, encoder = msgspec.json.Decoder(Obs), msgspec.json.Encoder()
-    recorded = [decoder.decode(l) for p in PARTS for l in (FIXTURES / p).read_bytes().splitlines()]
-    t0 = recorded[0].ts
-    with path.open("wb") as f:
-        for i in range(n):
-            obs = recorded[i % len(recorded)]
-            obs.ts = t0 + i
-            f.write(encoder.encode(obs) + b"\n")
 
 
 def stage(*args: str) -> list[str]:
@@ -99,7 +86,7 @@ def main() -> None:
         subprocess.run(stage("kiri.cli", "train", "pulse", "--from", str(FIXTURES / PARTS[0])),
                        env=env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
         stream = Path(home) / "obs.ndjson"
-        make_stream(stream, args.observations)
+        write_cycled(stream, args.observations, PARTS)
         seconds, rss, outcomes = run_chain(stream, env)
         cpu, startup = collect_cpu(args.collect_seconds, env)
 

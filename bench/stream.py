@@ -20,25 +20,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import msgspec
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from kiri.records import Obs  # noqa: E402
+from recorded import write_cycled  # noqa: E402
 
 HOP = [sys.executable, "-m", "kiri.stages.collect", "replay", "-"]
-
-
-def make_stream(path: Path, n: int) -> None:
-    decoder, encoder = msgspec.json.Decoder(Obs), msgspec.json.Encoder()
-    recorded = [decoder.decode(l) for l in (ROOT / "tests/fixtures/pulse.ndjson").read_bytes().splitlines()]
-    t0 = recorded[0].ts
-    with path.open("wb") as f:
-        for i in range(n):
-            obs = recorded[i % len(recorded)]
-            obs.ts = t0 + i
-            f.write(encoder.encode(obs) + b"\n")
 
 
 def ensure_jq() -> str | None:
@@ -96,7 +83,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "obs.ndjson"
-        make_stream(path, args.records)
+        write_cycled(path, args.records, ("pulse.ndjson",))
         size_mb = path.stat().st_size / 1e6
         tools = {"cat": ["cat"], "kiri hop": HOP}
         jq = ensure_jq()
