@@ -1,0 +1,244 @@
+"""KIRI's state in SQLite ($KIRI_HOME/kiri.db): delivered alerts, people's verdicts on them, and
+the rules learned from those verdicts.
+
+WAL mode, so several processes (kiri-feedback, kiri-decide, the CLI, a Telegram poller) read
+and write at once; a busy timeout instead of failing under contention. The schema version is
+SQLite's user_version and migrations run in order; a database newer than this code is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+import msgspec
+
+from kiri.home import kiri_home
+from kiri.records import Decision, Rule
+
+MIGRATIONS = [
+    # 1: alerts, verdicts (at most one per alert), rules
+    """
+    CREATE TABLE IF NOT EXISTS alerts (
+        id TEXT PRIMARY KEY,
+        ts REAL NOT NULL,
+        atom TEXT NOT NULL,
+        host TEXT NOT NULL,
+        action TEXT NOT NULL,
+        incident TEXT NOT NULL,
+        summary TEXT NOT NULL,
+        pattern TEXT NOT NULL,        -- the culprit tokens the alert names, sorted, space-joined
+        decision TEXT NOT NULL,       -- the decision record, as JSON
+        delivered INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX IF NOT EXISTS alerts_ts ON alerts (ts);
+    CREATE TABLE IF NOT EXISTS verdicts (
+        alert TEXT PRIMARY KEY REFERENCES alerts (id),
+        ts REAL NOT NULL,
+        verdict TEXT NOT NULL CHECK (verdict IN ('confirm', 'dismiss')),
+        normal INTEGER NOT NULL DEFAULT 0,   -- "this is the new normal": retrain with it
+        source TEXT NOT NULL,
+        by TEXT NOT NULL,
+        note TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS state (
+        key TEXT PRIMARY KEY,         -- e.g. how far kiri-feedback has read the verdicts
+        value TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS rules (
+        id TEXT PRIMARY KEY,
+        ts REAL NOT NULL,
+        atom TEXT NOT NULL,
+        match TEXT NOT NULL,          -- JSON list of tokens
+        action TEXT NOT NULL,
+        expires REAL NOT NULL,
+        reason TEXT NOT NULL
+    );
+    """,
+]
+VERSION = len(MIGRATIONS)
+# Two processes may find the same old version and both migrate, one after the other: each
+# migration must be harmless to run twice (IF NOT EXISTS, and so on).
+
+
+class StoreError(Exception):
+    """The store cannot be used; the message says why and what to do."""
+
+
+class UnknownAlert(StoreError):
+    pass
+
+
+class AlertRow(msgspec.Struct):
+    id: str
+    ts: float
+    atom: str
+    host: str
+    action: str
+    incident: str
+    summary: str
+    pattern: str
+    verdict: str = ""  # confirm, dismiss, or "" while nobody has judged it
+    normal: bool = False
+
+
+class VerdictRow(msgspec.Struct):
+    seq: int  # increases with every new or changed verdict, so a reader can follow along
+    alert: str
+    ts: float
+    verdict: str
+    normal: bool
+    source: str
+    by: str
+    note: str
+    atom: str
+    pattern: str
+    decision: str
+
+
+def db_path() -> Path:
+    return kiri_home() / "kiri.db"
+
+
+class Store:
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path or db_path()
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)  # create it private
+        os.close(fd)
+        self.db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA busy_timeout=10000")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self._migrate()
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _migrate(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > VERSION:
+            raise StoreError(
+                f"{self.path} has schema version {version}, newer than this KIRI "
+                f"understands ({VERSION}): upgrade KIRI, or point KIRI_HOME elsewhere"
+            )
+        for number in range(version, VERSION):
+            self.db.executescript(  # one transaction per migration, with its version
+                f"BEGIN IMMEDIATE; {MIGRATIONS[number]}; PRAGMA user_version = {number + 1}; COMMIT;"
+            )
+
+    def _write(self):
+        """A write transaction taken at once (BEGIN IMMEDIATE), so writers queue, not deadlock."""
+        return _Transaction(self.db)
+
+    # -- alerts -------------------------------------------------------------------------------
+
+    def record_alert(self, decision: Decision, pattern: str) -> None:
+        """Remember a delivered non-ok decision; recording it again changes nothing."""
+        with self._write():
+            self.db.execute(
+                "INSERT OR IGNORE INTO alerts (id, ts, atom, host, action, incident, summary,"
+                " pattern, decision, delivered) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
+                (decision.id, decision.ts, decision.atom, decision.host, decision.action,
+                 decision.incident, decision.summary, pattern,
+                 msgspec.json.encode(decision).decode()),
+            )
+
+    def alerts(self, limit: int = 20) -> list[AlertRow]:
+        rows = self.db.execute(
+            "SELECT a.id, a.ts, a.atom, a.host, a.action, a.incident, a.summary, a.pattern,"
+            " coalesce(v.verdict, ''), coalesce(v.normal, 0) FROM alerts a"
+            " LEFT JOIN verdicts v ON v.alert = a.id ORDER BY a.ts DESC, a.rowid DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+        return [AlertRow(*r[:9], normal=bool(r[9])) for r in rows]
+
+    # -- verdicts -----------------------------------------------------------------------------
+
+    def add_verdict(self, alert: str, verdict: str, *, normal: bool = False, source: str = "cli",
+                    by: str = "", note: str = "") -> bool:
+        """Record a person's verdict; False when the same verdict was already there."""
+        if verdict not in ("confirm", "dismiss"):
+            raise StoreError(f"a verdict is confirm or dismiss, not {verdict!r}")
+        with self._write():
+            if not self.db.execute("SELECT 1 FROM alerts WHERE id = ?", (alert,)).fetchone():
+                raise UnknownAlert(f"no alert with id {alert!r} (see `kiri alerts`)")
+            old = self.db.execute(
+                "SELECT verdict, normal FROM verdicts WHERE alert = ?", (alert,)).fetchone()
+            if old == (verdict, int(normal)):
+                return False
+            # REPLACE gives a changed verdict a new rowid: readers following seq see it again
+            self.db.execute(
+                "INSERT OR REPLACE INTO verdicts (alert, ts, verdict, normal, source, by, note)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (alert, time.time(), verdict, int(normal), source, by, note),
+            )
+        return True
+
+    def verdicts_after(self, seq: int) -> list[VerdictRow]:
+        rows = self.db.execute(
+            "SELECT v.rowid, v.alert, v.ts, v.verdict, v.normal, v.source, v.by, v.note,"
+            " a.atom, a.pattern, a.decision FROM verdicts v JOIN alerts a ON a.id = v.alert"
+            " WHERE v.rowid > ? ORDER BY v.rowid", (seq,)).fetchall()
+        return [VerdictRow(r[0], r[1], r[2], r[3], bool(r[4]), *r[5:]) for r in rows]
+
+    def last_verdict_seq(self) -> int:
+        return self.db.execute("SELECT coalesce(max(rowid), 0) FROM verdicts").fetchone()[0]
+
+    def dismissals(self, atom: str, pattern: str, upto: int) -> int:
+        """How many alerts of this atom and culprit pattern people dismissed as noise (a "new
+        normal" dismissal asks for a retrain instead, so it does not count), up to verdict seq
+        `upto`: a reader following the verdicts counts what it has seen so far."""
+        return self.db.execute(
+            "SELECT count(*) FROM verdicts v JOIN alerts a ON a.id = v.alert"
+            " WHERE v.verdict = 'dismiss' AND NOT v.normal AND a.atom = ? AND a.pattern = ?"
+            " AND v.rowid <= ?", (atom, pattern, upto)).fetchone()[0]
+
+    # -- rules --------------------------------------------------------------------------------
+
+    def add_rule(self, rule: Rule) -> None:
+        with self._write():
+            self.db.execute(
+                "INSERT OR REPLACE INTO rules (id, ts, atom, match, action, expires, reason)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (rule.id, rule.ts, rule.atom, json.dumps(sorted(rule.match)), rule.action,
+                 rule.expires, rule.reason))
+
+    def active_rules(self, now: float | None = None) -> list[Rule]:
+        now = time.time() if now is None else now
+        rows = self.db.execute(
+            "SELECT id, ts, atom, match, action, expires, reason FROM rules"
+            " WHERE expires = 0 OR expires > ? ORDER BY ts", (now,)).fetchall()
+        return [Rule(id=r[0], ts=r[1], atom=r[2], match=json.loads(r[3]), action=r[4],
+                     expires=r[5], reason=r[6]) for r in rows]
+
+    def get_state(self, key: str, default: str = "") -> str:
+        row = self.db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def set_state(self, key: str, value: str) -> None:
+        with self._write():
+            self.db.execute("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", (key, value))
+
+    def integrity(self) -> str:
+        return self.db.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: type | None, *_: object) -> None:
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
