@@ -121,6 +121,9 @@ class Stream:
         self.stopping = False
         self.lines = self.records_out = self.bad = 0
         self._out = bytearray()
+        self._watched: dict[int, Callable[[], None]] = {}
+        self._tick: tuple[float, Callable[[], None]] | None = None
+        self._next_tick = 0.0
         self._dead_letter_path = dead_letter
         self._dead_letter: IO[bytes] | None = None
         self._wake_r, self._wake_w = os.pipe()
@@ -208,11 +211,33 @@ class Stream:
             self._wait([], left)
         return False
 
+    def watch(self, fd: int, on_ready: Callable[[], None]) -> None:
+        """Call on_ready whenever fd has data, between batches and while input is idle.
+
+        This is how a stage reads a side channel (kiri-decide's feedback FIFO) without ever
+        blocking its main stream.
+        """
+        self._watched[fd] = on_ready
+
+    def every(self, seconds: float, on_tick: Callable[[], None]) -> None:
+        """Call on_tick at least every `seconds`, even while no input arrives."""
+        self._tick = (seconds, on_tick)
+        self._next_tick = time.monotonic() + seconds
+
     def _wait(self, fds: list[int], timeout: float | None) -> list[int]:
-        ready, _, _ = select.select([*fds, self._wake_r], [], [], timeout)
+        if self._tick:
+            left = max(0.0, self._next_tick - time.monotonic())
+            timeout = left if timeout is None else min(timeout, left)
+        ready, _, _ = select.select([*fds, *self._watched, self._wake_r], [], [], timeout)
         if self._wake_r in ready:
             with contextlib.suppress(BlockingIOError):
                 os.read(self._wake_r, 512)
+        for fd in ready:
+            if fd in self._watched:
+                self._watched[fd]()
+        if self._tick and time.monotonic() >= self._next_tick:
+            self._next_tick = time.monotonic() + self._tick[0]
+            self._tick[1]()
         return ready
 
     # -- input -----------------------------------------------------------------------------
@@ -223,6 +248,7 @@ class Stream:
             if fd not in self._wait([fd], 0):
                 self.flush()
                 if fd not in self._wait([fd], None):
+                    self.flush()  # what watched fds and ticks emitted goes out at once
                     continue
             chunk = os.read(fd, READ_SIZE)
             if not chunk:
