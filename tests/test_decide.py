@@ -125,3 +125,121 @@ def test_closed_reader_and_sigterm():
     rest, err = proc.communicate(timeout=10)
     assert proc.returncode == 0 and rest == b"" and b"Traceback" not in err
     assert [json.loads(l)["action"] for l in got] == ["ok"] * 5
+
+
+# -- the feedback FIFO and standing rules ------------------------------------------------------
+
+import os  # noqa: E402
+import select  # noqa: E402
+import time  # noqa: E402
+
+from kiri.records import Rule  # noqa: E402
+from kiri.store import Store  # noqa: E402
+
+C9 = dict(tokens=["C9", "M1", "D2", "S0", "L1", "N1"], nll=[9.0, 0.5, 0.1, 0.1, 0.3, 0.0])
+M9 = dict(tokens=["C1", "M9", "D2", "S0", "L1", "N1"], nll=[0.2, 9.0, 0.1, 0.1, 0.3, 0.0])
+
+
+def rule(match, action="suppress", expires=None, atom="pulse"):
+    return encode(Rule(ts=time.time(), id=f"r-{'-'.join(match)}", atom=atom, match=match,
+                       action=action, reason="dismissed 2 times",
+                       expires=time.time() + 3600 if expires is None else expires))
+
+
+class Decide:
+    """A running kiri-decide with a feedback FIFO; feed it scores, read its decisions."""
+
+    def __init__(self, fifo, *args):
+        self.fifo = fifo
+        self.proc = subprocess.Popen(stage_cmd("kiri.stages.decide", "--feedback", str(fifo), *args),
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, bufsize=0)  # select sees every line
+        deadline = time.monotonic() + 10
+        while not fifo.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+    def control(self, *lines):
+        fd = os.open(self.fifo, os.O_WRONLY)  # a writer that comes and goes, like kiri-feedback
+        os.write(fd, b"".join(l + b"\n" for l in lines))
+        os.close(fd)
+
+    def scores(self, *lines):
+        self.proc.stdin.write(b"".join(l + b"\n" for l in lines))
+        self.proc.stdin.flush()
+        return [decode(self.line()) for _ in lines]
+
+    def line(self):
+        assert select.select([self.proc.stdout], [], [], 10)[0], "kiri-decide said nothing"
+        return self.proc.stdout.readline()
+
+    def close(self):
+        self.proc.stdin.close()
+        rest = self.proc.stdout.read()
+        err = self.proc.stderr.read()
+        assert self.proc.wait(10) == 0
+        return rest, err
+
+
+def burst(start, **culprits):
+    return [score(start + i, 3.0, **culprits) for i in range(3)]
+
+
+def test_a_rule_from_the_fifo_suppresses_only_its_pattern(tmp_path):
+    d = Decide(tmp_path / "feedback.fifo")
+    assert tmp_path.joinpath("feedback.fifo").stat().st_mode & 0o777 == 0o600
+    d.control(rule(["C9"]))
+    time.sleep(0.3)
+    first = d.scores(*burst(0, **C9))
+    assert [x.action for x in first] == ["ok", "ok", "suppress"]
+    assert first[2].summary.endswith("suppressed by rule r-C9 (dismissed 2 times)")
+    other = [score(10 + i, 3.0, host="db", **M9) for i in range(3)]  # vm's incident is open
+    assert [x.action for x in d.scores(*other)] == ["ok", "ok", "alert"]
+    rest, err = d.close()
+    assert any(e["event"] == "rule_added" for e in log_events(err))
+
+
+def test_a_suppressed_incident_resolves_quietly(tmp_path):
+    d = Decide(tmp_path / "f.fifo")
+    d.control(rule(["C9"]))
+    time.sleep(0.3)
+    d.scores(*burst(0, **C9))
+    calm = d.scores(*[score(3 + i, 0.1) for i in range(5)])
+    assert [x.action for x in calm] == ["ok"] * 5
+    d.close()
+
+
+def test_a_retrain_request_becomes_a_retrain_decision_at_once(tmp_path):
+    d = Decide(tmp_path / "f.fifo")
+    d.control(rule(["C9", "M1"], action="retrain"))
+    got = decode(d.line())  # no score needed: the FIFO is read while stdin is idle
+    assert got.action == "retrain" and got.atom == "pulse"
+    assert got.summary == "retrain pulse: dismissed 2 times"
+    d.close()
+
+
+def test_the_fifo_writer_may_come_and_go(tmp_path):
+    d = Decide(tmp_path / "f.fifo")
+    d.control(rule(["M9"]))
+    d.control(b"not a record")  # reported, not fatal
+    d.control(rule(["C9"]))
+    time.sleep(0.3)
+    assert [x.action for x in d.scores(*burst(0, **C9))][-1] == "suppress"
+    _, err = d.close()
+    assert any(e["event"] == "bad_feedback_record" for e in log_events(err))
+
+
+def test_an_expired_rule_suppresses_nothing(tmp_path):
+    d = Decide(tmp_path / "f.fifo")
+    d.control(rule(["C9"], expires=time.time() - 1))
+    time.sleep(0.3)
+    assert [x.action for x in d.scores(*burst(0, **C9))][-1] == "alert"
+    d.close()
+
+
+def test_standing_rules_are_loaded_from_the_store_at_start(kiri_home):
+    with Store() as store:
+        store.add_rule(Rule(ts=time.time(), id="r-1", atom="pulse", match=["C9"],
+                            action="suppress", expires=time.time() + 60, reason="dismissed 2 times"))
+    decisions, out = decide(burst(0, **C9))
+    assert [x.action for x in decisions] == ["ok", "ok", "suppress"]
+    assert [e["rules"] for e in log_events(out.stderr) if e["event"] == "rules_loaded"] == [1]

@@ -12,15 +12,19 @@ import argparse
 import itertools
 import os
 import sys
+import time
 from collections import deque
+from pathlib import Path
 from typing import Any
 
-from kiri.atoms import UnknownAtom, atom_spec
-from kiri.records import Decision, Score
-from kiri.schema import SchemaError
-from kiri.stream import Stream, add_stream_options, run_main, setup_logging
+import msgspec
 
-MAX_CULPRITS_NAMED = 3
+from kiri.atoms import UnknownAtom, atom_spec
+from kiri.patterns import named_culprits, pattern_key
+from kiri.records import Decision, Record, Rule, Score
+from kiri.schema import SchemaError
+from kiri.store import Store, db_path
+from kiri.stream import Stream, add_stream_options, run_main, setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="scale: 2 halves every threshold (more alerts), 0.5 doubles it")
     p.add_argument("--repeat", type=float, default=3600.0, metavar="S",
                    help="re-notify an open incident after S seconds")
+    p.add_argument("--feedback", type=Path, metavar="PATH",
+                   help="read rule and verdict records from this FIFO (created if missing), "
+                   "never blocking the main stream")
     add_stream_options(p)
     return p
 
@@ -43,33 +50,64 @@ class Track:
         self.recent: deque[bool] = deque(maxlen=n)
         self.incident = ""
         self.notified = 0.0
+        self.suppressed = False  # the open incident matched a rule: nobody was told
+
+
+class Rules:
+    """Suppression rules in force, by atom and culprit pattern."""
+
+    def __init__(self) -> None:
+        self._rules: dict[tuple[str, str], Rule] = {}
+
+    def __len__(self) -> int:
+        return len(self._rules)
+
+    def add(self, rule: Rule) -> None:
+        self._rules[(rule.atom, pattern_key(rule.match))] = rule
+
+    def match(self, atom: str, named: list[str]) -> Rule | None:
+        rule = self._rules.get((atom, pattern_key(named)))
+        if rule and rule.expires and rule.expires <= time.time():
+            return None
+        return rule
 
 
 class Policy:
     def __init__(self, k: int, n: int, sensitivity: float, repeat: float) -> None:
         self.k, self.n, self.sensitivity, self.repeat = k, n, sensitivity, repeat
         self.tracks: dict[tuple[str, str], Track] = {}
+        self.rules = Rules()
         prefix = os.urandom(3).hex()  # ids stay unique across restarts and short for buttons
         self._ids = (f"{prefix}{i:x}" for i in itertools.count(1))
+
+    def new_id(self) -> str:
+        return next(self._ids)
 
     def decide(self, score: Score) -> Decision:
         track = self.tracks.setdefault((score.atom, score.host), Track(self.n))
         threshold = score.threshold / self.sensitivity
         track.recent.append(score.surprise > threshold)
-        action = self._action(track, score.ts)
-        if action == "alert" and not track.incident:
-            track.incident = next(self._ids)
-        incident = track.incident
-        if action == "alert":
-            track.notified = score.ts
-        elif action == "resolve":
-            track.incident = ""
         culprits = sorted(zip(score.tokens, score.nll), key=lambda c: -c[1])
+        action = self._action(track, score.ts)
+        rule = None
+        if action == "alert":
+            rule = self.rules.match(score.atom, named_culprits(culprits, threshold))
+            track.incident = track.incident or self.new_id()
+            track.notified, track.suppressed = score.ts, rule is not None
+            action = "suppress" if rule else "alert"
+        incident = track.incident
+        if action == "resolve":
+            track.incident = ""
+            if track.suppressed:  # nobody was told of it, so nobody needs telling it is over
+                action = "ok"
+        summary = _summary(action, score, culprits, threshold)
+        if rule:
+            summary = f"{summary}; suppressed by rule {rule.id} ({rule.reason})"
         return Decision(
-            ts=score.ts, id=next(self._ids), atom=score.atom, host=score.host, action=action,
+            ts=score.ts, id=self.new_id(), atom=score.atom, host=score.host, action=action,
             severity=_severity(action, score.surprise, threshold), surprise=score.surprise,
             threshold=round(threshold, 4), culprits=culprits, incident=incident,
-            atoms=[score.atom], summary=_summary(action, score, culprits, threshold),
+            atoms=[score.atom], summary=summary,
         )
 
     def _action(self, track: Track, ts: float) -> str:
@@ -104,11 +142,9 @@ def _summary(action: str, score: Score, culprits: list, threshold: float) -> str
     figures = f"(surprise {score.surprise:.1f}, threshold {threshold:.1f})"
     if action == "resolve":
         return f"{score.atom} on {score.host} is back to normal {figures}"
-    if action != "alert":
+    if action not in ("alert", "suppress"):
         return ""
-    top = culprits[0][1] if culprits else 0.0
-    named = [t for t, nll in culprits[:MAX_CULPRITS_NAMED] if nll >= max(threshold, top / 2)]
-    parts = [_describe(score, t) for t in named or [culprits[0][0]]]
+    parts = [_describe(score, t) for t in named_culprits(culprits, threshold)]
     subject = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
     verb = "is" if len(parts) == 1 else "are"
     return f"{subject} {verb} unusual for {score.host} {figures}"
@@ -123,6 +159,52 @@ def _describe(score: Score, token: str) -> str:
     return f"{field.describe(score.values.get(field.name))} ({token})"
 
 
+class Feedback:
+    """The feedback FIFO: rules and retrain requests from kiri-feedback, read as they come.
+
+    Opened read-write, so it never reports end-of-file when kiri-feedback restarts, and
+    non-blocking, so the main stream never waits for it.
+    """
+
+    def __init__(self, path: Path, policy: Policy, stream: Stream, log: Any) -> None:
+        self.policy, self.stream, self.log = policy, stream, log
+        if not path.exists():
+            os.mkfifo(path, 0o600)
+        self.fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
+        self._pending = b""
+        self._decode = msgspec.json.Decoder(Record).decode
+
+    def ready(self) -> None:
+        try:
+            data = os.read(self.fd, 1 << 16)
+        except BlockingIOError:
+            return
+        *lines, self._pending = (self._pending + data).split(b"\n")
+        for line in filter(None, lines):
+            try:
+                self.handle(self._decode(line))
+            except (msgspec.MsgspecError, UnicodeDecodeError) as e:
+                self.log.warning("bad_feedback_record", reason=str(e))
+
+    def handle(self, record: Any) -> None:
+        if isinstance(record, Rule) and record.action == "suppress":
+            self.policy.rules.add(record)
+            self.log.info("rule_added", rule=record.id, atom=record.atom, match=record.match)
+        elif isinstance(record, Rule) and record.action == "retrain":
+            self.stream.emit(Decision(
+                ts=time.time(), id=self.policy.new_id(), atom=record.atom, action="retrain",
+                summary=f"retrain {record.atom}: {record.reason}", atoms=[record.atom],
+            ))
+
+
+def standing_rules() -> list[Rule]:
+    """The suppression rules in the store, if there is one yet."""
+    if not db_path().exists():
+        return []
+    with Store() as store:
+        return [r for r in store.active_rules() if r.action == "suppress"]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -134,13 +216,15 @@ def main(argv: list[str] | None = None) -> int:
     policy = Policy(args.k, args.n, args.sensitivity, args.repeat)
 
     def body() -> None:
+        for rule in standing_rules():
+            policy.rules.add(rule)
+        log.info("rules_loaded", rules=len(policy.rules))
         with Stream(log, fmt=args.format, dead_letter=args.dead_letter) as stream:
+            if args.feedback:
+                feedback = Feedback(args.feedback, policy, stream, log)
+                stream.watch(feedback.fd, feedback.ready)
             for score, _raw in stream.records(0, consumes=(Score,), check=check):
-                decision = policy.decide(score)
-                if decision.action != "ok":
-                    log.debug(decision.action, atom=decision.atom, host=decision.host,
-                             incident=decision.incident, summary=decision.summary)
-                stream.emit(decision)
+                stream.emit(policy.decide(score))
 
     return run_main(body)
 
