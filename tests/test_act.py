@@ -52,14 +52,33 @@ def records(stdout: bytes, started: float, ended: float) -> list:
             result.append(line)
             continue
         assert started <= record.pop("ts") <= ended
+        if record["sink"] == "retrain":  # a real training run was started: its pid varies
+            assert record["detail"].startswith(f"training pulse (pid ")
+            record["detail"] = "training"
         result.append(record)
     return result
+
 
 
 def outcome(decision: bytes, sink: str, **fields) -> dict:
     d = json.loads(decision)
     return {"kind": "outcome", "id": d["id"], "action": d["action"], "sink": sink, "ok": True,
             "error": "", "detail": "", **fields}
+
+
+def retrained() -> dict:
+    """The retrain sink's outcome for the fixture's retrain decision: a training run started."""
+    return outcome(RETRAIN, "retrain", detail="training")
+
+
+def notified(alert_outcome: dict, resolve_outcome: dict) -> list:
+    """The output for the whole fixture when only a notifying sink (and retrain) delivers."""
+    return [OBS, SCORE, ALERT, alert_outcome, SUPPRESS, VERDICT, RESOLVE, resolve_outcome,
+            RETRAIN, retrained(), RULE]
+
+
+def outcomes(got: list) -> list[dict]:
+    return [r for r in got if isinstance(r, dict)]
 
 
 def human_lines(stderr: bytes) -> list[str]:
@@ -80,9 +99,11 @@ def test_each_decision_but_ok_becomes_an_outcome_and_other_kinds_pass_in_order(k
     out, got = act()
     log = str(kiri_home / "logs" / "alerts.ndjson")
     assert out.returncode == 0
-    assert got == [OBS, SCORE, outcome(ALERT, "log", detail=log),
-                   outcome(SUPPRESS, "log", detail=log), VERDICT,
-                   outcome(RESOLVE, "log", detail=log), outcome(RETRAIN, "log", detail=log), RULE]
+    # each decision goes on downstream, for kiri-feedback, followed by its outcomes
+    assert got == [OBS, SCORE, ALERT, outcome(ALERT, "log", detail=log),
+                   SUPPRESS, outcome(SUPPRESS, "log", detail=log), VERDICT,
+                   RESOLVE, outcome(RESOLVE, "log", detail=log),
+                   RETRAIN, outcome(RETRAIN, "log", detail=log), retrained(), RULE]
     logged = [e for e in log_events(out.stderr) if e["event"] != "stream_end"]
     assert [(e["event"], e["id"], e["level"]) for e in logged] == [
         ("alert", "d-1", "warning"), ("suppress", "d-3", "info"), ("resolve", "d-4", "info"),
@@ -108,10 +129,11 @@ def test_sinks_report_in_the_order_given_and_only_for_the_actions_they_take(kiri
     out, got = act("--sink", "terminal", "--sink", "log", "--sink", "terminal")
     log = str(kiri_home / "logs" / "alerts.ndjson")
     assert out.returncode == 0
-    assert got == [OBS, SCORE, outcome(ALERT, "terminal", detail="stderr"),
-                   outcome(ALERT, "log", detail=log), outcome(SUPPRESS, "log", detail=log), VERDICT,
-                   outcome(RESOLVE, "terminal", detail="stderr"),
-                   outcome(RESOLVE, "log", detail=log), outcome(RETRAIN, "log", detail=log), RULE]
+    assert got == [OBS, SCORE, ALERT, outcome(ALERT, "terminal", detail="stderr"),
+                   outcome(ALERT, "log", detail=log), SUPPRESS, outcome(SUPPRESS, "log", detail=log),
+                   VERDICT, RESOLVE, outcome(RESOLVE, "terminal", detail="stderr"),
+                   outcome(RESOLVE, "log", detail=log), RETRAIN, outcome(RETRAIN, "log", detail=log),
+                   retrained(), RULE]
 
 
 def test_a_log_that_cannot_be_opened_is_a_one_line_error(kiri_home):
@@ -127,8 +149,7 @@ def test_a_log_that_cannot_be_opened_is_a_one_line_error(kiri_home):
 def test_the_terminal_sink_writes_to_stderr_without_a_terminal():
     out, got = act("--sink", "terminal")
     assert out.returncode == 0
-    assert got == [OBS, SCORE, outcome(ALERT, "terminal", detail="stderr"), VERDICT,
-                   outcome(RESOLVE, "terminal", detail="stderr"), RULE]
+    assert got == notified(outcome(ALERT, "terminal", detail="stderr"), outcome(RESOLVE, "terminal", detail="stderr"))
     assert human_lines(out.stderr) == [
         ALERT_TEXT,
         CULPRITS_TEXT,
@@ -153,7 +174,7 @@ def test_on_a_terminal_ok_updates_a_status_line_that_an_alert_clears_first():
         screen += chunk
     os.close(leader)
     assert proc.wait(10) == 0
-    assert len(proc.stdout.read().splitlines()) == 1
+    assert len(proc.stdout.read().splitlines()) == 2  # the alert, and its outcome
     clear = "\r\x1b[K"
     assert screen.decode() == (
         f"{clear}18:28:45 pulse@vm surprise 0.42 / threshold 1.00 normal"
@@ -177,8 +198,7 @@ def test_the_exec_sink_gets_the_decision_line_on_stdin_and_its_stdout_is_dropped
             "open(sys.argv[1], 'ab').write(sys.stdin.buffer.read())")
     out, got = act(*exec_args(code, str(got_path)))
     assert out.returncode == 0
-    assert got == [OBS, SCORE, outcome(ALERT, "exec", detail="exit status 0"), VERDICT,
-                   outcome(RESOLVE, "exec", detail="exit status 0"), RULE]
+    assert got == notified(outcome(ALERT, "exec", detail="exit status 0"), outcome(RESOLVE, "exec", detail="exit status 0"))
     assert got_path.read_bytes() == ndjson(ALERT, RESOLVE)
 
 
@@ -187,8 +207,7 @@ def test_a_failing_command_is_reported_with_its_last_stderr_line():
     out, got = act(*exec_args(code))
     failed = {"ok": False, "error": "exit status 3: pager unreachable", "detail": "attempts: 1"}
     assert out.returncode == 0
-    assert got == [OBS, SCORE, outcome(ALERT, "exec", **failed), VERDICT,
-                   outcome(RESOLVE, "exec", **failed), RULE]
+    assert got == notified(outcome(ALERT, "exec", **failed), outcome(RESOLVE, "exec", **failed))
     assert [(e["id"], e["attempt"]) for e in events(out.stderr, "sink_failed")] == [
         ("d-1", 1), ("d-4", 1)]
 
@@ -201,8 +220,8 @@ def test_a_command_that_times_out_is_killed_with_what_it_started(tmp_path):
                    input=ndjson(ALERT, VERDICT, RULE))
     assert time.monotonic() - started < 4
     assert out.returncode == 0
-    assert got == [outcome(ALERT, "exec", ok=False, error="timed out after 0.5 s",
-                           detail="attempts: 1"), VERDICT, RULE]
+    assert got == [ALERT, outcome(ALERT, "exec", ok=False, error="timed out after 0.5 s",
+                                  detail="attempts: 1"), VERDICT, RULE]
     assert not _running(int(pid_file.read_text()))
 
 
@@ -223,8 +242,8 @@ def test_a_missing_program_is_reported_and_the_stream_goes_on():
     out, got = act("--sink", "exec", "--retries", "0", "--", "/nonexistent/kiri-pager",
                    input=ndjson(ALERT, VERDICT))
     assert out.returncode == 0
-    assert got == [outcome(ALERT, "exec", ok=False, detail="attempts: 1",
-                           error="cannot run /nonexistent/kiri-pager: No such file or directory"),
+    assert got == [ALERT, outcome(ALERT, "exec", ok=False, detail="attempts: 1",
+                                  error="cannot run /nonexistent/kiri-pager: No such file or directory"),
                    VERDICT]
 
 
@@ -235,7 +254,7 @@ def test_a_failed_delivery_is_retried_after_a_backoff_until_it_works(tmp_path):
     started = time.monotonic()
     out, got = act(*exec_args(code, str(tries), retries="2"), input=ndjson(ALERT))
     assert time.monotonic() - started >= 0.5
-    assert got == [outcome(ALERT, "exec", detail="exit status 0")]
+    assert outcomes(got) == [outcome(ALERT, "exec", detail="exit status 0")]
     assert tries.read_text() == "xx"
     assert [e["attempt"] for e in events(out.stderr, "sink_failed")] == [1]
 
@@ -246,8 +265,8 @@ def test_retries_back_off_twice_as_long_each_time_then_report_the_last_error(tmp
     started = time.monotonic()
     out, got = act(*exec_args(code, str(tries), retries="2"), input=ndjson(ALERT, RULE))
     assert time.monotonic() - started >= 1.5  # waited 0.5 s, then 1 s
-    assert got == [outcome(ALERT, "exec", ok=False, error="exit status 1: still down",
-                           detail="attempts: 3"), RULE]
+    assert got == [ALERT, outcome(ALERT, "exec", ok=False, error="exit status 1: still down",
+                                  detail="attempts: 3"), RULE]
     assert tries.read_text() == "xxx"
 
 
@@ -267,7 +286,7 @@ def test_sigterm_during_a_backoff_stops_at_once_and_reports_the_failure(tmp_path
     assert time.monotonic() - stopped < 1.5  # not the 15.5 s five retries would take
     assert proc.returncode == 0
     assert records(out, 0, time.time()) == [
-        outcome(ALERT, "exec", ok=False, error="exit status 1", detail="attempts: 1")]
+        ALERT, outcome(ALERT, "exec", ok=False, error="exit status 1", detail="attempts: 1")]
     assert b"Traceback" not in err
 
 
@@ -278,7 +297,8 @@ def test_bad_lines_among_good_ones_are_reported_by_line_and_skipped(kiri_home):
     out, got = act(input=ndjson(OBS, b"not json", ALERT, bad, RESOLVE))
     log = str(kiri_home / "logs" / "alerts.ndjson")
     assert out.returncode == 0
-    assert got == [OBS, outcome(ALERT, "log", detail=log), outcome(RESOLVE, "log", detail=log)]
+    assert got == [OBS, ALERT, outcome(ALERT, "log", detail=log),
+                   RESOLVE, outcome(RESOLVE, "log", detail=log)]
     rejected = events(out.stderr, "bad_record")
     assert [e["line"] for e in rejected] == [2, 4]
     assert rejected[0]["reason"].startswith("JSON is malformed")
@@ -302,7 +322,7 @@ def test_sigterm_mid_stream_flushes_what_was_read_and_exits_zero(kiri_home):
     proc.stdin.write(STREAM + ALERT[:40])  # ends mid-record
     proc.stdin.flush()
     got = b""
-    while got.count(b"\n") < 8:
+    while got.count(b"\n") < 13:
         assert select.select([proc.stdout], [], [], 10)[0], "no output while input was open"
         got += os.read(proc.stdout.fileno(), 1 << 16)
     proc.send_signal(signal.SIGTERM)
@@ -310,8 +330,10 @@ def test_sigterm_mid_stream_flushes_what_was_read_and_exits_zero(kiri_home):
     log = str(kiri_home / "logs" / "alerts.ndjson")
     assert proc.returncode == 0
     assert records(got + out, 0, time.time()) == [
-        OBS, SCORE, outcome(ALERT, "log", detail=log), outcome(SUPPRESS, "log", detail=log),
-        VERDICT, outcome(RESOLVE, "log", detail=log), outcome(RETRAIN, "log", detail=log), RULE]
+        OBS, SCORE, ALERT, outcome(ALERT, "log", detail=log),
+        SUPPRESS, outcome(SUPPRESS, "log", detail=log), VERDICT,
+        RESOLVE, outcome(RESOLVE, "log", detail=log),
+        RETRAIN, outcome(RETRAIN, "log", detail=log), retrained(), RULE]
     assert b"Traceback" not in err and events(err, "bad_record") == []
 
 

@@ -45,9 +45,12 @@ def test_normal_then_stress_opens_one_incident_and_resolves_it(installed_pulse, 
 
 def test_act_delivers_the_incident_once_to_the_log(installed_pulse, kiri_home):
     files = [str(FIXTURES / p) for p in PARTS]
-    outcomes = [json.loads(l) for l in chain(
+    out = [json.loads(l) for l in chain(
         ("kiri.stages.collect", "replay", *files), ("kiri.stages.atom", "pulse"),
         ("kiri.stages.decide",), ("kiri.stages.act", "--sink", "log"))]
+    # each delivered decision goes on for kiri-feedback, followed by its outcome
+    assert [r["kind"] for r in out] == ["decision", "outcome"] * 2
+    outcomes = [r for r in out if r["kind"] == "outcome"]
     assert [(o["action"], o["sink"], o["ok"]) for o in outcomes] == [
         ("alert", "log", True), ("resolve", "log", True)]
     logged = [json.loads(l) for l in (kiri_home / "logs" / "alerts.ndjson").read_text().splitlines()]

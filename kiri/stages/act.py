@@ -3,8 +3,9 @@
     kiri-decide | kiri-act --sink log --sink terminal --sink exec -- notify-me --urgent
 
 Each decision other than `ok` goes to every sink that takes it: the log takes every action,
-the terminal and exec sinks take `alert` and `resolve` (`suppress` is logged, not notified;
-`retrain` and `spawn` are only logged for now). Each delivery becomes one outcome on stdout,
+the terminal and exec sinks take `alert` and `resolve` (`suppress` is logged, not notified),
+and `retrain` is carried out: the atom is trained again in the background. The decision itself
+goes on downstream, for kiri-feedback, followed by one outcome per delivery,
 `ok` or not with a one-line `error`. A failing delivery is retried with exponential backoff
 (0.5 s, 1 s, 2 s, ...) and then reported; it never stops the stream, and a stop signal cuts the
 backoff short. `ok` decisions are consumed without an outcome; the terminal sink shows them as
@@ -24,6 +25,7 @@ from kiri.records import Decision, Outcome
 from kiri.sinks import Sink, SinkError
 from kiri.sinks.exec import ExecSink
 from kiri.sinks.log import LogSink
+from kiri.sinks.retrain import RetrainSink
 from kiri.sinks.terminal import TerminalSink
 from kiri.stream import Stream, UserError, add_stream_options, run_main, setup_logging
 
@@ -121,12 +123,13 @@ def open_sink(name: str, args: argparse.Namespace, log: Any) -> Sink:
 
 def act(stream: Stream, sinks: list[Sink], retries: int, log: Any) -> None:
     """Route each decision to the sinks; emit an outcome for each delivery."""
-    for decision, _raw in stream.records(0, consumes=(Decision,)):
+    for decision, raw in stream.records(0, consumes=(Decision,)):
         if decision.action == "ok":
             for sink in sinks:
                 _observe(sink, decision, log)
             continue
-        line = stream.encoder.encode(decision) + b"\n"
+        stream.emit_raw(decision, raw)
+        line = raw + b"\n"
         for sink in sinks:
             if sink.accepts(decision):
                 stream.emit(deliver(stream, sink, decision, line, retries, log))
@@ -188,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
                 opened.enter_context(contextlib.closing(open_sink(name, args, log)))
                 for name in args.sink
             ]
+            sinks.append(opened.enter_context(contextlib.closing(RetrainSink())))
             with Stream(log, fmt=args.format, dead_letter=args.dead_letter) as stream:
                 act(stream, sinks, args.retries, log)
 

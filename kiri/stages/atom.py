@@ -20,11 +20,11 @@ import msgspec
 
 from kiri.atoms import UnknownAtom, atom_spec, known_atoms, weights_path
 from kiri.detector import Detector
-from kiri.home import kiri_home, private_dir
 from kiri.model.weights import WeightsError
 from kiri.records import Obs, Score
 from kiri.recordings import Recorder
 from kiri.stream import Stream, UserError, add_stream_options, run_main, setup_logging
+from kiri.training_jobs import start_training, train_log
 
 RELOAD_EVERY = 1.0  # seconds between checks of the weights file
 
@@ -97,22 +97,14 @@ class Learner:
         if self.proc is None and self.seen >= self.warmup:
             self._start_training()
         elif self.proc is not None and self.proc.poll() not in (None, 0):
-            self.log.error("training_failed", status=self.proc.returncode, log=str(self._log_path))
+            self.log.error("training_failed", status=self.proc.returncode,
+                           log=str(train_log(self.atom)))
             self.proc, self.seen = None, 0  # try again after another warm-up window
 
-    @property
-    def _log_path(self) -> Path:
-        return private_dir(kiri_home() / "logs") / f"train-{self.atom}.log"
-
     def _start_training(self) -> None:
-        cmd = [sys.executable, "-m", "kiri.cli", "train", self.atom, "--out", str(self.out)]
-        with open(self._log_path, "ab") as log_file:
-            self.proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
-                preexec_fn=lambda: os.nice(10),  # training must not starve the pipeline
-            )
+        self.proc = start_training(self.atom, self.out)
         self.log.info("training_started", observations=self.seen, pid=self.proc.pid,
-                      log=str(self._log_path))
+                      log=str(train_log(self.atom)))
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
