@@ -6,9 +6,10 @@ import argparse
 import time
 from pathlib import Path
 
+import msgspec
 import psutil
 
-from kiri.atoms import UnknownAtom, atom_spec, weights_path
+from kiri.atoms import UnknownAtom, atom_spec, examples_path, weights_path
 from kiri.detector import Detector, train_detector
 from kiri.model import weights
 from kiri.model.config import matrix_shapes, num_params
@@ -56,9 +57,12 @@ def train(args: argparse.Namespace) -> None:
     batch = args.batch or 32
     if args.steps < 1 or batch < 1:
         raise UserError("--steps and --batch must be at least 1")
+    examples = _examples(spec)
+    if examples:
+        print(f"with {len(examples)} observations people called the new normal")
     detector, provenance = train_detector(
         spec, loaded.observations, steps=args.steps, batch=batch, lr=args.lr, seed=args.seed,
-        on_step=Progress(args.steps, args.log_every),
+        examples=examples, on_step=Progress(args.steps, args.log_every),
     )
     cal = detector.calibration
     q = cal.quantiles
@@ -70,6 +74,17 @@ def train(args: argparse.Namespace) -> None:
     out = args.out or weights_path(spec.name)
     model_id = detector.save(out, provenance)
     print(f"trained in {provenance.seconds:.1f} s; weights saved to {out} (id {model_id})")
+
+
+def _examples(spec) -> list[list[str]]:
+    """The atom's "new normal" examples that still fit its schema's vocabulary."""
+    path = examples_path(spec.name)
+    if not path.exists():
+        return []
+    vocab = set(spec.schema.vocab)
+    docs = [msgspec.json.decode(line).get("tokens", []) for line in path.read_bytes().splitlines()
+            if line.strip()]
+    return [d for d in docs if len(d) == len(spec.schema.fields) and set(d) <= vocab]
 
 
 def score(args: argparse.Namespace) -> None:

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from kiri import __version__, atom_commands
+from kiri import __version__, atom_commands, verdicts
 from kiri.home import kiri_home
 from kiri.model import weights
 from kiri.model.config import Config, num_params
@@ -23,7 +23,6 @@ STAGES = {
     "atom": "kiri.stages.atom",
     "decide": "kiri.stages.decide",
     "act": "kiri.stages.act",
-    "feedback": "kiri.stages.feedback",
     "supervise": "kiri.supervisor",
 }
 
@@ -79,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="describe an atom or a weights file")
     i.add_argument("weights", metavar="ATOM|WEIGHTS", help="an atom name or a weights file")
 
+    verdicts.add_parsers(sub)
     for name in STAGES:
         sub.add_parser(name, help=f"run the stage kiri-{name} (same arguments)")
     return parser
@@ -161,6 +161,8 @@ COMMANDS = {
     "score": lambda args: atom_commands.score(args),
     "generate": cmd_generate,
     "info": cmd_info,
+    "alerts": verdicts.cmd_alerts,
+    "feedback": verdicts.cmd_feedback,
 }
 
 

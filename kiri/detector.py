@@ -24,6 +24,7 @@ from kiri.records import Obs, Score
 from kiri.schema import Schema, SchemaError
 
 HOLDOUT = 0.10  # the most recent share of observations, kept for calibration
+EXAMPLES_SHARE = 0.10  # "new normal" examples are repeated to make up this share of training
 THRESHOLD_FLOOR = 1.0  # nats of mean surprise: below this nothing is unusual enough to say
 THRESHOLD_FACTOR = 2.0  # threshold = factor x the held-out p99, when that is above the floor
 QUANTILES = (0.5, 0.9, 0.99, 1.0)
@@ -128,16 +129,22 @@ def train_detector(
     batch: int,
     lr: float = 0.01,
     seed: int = 42,
+    examples: Sequence[Sequence[str]] = (),
     on_step: Callable[[int, float], None] | None = None,
 ) -> tuple[Detector, weights.Provenance]:
     """Fit the schema, train on the older 90% (shuffled), calibrate on the most recent 10%.
 
-    observations must be valid for the schema and in time order.
+    observations must be valid for the schema and in time order. examples are token documents
+    people called normal: they are always trained on, repeated to about a tenth of the data so
+    the model learns them even when they are rare among the observations.
     """
     schema = spec.schema.fit([o.values for o in observations], [o.meta for o in observations])
     docs = [schema.encode(o.values, o.meta) for o in observations]
     n_hold = max(1, int(len(docs) * HOLDOUT))
     train_docs, held = docs[:-n_hold] or docs, docs[-n_hold:]
+    if examples:
+        repeat = max(1, round(EXAMPLES_SHARE * len(train_docs) / len(examples)))
+        train_docs = train_docs + [schema.ids(e) for e in examples] * repeat
     rng = random.Random(seed)
     engine = new_engine("fast", spec.config(schema), rng)
     shuffled = list(train_docs)

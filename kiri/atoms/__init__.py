@@ -54,3 +54,8 @@ def known_atoms() -> list[str]:
 def weights_path(atom: str) -> Path:
     """$KIRI_HOME/atoms/ATOM/weights.json"""
     return kiri_home() / "atoms" / valid_name(atom) / "weights.json"
+
+
+def examples_path(atom: str) -> Path:
+    """Observations people called "the new normal", as token documents, trained on every time."""
+    return kiri_home() / "atoms" / valid_name(atom) / "normal.ndjson"

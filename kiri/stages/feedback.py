@@ -1,12 +1,167 @@
-"""kiri-feedback: not part of this version of KIRI yet."""
+"""kiri-feedback: turn delivered alerts and people's verdicts into learning.
 
+It reads what kiri-act passes on (each delivered decision, then its outcomes) and records the
+delivered ones in the store, so `kiri alerts` lists them and people can judge them. It follows
+the verdicts people give (`kiri feedback dismiss ID`, Telegram, …) and turns them into:
+* a suppression `rule`, once the same atom and culprit pattern has been dismissed --after times;
+* a retrain request (a `rule` with action retrain) for "this is the new normal", with the
+  observation kept as a training example for the atom;
+* a labelled example for the Nerve atom, in $KIRI_HOME/data/nerve/.
+Its stdout carries `rule` and `verdict` records to the feedback FIFO that kiri-decide reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
 import sys
+import time
+from typing import Any
 
-from kiri.stages import unavailable
+import msgspec
+
+from kiri.atoms import UnknownAtom, atom_spec, examples_path
+from kiri.home import private_dir
+from kiri.patterns import named_culprits, pattern_key
+from kiri.records import Decision, Obs, Outcome, Rule, Verdict
+from kiri.recordings import Recorder
+from kiri.store import Store, VerdictRow
+from kiri.stream import Stream, add_stream_options, run_main, setup_logging
+
+CURSOR = "feedback.verdicts_seen"
+LABELS = {"dismiss": "suppress", "confirm": "alert"}  # what the person says KIRI should have done
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="kiri-feedback",
+        description="Record delivered alerts; turn verdicts into rules, retrains and examples.")
+    p.add_argument("--after", type=int, default=2, metavar="N",
+                   help="write a suppression rule once a pattern is dismissed N times")
+    p.add_argument("--expires", type=float, default=7 * 86400, metavar="S",
+                   help="suppression rules expire after S seconds (default 7 days)")
+    p.add_argument("--poll", type=float, default=0.5, metavar="S",
+                   help="check the store for new verdicts every S seconds")
+    add_stream_options(p)
+    return p
+
+
+class Learner:
+    """Everything kiri-feedback does with one store and one output stream."""
+
+    def __init__(self, store: Store, stream: Stream, args: argparse.Namespace, log: Any) -> None:
+        self.store, self.stream, self.args, self.log = store, stream, args, log
+        self.pending: dict[str, Decision] = {}  # delivered decisions awaiting an ok outcome
+        self.seen = int(store.get_state(CURSOR, "0"))
+        self.nerve = Recorder("nerve")
+        self.encode = msgspec.json.Encoder().encode
+
+    # -- alerts -------------------------------------------------------------------------------
+
+    def on_decision(self, decision: Decision) -> None:
+        if decision.action != "ok":
+            self.pending[decision.id] = decision
+
+    def on_outcome(self, outcome: Outcome) -> None:
+        decision = self.pending.get(outcome.id)
+        if decision is None or not outcome.ok:
+            return  # not delivered (yet): a later sink's outcome may still succeed
+        del self.pending[outcome.id]
+        named = named_culprits(decision.culprits, decision.threshold)
+        self.store.record_alert(decision, pattern_key(named))
+        self.log.info("alert_recorded", id=decision.id, action=decision.action,
+                      atom=decision.atom)
+
+    # -- verdicts -----------------------------------------------------------------------------
+
+    def poll(self) -> None:
+        for v in self.store.verdicts_after(self.seen):
+            self.on_verdict(v)
+            self.seen = v.seq
+            self.store.set_state(CURSOR, str(v.seq))
+
+    def on_verdict(self, v: VerdictRow) -> None:
+        decision = msgspec.json.decode(v.decision, type=Decision)
+        self.stream.emit(Verdict(ts=v.ts, alert=v.alert, verdict=v.verdict, source=v.source,
+                                 by=v.by, note=v.note))
+        self._nerve_example(v, decision)
+        if v.normal:
+            self._new_normal(v, decision)
+        elif v.verdict == "dismiss":
+            self._maybe_suppress(v)
+        self.log.info("verdict", alert=v.alert, verdict=v.verdict, normal=v.normal)
+
+    def _maybe_suppress(self, v: VerdictRow) -> None:
+        count = self.store.dismissals(v.atom, v.pattern, upto=v.seq)
+        rule_id = _rule_id(v.atom, v.pattern)
+        if count < self.args.after or any(r.id == rule_id for r in self.store.active_rules()):
+            return
+        now = time.time()
+        rule = Rule(
+            ts=now, id=rule_id, atom=v.atom, match=v.pattern.split(),
+            action="suppress", expires=now + self.args.expires,
+            reason=f"{v.pattern} dismissed {count} times",
+        )
+        self.store.add_rule(rule)
+        self.stream.emit(rule)
+        self.log.info("rule_written", rule=rule.id, atom=rule.atom, match=rule.match)
+
+    def _new_normal(self, v: VerdictRow, decision: Decision) -> None:
+        tokens = _document_order(decision)
+        if tokens:
+            path = examples_path(decision.atom)
+            private_dir(path.parent)
+            with path.open("ab") as f:
+                f.write(msgspec.json.encode({"tokens": tokens, "alert": v.alert, "ts": v.ts}) + b"\n")
+        rule = Rule(ts=time.time(), id=f"retrain-{v.alert}", atom=decision.atom, match=tokens,
+                    action="retrain", reason=f"alert {v.alert} is the new normal")
+        self.stream.emit(rule)
+        self.log.info("retrain_requested", atom=decision.atom, alert=v.alert)
+
+    def _nerve_example(self, v: VerdictRow, decision: Decision) -> None:
+        ratio = decision.surprise / decision.threshold if decision.threshold else 0.0
+        label = "retrain" if v.normal else LABELS[v.verdict]
+        obs = Obs(
+            ts=decision.ts, atom="nerve", host=decision.host,
+            values={decision.atom: round(ratio, 4),
+                    "hour": float(time.localtime(decision.ts).tm_hour)},
+            meta={"label": label, "alert": v.alert, "atom": decision.atom, "pattern": v.pattern},
+        )
+        self.nerve.append(obs.ts, self.encode(obs) + b"\n")
+
+
+def _rule_id(atom: str, pattern: str) -> str:
+    return "r-" + hashlib.sha256(f"{atom} {pattern}".encode()).hexdigest()[:8]
+
+
+def _document_order(decision: Decision) -> list[str]:
+    """The alert's observation as tokens in its schema's order (culprits are sorted by -log p)."""
+    try:
+        vocab = atom_spec(decision.atom).schema.vocab
+    except (UnknownAtom, ValueError):
+        return []
+    tokens = [t for t, _ in decision.culprits]
+    if any(t not in vocab for t in tokens):
+        return []
+    return sorted(tokens, key=vocab.index)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return unavailable("kiri-feedback")
+    args = build_parser().parse_args(argv)
+    log = setup_logging("feedback")
+
+    def body() -> None:
+        with Store() as store, Stream(log, fmt=args.format, dead_letter=args.dead_letter) as stream:
+            learner = Learner(store, stream, args, log)
+            learner.poll()
+            stream.every(args.poll, learner.poll)
+            for record, _raw in stream.records(0, consumes=(Decision, Outcome)):
+                if isinstance(record, Decision):
+                    learner.on_decision(record)
+                else:
+                    learner.on_outcome(record)
+
+    return run_main(body)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,175 @@
+"""kiri-feedback: delivered alerts into the store, verdicts out as rules and retrain requests."""
+
+import json
+import select
+import signal
+import subprocess
+import time
+
+import msgspec
+import pytest
+
+from conftest import log_events, run, stage_cmd
+from kiri.records import Decision, Outcome
+from kiri.store import Store
+
+encode = msgspec.json.Encoder().encode
+CULPRITS = [("C9", 9.5), ("L4", 6.0), ("M1", 0.2), ("D2", 0.1), ("S0", 0.05), ("N1", 0.01)]
+
+
+def alert(i, culprits=CULPRITS, action="alert"):
+    return Decision(ts=1000.0 + i, id=f"a{i}", atom="pulse", host="vm", action=action,
+                    surprise=2.6, threshold=1.0, culprits=culprits, summary=f"alert {i}")
+
+
+def delivered(d, ok=True):
+    return [encode(d), encode(Outcome(id=d.id, action=d.action, sink="log", ok=ok))]
+
+
+def feedback(*lines, args=()):
+    out = run("kiri.stages.feedback", *args, input=b"".join(l + b"\n" for l in lines))
+    assert out.returncode == 0, out.stderr
+    return [json.loads(l) for l in out.stdout.splitlines()], out
+
+
+def test_delivered_decisions_are_recorded_and_other_kinds_pass(kiri_home):
+    obs = b'{"kind":"obs","atom":"pulse","values":{"cpu":1.0}}'
+    lines = [*delivered(alert(0)), obs, *delivered(alert(1, action="resolve")),
+             *delivered(alert(2), ok=False)]
+    out, _ = feedback(*lines)
+    assert out == [json.loads(obs)]
+    with Store() as store:
+        rows = store.alerts()
+    assert [(r.id, r.action, r.pattern) for r in rows] == [("a1", "resolve", "C9 L4"),
+                                                           ("a0", "alert", "C9 L4")]
+
+
+def record(store, *decisions):
+    for d in decisions:
+        store.record_alert(d, "C9 L4")
+
+
+def test_dismissing_a_pattern_twice_writes_a_suppression_rule(kiri_home):
+    with Store() as store:
+        record(store, alert(0), alert(1))
+        store.add_verdict("a0", "dismiss", note="backup")
+        store.add_verdict("a1", "dismiss")
+    before = time.time()
+    out, _ = feedback()
+    assert [(r["kind"], r.get("alert", r.get("action"))) for r in out] == [
+        ("verdict", "a0"), ("verdict", "a1"), ("rule", "suppress")]
+    rule = out[2]
+    assert rule["atom"] == "pulse" and rule["match"] == ["C9", "L4"]
+    assert before + 7 * 86400 - 5 < rule["expires"] < time.time() + 7 * 86400 + 5
+    assert out[0]["note"] == "backup" and out[0]["verdict"] == "dismiss"
+    with Store() as store:
+        assert [r.id for r in store.active_rules()] == [rule["id"]]
+    # each verdict is handled once: a restarted kiri-feedback starts where it left off
+    again, _ = feedback()
+    assert again == []
+
+
+def test_one_dismissal_or_confirmations_write_no_rule(kiri_home):
+    with Store() as store:
+        record(store, alert(0), alert(1), alert(2))
+        store.add_verdict("a0", "dismiss")
+        store.add_verdict("a1", "confirm")
+        store.add_verdict("a2", "confirm")
+    out, _ = feedback()
+    assert [r["kind"] for r in out] == ["verdict"] * 3
+
+
+def test_after_sets_how_many_dismissals_make_a_rule(kiri_home):
+    with Store() as store:
+        record(store, alert(0))
+        store.add_verdict("a0", "dismiss")
+    out, _ = feedback(args=("--after", "1"))
+    assert [r["kind"] for r in out] == ["verdict", "rule"]
+
+
+def test_a_new_normal_asks_for_a_retrain_and_keeps_the_example(kiri_home):
+    with Store() as store:
+        record(store, alert(0))
+        store.add_verdict("a0", "dismiss", normal=True)
+    out, _ = feedback()
+    assert [(r["kind"], r.get("action")) for r in out] == [("verdict", None), ("rule", "retrain")]
+    assert out[1]["atom"] == "pulse" and "new normal" in out[1]["reason"]
+    example = json.loads((kiri_home / "atoms" / "pulse" / "normal.ndjson").read_text())
+    assert example["tokens"] == ["C9", "M1", "D2", "S0", "L4", "N1"]  # the schema's order
+
+
+def test_every_verdict_leaves_a_labelled_example_for_nerve(kiri_home):
+    with Store() as store:
+        record(store, alert(0), alert(1))
+        store.add_verdict("a0", "dismiss")
+        store.add_verdict("a1", "confirm")
+    feedback()
+    lines = b"".join(p.read_bytes() for p in (kiri_home / "data" / "nerve").glob("*.ndjson"))
+    examples = [json.loads(l) for l in lines.splitlines()]
+    assert [(e["atom"], e["meta"]["label"], e["values"]["pulse"]) for e in examples] == [
+        ("nerve", "suppress", 2.6), ("nerve", "alert", 2.6)]
+    assert 0 <= examples[0]["values"]["hour"] < 24
+
+
+def test_verdicts_given_while_it_runs_are_noticed_promptly(kiri_home):
+    with Store() as store:
+        record(store, alert(0))
+    proc = subprocess.Popen(stage_cmd("kiri.stages.feedback", "--poll", "0.1"),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(0.5)
+    given = time.monotonic()
+    assert run("kiri.cli", "feedback", "dismiss", "a0").returncode == 0
+    assert select.select([proc.stdout], [], [], 10)[0], "verdict not noticed"
+    line = proc.stdout.readline()
+    noticed = time.monotonic() - given
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=10)
+    assert json.loads(line)["kind"] == "verdict" and noticed < 5
+    assert proc.returncode == 0 and b"Traceback" not in err
+
+
+def test_bad_lines_are_reported_and_skipped(kiri_home):
+    lines = [delivered(alert(0))[0], b"nope", delivered(alert(0))[1]]
+    out, proc = feedback(*lines)
+    bad = [e for e in log_events(proc.stderr) if e["event"] == "bad_record"]
+    assert [e["line"] for e in bad] == [2]
+    with Store() as store:
+        assert [r.id for r in store.alerts()] == ["a0"]
+
+
+def test_closed_reader_exits_zero(kiri_home):
+    with Store() as store:
+        record(store, *(alert(i) for i in range(50)))
+        for i in range(50):
+            store.add_verdict(f"a{i}", "confirm")
+    cmd = " ".join(stage_cmd("kiri.stages.feedback"))
+    out = subprocess.run(["bash", "-c", f"{cmd} < /dev/null | head -n 1; echo status=${{PIPESTATUS[0]}}"],
+                         capture_output=True, timeout=30)
+    assert out.stdout.splitlines()[-1] == b"status=0" and b"Traceback" not in out.stderr
+
+
+def test_the_cli_lists_and_judges_alerts(kiri_home):
+    with Store() as store:
+        record(store, alert(0))
+    out = run("kiri.cli", "alerts")
+    lines = out.stdout.decode().splitlines()
+    assert lines[0].split() == ["id", "time", "atom", "action", "verdict", "summary"]
+    assert lines[1].split()[0] == "a0" and lines[1].endswith("alert 0") and " - " in lines[1]
+    out = run("kiri.cli", "feedback", "dismiss", "a0", "--normal", "--note", "bigger box now")
+    assert out.returncode == 0
+    assert out.stdout.decode().strip() == "alert a0 dismissed, as the new normal"
+    assert "dismiss (normal)" in run("kiri.cli", "alerts").stdout.decode()
+    out = run("kiri.cli", "feedback", "confirm", "zz")
+    assert out.returncode == 1
+    assert out.stderr.decode().strip() == "Error: no alert with id 'zz' (see `kiri alerts`)"
+
+
+@pytest.mark.parametrize("cmd", [("alerts",), ("feedback", "dismiss", "a0")])
+def test_a_newer_store_is_a_one_line_error(kiri_home, cmd):
+    import sqlite3
+
+    Store().close()
+    with sqlite3.connect(kiri_home / "kiri.db") as db:
+        db.execute("PRAGMA user_version = 99")
+    out = run("kiri.cli", *cmd)
+    assert out.returncode == 1 and "newer than this KIRI understands" in out.stderr.decode()
