@@ -4,6 +4,10 @@ The default policy, per atom and host: alert when the surprise exceeds the atom'
 k of the last n observations; keep one incident open while it lasts, re-notifying only after
 --repeat seconds; resolve once the last n observations are all below the threshold. Time is the
 records' own, so a replayed day decides exactly as the live day did.
+
+People's verdicts come back as records on the feedback FIFO (--feedback): a suppression rule
+turns a matching alert into `suppress` (logged, not notified), and a retrain request becomes a
+`retrain` decision. Standing rules are loaded from the store at start.
 """
 
 from __future__ import annotations
