@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from kiri import __version__, atom_commands, verdicts
+from kiri import __version__, atom_commands, service, status, verdicts
 from kiri.home import kiri_home
 from kiri.model import weights
 from kiri.model.config import Config, num_params
@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("weights", metavar="ATOM|WEIGHTS", help="an atom name or a weights file")
 
     verdicts.add_parsers(sub)
+    sub.add_parser("status", help="what kiri-supervise and each stage of its pipeline are doing")
+    service.add_parser(sub)
     for name in STAGES:
         sub.add_parser(name, help=f"run the stage kiri-{name} (same arguments)")
     return parser
@@ -163,6 +165,8 @@ COMMANDS = {
     "info": cmd_info,
     "alerts": verdicts.cmd_alerts,
     "feedback": verdicts.cmd_feedback,
+    "status": lambda args: status.show(),
+    "service": service.cmd_service,
 }
 
 

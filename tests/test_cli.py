@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from conftest import FIXTURES, run
-from kiri import cli
-from kiri.stages import act, atom, collect, decide
+from kiri import cli, supervisor
+from kiri.stages import act, atom, collect, decide, feedback
 
 PARSERS = {
     "kiri": cli.build_parser,
@@ -18,6 +18,8 @@ PARSERS = {
     "kiri-atom": atom.build_parser,
     "kiri-decide": decide.build_parser,
     "kiri-act": act.build_parser,
+    "kiri-feedback": feedback.build_parser,
+    "kiri-supervise": supervisor.build_parser,
 }
 
 

@@ -139,7 +139,8 @@ def test_kiri_home_defaults_to_dot_kiri_created_private(tmp_path):
 
 
 @pytest.mark.parametrize("module", ["kiri.stages.collect", "kiri.stages.atom", "kiri.stages.decide",
-                                    "kiri.stages.act", "kiri.cli"])
+                                    "kiri.stages.act", "kiri.stages.feedback", "kiri.supervisor",
+                                    "kiri.cli"])
 def test_module_runs_with_python_dash_m(module):
     out = run(module, "--help")
     assert out.returncode == 0 and b"usage:" in out.stdout
