@@ -313,9 +313,12 @@ class Supervisor:
         stage.err_fd, stderr = os.pipe()
         os.set_blocking(stage.err_fd, False)
         child_fds.append(stderr)
-        try:  # its own session: a Ctrl-C on the terminal reaches the supervisor only
+        try:
+            # Its own process group: a Ctrl-C on the terminal reaches the supervisor only, which
+            # then stops the stages in order. The same session: the terminal sink can still
+            # write alerts to the person's terminal (/dev/tty).
             stage.proc = subprocess.Popen(stage.argv, stdin=stdin, stdout=stdout, stderr=stderr,
-                                          start_new_session=True)
+                                          process_group=0)
         except OSError as e:
             self.log.error("stage_exec_failed", name=stage.name, argv0=stage.argv[0],
                            error=str(e))
