@@ -73,3 +73,46 @@ def installed_pulse(pulse_weights: Path, kiri_home: Path) -> Path:
     path.parent.mkdir(parents=True)
     shutil.copy(pulse_weights, path)
     return path
+
+
+def loop_pipeline(source_argv: str, restart: str = "", extra_stages: str = "") -> str:
+    """A supervised pipeline file with the feedback loop closed: SOURCE | kiri-atom pulse |
+    kiri-decide | kiri-act --sink log | kiri-feedback -> FIFO -> kiri-decide.
+
+    source_argv is a TOML array; restart adds lines to [restart]; extra_stages adds stages.
+    """
+    return f"""
+name = "loop"
+alerts = "act"
+stop_timeout = 10
+
+[restart]
+delay = 0.2
+{restart}
+
+[[stage]]
+name = "collect"
+argv = {source_argv}
+
+[[stage]]
+name = "atom"
+argv = ["kiri-atom", "pulse"]
+inputs = ["collect"]
+
+[[stage]]
+name = "decide"
+argv = ["kiri-decide", "--feedback", "{{fifo}}"]
+inputs = ["atom"]
+
+[[stage]]
+name = "act"
+argv = ["kiri-act", "--sink", "log"]
+inputs = ["decide"]
+
+[[stage]]
+name = "feedback"
+argv = ["kiri-feedback", "--poll", "0.2"]
+inputs = ["act"]
+output = "fifo"
+{extra_stages}
+"""

@@ -15,7 +15,7 @@ import time
 import msgspec
 import pytest
 
-from conftest import stage_cmd
+from conftest import loop_pipeline, stage_cmd
 from kiri.records import Obs
 from kiri.store import Store
 
@@ -32,45 +32,12 @@ IN_FLIGHT = (64 + 64 + 256) * 1024 // 170
 COUNT = ("import os, sys; fd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND | os.O_CREAT); "
          "[os.write(fd, line) for line in sys.stdin.buffer]")
 
-PIPELINE = """
-name = "faults"
-alerts = "act"
-stop_timeout = 10
-
-[restart]
-delay = 0.2
-max_delay = 1
-fail_deaths = 50
-
-[[stage]]
-name = "collect"
-argv = ["sh", "-c", "{python} -m kiri.stages.collect replay --speed {speed} {stream}; exit 125"]
-
-[[stage]]
-name = "atom"
-argv = ["kiri-atom", "pulse"]
-inputs = ["collect"]
-
-[[stage]]
-name = "decide"
-argv = ["kiri-decide", "--feedback", "{{fifo}}"]
-inputs = ["atom"]
-
+SOURCE = '["sh", "-c", "{python} -m kiri.stages.collect replay --speed {speed} {stream}; exit 125"]'
+COUNTER = """
 [[stage]]
 name = "count"
 argv = ["{python}", "-c", "{count}", "{out}"]
 inputs = ["decide"]
-
-[[stage]]
-name = "act"
-argv = ["kiri-act", "--sink", "log"]
-inputs = ["decide"]
-
-[[stage]]
-name = "feedback"
-argv = ["kiri-feedback"]
-inputs = ["act"]
-output = "fifo"
 """
 
 
@@ -107,8 +74,10 @@ def test_kill_9_twenty_times_while_50000_records_stream(installed_pulse, kiri_ho
             f.write(encode(Obs(ts=1e9 + i, atom="pulse", host="vm", values=base,
                                meta={"cpus": "2"})) + b"\n")
     pipeline = tmp_path / "faults.toml"
-    pipeline.write_text(PIPELINE.format(python=sys.executable, speed=SPEED, stream=stream,
-                                        out=out, count=COUNT))
+    pipeline.write_text(loop_pipeline(
+        SOURCE.format(python=sys.executable, speed=SPEED, stream=stream),
+        restart="max_delay = 1\nfail_deaths = 50",
+        extra_stages=COUNTER.format(python=sys.executable, count=COUNT, out=out)))
     sup = subprocess.Popen(stage_cmd("kiri.supervisor", str(pipeline)),
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     rng = random.Random(7)

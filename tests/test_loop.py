@@ -10,42 +10,8 @@ import time
 
 import pytest
 
-from conftest import FIXTURES, run, stage_cmd
+from conftest import FIXTURES, loop_pipeline, run, stage_cmd
 from kiri.store import Store
-
-PIPELINE = """
-name = "loop"
-alerts = "act"
-stop_timeout = 10
-
-[restart]
-delay = 0.2
-
-[[stage]]
-name = "collect"
-argv = ["kiri-collect", "replay", "{source}"]
-
-[[stage]]
-name = "atom"
-argv = ["kiri-atom", "pulse"]
-inputs = ["collect"]
-
-[[stage]]
-name = "decide"
-argv = ["kiri-decide", "--feedback", "{{fifo}}"]
-inputs = ["atom"]
-
-[[stage]]
-name = "act"
-argv = ["kiri-act", "--sink", "log"]
-inputs = ["decide"]
-
-[[stage]]
-name = "feedback"
-argv = ["kiri-feedback", "--poll", "0.2"]
-inputs = ["act"]
-output = "fifo"
-"""
 
 NORMAL = json.loads(FIXTURES.joinpath("pulse-normal.ndjson").read_text().splitlines()[-1])
 STRESS = json.loads(FIXTURES.joinpath("pulse-stress.ndjson").read_text().splitlines()[-1])
@@ -71,7 +37,7 @@ class Loop:
         if not self.source.exists():
             os.mkfifo(self.source)
         self.file = tmp_path / "loop.toml"
-        self.file.write_text(PIPELINE.format(source=self.source))
+        self.file.write_text(loop_pipeline(f'["kiri-collect", "replay", "{self.source}"]'))
         self.ts = time.time() - 100_000
         self.proc = None
 
