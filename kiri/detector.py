@@ -82,26 +82,22 @@ class Detector:
 
     def score(self, observations: Sequence[Obs]) -> list[Score | SchemaError]:
         """A score for each observation, or the SchemaError that says why it has none."""
-        out: list = [None] * len(observations)
-        valid: list[int] = []
-        docs: list[list[int]] = []
-        for i, obs in enumerate(observations):
-            try:
-                docs.append(self.schema.encode(obs.values, obs.meta))
-                valid.append(i)
-            except SchemaError as e:
-                out[i] = e
-        if not docs:
+        ids, errors = self.schema.encode_many([o.values for o in observations],
+                                              [o.meta for o in observations])
+        valid = [i for i in range(len(observations)) if i not in errors]
+        out: list = [errors.get(i) for i in range(len(observations))]
+        if not valid:
             return out
+        docs = ids[valid]
         nll = self.token_nll(docs)
         surprise = nll.mean(1).round(4).tolist()
         vocab, scored = self.schema.vocab, self.schema.scored
-        for i, doc, row, s in zip(valid, docs, nll.round(4).tolist(), surprise):
+        tokens = np.asarray(vocab)[docs[:, scored]].tolist()
+        for i, toks, row, s in zip(valid, tokens, nll.round(4).tolist(), surprise):
             obs = observations[i]
             out[i] = Score(
-                ts=obs.ts, atom=obs.atom, host=obs.host, values=obs.values,
-                tokens=[vocab[t] for t in doc[scored]], nll=row, surprise=s,
-                threshold=self.threshold, model=self.id,
+                ts=obs.ts, atom=obs.atom, host=obs.host, values=obs.values, tokens=toks,
+                nll=row, surprise=s, threshold=self.threshold, model=self.id,
             )
         return out
 

@@ -96,3 +96,20 @@ def test_colliding_prefixes_are_refused():
 def test_a_schema_survives_json():
     again = msgspec.json.decode(msgspec.json.encode(SCHEMA), type=Schema)
     assert again == SCHEMA
+
+
+def test_encoding_many_at_once_matches_one_at_a_time():
+    rows = [values(cpu=c, load=l) for c in (0, 9.99, 10, 55.5, 100, 140, -3) for l in (0, 0.3, 9)]
+    metas = [META] * len(rows)
+    rows += [values(cpu=None), values(mem=float("nan")), values()]
+    metas += [META, META, {"cpus": "zero"}]
+    ids, errors = SCHEMA.encode_many(rows, metas)
+    for i, (v, m) in enumerate(zip(rows, metas)):
+        try:
+            assert ids[i].tolist() == SCHEMA.encode(v, m)
+        except SchemaError as e:
+            assert str(errors[i]) == str(e)
+    assert sorted(errors) == [len(rows) - 3, len(rows) - 2, len(rows) - 1]
+    fitted = Schema([Field("x", "X", 4, auto=True)]).fit([{"x": float(i)} for i in range(100)], [{}] * 100)
+    many, _ = fitted.encode_many([{"x": x} for x in (-1.0, 24.75, 50.0, 1e9)], [{}] * 4)
+    assert many[:, 1].tolist() == [fitted.encode({"x": x}, {})[1] for x in (-1.0, 24.75, 50.0, 1e9)]

@@ -91,7 +91,8 @@ class Policy:
         track = self.tracks.setdefault((score.atom, score.host), Track(self.n))
         threshold = score.threshold / self.sensitivity
         track.recent.append(score.surprise > threshold)
-        culprits = sorted(zip(score.tokens, score.nll), key=lambda c: -c[1])
+        # most surprising first; the stable sort keeps the schema's order among equals
+        culprits = sorted(zip(score.tokens, score.nll), key=_by_nll, reverse=True)
         action = self._action(track, score.ts)
         rule = None
         if action == "alert":
@@ -123,6 +124,10 @@ class Policy:
         if track.recent[-1] and ts - track.notified >= self.repeat:
             return "alert"
         return "ok"
+
+
+def _by_nll(culprit: tuple[str, float]) -> float:
+    return culprit[1]
 
 
 def check(score: Score) -> str | None:
