@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from kiri.home import data_dir
 from kiri.records import Obs, Record
-from kiri.schema import Schema, SchemaError
+
+if TYPE_CHECKING:  # the schema brings numpy, which a collector that only records never needs
+    from kiri.schema import Schema
 
 
 class Recorder:
@@ -70,6 +73,8 @@ def load_observations(atom: str, files: list[Path], schema: Schema, limit: int =
 
 
 def _problem(decode, line: bytes, atom: str, schema: Schema, seen: dict) -> str | None:
+    from kiri.schema import SchemaError
+
     if not line.strip():
         return None
     try:

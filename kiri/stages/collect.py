@@ -9,7 +9,6 @@ import time
 
 import msgspec
 
-from kiri.atoms import pulse, weights_path
 from kiri.records import KINDS
 from kiri.recordings import Recorder
 from kiri.stream import Stream, UserError, add_stream_options, run_main, setup_logging
@@ -54,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def collect_pulse(args: argparse.Namespace, stream: Stream) -> None:
+    from kiri.atoms import pulse, weights_path  # here: replay needs neither psutil nor numpy
+
     if args.interval <= 0 or args.warmup_interval <= 0:
         raise UserError("--interval must be greater than 0")
     recorder = Recorder("pulse") if args.record else None
