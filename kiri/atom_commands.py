@@ -9,11 +9,12 @@ from pathlib import Path
 import msgspec
 import psutil
 
-from kiri.atoms import UnknownAtom, atom_spec, examples_path, weights_path
+from kiri.atoms import AtomSpec, UnknownAtom, atom_spec, auto_spec, examples_path, weights_path
 from kiri.detector import Detector, train_detector
 from kiri.model import weights
 from kiri.model.config import matrix_shapes, num_params
 from kiri.progress import Progress
+from kiri.records import Obs
 from kiri.recordings import load_observations, recording_files
 from kiri.schema import SchemaError
 from kiri.stream import UserError
@@ -21,11 +22,35 @@ from kiri.stream import UserError
 MIN_OBSERVATIONS = 10
 
 
-def _spec(name: str):
+def _spec(name: str, files: list[Path] | None = None) -> AtomSpec:
+    """The atom's spec: a built-in atom, one trained before (its schema is in its weights), or
+    with `files`, an atom fitted from the value fields of its observations there."""
     try:
         return atom_spec(name)
-    except (UnknownAtom, ValueError) as e:
+    except UnknownAtom as e:
+        if weights_path(name).exists():
+            return AtomSpec(name, _detector(name).schema)
+        fields = _fields_in(name, files or [])
+        if not fields:
+            raise UserError(f"{e}, and no observations of it to fit one from") from None
+        return auto_spec(name, fields)
+    except ValueError as e:
         raise UserError(str(e)) from None
+
+
+def _fields_in(atom: str, files: list[Path]) -> list[str]:
+    """The value fields of the first observation of `atom` in these files."""
+    decode = msgspec.json.Decoder(Obs).decode
+    for path in files:
+        with open(path, "rb") as f:
+            for line in f:
+                try:
+                    obs = decode(line)
+                except (msgspec.MsgspecError, UnicodeDecodeError):
+                    continue
+                if obs.atom == atom and obs.values:
+                    return list(obs.values)
+    return []
 
 
 def _detector(atom: str, path: Path | None = None) -> Detector:
@@ -40,8 +65,8 @@ def _detector(atom: str, path: Path | None = None) -> Detector:
 
 def train(args: argparse.Namespace) -> None:
     """kiri train ATOM: load observations, train, calibrate, save, and say what it did."""
-    spec = _spec(args.atom)
-    files = args.files or recording_files(spec.name)
+    files = args.files or recording_files(args.atom)
+    spec = _spec(args.atom, files)
     missing = [str(f) for f in files if not Path(f).is_file()]
     if missing:
         raise UserError(f"cannot read {', '.join(missing)}")

@@ -12,7 +12,9 @@ import msgspec
 
 from kiri.home import kiri_home, valid_name
 from kiri.model.config import Config
-from kiri.schema import Schema
+from kiri.schema import Field, Schema
+
+AUTO_LEVELS = 10  # quantile buckets per field of an atom fitted from its data
 
 
 class AtomSpec(msgspec.Struct, frozen=True):
@@ -45,6 +47,14 @@ def atom_spec(name: str) -> AtomSpec:
         return _specs()[name]
     except KeyError:
         raise UnknownAtom(name) from None
+
+
+def auto_spec(name: str, fields: list[str]) -> AtomSpec:
+    """An atom nobody wrote a module for (a Prometheus fleet, a dataset, a custom command): each
+    value field gets quantile buckets fitted from the training data, tokens `FIELD:N`."""
+    schema = Schema([Field(f, f"{f}:", AUTO_LEVELS, auto=True, label=f) for f in fields])
+    return AtomSpec(valid_name(name), schema, n_layer=1, n_embd=32, n_head=4,
+                    block_size=len(fields) + 1)
 
 
 def known_atoms() -> list[str]:

@@ -31,7 +31,8 @@ RELOAD_EVERY = 1.0  # seconds between checks of the weights file
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kiri-atom", description="Score observations: obs -> score.")
-    p.add_argument("atom", metavar="ATOM", help=f"the atom ({', '.join(known_atoms())})")
+    p.add_argument("atom", metavar="ATOM",
+                   help=f"the atom: {', '.join(known_atoms())}, or one trained from its data")
     p.add_argument("--weights", type=Path, metavar="PATH",
                    help="weights file (default: $KIRI_HOME/atoms/ATOM/weights.json)")
     p.add_argument("--learn", action="store_true",
@@ -157,7 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         atom_spec(args.atom)
-    except (UnknownAtom, ValueError) as e:
+    except UnknownAtom as e:  # fine for an atom fitted from its data: it has weights, or learns
+        if not (args.learn or args.weights or weights_path(args.atom).exists()):
+            parser.error(str(e))
+    except ValueError as e:
         parser.error(str(e))
     log = setup_logging("atom").bind(atom=args.atom)
 

@@ -1,0 +1,52 @@
+"""An atom nobody wrote a module for: its schema is fitted from its observations (`auto`)."""
+
+import json
+import random
+
+import msgspec
+
+from conftest import run
+from kiri.records import Obs, Score
+
+encode = msgspec.json.Encoder().encode
+
+
+def write_observations(path, n=300, fields=("req_rate", "p99_ms", "errors")):
+    r = random.Random(3)
+    with path.open("wb") as f:
+        for i in range(n):
+            rate = r.uniform(50, 150)  # latency follows load: the atom can learn that
+            values = {"req_rate": rate, "p99_ms": 0.4 * rate + r.gauss(0, 1), "errors": r.random()}
+            f.write(encode(Obs(ts=float(i * 60), atom="web", host="api-1",
+                               values={k: values[k] for k in fields})) + b"\n")
+
+
+def test_train_fits_an_auto_schema_and_the_atom_scores_with_it(tmp_path, kiri_home):
+    data = tmp_path / "web.ndjson"
+    write_observations(data)
+    out = run("kiri.cli", "train", "web", "--from", str(data), "--steps", "150", timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.decode().splitlines()[0] == "loaded 300 observations from 1 files"
+    info = run("kiri.cli", "info", "web").stdout.decode()
+    assert "req_rate:0-req_rate:9" in info and "quantile edges" in info
+    assert "vocab size: 31" in info and "block_size 4" in info  # follows from the schema
+
+    normal = {"req_rate": 140.0, "p99_ms": 56.0, "errors": 0.5}
+    odd = {"req_rate": 140.0, "p99_ms": 20.0, "errors": 0.5}  # fast answers under a heavy load
+    lines = [encode(Obs(ts=1e6 + i, atom="web", host="api-1", values=v))
+             for i, v in enumerate([normal, odd])]
+    scored = run("kiri.stages.atom", "web", input=b"\n".join(lines) + b"\n")
+    assert scored.returncode == 0, scored.stderr
+    calm, spike = [msgspec.json.decode(l, type=Score) for l in scored.stdout.splitlines()]
+    assert calm.tokens[:2] == ["req_rate:9", "p99_ms:9"]
+    assert spike.tokens == ["req_rate:9", "p99_ms:0", calm.tokens[2]]
+    assert spike.surprise > calm.surprise + 1
+    assert max(zip(spike.nll, spike.tokens))[1] == "p99_ms:0"
+
+
+def test_an_unknown_atom_without_data_or_weights_is_a_clear_error(kiri_home):
+    out = run("kiri.cli", "train", "nothing")
+    assert out.returncode == 1
+    assert "unknown atom 'nothing'" in out.stderr.decode()
+    out = run("kiri.stages.atom", "nothing")
+    assert out.returncode == 2 and "unknown atom 'nothing'" in out.stderr.decode()
