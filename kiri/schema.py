@@ -32,6 +32,7 @@ class Field(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     auto: bool = False  # fit quantile edges from training data instead of [lo, hi]
     edges: list[float] = []  # the fitted inner edges (levels - 1 of them), once fitted
     context: bool = False  # conditioned on, not scored
+    tails: int = 0  # auto: graded tokens for how far beyond the training range, on each side
     per: str = ""  # divide the value by this meta field first (load per CPU)
     label: str = ""  # for people: "CPU"
     unit: str = ""  # for people: "%"
@@ -188,10 +189,10 @@ class Schema(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=True)
         """A copy with every `auto` field's quantile edges fitted to these observations."""
         fields = []
         for f in self.fields:
-            if f.auto:
+            if f.auto and not f.edges:
                 xs = np.array([self._value(f, v, m) for v, m in zip(values, metas)])
-                qs = np.quantile(xs, np.arange(1, f.levels) / f.levels) if len(xs) else []
-                f = msgspec.structs.replace(f, edges=[float(q) for q in qs])
+                f = msgspec.structs.replace(f, edges=_fitted_edges(xs, f.levels, f.tails))
+                f = msgspec.structs.replace(f, levels=len(f.edges) + 1)
             fields.append(f)
         return Schema(fields)
 
@@ -204,3 +205,21 @@ def _number(x: object) -> float:
         return float(x)
     except (TypeError, ValueError):
         return math.nan
+
+
+TAIL_STEPS = (0.05, 0.25, 1.0, 4.0)  # beyond the training range, in units of that range
+
+
+def _fitted_edges(xs: np.ndarray, levels: int, tails: int) -> list[float]:
+    """Quantile edges for `levels` equally likely buckets over the training values, plus `tails`
+    graded edges beyond each end, so a value far outside what was seen gets its own token
+    instead of sharing the top bucket with ordinary high values."""
+    if not len(xs):
+        return []
+    inner = np.quantile(xs, np.arange(1, levels) / levels).tolist()
+    lo, hi = float(xs.min()), float(xs.max())
+    span = hi - lo or max(abs(hi), 1.0) * 0.01  # a constant field: any move is an excursion
+    steps = TAIL_STEPS[:tails]
+    below = [lo - span * d for d in reversed(steps)]
+    above = [hi + span * d for d in steps]
+    return below + inner + above

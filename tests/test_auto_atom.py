@@ -28,20 +28,24 @@ def test_train_fits_an_auto_schema_and_the_atom_scores_with_it(tmp_path, kiri_ho
     assert out.returncode == 0, out.stderr
     assert out.stdout.decode().splitlines()[0] == "loaded 300 observations from 1 files"
     info = run("kiri.cli", "info", "web").stdout.decode()
-    assert "req_rate:0-req_rate:9" in info and "quantile edges" in info
-    assert "vocab size: 31" in info and "block_size 4" in info  # follows from the schema
+    # 10 quantile buckets (3-12) and 3 graded tail tokens below (0-2) and above (13-15)
+    assert "req_rate:0-req_rate:15" in info and "quantile edges" in info
+    assert "vocab size: 49" in info and "block_size 4" in info  # follows from the schema
 
     normal = {"req_rate": 140.0, "p99_ms": 56.0, "errors": 0.5}
     odd = {"req_rate": 140.0, "p99_ms": 20.0, "errors": 0.5}  # fast answers under a heavy load
+    far = {"req_rate": 140.0, "p99_ms": 900.0, "errors": 0.5}  # far beyond anything seen
     lines = [encode(Obs(ts=1e6 + i, atom="web", host="api-1", values=v))
-             for i, v in enumerate([normal, odd])]
+             for i, v in enumerate([normal, odd, far])]
     scored = run("kiri.stages.atom", "web", input=b"\n".join(lines) + b"\n")
     assert scored.returncode == 0, scored.stderr
-    calm, spike = [msgspec.json.decode(l, type=Score) for l in scored.stdout.splitlines()]
-    assert calm.tokens[:2] == ["req_rate:9", "p99_ms:9"]
-    assert spike.tokens == ["req_rate:9", "p99_ms:0", calm.tokens[2]]
-    assert spike.surprise > calm.surprise + 1
-    assert max(zip(spike.nll, spike.tokens))[1] == "p99_ms:0"
+    calm, spike, excursion = [msgspec.json.decode(l, type=Score) for l in scored.stdout.splitlines()]
+    assert calm.tokens[:2] == ["req_rate:12", "p99_ms:12"]
+    assert spike.tokens == ["req_rate:12", "p99_ms:3", calm.tokens[2]]
+    assert excursion.tokens[1] == "p99_ms:15"
+    for odd_one in (spike, excursion):
+        assert odd_one.surprise > calm.surprise + 1
+        assert max(zip(odd_one.nll, odd_one.tokens))[1] == odd_one.tokens[1]
 
 
 def test_an_unknown_atom_without_data_or_weights_is_a_clear_error(kiri_home):

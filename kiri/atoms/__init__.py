@@ -15,6 +15,7 @@ from kiri.model.config import Config
 from kiri.schema import Field, Schema
 
 AUTO_LEVELS = 10  # quantile buckets per field of an atom fitted from its data
+AUTO_TAILS = 3  # graded tokens beyond the training range on each side
 
 
 class AtomSpec(msgspec.Struct, frozen=True):
@@ -52,7 +53,8 @@ def atom_spec(name: str) -> AtomSpec:
 def auto_spec(name: str, fields: list[str]) -> AtomSpec:
     """An atom nobody wrote a module for (a Prometheus fleet, a dataset, a custom command): each
     value field gets quantile buckets fitted from the training data, tokens `FIELD:N`."""
-    schema = Schema([Field(f, f"{f}:", AUTO_LEVELS, auto=True, label=f) for f in fields])
+    schema = Schema([Field(f, f"{f}:", AUTO_LEVELS, auto=True, tails=AUTO_TAILS, label=f)
+                     for f in fields])
     return AtomSpec(valid_name(name), schema, n_layer=1, n_embd=32, n_head=4,
                     block_size=len(fields) + 1)
 
