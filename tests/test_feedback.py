@@ -173,3 +173,24 @@ def test_a_newer_store_is_a_one_line_error(kiri_home, cmd):
         db.execute("PRAGMA user_version = 99")
     out = run("kiri.cli", *cmd)
     assert out.returncode == 1 and "newer than this KIRI understands" in out.stderr.decode()
+
+
+def test_sigterm_mid_stream_keeps_what_was_read(kiri_home):
+    proc = subprocess.Popen(stage_cmd("kiri.stages.feedback"), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    lines = [line for i in range(20) for line in delivered(alert(i))]
+    proc.stdin.write(b"".join(l + b"\n" for l in lines) + b'{"kind":"deci')  # ends mid-record
+    proc.stdin.flush()
+
+    def recorded():
+        with Store() as store:
+            return len(store.alerts(100))
+
+    deadline = time.monotonic() + 20
+    while recorded() < 20 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0 and out == b"" and b"Traceback" not in err
+    assert recorded() == 20
+    assert [e for e in log_events(err) if e["event"] == "bad_record"] == []
