@@ -23,17 +23,17 @@ MIN_OBSERVATIONS = 10
 
 
 def _spec(name: str, files: list[Path] | None = None) -> AtomSpec:
-    """The atom's spec: a built-in atom, one trained before (its schema is in its weights), or
-    with `files`, an atom fitted from the value fields of its observations there."""
+    """The atom's spec: a built-in atom; with `files`, an atom fitted afresh from the value
+    fields of its observations there; else one trained before (its schema is in its weights)."""
     try:
         return atom_spec(name)
     except UnknownAtom as e:
+        fields = _fields_in(name, files or [])
+        if fields:  # (re)fit the schema to the data at hand
+            return auto_spec(name, fields)
         if weights_path(name).exists():
             return AtomSpec(name, _detector(name).schema)
-        fields = _fields_in(name, files or [])
-        if not fields:
-            raise UserError(f"{e}, and no observations of it to fit one from") from None
-        return auto_spec(name, fields)
+        raise UserError(f"{e}, and no observations of it to fit one from") from None
     except ValueError as e:
         raise UserError(str(e)) from None
 
@@ -187,7 +187,7 @@ def info(name: str) -> None:
         kind = "context" if f.context else "scored"
         rng = f"quantile edges {[round(e, 3) for e in f.edges]}" if f.auto else \
             f"{f.lo:g}..{f.hi:g}" + (f" per {f.per}" if f.per else "")
-        print(f"  {f.prefix}0-{f.prefix}{f.levels - 1:<3} {f.label or f.name} ({f.name}), {rng}, {kind}")
+        print(f"  {f.prefix}0-{f.prefix}{f.size - 1:<3} {f.label or f.name} ({f.name}), {rng}, {kind}")
     print(f"vocab size: {config.vocab_size}")
     print(f"config: n_layer {config.n_layer}, n_embd {config.n_embd}, n_head {config.n_head}, "
           f"block_size {config.block_size}")

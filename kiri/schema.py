@@ -26,7 +26,7 @@ class SchemaError(ValueError):
 class Field(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     name: str  # key in obs.values
     prefix: str  # token prefix: "C" gives C0, C1, …
-    levels: int  # number of buckets
+    levels: int  # number of buckets (for auto, within the training range)
     lo: float = 0.0  # uniform buckets over [lo, hi]
     hi: float = 100.0
     auto: bool = False  # fit quantile edges from training data instead of [lo, hi]
@@ -36,6 +36,11 @@ class Field(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     per: str = ""  # divide the value by this meta field first (load per CPU)
     label: str = ""  # for people: "CPU"
     unit: str = ""  # for people: "%"
+
+    @property
+    def size(self) -> int:
+        """How many tokens the field has: its buckets, plus its tail tokens on both sides."""
+        return self.levels + 2 * self.tails if self.auto else self.levels
 
     def bucket(self, x: float) -> int:
         if self.auto:
@@ -79,7 +84,7 @@ class Schema(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=True)
 
     @functools.cached_property
     def vocab(self) -> list[str]:
-        return [f"{f.prefix}{i}" for f in self.ordered for i in range(f.levels)]
+        return [f"{f.prefix}{i}" for f in self.ordered for i in range(f.size)]
 
     @functools.cached_property
     def vocab_size(self) -> int:
@@ -140,7 +145,7 @@ class Schema(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=True)
         firsts, n = [], 0
         for f in self.ordered:
             firsts.append(n)
-            n += f.levels
+            n += f.size
         return firsts
 
     def _value(self, f: Field, values: Mapping[str, float | None], meta: Mapping[str, str]) -> float:
@@ -178,7 +183,8 @@ class Schema(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=True)
         index = self._index
         for token, f in zip(tokens, self.ordered):
             if token not in index or self.field_of(token) is not f:
-                raise SchemaError(f"{token!r} is not a {f.label or f.name} token ({f.prefix}0-{f.prefix}{f.levels - 1})")
+                raise SchemaError(f"{token!r} is not a {f.label or f.name} token "
+                                  f"({f.prefix}0-{f.prefix}{f.size - 1})")
         return tokens
 
     @functools.cached_property
@@ -189,10 +195,9 @@ class Schema(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=True)
         """A copy with every `auto` field's quantile edges fitted to these observations."""
         fields = []
         for f in self.fields:
-            if f.auto and not f.edges:
+            if f.auto:
                 xs = np.array([self._value(f, v, m) for v, m in zip(values, metas)])
                 f = msgspec.structs.replace(f, edges=_fitted_edges(xs, f.levels, f.tails))
-                f = msgspec.structs.replace(f, levels=len(f.edges) + 1)
             fields.append(f)
         return Schema(fields)
 

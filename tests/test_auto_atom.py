@@ -54,3 +54,22 @@ def test_an_unknown_atom_without_data_or_weights_is_a_clear_error(kiri_home):
     assert "unknown atom 'nothing'" in out.stderr.decode()
     out = run("kiri.stages.atom", "nothing")
     assert out.returncode == 2 and "unknown atom 'nothing'" in out.stderr.decode()
+
+
+def test_retraining_refits_the_schema_to_the_new_data(tmp_path, kiri_home):
+    old, new = tmp_path / "old.ndjson", tmp_path / "new.ndjson"
+    write_observations(old)
+    lines = []
+    for line in old.read_bytes().splitlines():  # the same service, now ten times busier
+        obs = msgspec.json.decode(line, type=Obs)
+        obs.values = {k: v * 10 for k, v in obs.values.items()}
+        lines.append(encode(obs))
+    new.write_bytes(b"\n".join(lines) + b"\n")
+    for path in (old, new):
+        assert run("kiri.cli", "train", "web", "--from", str(path), "--steps", "20").returncode == 0
+    from kiri.detector import Detector
+
+    detector = Detector.load(kiri_home / "atoms" / "web" / "weights.json")
+    rate = detector.schema.fields[0]
+    assert rate.size == 16 and 500 < rate.edges[3 + 4] < 1500  # the busier data's quantiles
+    assert detector.engine.config.n_layer == 1

@@ -119,7 +119,8 @@ def test_tail_tokens_grade_how_far_beyond_the_training_range_a_value_is():
     schema = Schema([Field("x", "X", 4, auto=True, tails=3)])
     fitted = schema.fit([{"x": float(i)} for i in range(101)], [{}] * 101)  # range 0..100
     f = fitted.fields[0]
-    assert f.levels == 4 + 2 * 3 and len(fitted.vocab) == 10
+    assert f.size == 4 + 2 * 3 and len(fitted.vocab) == 10
+    assert fitted.fit([{"x": float(i)} for i in range(101)], [{}] * 101) == fitted  # refits the same
     assert f.edges[:3] == [-100.0, -25.0, -5.0] and f.edges[-3:] == [105.0, 125.0, 200.0]
     tokens = [fitted.tokenize({"x": x}, {})[0] for x in (-500, -10, 50, 100, 110, 150, 1e6)]
     assert tokens == ["X0", "X2", "X5", "X6", "X7", "X8", "X9"]
