@@ -43,6 +43,7 @@ class Detector:
     def __init__(self, atom: str, schema: Schema, engine: FastGPT, calibration: Calibration,
                  model_id: str = "", provenance: weights.Provenance | None = None) -> None:
         self.atom, self.schema, self.engine = atom, schema, engine
+        engine.restrict_outputs(schema.groups)
         self.calibration, self.id = calibration, model_id
         self.provenance = provenance or weights.Provenance()
 
@@ -142,12 +143,12 @@ def train_detector(
         repeat = max(1, round(EXAMPLES_SHARE * len(train_docs) / len(examples)))
         train_docs = train_docs + [schema.ids(e) for e in examples] * repeat
     rng = random.Random(seed)
-    engine = new_engine("fast", spec.config(schema), rng)
+    detector = Detector(spec.name, schema, new_engine("fast", spec.config(schema), rng),
+                        Calibration(0.0, ""))
     shuffled = list(train_docs)
     rng.shuffle(shuffled)
     started = time.monotonic()
-    loss = train(engine, shuffled, steps, batch=batch, lr=lr, on_step=on_step)
-    detector = Detector(spec.name, schema, engine, Calibration(0.0, ""))
+    loss = train(detector.engine, shuffled, steps, batch=batch, lr=lr, on_step=on_step)
     detector.calibration = calibrate(detector.token_nll(held).mean(1))
     provenance = weights.Provenance(
         steps=steps, batch=batch, seed=seed, lr=lr, engine="fast", final_loss=loss,

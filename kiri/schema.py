@@ -99,6 +99,14 @@ class Schema(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=True)
         """Positions of the scored tokens within a document."""
         return slice(1 + self.n_context, 1 + len(self.fields))
 
+    @functools.cached_property
+    def groups(self) -> list[range]:
+        """The token ids that can follow each document position: a field's own tokens, then
+        BOS after the last field. The model's softmax at each position runs over just these."""
+        fields = [range(first, first + f.size) for f, first in zip(self.ordered, self._first_ids)]
+        bos = self.vocab_size - 1
+        return [*fields, range(bos, bos + 1)]
+
     def field_of(self, token: str) -> Field:
         for f in self.fields:
             if token.startswith(f.prefix) and token[len(f.prefix) :].isdigit():

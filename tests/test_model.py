@@ -116,6 +116,44 @@ def test_token_nll_is_the_reference_minus_log_p_and_skips_context():
     np.testing.assert_allclose(one_by_one, nll, rtol=1e-12)
 
 
+GROUPS = [range(0, 3), range(3, 5), range(5, 8), range(8, 9)]  # three fields, then BOS
+
+
+def restricted_case():
+    config = Config(vocab_size=9, n_layer=1, n_embd=8, n_head=2, block_size=4)
+    fast = FastGPT(config, init_matrices(config, random.Random(1)))
+    fast.restrict_outputs(GROUPS)
+    return fast, [[8, 1, 4, 6, 8], [8, 2, 3, 7, 8], [8, 0, 4, 5, 8]]
+
+
+def test_restricted_outputs_are_the_softmax_over_each_positions_own_tokens():
+    fast, docs = restricted_case()
+    full = FastGPT(fast.config, fast.matrices())  # the same weights, softmax over all tokens
+    ids = np.array(docs)
+    nll = fast.token_nll(ids)
+    for b, doc in enumerate(docs):
+        for pos, group in enumerate(GROUPS[:3]):
+            z = full.next_logits(doc[: pos + 1])[list(group)]
+            p = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+            assert nll[b, pos] == pytest.approx(-np.log(p[doc[pos + 1] - group.start]), rel=1e-9)
+        assert nll[b, 3] == pytest.approx(0.0, abs=1e-12)  # BOS is the only token after the last
+    assert np.isneginf(fast.next_logits(docs[0][:2])[[0, 1, 2, 5, 6, 7, 8]]).all()
+
+
+def test_restricted_gradients_match_finite_differences():
+    fast, docs = restricted_case()
+    fast.loss_and_grad(docs)
+    grad, eps, r = fast.grad.copy(), 1e-6, random.Random(0)
+    for i in r.sample(range(len(fast.theta)), 100):
+        old = fast.theta[i]
+        fast.theta[i] = old + eps
+        up = fast.loss_and_grad(docs)
+        fast.theta[i] = old - eps
+        down = fast.loss_and_grad(docs)
+        fast.theta[i] = old
+        assert (up - down) / (2 * eps) == pytest.approx(grad[i], abs=1e-7)
+
+
 def test_the_pulse_atom_size_has_27840_parameters():
     assert num_params(Config(vocab_size=43, n_layer=2, n_embd=32, n_head=4, block_size=16)) == 27840
     assert num_params(Config(vocab_size=27)) == 4192

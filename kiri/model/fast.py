@@ -21,7 +21,10 @@ import numpy as np
 
 from kiri.model.config import BETA1, BETA2, EPS_ADAM, EPS_NORM, Config, matrix_shapes
 
-SCORE_CHUNK = 256  # documents per forward pass when scoring: small enough to stay in cache
+# Scoring: each forward pass takes as many documents as keep its attention weights
+# (docs x heads x T x T) to about 2 MB, so the temporaries stay in cache.
+SCORE_ATTENTION = 1 << 18  # attention weights per forward pass
+SCORE_CHUNK = 256  # and never more documents than this
 
 
 def _keep_freed_memory() -> None:
@@ -93,6 +96,22 @@ class FastGPT:
         self.g = self._views(self.grad)
         c = config
         self._causal = np.triu(np.full((c.block_size, c.block_size), -np.inf), 1)  # (T, T)
+        self._slots: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def restrict_outputs(self, groups: Sequence[range]) -> None:
+        """Let position t predict only among the token ids in groups[t].
+
+        An atom's document has a fixed layout: the field at each position is known, so the
+        softmax there runs over that field's tokens instead of the whole vocabulary. A trained
+        model puts its mass there anyway; restricting it makes every -log p a distribution over
+        one field's values, and the output layer costs a field's size instead of the
+        vocabulary's. Logits then come in slots: slot s at position t is token
+        groups[t].start + s.
+        """
+        width = max(len(g) for g in groups)
+        ids = np.array([[g.start + min(s, len(g) - 1) for s in range(width)] for g in groups])
+        mask = np.array([[0.0 if s < len(g) else -np.inf for s in range(width)] for g in groups])
+        self._slots = (ids, mask, np.array([g.start for g in groups]))
 
     def _views(self, flat: np.ndarray) -> dict[str, np.ndarray]:
         """Named matrix views into a flat vector; wq, wk, wv also as one stacked (3C, C) view."""
@@ -142,8 +161,19 @@ class FastGPT:
                 cache.append((x_res, xn, s1, q, k, v, att, y, x_mid, xn2, s2, a))
         if keep:
             cache.append(x)
+        if self._slots is not None:
+            ids, mask, _ = self._slots
+            head = w["lm_head"][ids[:T]]  # (T, S, C): each position's own output rows
+            logits = (x.transpose(1, 0, 2) @ head.transpose(0, 2, 1)).transpose(1, 0, 2)
+            return logits + mask[:T], cache  # (B, T, S)
         logits = x.reshape(B * T, C) @ w["lm_head"].T
         return logits.reshape(B, T, -1), cache
+
+    def _slot(self, targets: np.ndarray) -> np.ndarray:
+        """Token ids (B, T) as slots of their positions' groups (0 where out of range: padding)."""
+        ids, _, first = self._slots
+        slot = targets - first[: targets.shape[1]]
+        return np.where((slot >= 0) & (slot < ids.shape[1]), slot, 0)
 
     # -- backward ----------------------------------------------------------------------------
 
@@ -152,9 +182,15 @@ class FastGPT:
         c, w, g = self.config, self.w, self.g
         B, T, V = dlogits.shape
         H, D, C = c.n_head, c.head_dim, c.n_embd
-        dl = dlogits.reshape(B * T, V)
-        g["lm_head"] += dl.T @ cache[-1].reshape(B * T, C)
-        dx = (dl @ w["lm_head"]).reshape(B, T, C)
+        if self._slots is not None:
+            ids = self._slots[0][:T]
+            dl = dlogits.transpose(1, 0, 2)  # (T, B, S)
+            np.add.at(g["lm_head"], ids, dl.transpose(0, 2, 1) @ cache[-1].transpose(1, 0, 2))
+            dx = (dl @ w["lm_head"][ids]).transpose(1, 0, 2)
+        else:
+            dl = dlogits.reshape(B * T, V)
+            g["lm_head"] += dl.T @ cache[-1].reshape(B * T, C)
+            dx = (dl @ w["lm_head"]).reshape(B, T, C)
         for li in reversed(range(c.n_layer)):
             p = f"layer{li}."
             x_res, xn, s1, q, k, v, att, y, x_mid, xn2, s2, a = cache[1 + li]
@@ -200,6 +236,8 @@ class FastGPT:
         """The batch loss (mean of document losses); leaves its gradient in self.grad."""
         ids, targets, weights = self._batch(docs)
         logits, cache = self.forward(ids)
+        if self._slots is not None:
+            targets = self._slot(targets)
         logp = log_softmax(logits)  # (B, T, V)
         picked = np.take_along_axis(logp, targets[..., None], -1)[..., 0]
         dlogits = np.exp(logp)  # softmax - onehot(target), weighted
@@ -234,19 +272,30 @@ class FastGPT:
         ids = np.asarray(ids, dtype=np.intp)
         stop = ids.shape[1] if stop is None else stop
         out = np.empty((len(ids), stop - first))
-        size = -(-len(ids) // -(-len(ids) // SCORE_CHUNK))  # even chunks of at most SCORE_CHUNK
+        if not len(ids):
+            return out
+        c = self.config
+        per_doc = c.n_head * (stop - 1) ** 2
+        most = max(1, min(SCORE_CHUNK, SCORE_ATTENTION // per_doc))
+        size = -(-len(ids) // -(-len(ids) // most))  # even chunks of at most `most`
         for lo in range(0, len(ids), size):
             chunk = ids[lo : lo + size, :stop]
             logits, _ = self.forward(chunk[:, :-1], keep=False)
-            logits = logits[:, first - 1 :]
-            logp = log_softmax(logits)
-            out[lo : lo + size] = -np.take_along_axis(logp, chunk[:, first:, None], -1)[..., 0]
+            logp = log_softmax(logits[:, first - 1 :])
+            targets = chunk if self._slots is None else np.c_[chunk[:, :1], self._slot(chunk[:, 1:])]
+            out[lo : lo + size] = -np.take_along_axis(logp, targets[:, first:, None], -1)[..., 0]
         return out
 
     def next_logits(self, prefix: Sequence[int]) -> np.ndarray:
-        """Logits (V,) for the token after prefix."""
+        """Logits (V,) for the token after prefix (-inf for tokens outside its group)."""
         logits, _ = self.forward(np.asarray([prefix], dtype=np.intp))
-        return logits[0, -1]
+        if self._slots is None:
+            return logits[0, -1]
+        ids, mask, _ = self._slots
+        real = np.isfinite(mask[len(prefix) - 1])  # padding slots repeat a real id: skip them
+        full = np.full(self.config.vocab_size, -np.inf)
+        full[ids[len(prefix) - 1][real]] = logits[0, -1][real]
+        return full
 
     def sample(self, rng: random.Random, temperature: float) -> list[int]:
         """Draw one document's ids after BOS, with microgpt's draws from rng."""
