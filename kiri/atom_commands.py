@@ -113,7 +113,8 @@ def _examples(spec) -> list[list[str]]:
 
 
 def score(args: argparse.Namespace) -> None:
-    """kiri score ATOM: surprise, threshold, and per token -log p and the likeliest token."""
+    """kiri score ATOM: surprise, threshold, and per token (most surprising first) its -log p,
+    its z and the likeliest token of its field."""
     spec = _spec(args.atom)
     detector = _detector(spec.name, args.weights)
     schema = detector.schema
@@ -128,14 +129,16 @@ def score(args: argparse.Namespace) -> None:
         raise UserError(str(e)) from None
     ids = schema.ids(tokens)
     nll = detector.token_nll([ids])[0]
-    surprise = float(nll.mean())
+    z = detector.calibration.z(nll)
+    surprise = float(z.max())
     verdict = "unusual" if surprise > detector.threshold else "normal"
     print(f"surprise {surprise:.2f} (threshold {detector.threshold:.2f}): {verdict}")
-    print(f"{'token':<8}{'-log p':>8}   most likely instead")
-    s = schema.scored
-    for pos, (token, x) in enumerate(zip(tokens[s.start - 1 :], nll), start=s.start):
+    print(f"{'token':<14}{'-log p':>8}{'z':>8}   most likely instead")
+    first = schema.scored.start
+    rows = [(pos, tokens[pos - 1], x, zx) for pos, x, zx in zip(range(first, len(ids)), nll, z)]
+    for pos, token, x, zx in sorted(rows, key=lambda r: -r[3]):
         best, p = _likeliest(detector, ids[:pos], schema.field_of(token))
-        print(f"{token:<8}{x:>8.2f}   {best} (p {p:.2f})")
+        print(f"{token:<14}{x:>8.2f}{zx:>8.2f}   {best} (p {p:.2f})")
 
 
 def _likeliest(detector: Detector, prefix: list[int], field) -> tuple[str, float]:

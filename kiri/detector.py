@@ -1,8 +1,12 @@
 """An atom's detector: its schema, its model and its calibration, trained from observations.
 
 Training holds out the most recent share of the observations and scores them with the trained
-model: that surprise distribution is what "normal" looks like on data the model has not seen,
-and the alert threshold is set from it. Scoring is batched: one forward pass for many
+model: that is what "normal" looks like on data the model has not seen. Each field's -log p is
+calibrated against its own held-out distribution: z = (nll - mean) / std, how unusual this
+token is for this field, in held-out standard deviations. An observation's surprise is its
+largest z: a field whose tokens are always hard to predict no longer drowns a rare excursion in
+another, and one very surprising field is not averaged away by many ordinary ones. The alert
+threshold is set from the held-out surprise. Scoring is batched: one forward pass for many
 observations, the same code for `kiri-atom`, `kiri score` and the benchmarks.
 """
 
@@ -25,9 +29,12 @@ from kiri.schema import Schema, SchemaError
 
 HOLDOUT = 0.10  # the most recent share of observations, kept for calibration
 EXAMPLES_SHARE = 0.10  # "new normal" examples are repeated to make up this share of training
-THRESHOLD_FLOOR = 1.0  # nats of mean surprise: below this nothing is unusual enough to say
+THRESHOLD_FLOOR = 5.0  # held-out standard deviations: below this nothing is unusual enough to say
 THRESHOLD_FACTOR = 2.0  # threshold = factor x the held-out p99, when that is above the floor
+STD_FLOOR = 0.5  # nats: a field whose -log p hardly varies held out still needs this for 1 std
 QUANTILES = (0.5, 0.9, 0.99, 1.0)
+TRAINED_QUANTILE = 0.999  # the threshold is at least this quantile of trained-on surprise
+CALIBRATION_TRAINED = 20_000  # most recent trained-on observations scored for the fields' spread
 
 
 class Calibration(msgspec.Struct):
@@ -35,6 +42,12 @@ class Calibration(msgspec.Struct):
     method: str  # one sentence: how the threshold was chosen
     quantiles: dict[str, float] = {}  # held-out surprise: p50, p90, p99, max
     held_out: int = 0
+    field_mean: list[float] = []  # each scored field's mean -log p, held out
+    field_std: list[float] = []  # and its standard deviation (at least STD_FLOOR)
+
+    def z(self, nll: np.ndarray) -> np.ndarray:
+        """Each token's -log p against its field's held-out distribution, (N, fields)."""
+        return (nll - np.asarray(self.field_mean)) / np.asarray(self.field_std)
 
 
 class Detector:
@@ -59,6 +72,9 @@ class Detector:
             raise weights.WeightsError(f"{path}: not an atom's weights file: {e}") from None
         if schema.vocab != w.vocab:
             raise weights.WeightsError(f"{path}: the schema's vocabulary differs from the model's")
+        if len(calibration.field_mean) != len(schema.fields) - schema.n_context:
+            raise weights.WeightsError(f"{path}: calibrated by an older KIRI, without per-field "
+                                       f"figures; train the atom again (kiri train {atom})")
         return cls(atom, schema, FastGPT(w.config, w.matrices), calibration, w.id, w.provenance)
 
     def save(self, path: Path, provenance: weights.Provenance) -> str:
@@ -91,31 +107,43 @@ class Detector:
             return out
         docs = ids[valid]
         nll = self.token_nll(docs)
-        surprise = nll.mean(1).round(4).tolist()
+        z = self.calibration.z(nll)
         vocab, scored = self.schema.vocab, self.schema.scored
         tokens = np.asarray(vocab)[docs[:, scored]].tolist()
-        for i, toks, row, s in zip(valid, tokens, nll.round(4).tolist(), surprise):
+        rows = zip(valid, tokens, nll.round(4).tolist(), z.round(3).tolist(),
+                   z.max(1).round(4).tolist())
+        for i, toks, row, zs, s in rows:
             obs = observations[i]
             out[i] = Score(
                 ts=obs.ts, atom=obs.atom, host=obs.host, values=obs.values, tokens=toks,
-                nll=row, surprise=s, threshold=self.threshold, model=self.id,
+                nll=row, z=zs, surprise=s, threshold=self.threshold, model=self.id,
             )
         return out
 
 
-def calibrate(surprise: np.ndarray) -> Calibration:
-    """The alert threshold from the held-out surprise distribution."""
+def calibrate(nll: np.ndarray, trained: np.ndarray) -> Calibration:
+    """Per-field figures and the alert threshold from held-out -log p, (N, fields), and the
+    -log p of recent trained-on observations.
+
+    A field's spread is the larger of its held-out and its trained-on spread: a short held-out
+    window where a field happened to sit still must not make its every move look unusual. For
+    the same reason the threshold is never below what training itself showed, short of its
+    rarest TRAINED_QUANTILE.
+    """
+    spread = np.maximum(nll.std(0), trained.std(0)) if len(trained) else nll.std(0)
+    fields = Calibration(0.0, "", field_mean=nll.mean(0).round(4).tolist(),
+                         field_std=np.maximum(spread, STD_FLOOR).round(4).tolist())
+    surprise = fields.z(nll).max(1)
     qs = {f"p{int(q * 100)}" if q < 1 else "max": float(np.quantile(surprise, q)) for q in QUANTILES}
+    seen = float(np.quantile(fields.z(trained).max(1), TRAINED_QUANTILE)) if len(trained) else 0.0
     scaled = THRESHOLD_FACTOR * qs["p99"]
-    if scaled > THRESHOLD_FLOOR:
-        threshold = scaled
-        method = (f"{THRESHOLD_FACTOR:g} x the p99 of held-out surprise "
-                  f"({THRESHOLD_FACTOR:g} x {qs['p99']:.3f}), above the floor {THRESHOLD_FLOOR:g}")
-    else:
-        threshold = THRESHOLD_FLOOR
-        method = (f"the floor {THRESHOLD_FLOOR:g}, since {THRESHOLD_FACTOR:g} x the p99 of "
-                  f"held-out surprise ({THRESHOLD_FACTOR:g} x {qs['p99']:.3f}) is below it")
-    return Calibration(round(threshold, 4), method, qs, len(surprise))
+    threshold = max(scaled, seen, THRESHOLD_FLOOR)
+    method = (f"the highest of {THRESHOLD_FACTOR:g} x the p99 of held-out surprise "
+              f"({THRESHOLD_FACTOR:g} x {qs['p99']:.3f} = {scaled:.3f}), the "
+              f"p{TRAINED_QUANTILE * 100:g} of trained-on surprise ({seen:.3f}) "
+              f"and the floor {THRESHOLD_FLOOR:g}")
+    return msgspec.structs.replace(fields, threshold=round(threshold, 4), method=method,
+                                   quantiles=qs, held_out=len(surprise))
 
 
 def train_detector(
@@ -139,6 +167,7 @@ def train_detector(
     docs = [schema.encode(o.values, o.meta) for o in observations]
     n_hold = max(1, int(len(docs) * HOLDOUT))
     train_docs, held = docs[:-n_hold] or docs, docs[-n_hold:]
+    recent = train_docs[-CALIBRATION_TRAINED:]
     if examples:
         repeat = max(1, round(EXAMPLES_SHARE * len(train_docs) / len(examples)))
         train_docs = train_docs + [schema.ids(e) for e in examples] * repeat
@@ -149,7 +178,7 @@ def train_detector(
     rng.shuffle(shuffled)
     started = time.monotonic()
     loss = train(detector.engine, shuffled, steps, batch=batch, lr=lr, on_step=on_step)
-    detector.calibration = calibrate(detector.token_nll(held).mean(1))
+    detector.calibration = calibrate(detector.token_nll(held), detector.token_nll(recent))
     provenance = weights.Provenance(
         steps=steps, batch=batch, seed=seed, lr=lr, engine="fast", final_loss=loss,
         seconds=time.monotonic() - started,

@@ -1,8 +1,9 @@
 """What an alert is about: the culprit tokens it names.
 
-A decision's culprits are all its tokens ordered by -log p. The ones worth naming are the top
-few that are unusual in their own right: above the threshold and at least half as surprising as
-the top one. kiri-decide names them in its summary and matches suppression rules against them;
+A decision's culprits are all its tokens ordered by how surprising each is for its field (its
+-log p in held-out standard deviations, the score's z). The ones worth naming are the top few
+that are unusual in their own right: above the threshold and at least half as surprising as the
+top one. kiri-decide names them in its summary and matches suppression rules against them;
 kiri-feedback counts dismissals of the same pattern.
 """
 
@@ -18,7 +19,7 @@ def named_culprits(culprits: Sequence[Sequence], threshold: float) -> list[str]:
     if not culprits:
         return []
     top = culprits[0][1]
-    named = [t for t, nll in culprits[:MAX_NAMED] if nll >= max(threshold, top / 2)]
+    named = [t for t, z in culprits[:MAX_NAMED] if z >= max(threshold, top / 2)]
     return named or [culprits[0][0]]
 
 

@@ -31,8 +31,9 @@ class Score(_Record, tag="score"):
     host: str = ""
     values: dict[str, float | None] = {}
     tokens: list[str] = []
-    nll: list[float] = []
-    surprise: float = 0.0
+    nll: list[float] = []  # each token's -log p
+    z: list[float] = []  # and against its field's held-out -log p, in standard deviations
+    surprise: float = 0.0  # the largest z
     threshold: float = 0.0
     model: str = ""
 

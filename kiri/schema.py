@@ -32,7 +32,7 @@ class Field(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     auto: bool = False  # fit quantile edges from training data instead of [lo, hi]
     edges: list[float] = []  # the fitted inner edges (levels - 1 of them), once fitted
     context: bool = False  # conditioned on, not scored
-    tails: int = 0  # auto: graded tokens for how far beyond the training range, on each side
+    tails: int = 0  # auto: graded tokens for how far beyond the bulk of training, on each side
     per: str = ""  # divide the value by this meta field first (load per CPU)
     label: str = ""  # for people: "CPU"
     unit: str = ""  # for people: "%"
@@ -220,19 +220,26 @@ def _number(x: object) -> float:
         return math.nan
 
 
-TAIL_STEPS = (0.05, 0.25, 1.0, 4.0)  # beyond the training range, in units of that range
+BULK = 0.001  # the share of training values at each end left out of a field's "bulk"
+TAIL_STEPS = (0.0, 0.25, 1.0, 4.0)  # tail edges beyond the bulk, in units of its width
 
 
 def _fitted_edges(xs: np.ndarray, levels: int, tails: int) -> list[float]:
-    """Quantile edges for `levels` equally likely buckets over the training values, plus `tails`
-    graded edges beyond each end, so a value far outside what was seen gets its own token
-    instead of sharing the top bucket with ordinary high values."""
+    """Edges for `levels` equally likely buckets over the bulk of the training values, plus
+    `tails` graded edges beyond each end of the bulk.
+
+    Equal-frequency buckets alone put a value far from anything usual in the same token as an
+    ordinary high value, whenever one spike in training stretched the top bucket: a field that
+    sat at 0.02 for 99.9% of training and once touched 1.0 would see 0.16 as ordinary. Tail
+    tokens say how far beyond the bulk a value lies, so the model learns how rare each distance
+    is, and a value beyond anything seen gets a token never seen in training."""
     if not len(xs):
         return []
-    inner = np.quantile(xs, np.arange(1, levels) / levels).tolist()
-    lo, hi = float(xs.min()), float(xs.max())
-    span = hi - lo or max(abs(hi), 1.0) * 0.01  # a constant field: any move is an excursion
+    lo, hi = (float(q) for q in np.quantile(xs, [BULK, 1 - BULK]))
+    # a constant bulk: measure distance by the whole range, or by the value's own size
+    width = hi - lo or float(xs.max() - xs.min()) or max(abs(hi), 1.0) * 0.01
+    inner = np.quantile(xs, BULK + (1 - 2 * BULK) * np.arange(1, levels) / levels).tolist()
     steps = TAIL_STEPS[:tails]
-    below = [lo - span * d for d in reversed(steps)]
-    above = [hi + span * d for d in steps]
+    below = [lo - width * d for d in reversed(steps)]
+    above = [hi + width * d for d in steps]
     return below + inner + above

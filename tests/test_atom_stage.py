@@ -8,6 +8,8 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 import msgspec
 
 from conftest import FIXTURES, fixture_bytes, log_events, run, stage_cmd
@@ -32,8 +34,8 @@ def test_each_observation_becomes_a_score_in_order(installed_pulse):
     assert [s.ts for s in scores] == [o["ts"] for o in obs]
     for s, o in zip(scores, obs):
         assert s.atom == "pulse" and s.host == o["host"] and s.values == o["values"]
-        assert len(s.tokens) == 6 and len(s.nll) == 6
-        assert abs(s.surprise - sum(s.nll) / 6) < 1e-3
+        assert len(s.tokens) == len(s.nll) == len(s.z) == 6
+        assert s.surprise == pytest.approx(max(s.z), abs=1e-3)
         assert s.threshold > 0 and len(s.model) == 12
     assert min(s.surprise for s in scores[-5:]) > max(s.surprise for s in scores[:50])
 

@@ -28,9 +28,9 @@ def test_train_fits_an_auto_schema_and_the_atom_scores_with_it(tmp_path, kiri_ho
     assert out.returncode == 0, out.stderr
     assert out.stdout.decode().splitlines()[0] == "loaded 300 observations from 1 files"
     info = run("kiri.cli", "info", "web").stdout.decode()
-    # 10 quantile buckets (3-12) and 3 graded tail tokens below (0-2) and above (13-15)
-    assert "req_rate:0-req_rate:15" in info and "quantile edges" in info
-    assert "vocab size: 49" in info and "block_size 4" in info  # follows from the schema
+    # 10 quantile buckets (4-13) and 4 graded tail tokens below (0-3) and above (14-17)
+    assert "req_rate:0-req_rate:17" in info and "quantile edges" in info
+    assert "vocab size: 55" in info and "block_size 4" in info  # follows from the schema
 
     normal = {"req_rate": 140.0, "p99_ms": 56.0, "errors": 0.5}
     odd = {"req_rate": 140.0, "p99_ms": 20.0, "errors": 0.5}  # fast answers under a heavy load
@@ -40,9 +40,9 @@ def test_train_fits_an_auto_schema_and_the_atom_scores_with_it(tmp_path, kiri_ho
     scored = run("kiri.stages.atom", "web", input=b"\n".join(lines) + b"\n")
     assert scored.returncode == 0, scored.stderr
     calm, spike, excursion = [msgspec.json.decode(l, type=Score) for l in scored.stdout.splitlines()]
-    assert calm.tokens[:2] == ["req_rate:12", "p99_ms:12"]
-    assert spike.tokens == ["req_rate:12", "p99_ms:3", calm.tokens[2]]
-    assert excursion.tokens[1] == "p99_ms:15"
+    assert calm.tokens[:2] == ["req_rate:13", "p99_ms:13"]
+    assert spike.tokens == ["req_rate:13", "p99_ms:3", calm.tokens[2]]  # just below the bulk
+    assert excursion.tokens[1] == "p99_ms:17"
     for odd_one in (spike, excursion):
         assert odd_one.surprise > calm.surprise + 1
         assert max(zip(odd_one.nll, odd_one.tokens))[1] == odd_one.tokens[1]
@@ -71,5 +71,5 @@ def test_retraining_refits_the_schema_to_the_new_data(tmp_path, kiri_home):
 
     detector = Detector.load(kiri_home / "atoms" / "web" / "weights.json")
     rate = detector.schema.fields[0]
-    assert rate.size == 16 and 500 < rate.edges[3 + 4] < 1500  # the busier data's quantiles
+    assert rate.size == 18 and 500 < rate.edges[4 + 4] < 1500  # the busier data's quantiles
     assert detector.engine.config.n_layer == 1

@@ -1,10 +1,14 @@
 """The Pulse atom on real recordings of this machine: training, calibration, surprise, culprits."""
 
+import json
+
 import msgspec
 import numpy as np
+import pytest
 
 from conftest import FIXTURES, observations, run
 from kiri.detector import Detector
+from kiri.model.weights import WeightsError
 from kiri.records import Obs
 
 decode = msgspec.json.Decoder(Obs).decode
@@ -78,10 +82,13 @@ def test_kiri_score_explains_which_token_is_unusual(installed_pulse):
     assert out.returncode == 0, out.stderr
     lines = out.stdout.decode().splitlines()
     assert lines[0].startswith("surprise ") and lines[0].endswith(": unusual")
-    assert lines[1].split() == ["token", "-log", "p", "most", "likely", "instead"]
+    assert lines[1].split() == ["token", "-log", "p", "z", "most", "likely", "instead"]
     rows = {l.split()[0]: l.split() for l in lines[2:]}
-    assert list(rows) == ["C9", "M9", "D2", "S0", "L4", "N1"]
-    assert float(rows["C9"][1]) > 3 and rows["C9"][2].startswith("C") and rows["C9"][2] != "C9"
+    assert sorted(rows) == sorted(["C9", "M9", "D2", "S0", "L4", "N1"])
+    z = [float(r[2]) for r in rows.values()]
+    assert z == sorted(z, reverse=True)  # most surprising first
+    assert float(lines[0].split()[1]) == z[0]  # the surprise is the largest z
+    assert float(rows["C9"][1]) > 3 and rows["C9"][3].startswith("C") and rows["C9"][3] != "C9"
     assert float(rows["N1"][1]) < 0.5
 
 
@@ -110,3 +117,12 @@ def test_kiri_info_pulse_with_and_without_weights(installed_pulse):
         assert "vocab size: 43" in text and "num params: 27840" in text
         assert ("threshold " in text) == present
         assert ("not trained yet" in text) == (not present)
+
+
+def test_weights_calibrated_without_per_field_figures_ask_for_a_retrain(pulse_weights, tmp_path):
+    w = json.loads(pulse_weights.read_text())
+    del w["extra"]["calibration"]["field_mean"]
+    old = tmp_path / "weights.json"
+    old.write_text(json.dumps(w))
+    with pytest.raises(WeightsError, match="older KIRI.*kiri train pulse"):
+        Detector.load(old)

@@ -77,7 +77,8 @@ def test_parse_checks_each_token_against_its_field():
 def test_auto_fields_fit_quantile_edges():
     schema = Schema([Field("x", "X", 4, auto=True)])
     fitted = schema.fit([{"x": float(i)} for i in range(100)], [{}] * 100)
-    assert fitted.fields[0].edges == pytest.approx([24.75, 49.5, 74.25])
+    # quartiles of the bulk (the middle 99.8%): 99 x (0.001 + 0.998 x k / 4)
+    assert fitted.fields[0].edges == pytest.approx([24.7995, 49.5, 74.2005])
     assert [fitted.tokenize({"x": x}, {})[0] for x in (-10, 30, 60, 1e9)] == ["X0", "X1", "X2", "X3"]
 
 
@@ -115,12 +116,22 @@ def test_encoding_many_at_once_matches_one_at_a_time():
     assert many[:, 1].tolist() == [fitted.encode({"x": x}, {})[1] for x in (-1.0, 24.75, 50.0, 1e9)]
 
 
-def test_tail_tokens_grade_how_far_beyond_the_training_range_a_value_is():
-    schema = Schema([Field("x", "X", 4, auto=True, tails=3)])
-    fitted = schema.fit([{"x": float(i)} for i in range(101)], [{}] * 101)  # range 0..100
+def test_tail_tokens_grade_how_far_beyond_the_bulk_of_training_a_value_is():
+    schema = Schema([Field("x", "X", 4, auto=True, tails=4)])
+    train = [{"x": float(i)} for i in range(10001)]  # bulk 10..9990 (0.1% left out each end)
+    fitted = schema.fit(train, [{}] * len(train))
     f = fitted.fields[0]
-    assert f.size == 4 + 2 * 3 and len(fitted.vocab) == 10
-    assert fitted.fit([{"x": float(i)} for i in range(101)], [{}] * 101) == fitted  # refits the same
-    assert f.edges[:3] == [-100.0, -25.0, -5.0] and f.edges[-3:] == [105.0, 125.0, 200.0]
-    tokens = [fitted.tokenize({"x": x}, {})[0] for x in (-500, -10, 50, 100, 110, 150, 1e6)]
-    assert tokens == ["X0", "X2", "X5", "X6", "X7", "X8", "X9"]
+    assert f.size == 4 + 2 * 4 and len(fitted.vocab) == 12
+    assert fitted.fit(train, [{}] * len(train)) == fitted  # refits the same
+    assert f.edges == pytest.approx([-39910, -9970, -2485, 10, 2505, 5000, 7495, 9990, 12485,
+                                     19970, 49910])
+    tokens = [fitted.tokenize({"x": x}, {})[0] for x in (-5e4, -5000, 5, 5000, 9995, 15000, 1e6)]
+    assert tokens == ["X0", "X2", "X3", "X6", "X8", "X9", "X11"]
+
+
+def test_a_rare_spike_in_training_does_not_make_nearby_values_ordinary():
+    # 99.9% of training at 0.02, a few spikes to 1.0: 0.16 is far from the bulk, not "high"
+    train = [{"x": 0.02}] * 9990 + [{"x": 1.0}] * 10
+    fitted = Schema([Field("x", "X", 10, auto=True, tails=4)]).fit(train, [{}] * len(train))
+    usual, odd = (fitted.tokenize({"x": x}, {})[0] for x in (0.02, 0.16))
+    assert usual != odd and odd == f"X{fitted.fields[0].size - 1}"

@@ -15,7 +15,7 @@ from kiri.model.config import Config
 from kiri.schema import Field, Schema
 
 AUTO_LEVELS = 10  # quantile buckets per field of an atom fitted from its data
-AUTO_TAILS = 3  # graded tokens beyond the training range on each side
+AUTO_TAILS = 4  # graded tokens beyond the bulk of the training values, on each side
 
 
 class AtomSpec(msgspec.Struct, frozen=True):

@@ -92,7 +92,7 @@ class Policy:
         threshold = score.threshold / self.sensitivity
         track.recent.append(score.surprise > threshold)
         # most surprising first; the stable sort keeps the schema's order among equals
-        culprits = sorted(zip(score.tokens, score.nll), key=_by_nll, reverse=True)
+        culprits = sorted(zip(score.tokens, score.z or score.nll), key=_by_surprise, reverse=True)
         action = self._action(track, score.ts)
         rule = None
         if action == "alert":
@@ -126,7 +126,7 @@ class Policy:
         return "ok"
 
 
-def _by_nll(culprit: tuple[str, float]) -> float:
+def _by_surprise(culprit: tuple[str, float]) -> float:
     return culprit[1]
 
 
@@ -134,6 +134,8 @@ def check(score: Score) -> str | None:
     """Why a score makes no sense to decide on, if it doesn't."""
     if len(score.tokens) != len(score.nll):
         return f"score has {len(score.tokens)} tokens but {len(score.nll)} nll values"
+    if score.z and len(score.z) != len(score.tokens):
+        return f"score has {len(score.tokens)} tokens but {len(score.z)} z values"
     if score.threshold <= 0:
         return f"score threshold must be positive, got {score.threshold}"
     if not score.atom:
