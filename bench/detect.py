@@ -1,7 +1,8 @@
 """KIRI against simple baselines on the Server Machine Dataset, by the protocol of the data README.
 
     .venv/bin/python bench/detect.py --data ../shared/data/smd
-        [--machines machine-1-6 ...] [--kiri-args "--steps 500"] [--out bench/results/detect.md]
+        [--machines machine-1-6 ...] [--kiri-args "--steps 500"] [--workers 2]
+        [--out bench/results/detect.md]
 
 For each machine-X-Y.npz in --data (arrays train, test, test_label), static figures only:
 
@@ -9,7 +10,8 @@ For each machine-X-Y.npz in --data (arrays train, test, test_label), static figu
   machine, ts = row index x 60 s, test rows continuing after train, values named by the README's
   38 columns). `kiri train smd --from TRAIN.ndjson --out WEIGHTS` runs as a subprocess in a
   temporary KIRI_HOME (it fits an auto schema), then Detector.load(WEIGHTS).score() scores the
-  test rows in batches, the code kiri-atom runs. Its label-free threshold is the atom's own
+  test rows in batches, the code kiri-atom runs, in --workers processes (default 2, one per
+  core), each with a contiguous share of the rows. Its label-free threshold is the atom's own
   calibrated one, Score.threshold.
 * Baselines fitted on train: PCA (k = 5, score = squared reconstruction error), IsolationForest
   (random_state = 0, score = -score_samples), 1-NN (distance to the nearest train row). Their
@@ -22,11 +24,13 @@ Figures, point-wise, averaged over machines and then shown per machine:
 * PA-F1, a reference only: point-adjusted F1 at its best threshold, where a labelled segment
   counts as wholly detected when any of its rows is flagged (it inflates every method);
 * train s: wall time of fitting plus calibrating (for KIRI, the whole `kiri train` process);
-  score rows/s: test rows scored per second (for KIRI, Detector.score alone);
+  score rows/s: test rows scored per second (for KIRI, Detector.score in its --workers
+  processes, with their start and loading the weights);
 * culprit hit rate, KIRI and the |z| reference: for each line `start-end:d1,d2,...` of
   machine-X-Y.interpretation.txt (test rows start to end - 1, the rows test_label marks;
   1-based columns named by operators, n of them), each row's columns are ranked by their score
-  (KIRI: per-field -log p; reference: |z| against the train mean and std), and the share of
+  (KIRI: the score's z, each field's -log p against its held-out distribution, the ranking
+  kiri-decide names culprits by; reference: |z| against the train mean and std), and the share of
   the named columns among the top n (hit@100%) and the top ceil(1.5 n) (hit@150%) is averaged
   over the rows, then over the segments. Tied columns share the places left evenly.
 """
@@ -35,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import multiprocessing
 import os
 import shlex
 import subprocess
@@ -203,28 +208,41 @@ def kiri_train(m: Machine, home: Path, extra: list[str]) -> tuple[Path, float]:
     return out, seconds
 
 
-def kiri(m: Machine, home: Path, extra: list[str]) -> tuple[Figures, str]:
+def kiri(m: Machine, home: Path, extra: list[str], workers: int) -> tuple[Figures, str]:
     """KIRI's figures on one machine, and a note on its threshold."""
     weights, train_s = kiri_train(m, home, extra)
-    detector = Detector.load(weights)
-    test = observations(m.test, m.name, len(m.train))
+    parts = np.array_split(np.arange(len(m.test)), workers)
+    jobs = [(weights, m.test[p], m.name, len(m.train) + int(p[0])) for p in parts]
     t = time.perf_counter()
-    scores = [s for i in range(0, len(test), BATCH) for s in detector.score(test[i:i + BATCH])]
+    with multiprocessing.get_context("fork").Pool(workers) as pool:
+        scored = pool.starmap(kiri_score, jobs)
     score_s = time.perf_counter() - t
-    refused = [s for s in scores if isinstance(s, Exception)]
-    if refused:
-        raise SystemExit(f"{m.name}: the atom refused {len(refused)} rows, first: {refused[0]}")
-    surprise = np.array([s.surprise for s in scores])
-    figures = detection(surprise, np.array([s.threshold for s in scores]), m.labels)
-    figures.train_s, figures.rows_per_s = train_s, len(test) / score_s
-    scored = detector.schema.ordered[detector.schema.n_context:]
-    nll = np.empty(m.test.shape)
-    nll[:, [COLUMNS.index(f.name) for f in scored]] = [s.nll for s in scores]
-    figures.hit100, figures.hit150 = culprit_hits(nll, m.culprits)
+    surprise, threshold, z = (np.concatenate(a) for a in zip(*scored))
+    figures = detection(surprise, threshold, m.labels)
+    figures.train_s, figures.rows_per_s = train_s, len(m.test) / score_s
+    detector = Detector.load(weights)
+    scored_fields = detector.schema.ordered[detector.schema.n_context:]
+    ranked = np.empty(m.test.shape)
+    ranked[:, [COLUMNS.index(f.name) for f in scored_fields]] = z
+    figures.hit100, figures.hit150 = culprit_hits(ranked, m.culprits)
     cal = detector.calibration
     note = (f"KIRI threshold {cal.threshold:.3f} ({cal.method}); test surprise p50 "
             f"{np.median(surprise):.3f}, max {surprise.max():.3f}")
     return figures, note
+
+
+def kiri_score(weights: Path, rows: np.ndarray, host: str,
+               first_row: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One worker: Detector.score, the code kiri-atom runs, on its share of the test rows.
+    Returns each row's surprise, threshold and per-field z (the culprit ranking)."""
+    detector = Detector.load(weights)
+    test = observations(rows, host, first_row)
+    scores = [s for i in range(0, len(test), BATCH) for s in detector.score(test[i:i + BATCH])]
+    refused = [s for s in scores if isinstance(s, Exception)]
+    if refused:
+        raise SystemExit(f"{host}: the atom refused {len(refused)} rows, first: {refused[0]}")
+    return (np.array([s.surprise for s in scores]), np.array([s.threshold for s in scores]),
+            np.array([s.z for s in scores]))
 
 
 def z_reference(m: Machine) -> Figures:
@@ -319,7 +337,8 @@ def git_state() -> str:
     return f"commit {git('rev-parse', '--short', 'HEAD')}{dirty}"
 
 
-def report(results: dict[str, dict[str, Figures]], notes: dict[str, str], kiri_args: str) -> str:
+def report(results: dict[str, dict[str, Figures]], notes: dict[str, str], kiri_args: str,
+           workers: int) -> str:
     machines = list(results)
     methods = list(results[machines[0]])
     mean_rows = [(m, mean_figures([results[x][m] for x in machines])) for m in methods]
@@ -337,9 +356,10 @@ def report(results: dict[str, dict[str, Figures]], notes: dict[str, str], kiri_a
         f"(Score.threshold); for the baselines, the {THRESHOLD_RULE} (for 1-NN, each train row's "
         "distance to its nearest other train row), no labels. Culprit hit rate: share of the "
         "operator-named columns among each row's top n (100%) or ceil(1.5 n) (150%) columns, "
-        "ranked by per-field -log p (KIRI) or by absolute z-score against train (reference), "
-        "averaged over rows, segments, machines. `train s` and `score rows/s` are wall-clock "
-        "figures on a shared 2-core machine.",
+        "ranked by the score's z, each field's -log p against its held-out distribution (KIRI), "
+        "or by absolute z-score against train (reference), averaged over rows, segments, "
+        "machines. `train s` and `score rows/s` are wall-clock figures on a shared 2-core "
+        f"machine; KIRI scores in {workers} process" + "es" * (workers > 1) + ".",
         "",
         "Reference figures to beat (from the issue): " + "; ".join(REFERENCES) + ".",
         "",
@@ -362,6 +382,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True, help="folder of machine-X-Y.npz")
     parser.add_argument("--machines", nargs="+", metavar="NAME", help="only these machines")
     parser.add_argument("--kiri-args", default="", help='appended to `kiri train`: "--steps 500"')
+    parser.add_argument("--workers", type=int, default=2,
+                        help="scoring processes for KIRI, each with its share of the test rows")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "detect.md",
                         help="the Markdown results file")
     args = parser.parse_args()
@@ -377,11 +399,11 @@ def main() -> None:
         m = load_machine(path)
         print(f"{m.name}: train {m.train.shape}, test {m.test.shape}", file=sys.stderr)
         with tempfile.TemporaryDirectory() as home:
-            figures, notes[m.name] = kiri(m, Path(home), shlex.split(args.kiri_args))
+            figures, notes[m.name] = kiri(m, Path(home), shlex.split(args.kiri_args), args.workers)
         results[m.name] = {"KIRI": figures, Z_REF: z_reference(m),
                            **{name: baseline(fit, m) for name, fit in BASELINES.items()}}
 
-    text = report(results, notes, args.kiri_args)
+    text = report(results, notes, args.kiri_args, args.workers)
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)

@@ -80,14 +80,15 @@ def train(args: argparse.Namespace) -> None:
             f"found {len(loaded.observations)}: record some with `kiri-collect {spec.name} --record`"
         )
     batch = args.batch or 32
-    if args.steps < 1 or batch < 1:
+    steps = spec.steps if args.steps is None else args.steps
+    if steps < 1 or batch < 1:
         raise UserError("--steps and --batch must be at least 1")
     examples = _examples(spec)
     if examples:
         print(f"with {len(examples)} observations people called the new normal")
     detector, provenance = train_detector(
-        spec, loaded.observations, steps=args.steps, batch=batch, lr=args.lr, seed=args.seed,
-        examples=examples, on_step=Progress(args.steps, args.log_every),
+        spec, loaded.observations, steps=steps, batch=batch, lr=args.lr, seed=args.seed,
+        examples=examples, on_step=Progress(steps, args.log_every),
     )
     cal = detector.calibration
     q = cal.quantiles

@@ -46,7 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--text", type=Path, metavar="FILE",
                    help="train a character-level model on FILE, one document per line")
     _model_options(t)
-    t.add_argument("--steps", type=int, default=1000, help="training steps")
+    t.add_argument("--steps", type=int, default=None,
+                   help="training steps (default: the atom's own, 1000 for pulse and 2000 for "
+                        "an atom fitted from its data; 1000 for --text)")
     t.add_argument("--batch", type=int, default=None,
                    help="documents per step (default: 32 for an atom, 1 for --text)")
     t.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (decays to 0)")
@@ -99,6 +101,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.atom:
         return atom_commands.train(args)
     args.batch = args.batch or 1
+    args.steps = 1000 if args.steps is None else args.steps
     if args.steps < 1 or args.batch < 1:
         raise UserError("--steps and --batch must be at least 1")
     rng = random.Random(args.seed)

@@ -6,7 +6,7 @@ calibrated against its own held-out distribution: z = (nll - mean) / std, how un
 token is for this field, in held-out standard deviations. An observation's surprise is its
 largest z: a field whose tokens are always hard to predict no longer drowns a rare excursion in
 another, and one very surprising field is not averaged away by many ordinary ones. The alert
-threshold is set from the held-out surprise. Scoring is batched: one forward pass for many
+threshold is set from the held-out and trained-on surprise. Scoring is batched: one forward pass for many
 observations, the same code for `kiri-atom`, `kiri score` and the benchmarks.
 """
 
@@ -30,7 +30,6 @@ from kiri.schema import Schema, SchemaError
 HOLDOUT = 0.10  # the most recent share of observations, kept for calibration
 EXAMPLES_SHARE = 0.10  # "new normal" examples are repeated to make up this share of training
 THRESHOLD_FLOOR = 5.0  # held-out standard deviations: below this nothing is unusual enough to say
-THRESHOLD_FACTOR = 2.0  # threshold = factor x the held-out p99, when that is above the floor
 STD_FLOOR = 0.5  # nats: a field whose -log p hardly varies held out still needs this for 1 std
 QUANTILES = (0.5, 0.9, 0.99, 1.0)
 TRAINED_QUANTILE = 0.999  # the threshold is at least this quantile of trained-on surprise
@@ -127,8 +126,8 @@ def calibrate(nll: np.ndarray, trained: np.ndarray) -> Calibration:
 
     A field's spread is the larger of its held-out and its trained-on spread: a short held-out
     window where a field happened to sit still must not make its every move look unusual. For
-    the same reason the threshold is never below what training itself showed, short of its
-    rarest TRAINED_QUANTILE.
+    the same reason the threshold is the higher of the held-out p99 and the trained-on p99.9:
+    what the model saw in training, short of its rarest 0.1%, is not unusual.
     """
     spread = np.maximum(nll.std(0), trained.std(0)) if len(trained) else nll.std(0)
     fields = Calibration(0.0, "", field_mean=nll.mean(0).round(4).tolist(),
@@ -136,10 +135,8 @@ def calibrate(nll: np.ndarray, trained: np.ndarray) -> Calibration:
     surprise = fields.z(nll).max(1)
     qs = {f"p{int(q * 100)}" if q < 1 else "max": float(np.quantile(surprise, q)) for q in QUANTILES}
     seen = float(np.quantile(fields.z(trained).max(1), TRAINED_QUANTILE)) if len(trained) else 0.0
-    scaled = THRESHOLD_FACTOR * qs["p99"]
-    threshold = max(scaled, seen, THRESHOLD_FLOOR)
-    method = (f"the highest of {THRESHOLD_FACTOR:g} x the p99 of held-out surprise "
-              f"({THRESHOLD_FACTOR:g} x {qs['p99']:.3f} = {scaled:.3f}), the "
+    threshold = max(qs["p99"], seen, THRESHOLD_FLOOR)
+    method = (f"the highest of the p99 of held-out surprise ({qs['p99']:.3f}), the "
               f"p{TRAINED_QUANTILE * 100:g} of trained-on surprise ({seen:.3f}) "
               f"and the floor {THRESHOLD_FLOOR:g}")
     return msgspec.structs.replace(fields, threshold=round(threshold, 4), method=method,

@@ -16,6 +16,7 @@ from kiri.schema import Field, Schema
 
 AUTO_LEVELS = 10  # quantile buckets per field of an atom fitted from its data
 AUTO_TAILS = 4  # graded tokens beyond the bulk of the training values, on each side
+AUTO_STEPS = 2000  # wide atoms keep learning their fields' joint structure past 1000 steps
 
 
 class AtomSpec(msgspec.Struct, frozen=True):
@@ -25,6 +26,7 @@ class AtomSpec(msgspec.Struct, frozen=True):
     n_embd: int = 32
     n_head: int = 4
     block_size: int = 16
+    steps: int = 1000  # training steps unless told otherwise
 
     def config(self, schema: Schema | None = None) -> Config:
         schema = schema or self.schema
@@ -56,7 +58,7 @@ def auto_spec(name: str, fields: list[str]) -> AtomSpec:
     schema = Schema([Field(f, f"{f}:", AUTO_LEVELS, auto=True, tails=AUTO_TAILS, label=f)
                      for f in fields])
     return AtomSpec(valid_name(name), schema, n_layer=1, n_embd=32, n_head=4,
-                    block_size=len(fields) + 1)
+                    block_size=len(fields) + 1, steps=AUTO_STEPS)
 
 
 def known_atoms() -> list[str]:
