@@ -108,7 +108,7 @@ class Detector:
         nll = self.token_nll(docs)
         z = self.calibration.z(nll)
         vocab, scored = self.schema.vocab, self.schema.scored
-        tokens = np.asarray(vocab)[docs[:, scored]].tolist()
+        tokens = [[vocab[i] for i in row] for row in docs[:, scored].tolist()]
         rows = zip(valid, tokens, nll.round(4).tolist(), z.round(3).tolist(),
                    z.max(1).round(4).tolist())
         for i, toks, row, zs, s in rows:

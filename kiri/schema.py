@@ -130,8 +130,9 @@ class Schema(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=True)
         each row that has none (its ids row is then meaningless)."""
         ids = np.full((len(values), self.doc_len), self.vocab_size - 1, dtype=np.intp)
         bad = np.zeros(len(values), dtype=bool)
+        table = self._table(values)
         for j, (f, first) in enumerate(zip(self.ordered, self._first_ids), start=1):
-            x = np.array([_number(v.get(f.name)) for v in values])
+            x = table[:, j - 1]
             if f.per:
                 d = np.array([_number(m.get(f.per)) for m in metas])
                 bad |= ~(d > 0)
@@ -146,6 +147,16 @@ class Schema(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=True)
             except SchemaError as e:
                 errors[i] = e
         return ids, errors
+
+    def _table(self, values: Sequence[Mapping[str, float | None]]) -> np.ndarray:
+        """Every field's value, (N, fields) in document order; NaN where missing or not a
+        number. One conversion for the whole table; per value only when something is odd."""
+        names = [f.name for f in self.ordered]
+        try:
+            table = np.array([[v.get(n) for n in names] for v in values], dtype=float)
+        except (TypeError, ValueError):  # a string among the numbers
+            table = np.array([[_number(v.get(n)) for n in names] for v in values])
+        return table.reshape(len(values), len(names))
 
     @functools.cached_property
     def _first_ids(self) -> list[int]:
