@@ -1,11 +1,14 @@
 """One module per atom: what it observes (its collector) and how it tokenizes (its schema).
 
-The registry here maps atom names to their specs; kiri-atom, kiri train and kiri score look
-atoms up by name.
+The registry here maps atom names to their specs (every module of this package with a SPEC);
+kiri-atom, kiri train and kiri score look atoms up by name.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
+import pkgutil
 from pathlib import Path
 
 import msgspec
@@ -39,10 +42,15 @@ class UnknownAtom(KeyError):
         return f"unknown atom {self.args[0]!r} (known: {', '.join(sorted(_specs()))})"
 
 
+@functools.cache
 def _specs() -> dict[str, AtomSpec]:
-    from kiri.atoms import pulse
-
-    return {"pulse": pulse.SPEC}
+    """Every module of this package with a SPEC is an atom, named by its spec."""
+    specs = {}
+    for info in pkgutil.iter_modules(__path__):
+        spec = getattr(importlib.import_module(f"{__name__}.{info.name}"), "SPEC", None)
+        if isinstance(spec, AtomSpec):
+            specs[spec.name] = spec
+    return specs
 
 
 def atom_spec(name: str) -> AtomSpec:

@@ -7,10 +7,8 @@ import os
 import sys
 import time
 
-import msgspec
-
+from kiri.collectors import add_parsers, add_poll_options, poll
 from kiri.records import KINDS
-from kiri.recordings import Recorder
 from kiri.stream import Stream, UserError, add_stream_options, run_main, setup_logging
 
 ALL_KINDS = tuple(KINDS.values())
@@ -23,21 +21,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="source", required=True, metavar="SOURCE")
 
     p = sub.add_parser("pulse", help="this host's CPU, memory, disk, swap, load and network")
-    p.add_argument("--interval", type=float, default=5.0, help="seconds between observations")
-    p.add_argument("--count", type=int, default=0, help="stop after N observations (0: never)")
-    p.add_argument("--duration", type=float, default=0.0, help="stop after S seconds (0: never)")
-    p.add_argument(
-        "--record",
-        action="store_true",
-        help="also append each observation to $KIRI_HOME/data/pulse/YYYY-MM-DD.ndjson",
-    )
-    p.add_argument("--host", default=None, help="host name to report (default: this host's)")
+    add_poll_options(p, "pulse", 5.0)
     p.add_argument("--warmup", type=int, default=0, metavar="N",
                    help="while the pulse atom has no weights, take the first N observations "
                    "every --warmup-interval seconds, so it can learn sooner")
     p.add_argument("--warmup-interval", type=float, default=1.0, metavar="S",
                    help="seconds between warm-up observations")
     add_stream_options(p)
+    p.set_defaults(collect=collect_pulse)
 
     r = sub.add_parser("replay", help="replay recorded NDJSON streams")
     r.add_argument("files", nargs="+", metavar="FILE", help="recorded streams; - for stdin")
@@ -49,37 +40,19 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: as fast as possible)",
     )
     add_stream_options(r)
+    r.set_defaults(collect=replay)
+    for source in add_parsers(sub):
+        add_stream_options(source)
     return parser
 
 
 def collect_pulse(args: argparse.Namespace, stream: Stream) -> None:
     from kiri.atoms import pulse, weights_path  # here: replay needs neither psutil nor numpy
 
-    if args.interval <= 0 or args.warmup_interval <= 0:
-        raise UserError("--interval must be greater than 0")
-    recorder = Recorder("pulse") if args.record else None
     fast = args.warmup if args.warmup and not weights_path("pulse").exists() else 0
-    encode = msgspec.json.Encoder().encode
-    started = time.monotonic()
     pulse.prime()
-    # The first observation comes after a short interval, so a user sees data at once.
-    if not stream.sleep(min(args.interval, 1.0)):
-        return
-    n = 0
-    while True:
-        obs = pulse.sample(args.host)
-        stream.emit(obs)
-        stream.flush()
-        if recorder:
-            recorder.append(obs.ts, encode(obs) + b"\n")
-        n += 1
-        if args.count and n >= args.count:
-            return
-        interval = args.warmup_interval if n < fast else args.interval
-        if args.duration and time.monotonic() - started + interval > args.duration:
-            return
-        if not stream.sleep(interval):
-            return
+    poll(args, stream, "pulse", lambda: [pulse.sample(args.host)], fast=fast,
+         fast_interval=args.warmup_interval)
 
 
 def replay(args: argparse.Namespace, stream: Stream) -> None:
@@ -121,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> None:
         with Stream(log, fmt=args.format, dead_letter=args.dead_letter) as stream:
-            (collect_pulse if args.source == "pulse" else replay)(args, stream)
+            args.collect(args, stream)
 
     return run_main(body)
 
