@@ -52,6 +52,8 @@ class Decision(_Record, tag="decision"):
     summary: str = ""
     incident: str = ""
     atoms: list[str] = []
+    by: str = ""  # who chose the action: "policy" (the k-of-n default) or "nerve"
+    state: dict[str, float] = {}  # each atom's surprise / threshold on this host, as decided
 
 
 class Outcome(_Record, tag="outcome"):

@@ -1,32 +1,29 @@
 """kiri-decide: turn `score` records into `decision` records, one per score.
 
-The default policy, per atom and host: alert when the surprise exceeds the atom's threshold on
-k of the last n observations; keep one incident open while it lasts, re-notifying only after
---repeat seconds; resolve once the last n observations are all below the threshold. Time is the
-records' own, so a replayed day decides exactly as the live day did.
-
+The policy (kiri/policy.py): alert on k of the last n observations above the threshold, one
+incident per host, alerts of several atoms on one host within --group-wait grouped into one.
 People's verdicts come back as records on the feedback FIFO (--feedback): a suppression rule
 turns a matching alert into `suppress` (logged, not notified), and a retrain request becomes a
-`retrain` decision. Standing rules are loaded from the store at start.
+`retrain` decision. Standing rules are loaded from the store at start. Once the Nerve atom is
+trained on at least --nerve-min verdicts, it chooses whether to notify when it is sure
+(--nerve-confidence); the decision's `by` says who chose. The default policy's decisions are
+recorded as Nerve's examples where nobody gives a verdict.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import sys
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from kiri.atoms import UnknownAtom, atom_spec
-from kiri.patterns import named_culprits, pattern_key
+from kiri.atoms.nerve import NerveAdvisor, PolicyExamples
+from kiri.policy import Policy
 from kiri.records import Decision, Record, Rule, Score
-from kiri.schema import SchemaError
 from kiri.store import Store, db_path
 from kiri.stream import Stream, add_stream_options, run_main, setup_logging
 
@@ -43,91 +40,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--feedback", type=Path, metavar="PATH",
                    help="read rule and verdict records from this FIFO (created if missing), "
                    "never blocking the main stream")
+    p.add_argument("--group-wait", type=float, default=30.0, metavar="S",
+                   help="hold an alert up to S seconds so that other atoms alerting on the same "
+                   "host join it: one alert instead of several (0: never wait)")
+    p.add_argument("--nerve-min", type=int, default=20, metavar="N",
+                   help="ask the Nerve atom once it is trained on at least N verdicts")
+    p.add_argument("--nerve-confidence", type=float, default=0.7, metavar="P",
+                   help="follow Nerve only when it gives its choice at least probability P")
     add_stream_options(p)
     return p
-
-
-class Track:
-    """One atom on one host: its recent verdicts and its open incident, if any."""
-
-    def __init__(self, n: int) -> None:
-        self.recent: deque[bool] = deque(maxlen=n)
-        self.incident = ""
-        self.notified = 0.0
-        self.suppressed = False  # the open incident matched a rule: nobody was told
-
-
-class Rules:
-    """Suppression rules in force, by atom and culprit pattern."""
-
-    def __init__(self) -> None:
-        self._rules: dict[tuple[str, str], Rule] = {}
-
-    def __len__(self) -> int:
-        return len(self._rules)
-
-    def add(self, rule: Rule) -> None:
-        self._rules[(rule.atom, pattern_key(rule.match))] = rule
-
-    def match(self, atom: str, named: list[str]) -> Rule | None:
-        rule = self._rules.get((atom, pattern_key(named)))
-        if rule and rule.expires and rule.expires <= time.time():
-            return None
-        return rule
-
-
-class Policy:
-    def __init__(self, k: int, n: int, sensitivity: float, repeat: float) -> None:
-        self.k, self.n, self.sensitivity, self.repeat = k, n, sensitivity, repeat
-        self.tracks: dict[tuple[str, str], Track] = {}
-        self.rules = Rules()
-        prefix = os.urandom(3).hex()  # ids stay unique across restarts and short for buttons
-        self._ids = (f"{prefix}{i:x}" for i in itertools.count(1))
-
-    def new_id(self) -> str:
-        return next(self._ids)
-
-    def decide(self, score: Score) -> Decision:
-        track = self.tracks.setdefault((score.atom, score.host), Track(self.n))
-        threshold = score.threshold / self.sensitivity
-        track.recent.append(score.surprise > threshold)
-        # most surprising first; the stable sort keeps the schema's order among equals
-        culprits = sorted(zip(score.tokens, score.z or score.nll), key=_by_surprise, reverse=True)
-        action = self._action(track, score.ts)
-        rule = None
-        if action == "alert":
-            rule = self.rules.match(score.atom, named_culprits(culprits, threshold))
-            track.incident = track.incident or self.new_id()
-            track.notified, track.suppressed = score.ts, rule is not None
-            action = "suppress" if rule else "alert"
-        incident = track.incident
-        if action == "resolve":
-            track.incident = ""
-            if track.suppressed:  # nobody was told of it, so nobody needs telling it is over
-                action = "ok"
-        summary = _summary(action, score, culprits, threshold)
-        if rule:
-            summary = f"{summary}; suppressed by rule {rule.id} ({rule.reason})"
-        return Decision(
-            ts=score.ts, id=self.new_id(), atom=score.atom, host=score.host, action=action,
-            severity=_severity(action, score.surprise, threshold), surprise=score.surprise,
-            threshold=round(threshold, 4), culprits=culprits, incident=incident,
-            atoms=[score.atom], summary=summary,
-        )
-
-    def _action(self, track: Track, ts: float) -> str:
-        unusual = sum(track.recent)
-        if not track.incident:
-            return "alert" if unusual >= self.k else "ok"
-        if unusual == 0 and len(track.recent) == self.n:
-            return "resolve"
-        if track.recent[-1] and ts - track.notified >= self.repeat:
-            return "alert"
-        return "ok"
-
-
-def _by_surprise(culprit: tuple[str, float]) -> float:
-    return culprit[1]
 
 
 def check(score: Score) -> str | None:
@@ -141,33 +62,6 @@ def check(score: Score) -> str | None:
     if not score.atom:
         return "score has no atom"
     return None
-
-
-def _severity(action: str, surprise: float, threshold: float) -> str:
-    if action != "alert":
-        return ""
-    return "critical" if surprise >= 2 * threshold else "warning"
-
-
-def _summary(action: str, score: Score, culprits: list, threshold: float) -> str:
-    figures = f"(surprise {score.surprise:.1f}, threshold {threshold:.1f})"
-    if action == "resolve":
-        return f"{score.atom} on {score.host} is back to normal {figures}"
-    if action not in ("alert", "suppress"):
-        return ""
-    parts = [_describe(score, t) for t in named_culprits(culprits, threshold)]
-    subject = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
-    verb = "is" if len(parts) == 1 else "are"
-    return f"{subject} {verb} unusual for {score.host} {figures}"
-
-
-def _describe(score: Score, token: str) -> str:
-    """`CPU 97% (C9)`, or the bare token for an atom this version does not know."""
-    try:
-        field = atom_spec(score.atom).schema.field_of(token)
-    except (UnknownAtom, SchemaError, ValueError):
-        return token
-    return f"{field.describe(score.values.get(field.name))} ({token})"
 
 
 class Feedback:
@@ -223,19 +117,29 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("need 1 <= --k <= --n")
     if args.sensitivity <= 0:
         parser.error("--sensitivity must be positive")
+    if args.group_wait < 0 or not 0 < args.nerve_confidence <= 1:
+        parser.error("--group-wait must be at least 0 and --nerve-confidence in (0, 1]")
     log = setup_logging("decide")
-    policy = Policy(args.k, args.n, args.sensitivity, args.repeat)
+    advisor = NerveAdvisor(args.nerve_min, args.nerve_confidence, log)
+    policy = Policy(args.k, args.n, args.sensitivity, args.repeat, args.group_wait, advisor)
+    examples = PolicyExamples()
+
+    def emit(stream: Stream, decisions: list[Decision]) -> None:
+        for decision in decisions:
+            stream.emit(decision)
+            examples.add(decision)
 
     def body() -> None:
         for rule in standing_rules():
             policy.rules.add(rule)
         log.info("rules_loaded", rules=len(policy.rules))
-        with Stream(log, fmt=args.format, dead_letter=args.dead_letter) as stream:
+        with examples, Stream(log, fmt=args.format, dead_letter=args.dead_letter) as stream:
             if args.feedback:
                 feedback = Feedback(args.feedback, policy, stream, log)
                 stream.watch(feedback.fd, feedback.ready)
             for score, _raw in stream.records(0, consumes=(Score,), check=check):
-                stream.emit(policy.decide(score))
+                emit(stream, policy.decide(score))
+            emit(stream, policy.flush())  # the input ended (or a signal came): nothing held back
 
     return run_main(body)
 

@@ -20,10 +20,10 @@ from typing import Any
 
 import msgspec
 
-from kiri.atoms import UnknownAtom, atom_spec, examples_path
+from kiri.atoms import UnknownAtom, atom_spec, examples_path, nerve
 from kiri.home import private_dir
 from kiri.patterns import named_culprits, pattern_key
-from kiri.records import Decision, Obs, Outcome, Rule, Verdict
+from kiri.records import Decision, Outcome, Rule, Verdict
 from kiri.recordings import Recorder
 from kiri.store import Store, VerdictRow
 from kiri.stream import Stream, add_stream_options, run_main, setup_logging
@@ -119,14 +119,13 @@ class Learner:
         self.log.info("retrain_requested", atom=decision.atom, alert=v.alert)
 
     def _nerve_example(self, v: VerdictRow, decision: Decision) -> None:
-        ratio = decision.surprise / decision.threshold if decision.threshold else 0.0
+        """What the person says KIRI should have done in that state, for Nerve to learn."""
+        state = decision.state or {
+            decision.atom: decision.surprise / decision.threshold if decision.threshold else 0.0}
         label = "retrain" if v.normal else LABELS[v.verdict]
-        obs = Obs(
-            ts=decision.ts, atom="nerve", host=decision.host,
-            values={decision.atom: round(ratio, 4),
-                    "hour": float(time.localtime(decision.ts).tm_hour)},
-            meta={"label": label, "alert": v.alert, "atom": decision.atom, "pattern": v.pattern},
-        )
+        obs = nerve.example(state, decision.ts, decision.host, label, "verdict", v.alert)
+        obs.ts = max(v.ts, decision.ts)  # its own time: the policy's example of it stays apart
+        obs.meta["pattern"] = v.pattern
         self.nerve.append(obs.ts, self.encode(obs) + b"\n")
 
 
