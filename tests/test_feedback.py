@@ -194,3 +194,14 @@ def test_sigterm_mid_stream_keeps_what_was_read(kiri_home):
     assert proc.returncode == 0 and out == b"" and b"Traceback" not in err
     assert recorded() == 20
     assert [e for e in log_events(err) if e["event"] == "bad_record"] == []
+
+
+def test_every_n_verdicts_ask_for_nerve_to_be_trained_again(kiri_home):
+    with Store() as store:
+        record(store, *(alert(i) for i in range(5)))
+        for i in range(5):
+            store.add_verdict(f"a{i}", "dismiss" if i % 2 else "confirm")
+    out, _ = feedback(args=("--nerve-every", "2", "--after", "99"))
+    retrains = [r for r in out if r["kind"] == "rule" and r["action"] == "retrain"]
+    assert [(r["atom"], r["reason"]) for r in retrains] == [
+        ("nerve", "2 verdicts to learn from"), ("nerve", "4 verdicts to learn from")]

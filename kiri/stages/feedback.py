@@ -6,7 +6,8 @@ the verdicts people give (`kiri feedback dismiss ID`, Telegram, …) and turns t
 * a suppression `rule`, once the same atom and culprit pattern has been dismissed --after times;
 * a retrain request (a `rule` with action retrain) for "this is the new normal", with the
   observation kept as a training example for the atom;
-* a labelled example for the Nerve atom, in $KIRI_HOME/data/nerve/.
+* a labelled example for the Nerve atom, in $KIRI_HOME/data/nerve/, and after every
+  --nerve-every verdicts a request to train Nerve again.
 Its stdout carries `rule` and `verdict` records to the feedback FIFO that kiri-decide reads.
 """
 
@@ -42,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="suppression rules expire after S seconds (default 7 days)")
     p.add_argument("--poll", type=float, default=0.5, metavar="S",
                    help="check the store for new verdicts every S seconds")
+    p.add_argument("--nerve-every", type=int, default=5, metavar="N",
+                   help="ask for the Nerve atom to be trained again after every N verdicts")
     add_stream_options(p)
     return p
 
@@ -54,6 +57,7 @@ class Learner:
         self.pending: dict[str, Decision] = {}  # delivered decisions awaiting an ok outcome
         self.seen = int(store.get_state(CURSOR, "0"))
         self.nerve = Recorder("nerve")
+        self.verdicts = nerve.verdicts_recorded()
         self.encode = msgspec.json.Encoder().encode
 
     # -- alerts -------------------------------------------------------------------------------
@@ -127,6 +131,12 @@ class Learner:
         obs.ts = max(v.ts, decision.ts)  # its own time: the policy's example of it stays apart
         obs.meta["pattern"] = v.pattern
         self.nerve.append(obs.ts, self.encode(obs) + b"\n")
+        self.verdicts += 1
+        if self.args.nerve_every > 0 and self.verdicts % self.args.nerve_every == 0:
+            self.stream.emit(Rule(ts=time.time(), id=f"retrain-nerve-{self.verdicts}",
+                                  atom="nerve", action="retrain",
+                                  reason=f"{self.verdicts} verdicts to learn from"))
+            self.log.info("retrain_requested", atom="nerve", verdicts=self.verdicts)
 
 
 def _rule_id(atom: str, pattern: str) -> str:
