@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from kiri import __version__, atom_commands, service, status, verdicts
+from kiri import __version__, atom_commands, service, status, tasks, verdicts
 from kiri.home import kiri_home
 from kiri.model import weights
 from kiri.model.config import Config, num_params
@@ -81,11 +81,27 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("weights", metavar="ATOM|WEIGHTS", help="an atom name or a weights file")
 
     verdicts.add_parsers(sub)
+    _task_parser(sub)
     sub.add_parser("status", help="what kiri-supervise and each stage of its pipeline are doing")
     service.add_parser(sub)
     for name in STAGES:
         sub.add_parser(name, help=f"run the stage kiri-{name} (same arguments)")
     return parser
+
+
+def _task_parser(sub: argparse._SubParsersAction) -> None:
+    k = sub.add_parser("task", help="keep a task log (the drift atom watches it)")
+    actions = k.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = actions.add_parser("add", help="add a task; prints its id")
+    a.add_argument("title", metavar="TITLE", help="what is to be done")
+    a.add_argument("--project", default=None,
+                   help="the task's project (default: the current one, see `kiri task switch`)")
+    d = actions.add_parser("done", help="mark a task done")
+    d.add_argument("id", type=int, metavar="ID", help="the task's id, from `kiri task list`")
+    s = actions.add_parser("switch", help="record that you now work on another project")
+    s.add_argument("project", metavar="PROJECT", help="the project you switch to")
+    ls = actions.add_parser("list", help="open tasks, with their ids, projects and age")
+    ls.add_argument("--all", action="store_true", help="include the tasks that are done")
 
 
 def _model_options(p: argparse.ArgumentParser) -> None:
@@ -168,6 +184,7 @@ COMMANDS = {
     "info": cmd_info,
     "alerts": verdicts.cmd_alerts,
     "feedback": verdicts.cmd_feedback,
+    "task": tasks.cmd_task,
     "status": lambda args: status.show(),
     "service": service.cmd_service,
 }

@@ -1,5 +1,5 @@
-"""KIRI's state in SQLite ($KIRI_HOME/kiri.db): delivered alerts, people's verdicts on them, and
-the rules learned from those verdicts.
+"""KIRI's state in SQLite ($KIRI_HOME/kiri.db): delivered alerts, people's verdicts on them, the
+rules learned from those verdicts, and the person's task log (the drift atom's source).
 
 WAL mode, so several processes (kiri-feedback, kiri-decide, the CLI, a Telegram poller) read
 and write at once; a busy timeout instead of failing under contention. The schema version is
@@ -58,6 +58,22 @@ MIGRATIONS = [
         reason TEXT NOT NULL
     );
     """,
+    # 2: the task log kept with `kiri task`: tasks, and switches between projects
+    """
+    CREATE TABLE IF NOT EXISTS tasks (
+        id INTEGER PRIMARY KEY,
+        title TEXT NOT NULL,
+        project TEXT NOT NULL,        -- '' when none was given or current
+        created REAL NOT NULL,
+        done REAL                     -- when it was completed; NULL while open
+    );
+    CREATE INDEX IF NOT EXISTS tasks_created ON tasks (created);
+    CREATE TABLE IF NOT EXISTS switches (
+        ts REAL NOT NULL,
+        project TEXT NOT NULL         -- the project switched to
+    );
+    CREATE INDEX IF NOT EXISTS switches_ts ON switches (ts);
+    """,
 ]
 VERSION = len(MIGRATIONS)
 # Two processes may find the same old version and both migrate, one after the other: each
@@ -69,6 +85,14 @@ class StoreError(Exception):
 
 
 class UnknownAlert(StoreError):
+    pass
+
+
+class UnknownTask(StoreError):
+    pass
+
+
+class TaskAlreadyDone(StoreError):
     pass
 
 
@@ -97,6 +121,14 @@ class VerdictRow(msgspec.Struct):
     atom: str
     pattern: str
     decision: str
+
+
+class TaskRow(msgspec.Struct):
+    id: int
+    title: str
+    project: str
+    created: float
+    done: float | None = None  # None while open
 
 
 def db_path() -> Path:
@@ -219,6 +251,56 @@ class Store:
             " WHERE expires = 0 OR expires > ? ORDER BY ts", (now,)).fetchall()
         return [Rule(id=r[0], ts=r[1], atom=r[2], match=json.loads(r[3]), action=r[4],
                      expires=r[5], reason=r[6]) for r in rows]
+
+    # -- tasks --------------------------------------------------------------------------------
+
+    def add_task(self, title: str, project: str, ts: float | None = None) -> int:
+        """A new open task; its id."""
+        with self._write():
+            cur = self.db.execute("INSERT INTO tasks (title, project, created) VALUES (?, ?, ?)",
+                                  (title, project, time.time() if ts is None else ts))
+        return cur.lastrowid
+
+    def finish_task(self, task: int, ts: float | None = None) -> TaskRow:
+        """Mark an open task done; the task as it now is."""
+        with self._write():
+            row = self.db.execute("SELECT id, title, project, created, done FROM tasks"
+                                  " WHERE id = ?", (task,)).fetchone()
+            if row is None:
+                raise UnknownTask(f"no task with id {task} (see `kiri task list`)")
+            if row[4] is not None:
+                when = time.strftime("%Y-%m-%d %H:%M", time.localtime(row[4]))
+                raise TaskAlreadyDone(f"task {task} is already done (since {when})")
+            done = time.time() if ts is None else ts
+            self.db.execute("UPDATE tasks SET done = ? WHERE id = ?", (done, task))
+        return TaskRow(*row[:4], done=done)
+
+    def tasks(self, include_done: bool = False) -> list[TaskRow]:
+        """Open tasks (and done ones too, if asked), oldest first."""
+        where = "" if include_done else " WHERE done IS NULL"
+        rows = self.db.execute("SELECT id, title, project, created, done FROM tasks"
+                               f"{where} ORDER BY created, id").fetchall()
+        return [TaskRow(*r) for r in rows]
+
+    def add_switch(self, project: str, ts: float | None = None) -> None:
+        with self._write():
+            self.db.execute("INSERT INTO switches (ts, project) VALUES (?, ?)",
+                            (time.time() if ts is None else ts, project))
+
+    def current_project(self) -> str:
+        """The project last switched to; '' before any switch."""
+        row = self.db.execute("SELECT project FROM switches ORDER BY ts DESC, rowid DESC"
+                              " LIMIT 1").fetchone()
+        return row[0] if row else ""
+
+    def task_times(self) -> tuple[list[float], list[float], list[float]]:
+        """When tasks were added, when they were completed, and when the person switched
+        projects: three sorted lists of times, the whole history."""
+        created = [r[0] for r in self.db.execute("SELECT created FROM tasks ORDER BY created")]
+        done = [r[0] for r in self.db.execute(
+            "SELECT done FROM tasks WHERE done IS NOT NULL ORDER BY done")]
+        switches = [r[0] for r in self.db.execute("SELECT ts FROM switches ORDER BY ts")]
+        return created, done, switches
 
     def get_state(self, key: str, default: str = "") -> str:
         row = self.db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
