@@ -63,7 +63,7 @@ def test_bad_lines_and_incomplete_observations_are_reported_and_skipped(installe
 def test_an_unknown_atom_is_a_usage_error():
     out = run("kiri.stages.atom", "toaster")
     assert out.returncode == 2
-    assert "unknown atom 'toaster' (known: pulse)" in out.stderr.decode()
+    assert "unknown atom 'toaster' (known: drift, mikrotik, nerve, pulse, rhythm)" in out.stderr.decode()
 
 
 def test_missing_weights_is_a_one_line_error(kiri_home):

@@ -29,14 +29,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> list[argparse.ArgumentParser
             for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name)]
 
 
-def add_poll_options(p: argparse.ArgumentParser, atom: str, interval: float) -> None:
+def add_poll_options(p: argparse.ArgumentParser, atom: str, interval: float,
+                     host: str = "this host's") -> None:
+    """--interval, --count, --duration, --record and --host (`host` says whose name is the
+    default)."""
     p.add_argument("--interval", type=float, default=interval,
-                   help=f"seconds between observations (default {interval:g})")
-    p.add_argument("--count", type=int, default=0, help="stop after N observations (0: never)")
+                   help=f"seconds between samples (default {interval:g})")
+    p.add_argument("--count", type=int, default=0, help="stop after N samples (0: never)")
     p.add_argument("--duration", type=float, default=0.0, help="stop after S seconds (0: never)")
     p.add_argument("--record", action="store_true",
                    help=f"also append each observation to $KIRI_HOME/data/{atom}/YYYY-MM-DD.ndjson")
-    p.add_argument("--host", default=None, help="host name to report (default: this host's)")
+    p.add_argument("--host", default=None, help=f"host name to report (default: {host})")
 
 
 def poll(args: argparse.Namespace, stream: Stream, atom: str,

@@ -42,9 +42,7 @@ PRIME_WAIT = 1.0  # seconds between a run's first two readings, when --interval 
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    # "resolve": this source's --host, defined below, replaces the poll options' one
-    p = sub.add_parser("mikrotik", conflict_handler="resolve",
-                       help="a MikroTik RouterOS v7 router over its REST API")
+    p = sub.add_parser("mikrotik", help="a MikroTik RouterOS v7 router over its REST API")
     p.add_argument("--url", help="the router, https://HOST[:PORT] (default: url in [mikrotik] "
                    "of $KIRI_HOME/config.toml, which is not read when --url is given)")
     p.add_argument("--user", help="the router user to log in as (a read-only one is enough)")
@@ -62,9 +60,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                      "read the password)")
     p.add_argument("--timeout", type=float, default=5.0,
                    help="seconds to wait for each answer of the router (default 5)")
-    add_poll_options(p, "mikrotik", 10.0)
-    p.add_argument("--host", default=None,
-                   help="host name to report (default: the router's, from its URL)")
+    add_poll_options(p, "mikrotik", 10.0, host="the router's, from its URL")
     p.set_defaults(collect=collect)
     return p
 
