@@ -4,11 +4,21 @@ A sink delivers the decisions it `accepts` and reports each delivery by returnin
 or raising. kiri-act turns that into one `outcome` record per sink, retries failures, and never
 lets a sink stop the stream. Decisions a sink does not deliver (`ok`, and `suppress` outside the
 log) are only shown to it through `observe`, which most sinks ignore.
+
+A module here with `open_sink(args, log) -> Sink` is a sink people can name with
+`kiri-act --sink MODULE`; `HELP` says in a few words where it delivers, and an optional
+`add_options(parser)` adds its own kiri-act options (`--NAME-…`). Settings and secrets come
+from $KIRI_HOME/config.toml (kiri/config.py), never from argv.
 """
 
 from __future__ import annotations
 
+import argparse
+import importlib
+import pkgutil
 from abc import ABC, abstractmethod
+from types import ModuleType
+from typing import Any
 
 from kiri.records import Decision
 
@@ -39,3 +49,17 @@ class Sink(ABC):
 
     def close(self) -> None:
         """Release what the sink holds (files, the terminal)."""
+
+
+def sink_modules() -> dict[str, ModuleType]:
+    """The sinks people can choose, by name, in name order."""
+    modules = {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        if hasattr(module, "open_sink"):
+            modules[info.name] = module
+    return modules
+
+
+def open_sink(name: str, args: argparse.Namespace, log: Any) -> Sink:
+    return sink_modules()[name].open_sink(args, log)

@@ -8,12 +8,14 @@ process group, so a timeout kills the command and anything it started.
 
 from __future__ import annotations
 
+import argparse
+
 import contextlib
 import os
 import signal
 import subprocess
 import tempfile
-from typing import IO
+from typing import Any, IO
 
 from kiri.records import Decision
 from kiri.sinks import Sink, SinkError
@@ -71,3 +73,10 @@ def _last_line(err: IO[bytes]) -> str:
     err.seek(max(0, size - STDERR_TAIL))
     lines = err.read().decode("utf-8", "replace").strip().splitlines()
     return lines[-1].strip() if lines else ""
+
+
+HELP = "the command after --, with the decision's JSON line on stdin"
+
+
+def open_sink(args: argparse.Namespace, log: Any) -> ExecSink:
+    return ExecSink(args.command, args.exec_timeout)

@@ -8,6 +8,8 @@ processes never interleave. Each delivery is also logged as a structlog line on 
 
 from __future__ import annotations
 
+import argparse
+
 import os
 from typing import Any
 
@@ -47,3 +49,10 @@ class LogSink(Sink):
 
     def close(self) -> None:
         os.close(self.fd)
+
+
+HELP = "$KIRI_HOME/logs/alerts.ndjson, every action"
+
+
+def open_sink(args: argparse.Namespace, log: Any) -> LogSink:
+    return LogSink(log)

@@ -10,10 +10,12 @@ host name or summary cannot drive the terminal.
 
 from __future__ import annotations
 
+import argparse
+
 import contextlib
 import sys
 import time
-from typing import TextIO
+from typing import Any, TextIO
 
 from kiri.records import Decision
 from kiri.sinks import Sink, SinkError
@@ -100,3 +102,10 @@ def _who(d: Decision) -> str:
 def _printable(text: str) -> str:
     """Text from a record with every control character (escapes, newlines) shown as `?`."""
     return "".join(c if c.isprintable() else "?" for c in text)
+
+
+HELP = "this terminal (stderr), with a live status line"
+
+
+def open_sink(args: argparse.Namespace, log: Any) -> TerminalSink:
+    return TerminalSink()

@@ -22,14 +22,11 @@ import time
 from typing import Any
 
 from kiri.records import Decision, Outcome
-from kiri.sinks import Sink, SinkError
-from kiri.sinks.exec import ExecSink
-from kiri.sinks.log import LogSink
+from kiri.sinks import Sink, SinkError, sink_modules
 from kiri.sinks.retrain import RetrainSink
-from kiri.sinks.terminal import TerminalSink
 from kiri.stream import Stream, UserError, add_stream_options, run_main, setup_logging
 
-SINKS = ("log", "terminal", "exec")
+SINKS = sink_modules()
 FIRST_BACKOFF = 0.5  # seconds before the first retry; doubled for each one after
 MAX_BACKOFF = 60.0
 
@@ -45,10 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--sink",
         action="append",
-        choices=SINKS,
+        choices=list(SINKS),
         metavar="NAME",
-        help="deliver to this sink: log ($KIRI_HOME/logs/alerts.ndjson), terminal, or exec "
-        "(the command after --); repeatable (default: log)",
+        help="deliver to this sink, repeatable (default: log): "
+        + "; ".join(f"{name}: {module.HELP}" for name, module in SINKS.items()),
     )
     parser.add_argument(
         "--exec-timeout",
@@ -65,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="retries of a failed delivery, after 0.5 s, then twice as long each time "
         "(default: 2)",
     )
+    for module in SINKS.values():
+        if hasattr(module, "add_options"):
+            module.add_options(parser)
     add_stream_options(parser)
     return parser
 
@@ -112,11 +112,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def open_sink(name: str, args: argparse.Namespace, log: Any) -> Sink:
     """Open a sink before any input is read, so a sink that cannot work fails the start."""
     try:
-        if name == "log":
-            return LogSink(log)
-        if name == "terminal":
-            return TerminalSink()
-        return ExecSink(args.command, args.exec_timeout)
+        return SINKS[name].open_sink(args, log)
     except SinkError as e:
         raise UserError(str(e)) from e
 

@@ -1,0 +1,123 @@
+"""HTTP for sinks and sources: one request with a timeout and a size limit, and retries.
+
+Standard library only. A failure is an HttpError whose message names the request (its method
+and path, never the query string, or the `name` the caller gives when the path itself holds a
+secret, as Telegram's does) and the reason in a few words.
+`retrying` retries what is worth retrying (connection errors, timeouts, 429 and 5xx) with
+doubling backoff, and honours a server's Retry-After (or Telegram's `retry_after`).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+MAX_BODY = 1 << 20  # bytes read from any answer; a longer one is refused
+T = TypeVar("T")
+
+
+@dataclass
+class Response:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.body)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise HttpError(f"answer is not JSON: {e}", self.status) from None
+
+
+class HttpError(Exception):
+    """A request that failed; `status` is the HTTP status, or 0 when there was no answer;
+    `retry_after` is the wait the server asked for, in seconds, if it asked."""
+
+    def __init__(self, message: str, status: int = 0, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status, self.retry_after = status, retry_after
+
+    @property
+    def transient(self) -> bool:
+        return self.status in (0, 408, 425, 429) or self.status >= 500
+
+
+def request(method: str, url: str, *, body: bytes | None = None,
+            headers: Mapping[str, str] | None = None, timeout: float = 10.0,
+            context: ssl.SSLContext | None = None, max_body: int = MAX_BODY,
+            name: str = "") -> Response:
+    """One request. Any status other than 2xx raises HttpError (with the answer's own words
+    when it gives a short reason)."""
+    where = name or f"{method} {urllib.parse.urlsplit(url).path or '/'}"
+    req = urllib.request.Request(url, data=body, method=method, headers=dict(headers or {}))
+    try:
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as answer:
+            return Response(answer.status, dict(answer.headers), _read(answer, max_body, where))
+    except urllib.error.HTTPError as e:
+        text = _read(e, 4096, where).decode("utf-8", "replace")
+        raise HttpError(f"{where}: HTTP {e.code} {_short(text) or e.reason}", e.code,
+                        _retry_after(e.headers.get("Retry-After"), text)) from None
+    except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise HttpError(f"{where}: {reason or type(e).__name__}") from None
+
+
+def post_json(url: str, payload: Any, *, headers: Mapping[str, str] | None = None,
+              timeout: float = 10.0, context: ssl.SSLContext | None = None,
+              name: str = "") -> Response:
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    return request("POST", url, body=body, timeout=timeout, context=context, name=name,
+                   headers={"Content-Type": "application/json", **(headers or {})})
+
+
+def retrying(call: Callable[[], T], *, attempts: int = 3, backoff: float = 0.5,
+             max_backoff: float = 60.0, sleep: Callable[[float], Any] = time.sleep) -> T:
+    """call(), again after backoff (doubling) while it fails transiently, at most `attempts`
+    times in all; a server's requested wait replaces the backoff. `sleep` may return False
+    (a stage stopping) to give up at once."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except HttpError as e:
+            if not e.transient or attempt == attempts:
+                raise
+            wait = e.retry_after if e.retry_after is not None else backoff
+            if sleep(min(wait, max_backoff)) is False:
+                raise
+            backoff = min(backoff * 2, max_backoff)
+    raise AssertionError("unreachable")
+
+
+def _read(answer: Any, limit: int, where: str) -> bytes:
+    data = answer.read(limit + 1)
+    if len(data) > limit:
+        raise HttpError(f"{where}: answer larger than {limit} bytes")
+    return data
+
+
+def _short(text: str) -> str:
+    """A short reason from an error body: JSON's description/error/message, or the text."""
+    try:
+        doc = json.loads(text)
+        if isinstance(doc, dict):
+            text = str(doc.get("description") or doc.get("error") or doc.get("message") or "")
+    except ValueError:
+        pass
+    text = " ".join(text.split())
+    return text[:200]
+
+
+def _retry_after(header: str | None, text: str) -> float | None:
+    """Seconds to wait: the Retry-After header, or Telegram's parameters.retry_after."""
+    try:
+        return float(header) if header else float(json.loads(text)["parameters"]["retry_after"])
+    except (ValueError, KeyError, TypeError):
+        return None
