@@ -1,0 +1,98 @@
+"""The webhook sink: POST each alert and resolve, as the decision's own JSON, to a URL of yours.
+
+    [webhook]
+    url = "https://hooks.example.org/kiri"
+    secret_env = "KIRI_WEBHOOK_SECRET"   # or secret_file = "~/.kiri/webhook.secret" (0600)
+    timeout = 10                          # seconds to wait for the receiver (default 10)
+
+The body is the decision record exactly as kiri-act read it (one JSON object, no newline), with
+`Content-Type: application/json`, `User-Agent: kiri/VERSION` and `Idempotency-Key: <decision
+id>`: the same on every attempt, so a receiver that saw a delivery already can drop the repeat.
+With a secret, `X-Kiri-Signature: sha256=<hex>` is the HMAC-SHA256 of the exact body bytes under
+the secret; a receiver recomputes it over the body it received and compares in constant time.
+
+kiri-act retries a failed delivery with backoff. Worth retrying are no answer (refused, timed
+out) and 408, 425, 429 and 5xx; any other status is the receiver saying no, so it fails at once
+with the receiver's reason, and kiri-act's further attempts at that decision are answered from
+memory without sending it again. Messages name the receiver by its host only: a webhook URL's
+path often holds a token. The secret goes into the signature and nowhere else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import math
+import urllib.parse
+from typing import Any
+
+from kiri import __version__
+from kiri.config import ConfigError, config_path, load_config, secret
+from kiri.http import HttpError, request
+from kiri.records import Decision
+from kiri.sinks import Sink, SinkError
+
+DEFAULT_TIMEOUT = 10.0
+
+
+class WebhookSink(Sink):
+    name = "webhook"
+
+    def __init__(self, url: str, key: str | None, timeout: float) -> None:
+        self.url, self.key, self.timeout = url, key, timeout
+        self.where = f"POST to {urllib.parse.urlsplit(url).netloc}"
+        self.refused: tuple[str, str] | None = None  # (decision id, reason) of the last refusal
+
+    def deliver(self, decision: Decision, line: bytes) -> str:
+        if self.refused and self.refused[0] == decision.id:
+            raise SinkError(f"{self.refused[1]} (refused, not sent again)")
+        body = line.rstrip(b"\n")
+        try:
+            answer = request("POST", self.url, body=body, headers=self.headers(decision, body),
+                             timeout=self.timeout, name=self.where)
+        except HttpError as e:
+            if not e.transient:
+                self.refused = (decision.id, str(e))
+            raise SinkError(str(e)) from None
+        return f"{self.where}: HTTP {answer.status}"
+
+    def headers(self, decision: Decision, body: bytes) -> dict[str, str]:
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": f"kiri/{__version__}",
+            "Idempotency-Key": decision.id,
+        }
+        if self.key is not None:
+            headers["X-Kiri-Signature"] = "sha256=" + signature(self.key, body)
+        return headers
+
+
+def signature(key: str, body: bytes) -> str:
+    """The hex HMAC-SHA256 of `body` under `key`: what a receiver recomputes to check it."""
+    return hmac.new(key.encode(), body, hashlib.sha256).hexdigest()
+
+
+def settings() -> tuple[str, str | None, float]:
+    """The receiver's URL, the signing secret (None: unsigned) and the timeout, from
+    [webhook] in config.toml."""
+    section = load_config().get("webhook")
+    if not isinstance(section, dict) or not section.get("url"):
+        raise ConfigError(f'--sink webhook needs url = "https://…" in [webhook] of '
+                          f"{config_path()}")
+    url = section["url"]
+    parts = urllib.parse.urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError("[webhook] url must be an http:// or https:// URL")
+    timeout = section.get("timeout", DEFAULT_TIMEOUT)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
+            or not 0 < timeout < math.inf:
+        raise ConfigError(f"[webhook] timeout must be a number of seconds above 0, not {timeout!r}")
+    return url, secret(section, "secret", "[webhook]"), float(timeout)
+
+
+HELP = "POST the decision's JSON to [webhook] url of config.toml, HMAC-signed with its secret"
+
+
+def open_sink(args: argparse.Namespace, log: Any) -> WebhookSink:
+    return WebhookSink(*settings())

@@ -1,0 +1,145 @@
+"""The webhook sink, through the real kiri-act, against an HTTP receiver on 127.0.0.1."""
+
+import hashlib
+import hmac
+import http.server
+import json
+import os
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import fixture_bytes, log_events, stage_cmd
+
+LINES = fixture_bytes("decisions.ndjson").splitlines()
+OK, ALERT, RESOLVE = LINES[1], LINES[3], LINES[7]
+SECRET = "kiri-test-secret-7f3a9c"
+
+
+class Receiver(http.server.BaseHTTPRequestHandler):
+    script: list = []  # (status, body, delay in seconds) answers, in order; then 200
+    seen: list = []  # (headers, body) of each request
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.seen.append((dict(self.headers), body))
+        status, text, delay = self.script.pop(0) if self.script else (200, b"", 0)
+        time.sleep(delay)
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(text)))
+        self.end_headers()
+        self.wfile.write(text)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def receiver():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    Receiver.script, Receiver.seen = [], []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"127.0.0.1:{server.server_port}", Receiver
+    server.shutdown()
+    server.server_close()
+
+
+def configure(kiri_home, text: str) -> None:
+    kiri_home.mkdir(exist_ok=True)
+    (kiri_home / "config.toml").write_text(text)
+
+
+@pytest.fixture
+def signed(kiri_home, receiver, monkeypatch):
+    """A receiver configured with a signing secret from the environment."""
+    where, handler = receiver
+    monkeypatch.setenv("KIRI_WEBHOOK_SECRET", SECRET)
+    configure(kiri_home, f'[webhook]\nurl = "http://{where}/hooks/kiri"\n'
+                         f'secret_env = "KIRI_WEBHOOK_SECRET"\ntimeout = 0.5\n')
+    return where, handler
+
+
+def act(*lines: bytes, retries: str = "2") -> tuple[subprocess.CompletedProcess, list[dict]]:
+    out = subprocess.run(stage_cmd("kiri.stages.act", "--sink", "webhook", "--retries", retries),
+                         input=b"".join(l + b"\n" for l in lines), capture_output=True,
+                         timeout=30, env=os.environ)
+    outcomes = [json.loads(l) for l in out.stdout.splitlines() if b'"outcome"' in l]
+    return out, outcomes
+
+
+def test_each_alert_and_resolve_is_posted_as_the_decision_itself_signed_with_the_secret(signed):
+    where, handler = signed
+    out, outcomes = act(OK, ALERT, RESOLVE)
+    assert out.returncode == 0
+    assert [body for _, body in handler.seen] == [ALERT, RESOLVE]  # `ok` is not posted
+    for (headers, body), line in zip(handler.seen, (ALERT, RESOLVE)):
+        assert headers["Content-Type"] == "application/json"
+        assert headers["User-Agent"].startswith("kiri/")
+        assert headers["Idempotency-Key"] == json.loads(line)["id"]
+        # what a receiver does: recompute the HMAC over the exact body, compare in constant time
+        expected = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+        assert hmac.compare_digest(headers["X-Kiri-Signature"], f"sha256={expected}")
+    assert [(o["id"], o["sink"], o["ok"], o["detail"]) for o in outcomes] == [
+        ("d-1", "webhook", True, f"POST to {where}: HTTP 200"),
+        ("d-4", "webhook", True, f"POST to {where}: HTTP 200")]
+    assert SECRET.encode() not in out.stdout + out.stderr
+
+
+def test_a_503_is_retried_with_the_same_idempotency_key_and_signature(signed):
+    where, handler = signed
+    handler.script.append((503, b"busy", 0))
+    out, outcomes = act(ALERT)
+    assert len(handler.seen) == 2
+    (first, body1), (second, body2) = handler.seen
+    assert body1 == body2 == ALERT
+    assert first["Idempotency-Key"] == second["Idempotency-Key"] == "d-1"
+    assert first["X-Kiri-Signature"] == second["X-Kiri-Signature"]
+    assert [o["ok"] for o in outcomes] == [True]
+    [failed] = [e for e in log_events(out.stderr) if e["event"] == "sink_failed"]
+    assert failed["error"] == f"POST to {where}: HTTP 503 busy" and failed["attempt"] == 1
+
+
+def test_a_400_fails_at_once_with_the_receivers_reason(signed):
+    where, handler = signed
+    handler.script.append((400, b'{"error": "unknown host vm"}', 0))
+    out, [outcome] = act(ALERT, retries="1")
+    assert len(handler.seen) == 1  # kiri-act's retry is answered from memory, never sent
+    assert outcome["ok"] is False
+    assert outcome["error"] == f"POST to {where}: HTTP 400 unknown host vm (refused, not sent again)"
+
+
+def test_a_receiver_that_does_not_answer_in_time_fails_the_delivery(signed):
+    where, handler = signed
+    handler.script.append((200, b"", 2.0))  # longer than the configured 0.5 s
+    started = time.monotonic()
+    out, [outcome] = act(ALERT, retries="0")
+    assert time.monotonic() - started < 2.0
+    assert outcome["ok"] is False and outcome["error"] == f"POST to {where}: timed out"
+    assert SECRET.encode() not in out.stdout + out.stderr
+
+
+def test_without_a_secret_the_body_goes_unsigned(kiri_home, receiver):
+    where, handler = receiver
+    configure(kiri_home, f'[webhook]\nurl = "http://{where}/"\n')
+    out, [outcome] = act(ALERT)
+    assert outcome["ok"] is True
+    [(headers, body)] = handler.seen
+    assert body == ALERT and "X-Kiri-Signature" not in headers
+
+
+@pytest.mark.parametrize("config, error", [
+    ("", "Error: --sink webhook needs url = \"https://…\" in [webhook] of "),
+    ('[webhook]\nurl = "file:///etc/passwd"\n',
+     "Error: [webhook] url must be an http:// or https:// URL"),
+    ('[webhook]\nurl = "https://example.org/"\ntimeout = 0\n',
+     "Error: [webhook] timeout must be a number of seconds above 0, not 0"),
+    ('[webhook]\nurl = "https://example.org/"\nsecret_env = "KIRI_NO_SUCH_VAR"\n',
+     "Error: [webhook]: secret_env names $KIRI_NO_SUCH_VAR, which is not set"),
+])
+def test_a_webhook_that_cannot_work_fails_the_start(kiri_home, config, error):
+    configure(kiri_home, config)
+    out, outcomes = act(ALERT)
+    assert out.returncode == 1 and outcomes == []
+    assert out.stderr.decode().startswith(error)
