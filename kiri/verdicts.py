@@ -1,13 +1,28 @@
-"""The `kiri` commands through which a person sees alerts and judges them."""
+"""The `kiri` commands through which a person sees alerts and judges them.
+
+`kiri feedback dismiss ID --for 2h` also silences the alert in Alertmanager for that long, when
+[alertmanager] is configured: its atoms on its host, in this incident and any other until the
+silence ends (the matchers are in kiri/alertmanager.py). Without Alertmanager, --for is an error
+and no verdict is recorded.
+"""
 
 from __future__ import annotations
 
 import argparse
 import getpass
+import re
 import time
 
+import msgspec
+
+from kiri import alertmanager
+from kiri.config import config_path
+from kiri.http import HttpError
+from kiri.records import Decision
 from kiri.store import Store, StoreError
 from kiri.stream import UserError
+
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
@@ -23,6 +38,20 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         v.add_argument("--normal", action="store_true",
                        help="this is the new normal: retrain the atom with this observation")
         v.add_argument("--by", default=getpass.getuser(), help="who judged it")
+        if verb == "dismiss":
+            v.add_argument("--for", dest="silence", type=duration, metavar="DURATION",
+                           help="also silence it in Alertmanager for this long, e.g. 30m, 2h, "
+                           "1d (needs [alertmanager] in config.toml)")
+
+
+def duration(text: str) -> float:
+    """Seconds in a duration such as 90s, 30m, 2h, 1d, 1w or 1h30m."""
+    if not re.fullmatch(r"(\d+[smhdw])+", text):
+        raise argparse.ArgumentTypeError(f"not a duration such as 30m, 2h or 1d: {text!r}")
+    seconds = sum(int(n) * UNITS[unit] for n, unit in re.findall(r"(\d+)([smhdw])", text))
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"must be longer than 0: {text!r}")
+    return float(seconds)
 
 
 def _store() -> Store:
@@ -46,12 +75,44 @@ def cmd_alerts(args: argparse.Namespace) -> None:
 
 
 def cmd_feedback(args: argparse.Namespace) -> None:
+    silence = getattr(args, "silence", None)  # only dismiss has --for
+    # Checked before the verdict is recorded, so a --for that cannot work changes nothing.
+    am = _alertmanager() if silence else None
     try:
         with _store() as store:
             changed = store.add_verdict(args.alert, args.verdict, normal=args.normal,
                                         source="cli", by=args.by, note=args.note)
+            decision = _decision(store, args.alert) if am else None
     except StoreError as e:
         raise UserError(str(e)) from None
     what = f"{args.verdict}ed" if args.verdict == "confirm" else "dismissed"
     extra = ", as the new normal" if args.normal else ""
     print(f"alert {args.alert} {what}{extra}" + ("" if changed else " (already recorded)"))
+    if am and decision:
+        _silence(am, decision, silence, args.note or f"dismissed by {args.by} with kiri feedback")
+
+
+def _alertmanager() -> alertmanager.Settings:
+    am = alertmanager.settings()
+    if am is None:
+        raise UserError(f"--for silences the alert in Alertmanager, and there is no "
+                        f"[alertmanager] url in {config_path()}")
+    return am
+
+
+def _decision(store: Store, alert: str) -> Decision:
+    """The decision that was delivered as this alert (add_verdict has checked it exists)."""
+    row = store.db.execute("SELECT decision FROM alerts WHERE id = ?", (alert,)).fetchone()
+    return msgspec.json.decode(row[0], type=Decision)
+
+
+def _silence(am: alertmanager.Settings, decision: Decision, seconds: float, comment: str) -> None:
+    now = time.time()
+    try:
+        silence_id = alertmanager.silence(am, decision, now, now + seconds, comment)
+    except HttpError as e:
+        raise UserError(f"alert {decision.id} dismissed, but not silenced: {e}") from None
+    until = time.strftime("%Y-%m-%d %H:%M", time.localtime(now + seconds))
+    atoms = ", ".join(decision.atoms or [decision.atom])
+    print(f"silenced {atoms} on {decision.host} in Alertmanager until {until}: "
+          f"silence {silence_id}")

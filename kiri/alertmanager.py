@@ -1,0 +1,131 @@
+"""Prometheus Alertmanager, over its v2 API: KIRI's alerts as Alertmanager sees them, and silences.
+
+    [alertmanager]
+    url = "http://127.0.0.1:9093"
+    generator_url = "http://kiri.example.org/alerts/{id}"   # optional; {id}: the decision id
+    resend = 60       # seconds between re-sends of the alerts still open (default 60)
+    timeout = 10      # seconds to wait for Alertmanager (default 10)
+
+The sink (kiri/sinks/alertmanager.py) sends one alert per atom of a decision, and `kiri feedback
+dismiss ID --for 2h` (kiri/verdicts.py) silences them. Both rest on the label set below, which is
+an alert's identity in Alertmanager, so it stays the same for as long as the atom is in the
+incident: alertname "KiriAnomaly", host, atom, incident and severity.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import urllib.parse
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from kiri.config import ConfigError, config_path, load_config
+from kiri.http import HttpError, post_json
+from kiri.records import Decision
+
+ALERTNAME = "KiriAnomaly"
+TOP_CULPRITS = 3  # culprits named in an alert's annotation
+
+
+@dataclass(frozen=True)
+class Settings:
+    url: str  # without a trailing slash; the API's paths follow it
+    generator_url: str
+    resend: float
+    timeout: float
+
+
+def settings() -> Settings | None:
+    """[alertmanager] of config.toml, or None when it names no url."""
+    section = load_config().get("alertmanager")
+    if section is None:
+        return None
+    if not isinstance(section, dict):
+        raise ConfigError(f"{config_path()}: alertmanager must be an [alertmanager] table")
+    url = section.get("url")
+    if url is None:
+        return None
+    parts = urllib.parse.urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError("[alertmanager] url must be an http:// or https:// URL")
+    generator_url = section.get("generator_url", "")
+    if not isinstance(generator_url, str):
+        raise ConfigError("[alertmanager] generator_url must be a string")
+    return Settings(url.rstrip("/"), generator_url, _seconds(section, "resend", 60.0),
+                    _seconds(section, "timeout", 10.0))
+
+
+def _seconds(section: dict[str, Any], key: str, default: float) -> float:
+    value = section.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ConfigError(f"[alertmanager] {key} must be a number of seconds above 0, "
+                          f"not {value!r}")
+    return float(value)
+
+
+# -- alerts ---------------------------------------------------------------------------------------
+
+def labels(decision: Decision, atom: str) -> dict[str, str]:
+    """The identity of `atom`'s alert in the decision's incident."""
+    return {
+        "alertname": ALERTNAME,
+        "host": decision.host,
+        "atom": atom,
+        "incident": decision.incident or decision.id,
+        "severity": decision.severity or "warning",
+    }
+
+
+def alert(decision: Decision, atom: str, am: Settings, starts: float) -> dict[str, Any]:
+    """A postable alert for one atom of an alert decision, without its endsAt."""
+    culprits = ", ".join(f"{token} ({z:.1f})" for token, z in decision.culprits[:TOP_CULPRITS])
+    body: dict[str, Any] = {
+        "labels": labels(decision, atom),
+        "annotations": {"summary": decision.summary, "culprits": culprits, "id": decision.id},
+        "startsAt": timestamp(starts),
+    }
+    if am.generator_url:
+        body["generatorURL"] = am.generator_url.replace("{id}", decision.id)
+    return body
+
+
+def post_alerts(am: Settings, alerts: list[dict[str, Any]]) -> None:
+    """Send alerts, firing and resolved alike; raises HttpError."""
+    post_json(f"{am.url}/api/v2/alerts", alerts, timeout=am.timeout)
+
+
+# -- silences -------------------------------------------------------------------------------------
+
+def silence(am: Settings, decision: Decision, starts: float, ends: float, comment: str) -> str:
+    """Silence the alerts of this decision's atoms on its host, in any incident, from `starts` to
+    `ends`; the new silence's id. Raises HttpError."""
+    body = {
+        "matchers": matchers(decision.host, decision.atoms or [decision.atom]),
+        "startsAt": timestamp(starts),
+        "endsAt": timestamp(ends),
+        "createdBy": "kiri",
+        "comment": comment,
+    }
+    answer = post_json(f"{am.url}/api/v2/silences", body, timeout=am.timeout).json()
+    if not isinstance(answer, dict) or not isinstance(answer.get("silenceID"), str):
+        raise HttpError("POST /api/v2/silences: the answer has no silenceID")
+    return answer["silenceID"]
+
+
+def matchers(host: str, atoms: list[str]) -> list[dict[str, Any]]:
+    """alertname and host equal, and atom equal to the one atom or matching any of several."""
+    atom = {"name": "atom", "value": atoms[0], "isRegex": False, "isEqual": True}
+    if len(atoms) > 1:  # Alertmanager anchors regex matchers: this is exactly one of them
+        atom.update(value="|".join(map(re.escape, atoms)), isRegex=True)
+    return [
+        {"name": "alertname", "value": ALERTNAME, "isRegex": False, "isEqual": True},
+        {"name": "host", "value": host, "isRegex": False, "isEqual": True},
+        atom,
+    ]
+
+
+def timestamp(ts: float) -> str:
+    """RFC 3339 in UTC, as Alertmanager reads times."""
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
