@@ -1,4 +1,4 @@
-"""The notify sink, through the real kiri-act, with fake notifiers on PATH that record their argv."""
+"""The notify sink, through the real kiri-act, with fake notifiers on PATH recording their argv."""
 
 import json
 import os
@@ -56,12 +56,13 @@ def test_notify_send_gets_title_urgency_and_message_as_argv(bin_dir):
     critical = decision(ALERT, severity="critical")
     tricky = decision(ALERT, id="d-9", summary=TRICKY)
     out, outcomes = act(bin_dir, OK, ALERT, critical, tricky, RESOLVE)
+    app = "--app-name=KIRI"
     assert calls(bin_dir, "notify-send") == [
-        ["--app-name=KIRI", "--urgency=normal", "--", "KIRI: pulse unusual on vm (warning)", SUMMARY],
-        ["--app-name=KIRI", "--urgency=critical", "--", "KIRI: pulse unusual on vm (critical)", SUMMARY],
-        ["--app-name=KIRI", "--urgency=normal", "--", "KIRI: pulse unusual on vm (warning)",
+        [app, "--urgency=normal", "--", "KIRI: pulse unusual on vm (warning)", SUMMARY],
+        [app, "--urgency=critical", "--", "KIRI: pulse unusual on vm (critical)", SUMMARY],
+        [app, "--urgency=normal", "--", "KIRI: pulse unusual on vm (warning)",
          'disk "full" \\ on &lt;b&gt;vm&lt;/b&gt; &amp; `rm -rf` $(x)?'],
-        ["--app-name=KIRI", "--urgency=low", "--", "KIRI: pulse back to normal on vm",
+        [app, "--urgency=low", "--", "KIRI: pulse back to normal on vm",
          json.loads(RESOLVE)["summary"]],
     ]
     assert [(o["id"], o["ok"], o["detail"]) for o in outcomes] == [
@@ -87,7 +88,8 @@ def test_a_failing_notifier_fails_the_delivery_with_its_reason(bin_dir):
     fake(bin_dir, "notify-send", status=1, stderr="Cannot autolaunch D-Bus without X11 $DISPLAY\n")
     out, [outcome] = act(bin_dir, ALERT)
     assert outcome["ok"] is False
-    assert outcome["error"] == f"{bin_dir}/notify-send: Cannot autolaunch D-Bus without X11 $DISPLAY"
+    assert outcome["error"] == (
+        f"{bin_dir}/notify-send: Cannot autolaunch D-Bus without X11 $DISPLAY")
 
 
 def test_without_a_notifier_one_line_at_start_and_every_delivery_is_skipped(bin_dir):

@@ -107,7 +107,8 @@ def test_a_400_fails_at_once_with_the_receivers_reason(signed):
     out, [outcome] = act(ALERT, retries="1")
     assert len(handler.seen) == 1  # kiri-act's retry is answered from memory, never sent
     assert outcome["ok"] is False
-    assert outcome["error"] == f"POST to {where}: HTTP 400 unknown host vm (refused, not sent again)"
+    assert outcome["error"] == (
+        f"POST to {where}: HTTP 400 unknown host vm (refused, not sent again)")
 
 
 def test_a_receiver_that_does_not_answer_in_time_fails_the_delivery(signed):
