@@ -362,3 +362,43 @@ def test_the_real_command_exits_2_on_a_usage_error():
 def test_everything_after_the_separator_is_the_command_untouched():
     args = parse_args(["--sink", "exec", "--sink", "log", "--", "page", "--sink", "--", "x"])
     assert args.sink == ["exec", "log"] and args.command == ["page", "--sink", "--", "x"]
+
+
+def test_a_refusal_is_not_retried_and_a_requested_wait_replaces_the_backoff():
+    from kiri.records import Decision
+    from kiri.sinks import Sink, SinkError
+    from kiri.stages.act import deliver
+
+    class Sleeps:
+        def __init__(self):
+            self.waits = []
+
+        def flush(self):
+            pass
+
+        def sleep(self, seconds):
+            self.waits.append(seconds)
+            return True
+
+    class Answers(Sink):
+        name = "answers"
+
+        def __init__(self, *errors):
+            self.errors = list(errors)
+
+        def deliver(self, decision, line):
+            if self.errors:
+                raise self.errors.pop(0)
+            return "delivered"
+
+    class Log:
+        def warning(self, *args, **kwargs):
+            pass
+
+    decision = Decision(id="d-1", action="alert")
+    stream = Sleeps()
+    out = deliver(stream, Answers(SinkError("no", retry=False)), decision, b"", 3, Log())
+    assert (out.ok, out.detail, stream.waits) == (False, "attempts: 1", [])
+    out = deliver(stream, Answers(SinkError("slow down", wait=7.0), SinkError("busy")), decision,
+                  b"", 3, Log())
+    assert out.ok and stream.waits == [7.0, 1.0]  # asked-for wait, then the usual backoff

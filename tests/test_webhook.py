@@ -104,11 +104,10 @@ def test_a_503_is_retried_with_the_same_idempotency_key_and_signature(signed):
 def test_a_400_fails_at_once_with_the_receivers_reason(signed):
     where, handler = signed
     handler.script.append((400, b'{"error": "unknown host vm"}', 0))
-    out, [outcome] = act(ALERT, retries="1")
-    assert len(handler.seen) == 1  # kiri-act's retry is answered from memory, never sent
-    assert outcome["ok"] is False
-    assert outcome["error"] == (
-        f"POST to {where}: HTTP 400 unknown host vm (refused, not sent again)")
+    out, [outcome] = act(ALERT, retries="2")
+    assert len(handler.seen) == 1  # refused: kiri-act does not try again
+    assert outcome["ok"] is False and outcome["detail"] == "attempts: 1"
+    assert outcome["error"] == f"POST to {where}: HTTP 400 unknown host vm"
 
 
 def test_a_receiver_that_does_not_answer_in_time_fails_the_delivery(signed):

@@ -28,7 +28,14 @@ logged until kiri-act carries them out."""
 
 
 class SinkError(Exception):
-    """A delivery that failed for a reason worth one line in the outcome's `error`."""
+    """A delivery that failed for a reason worth one line in the outcome's `error`.
+
+    `retry=False` says trying again cannot help (the receiver refused it); `wait` is how long
+    the receiver asked to be left alone before the next try, in seconds."""
+
+    def __init__(self, message: str, *, retry: bool = True, wait: float | None = None) -> None:
+        super().__init__(message)
+        self.retry, self.wait = retry, wait
 
 
 class Sink(ABC):

@@ -13,8 +13,8 @@ the secret; a receiver recomputes it over the body it received and compares in c
 
 kiri-act retries a failed delivery with backoff. Worth retrying are no answer (refused, timed
 out) and 408, 425, 429 and 5xx; any other status is the receiver saying no, so it fails at once
-with the receiver's reason, and kiri-act's further attempts at that decision are answered from
-memory without sending it again. Messages name the receiver by its host only: a webhook URL's
+with the receiver's reason, and kiri-act does not try again (a 429's Retry-After sets its next
+wait). Messages name the receiver by its host only: a webhook URL's
 path often holds a token. The secret goes into the signature and nowhere else.
 """
 
@@ -42,19 +42,14 @@ class WebhookSink(Sink):
     def __init__(self, url: str, key: str | None, timeout: float) -> None:
         self.url, self.key, self.timeout = url, key, timeout
         self.where = f"POST to {urllib.parse.urlsplit(url).netloc}"
-        self.refused: tuple[str, str] | None = None  # (decision id, reason) of the last refusal
 
     def deliver(self, decision: Decision, line: bytes) -> str:
-        if self.refused and self.refused[0] == decision.id:
-            raise SinkError(f"{self.refused[1]} (refused, not sent again)")
         body = line.rstrip(b"\n")
         try:
             answer = request("POST", self.url, body=body, headers=self.headers(decision, body),
                              timeout=self.timeout, name=self.where)
         except HttpError as e:
-            if not e.transient:
-                self.refused = (decision.id, str(e))
-            raise SinkError(str(e)) from None
+            raise SinkError(str(e), retry=e.transient, wait=e.retry_after) from None
         return f"{self.where}: HTTP {answer.status}"
 
     def headers(self, decision: Decision, body: bytes) -> dict[str, str]:

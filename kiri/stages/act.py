@@ -136,12 +136,14 @@ def act(stream: Stream, sinks: list[Sink], retries: int, log: Any) -> None:
 def deliver(
     stream: Stream, sink: Sink, decision: Decision, line: bytes, retries: int, log: Any
 ) -> Outcome:
-    """Deliver one decision to one sink, retrying with backoff; say how it went."""
-    error, tried = "", 0
+    """Deliver one decision to one sink, retrying with backoff (or the wait the receiver
+    asked for) unless the sink says retrying cannot help; say how it went."""
+    error, tried, wait = "", 0, None
     for attempt in range(retries + 1):
         if attempt:
             stream.flush()  # outcomes already made go downstream while this sink waits
-            if not stream.sleep(min(FIRST_BACKOFF * 2 ** (attempt - 1), MAX_BACKOFF)):
+            backoff = FIRST_BACKOFF * 2 ** (attempt - 1) if wait is None else wait
+            if not stream.sleep(min(backoff, MAX_BACKOFF)):
                 break  # asked to stop: report the failure now
         tried += 1
         try:
@@ -152,6 +154,9 @@ def deliver(
                 "sink_failed", sink=sink.name, id=decision.id, attempt=tried, error=error,
                 exc_info=not isinstance(e, SinkError),
             )
+            if isinstance(e, SinkError) and not e.retry:
+                break
+            wait = e.wait if isinstance(e, SinkError) else None
             continue
         return _outcome(decision, sink, ok=True, detail=detail)
     return _outcome(decision, sink, ok=False, error=error, detail=f"attempts: {tried}")
