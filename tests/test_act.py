@@ -12,7 +12,9 @@ import time
 import pytest
 
 from conftest import fixture_bytes, log_events, stage_cmd
-from kiri.stages.act import parse_args
+from kiri.records import Decision
+from kiri.sinks import Sink, SinkError
+from kiri.stages.act import deliver, parse_args
 
 ACT = "kiri.stages.act"
 LINES = fixture_bytes("decisions.ndjson").splitlines()
@@ -365,10 +367,6 @@ def test_everything_after_the_separator_is_the_command_untouched():
 
 
 def test_a_refusal_is_not_retried_and_a_requested_wait_replaces_the_backoff():
-    from kiri.records import Decision
-    from kiri.sinks import Sink, SinkError
-    from kiri.stages.act import deliver
-
     class Sleeps:
         def __init__(self):
             self.waits = []
