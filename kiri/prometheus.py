@@ -1,0 +1,299 @@
+"""Prometheus for kiri-collect prometheus: query sets, times, the HTTP API, and joining answers.
+
+A query set names PromQL queries: each `values` query gives one field of the observations, each
+`meta` query one meta entry (the pulse set's `cpus`, which divides the load). Every query must
+give at most one series per instance (aggregate `by (instance)`); the answers of a query set
+at one evaluation time are joined on the `instance` label into one observation per instance.
+Prometheus sends numbers as strings: one that is not finite ("NaN", "+Inf") is no value, never
+zero, and an instance without a value for every query at a time has no observation then.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+import urllib.parse
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import msgspec
+
+from kiri.http import HttpError, request, retrying
+from kiri.records import Obs
+
+MAX_POINTS = 11_000  # Prometheus refuses a range query with more points than this per series
+MAX_ANSWER = 64 << 20  # bytes; a range of 11,000 points is ~400 KB per series
+RATE_SCRAPES = 4  # a rate window spans at least this many scrapes, so one missed scrape is harmless
+DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
+UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+PORT = re.compile(r"^(?:\[(?P<v6>[^\]]+)\]|(?P<name>[^:\[\]]+)):\d+$")
+WINDOW = "$window"  # in a query, replaced by the rate window
+
+
+class QuerySet(msgspec.Struct, frozen=True):
+    atom: str
+    values: dict[str, str]  # field -> PromQL
+    meta: dict[str, str] = {}  # meta entry -> PromQL
+
+    def queries(self, window: str) -> list[tuple[str, str]]:
+        """(name, PromQL) of every query, with the rate window filled in."""
+        return [(n, q.replace(WINDOW, window)) for n, q in {**self.values, **self.meta}.items()]
+
+
+# node_exporter's metrics as the pulse atom's fields, so a fleet's hosts are scored by pulse.
+PULSE = QuerySet(
+    "pulse",
+    values={
+        "cpu": '100 * (1 - avg by (instance) (rate(node_cpu_seconds_total{mode="idle"}[$window])))',
+        "mem": "100 * (1 - node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes)",
+        "disk": '100 * (1 - max by (instance) (node_filesystem_avail_bytes{mountpoint="/"}'
+                ' / node_filesystem_size_bytes{mountpoint="/"}))',
+        # used / total, and 0 on a host without swap (clamp_min keeps 0 / 0 from being NaN)
+        "swap": "100 * (node_memory_SwapTotal_bytes - node_memory_SwapFree_bytes)"
+                " / clamp_min(node_memory_SwapTotal_bytes, 1)",
+        "load": "node_load1",
+        "net": 'max by (instance) (node_network_up{device!="lo"})',
+    },
+    meta={"cpus": 'count by (instance) (node_cpu_seconds_total{mode="idle"})'},
+)
+QUERY_SETS = {"pulse": PULSE}
+
+
+class PromError(Exception):
+    """A query that gave no answer to use; `fatal` when asking again cannot help (bad PromQL)."""
+
+    def __init__(self, message: str, fatal: bool = False) -> None:
+        super().__init__(message)
+        self.fatal = fatal
+
+
+# -- times ----------------------------------------------------------------------------------
+
+def duration(text: str) -> float:
+    """Seconds in a Prometheus duration: `90s`, `5m`, `1h30m`, `500ms`, `7d`, `2w`."""
+    parts = DURATION.findall(text)
+    if not text or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"not a duration: {text!r} (try 30s, 5m, 1h30m, 7d)")
+    return sum(float(n) * UNITS[u] for n, u in parts)
+
+
+def step(text: str) -> float:
+    """A query step: a duration, or a number of seconds, greater than 0."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = duration(text)
+    if not 0 < seconds < math.inf:
+        raise ValueError(f"not a step: {text!r} (a duration such as 60s, greater than 0)")
+    return seconds
+
+
+def moment(text: str, now: float) -> float:
+    """A Unix time from RFC 3339 (local time without an offset), a Unix time, or a duration
+    ago (`7d`: seven days before now)."""
+    for parse in (float, lambda t: dt.datetime.fromisoformat(t).timestamp(),
+                  lambda t: now - duration(t)):
+        try:
+            t = parse(text)
+        except ValueError:
+            continue
+        if math.isfinite(t):
+            return t
+    raise ValueError(f"not a time: {text!r} (RFC 3339 such as 2025-03-01T09:00:00Z, a Unix "
+                     f"time, or a duration ago such as 7d)")
+
+
+def rate_window(step_seconds: float, scrape_interval: float) -> str:
+    """The window of rate(): the step, so that consecutive points cover every second once, but
+    at least RATE_SCRAPES scrapes, so rate() always has samples to work with."""
+    ms = round(max(step_seconds, RATE_SCRAPES * scrape_interval) * 1000)
+    return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
+
+
+def range_chunks(start: float, end: float, step_seconds: float,
+                 max_points: int = MAX_POINTS) -> Iterator[tuple[float, float]]:
+    """[start, end] split into ranges of at most max_points evaluation times each, on the one
+    grid start + k * step, so the pieces neither overlap nor leave gaps."""
+    last = math.floor((end - start) / step_seconds + 1e-9)
+    for first in range(0, last + 1, max_points):
+        yield start + first * step_seconds, start + min(first + max_points - 1, last) * step_seconds
+
+
+# -- the HTTP API ---------------------------------------------------------------------------
+
+class Series(msgspec.Struct, frozen=True):
+    labels: dict[str, str]
+    points: list[tuple[float, str]]  # (evaluation time, the value as Prometheus wrote it)
+
+
+class _Range(msgspec.Struct):
+    metric: dict[str, str]
+    values: list[tuple[float, str]]
+
+
+class _Instant(msgspec.Struct):
+    metric: dict[str, str]
+    value: tuple[float, str]
+
+
+class _Matrix(msgspec.Struct, tag_field="resultType", tag="matrix"):
+    result: list[_Range]
+
+
+class _Vector(msgspec.Struct, tag_field="resultType", tag="vector"):
+    result: list[_Instant]
+
+
+class _Scalar(msgspec.Struct, tag_field="resultType", tag="scalar"):
+    result: Any
+
+
+class _String(msgspec.Struct, tag_field="resultType", tag="string"):
+    result: Any
+
+
+class _Answer(msgspec.Struct):
+    status: str
+    data: _Matrix | _Vector | _Scalar | _String | None = None
+    errorType: str = ""  # Prometheus's name
+    error: str = ""
+    warnings: list[str] = []
+
+
+_decode_answer = msgspec.json.Decoder(_Answer).decode
+
+
+def parse_answer(body: bytes) -> tuple[list[Series], list[str]]:
+    """The series of an answer to /api/v1/query or /api/v1/query_range, and its warnings."""
+    try:
+        answer = _decode_answer(body)
+    except msgspec.MsgspecError as e:
+        raise PromError(f"not a Prometheus answer ({e})") from None
+    if answer.status != "success":
+        raise PromError(f"{answer.errorType or answer.status}: {answer.error}", fatal=True)
+    data = answer.data
+    if isinstance(data, _Matrix):
+        return [Series(s.metric, s.values) for s in data.result], answer.warnings
+    if isinstance(data, _Vector):
+        return [Series(s.metric, [s.value]) for s in data.result], answer.warnings
+    kind = type(data).__name__.strip("_").lower() if data else "nothing"
+    raise PromError(f"the answer is a {kind}, not series with an instance label", fatal=True)
+
+
+class Prometheus:
+    """Queries to one Prometheus server's HTTP API, each with a timeout and a size limit.
+    Transient failures are retried `attempts` times in all, waiting with `sleep` between."""
+
+    def __init__(self, url: str, timeout: float, log: Any, sleep: Callable[[float], Any],
+                 attempts: int = 1) -> None:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"the Prometheus URL must be http[s]://HOST[:PORT][/PATH], "
+                             f"not {url!r}")
+        if "@" in parts.netloc:  # said without echoing the URL: it may hold a password
+            raise ValueError("a user or password in the Prometheus URL is not supported")
+        self.base, self.netloc = url.rstrip("/"), parts.netloc
+        self.timeout, self.log, self.sleep, self.attempts = timeout, log, sleep, attempts
+
+    def instant(self, name: str, promql: str, at: float) -> list[Series]:
+        return self._get(name, "/api/v1/query", {"query": promql, "time": f"{at:.3f}"})
+
+    def range(self, name: str, promql: str, start: float, end: float,
+              step_seconds: float) -> list[Series]:
+        return self._get(name, "/api/v1/query_range", {
+            "query": promql, "start": f"{start:.3f}", "end": f"{end:.3f}",
+            "step": f"{step_seconds:.3f}"})
+
+    def _get(self, name: str, path: str, params: dict[str, str]) -> list[Series]:
+        url = f"{self.base}{path}?{urllib.parse.urlencode(params)}"
+        where = f"{self.netloc} query {name}"
+        try:
+            answer = retrying(lambda: request("GET", url, timeout=self.timeout,
+                                              max_body=MAX_ANSWER, name=where),
+                              attempts=self.attempts, sleep=self.sleep)
+            series, warnings = parse_answer(answer.body)
+        except HttpError as e:  # 400 is bad_data: the query or its parameters are wrong
+            raise PromError(str(e), fatal=e.status == 400) from None
+        except PromError as e:
+            raise PromError(f"{where}: {e}", e.fatal) from None
+        for warning in warnings:
+            self.log.warning("prometheus_warning", query=name, warning=warning)
+        return series
+
+
+# -- joining answers into observations ------------------------------------------------------
+
+_SEVERAL = object()  # a cell's value when a query gave more than one series for its instance
+
+
+class Table:
+    """The answers to a query set's queries over the same evaluation times, joined into one
+    observation per instance and time."""
+
+    def __init__(self, queries: QuerySet) -> None:
+        self.queries = queries
+        self.cells: dict[tuple[float, str], dict[str, Any]] = {}  # (time, instance) -> answers
+        self.unlabelled: Counter[str] = Counter()  # query name -> series without an instance
+
+    def add(self, name: str, series: Iterable[Series]) -> None:
+        for s in series:
+            instance = s.labels.get("instance")
+            if instance is None:
+                self.unlabelled[name] += 1
+                continue
+            for ts, raw in s.points:
+                cell = self.cells.setdefault((ts, instance), {})
+                cell[name] = _SEVERAL if name in cell else raw
+
+    def observations(self) -> tuple[list[Obs], Counter[str]]:
+        """Observations in time order, and why others were left out: each reason with the
+        number of observations (or of series without an instance label) it left out."""
+        hosts = host_names({instance for _, instance in self.cells})
+        out, skipped = [], Counter()
+        for name, n in self.unlabelled.items():
+            skipped[f"series of {name} without an instance label (aggregate it by (instance))"] = n
+        for ts, instance in sorted(self.cells, key=lambda key: (key[0], hosts[key[1]])):
+            cell = self.cells[ts, instance]
+            try:
+                values = {n: _number(n, cell) for n in self.queries.values}
+                meta = {n: _meta(n, cell) for n in self.queries.meta}
+            except ValueError as e:
+                skipped[str(e)] += 1
+                continue
+            out.append(Obs(ts=ts, atom=self.queries.atom, host=hosts[instance], values=values,
+                           meta={**meta, "instance": instance}))
+        return out, skipped
+
+
+def _number(name: str, cell: dict[str, Any]) -> float:
+    raw = cell.get(name)
+    if raw is None:
+        raise ValueError(f"no value for {name}")
+    if raw is _SEVERAL:
+        raise ValueError(f"several series for {name}: aggregate it by (instance)")
+    try:
+        x = float(raw)
+    except ValueError:
+        raise ValueError(f"{name} is not a number ({raw[:20]!r})") from None
+    if not math.isfinite(x):
+        raise ValueError(f"{name} is {raw}")
+    return x
+
+
+def _meta(name: str, cell: dict[str, Any]) -> str:
+    """A meta entry is a string, as Prometheus wrote it, once it is known to be a number."""
+    _number(name, cell)
+    return cell[name]
+
+
+def host_names(instances: Iterable[str]) -> dict[str, str]:
+    """Each instance's host: its label without the port (`node1:9100` → `node1`), unless two
+    instances would share a host, when those keep their whole label."""
+    bare = {}
+    for instance in instances:
+        m = PORT.match(instance)
+        bare[instance] = (m["v6"] or m["name"]) if m else instance
+    shared = Counter(bare.values())
+    return {i: h if shared[h] == 1 else i for i, h in bare.items()}

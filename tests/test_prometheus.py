@@ -1,0 +1,431 @@
+"""kiri-collect prometheus against a real Prometheus scraping a real node_exporter.
+
+Both come from Debian's packages (.ci/debian-packages). One node_exporter is scraped every
+second under two instance labels, 127.0.0.1:PORT and localhost:PORT, so the fleet has two
+hosts. The servers start once for the module, on free ports of 127.0.0.1; the tests that need
+scraped data wait for it through the `scraped` fixture, the others run meanwhile.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from collections import Counter
+
+import msgspec
+import pytest
+import structlog
+
+from conftest import log_events, run, stage_cmd
+from kiri.prometheus import (PromError, QuerySet, Table, duration, host_names, moment,
+                             parse_answer, range_chunks, rate_window, step)
+from kiri.records import Obs
+
+PROMETHEUS, NODE_EXPORTER = "/usr/bin/prometheus", "/usr/bin/prometheus-node-exporter"
+COLLECT = "kiri.stages.collect"
+SCRAPES = 8  # of each instance before the tests that read data start: a backfill of 10 s
+PULSE = ("--queries", "pulse", "--step", "1s", "--scrape-interval", "1s")
+
+decode = msgspec.json.Decoder(Obs).decode
+
+needs_servers = pytest.mark.skipif(
+    not (os.access(PROMETHEUS, os.X_OK) and os.access(NODE_EXPORTER, os.X_OK)),
+    reason="needs Debian's prometheus and prometheus-node-exporter (.ci/debian-packages)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        return json.load(answer)
+
+
+def wait_for(what: str, check, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def prom(tmp_path_factory) -> str:
+    """A Prometheus scraping a node_exporter every second; its URL."""
+    tmp = tmp_path_factory.mktemp("prometheus")
+    node, port = free_port(), free_port()
+    exporter = subprocess.Popen([
+        NODE_EXPORTER, f"--web.listen-address=127.0.0.1:{node}", "--collector.disable-defaults",
+        "--collector.cpu", "--collector.meminfo", "--collector.loadavg", "--collector.netclass",
+        "--collector.filesystem", "--collector.filesystem.mount-points-exclude=^/.+",
+        "--collector.filesystem.fs-types-exclude=^$",  # keep overlay: a container's root
+    ], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    (tmp / "prom.yml").write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        "scrape_configs:\n"
+        "  - job_name: node\n"
+        f"    static_configs: [{{targets: ['127.0.0.1:{node}', 'localhost:{node}']}}]\n")
+    server = subprocess.Popen([
+        PROMETHEUS, f"--config.file={tmp / 'prom.yml'}", f"--storage.tsdb.path={tmp / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+    ], stdout=subprocess.DEVNULL, stderr=(tmp / "prometheus.log").open("wb"))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for("Prometheus", lambda: urllib.request.urlopen(f"{url}/-/ready", timeout=1))
+        yield url
+    finally:
+        for proc in (server, exporter):
+            proc.terminate()
+            proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def scraped(prom: str) -> str:
+    """The same Prometheus, once it holds SCRAPES scrapes of both instances."""
+    query = urllib.parse.quote("count_over_time(up[1m])")
+
+    def ready() -> bool:
+        result = get_json(f"{prom}/api/v1/query?query={query}")["data"]["result"]
+        return len(result) == 2 and all(int(s["value"][1]) >= SCRAPES for s in result)
+
+    wait_for(f"{SCRAPES} scrapes", ready)
+    return prom
+
+
+def collect(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    return run(COLLECT, "prometheus", *args, timeout=timeout)
+
+
+def records(out: subprocess.CompletedProcess) -> list[Obs]:
+    return [decode(line) for line in out.stdout.splitlines()]
+
+
+def errors(out: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in out.stderr.decode().splitlines() if line.startswith("Error:")]
+
+
+# -- parsing, without a server --------------------------------------------------------------
+
+def test_durations_steps_and_times_read_like_prometheus():
+    assert duration("90s") == 90 and duration("1h30m") == 5400 and duration("500ms") == 0.5
+    assert duration("7d") == 7 * 86400 and duration("2w") == 14 * 86400
+    assert step("60") == 60 and step("1s") == 1 and step("0.5") == 0.5
+    now = 1_700_000_000.0
+    assert moment("1699990000", now) == 1699990000  # a bare number is a Unix time
+    assert moment("10s", now) == now - 10 and moment("7d", now) == now - 7 * 86400
+    assert moment("2023-11-14T22:13:20Z", now) == 1_700_000_000
+    assert moment("2023-11-14T23:13:20+01:00", now) == 1_700_000_000
+    for bad in ("", "10", "s", "10x", "1h 30m", "-5s", "10s-ago"):
+        if bad != "10":
+            with pytest.raises(ValueError):
+                duration(bad)
+    for bad in ("0", "-1", "nan", "inf", "soon"):
+        with pytest.raises(ValueError):
+            step(bad)
+    with pytest.raises(ValueError, match="not a time: 'yesterday'"):
+        moment("yesterday", now)
+
+
+def test_rate_window_is_the_step_but_at_least_four_scrapes():
+    assert rate_window(60, 15) == "60s"
+    assert rate_window(1, 1) == "4s"
+    assert rate_window(10, 15) == "60s"
+    assert rate_window(0.5, 0.25) == "1s" and rate_window(0.1, 0.1) == "400ms"
+
+
+def test_long_ranges_are_split_under_the_point_limit_on_one_grid():
+    chunks = list(range_chunks(1000.0, 1000.0 + 30_000, 1.0))
+    points = [(b - a) / 1.0 + 1 for a, b in chunks]
+    assert chunks[0][0] == 1000.0 and chunks[-1][1] == 31_000.0
+    assert max(points) <= 11_000 and sum(points) == 30_001
+    for (_, end), (start, _) in zip(chunks, chunks[1:]):
+        assert start == end + 1.0  # the next point of the grid: no overlap, no gap
+    assert list(range_chunks(0.0, 10.0, 3.0, max_points=2)) == [(0.0, 3.0), (6.0, 9.0)]
+    assert list(range_chunks(5.0, 5.0, 60.0)) == [(5.0, 5.0)]
+
+
+def test_hosts_are_instances_without_their_port_unless_two_would_share_one():
+    assert host_names(["node1:9100", "10.0.0.7:9100", "[fe80::1]:9100", "db", "::1"]) == {
+        "node1:9100": "node1", "10.0.0.7:9100": "10.0.0.7", "[fe80::1]:9100": "fe80::1",
+        "db": "db", "::1": "::1"}
+    assert host_names(["web:9100", "web:9256", "db:9100"]) == {
+        "web:9100": "web:9100", "web:9256": "web:9256", "db:9100": "db"}
+
+
+def matrix(*series: tuple[dict, list]) -> bytes:
+    result = [{"metric": labels, "values": values} for labels, values in series]
+    return json.dumps({"status": "success",
+                       "data": {"resultType": "matrix", "result": result}}).encode()
+
+
+def test_answers_join_per_instance_and_time_and_non_numbers_are_no_value():
+    table = Table(QuerySet("fleet", {"a": "A", "b": "B"}, {"cpus": "C"}))
+    a = lambda i: {"instance": f"n{i}:9100", "job": "node"}  # noqa: E731
+    table.add("a", parse_answer(matrix(
+        (a(1), [[10, "1.5"], [20, "NaN"], [30, "2"]]),
+        (a(2), [[10, "+Inf"], [20, "-0.25"], [30, "1e3"]]),
+        ({"job": "node"}, [[10, "7"]]),  # no instance: cannot be anyone's
+    ))[0])
+    table.add("b", parse_answer(matrix(
+        (a(1), [[10, "0"], [20, "1"]]),  # none at 30
+        (a(2), [[10, "0"], [20, "1"], [30, "3"]]),
+        (dict(a(2), job="other"), [[30, "4"]]),  # a second series for n2 at 30
+    ))[0])
+    table.add("cpus", parse_answer(matrix((a(1), [[10, "4"], [20, "4"], [30, "4"]]),
+                                          (a(2), [[10, "2"], [20, "2"], [30, "2"]])))[0])
+    observations, skipped = table.observations()
+    assert [(o.ts, o.host, o.values, o.meta) for o in observations] == [
+        (10.0, "n1", {"a": 1.5, "b": 0.0}, {"cpus": "4", "instance": "n1:9100"}),
+        (20.0, "n2", {"a": -0.25, "b": 1.0}, {"cpus": "2", "instance": "n2:9100"}),
+    ]
+    assert all(o.atom == "fleet" for o in observations)
+    assert skipped == Counter({
+        "a is +Inf": 1, "a is NaN": 1, "no value for b": 1,
+        "several series for b: aggregate it by (instance)": 1,
+        "series of a without an instance label (aggregate it by (instance))": 1,
+    })
+
+
+def test_an_error_answer_and_a_scalar_are_refused_with_their_reason():
+    body = b'{"status":"error","errorType":"bad_data","error":"1:6: parse error"}'
+    with pytest.raises(PromError, match="^bad_data: 1:6: parse error$") as e:
+        parse_answer(body)
+    assert e.value.fatal
+    with pytest.raises(PromError, match="a scalar, not series"):
+        parse_answer(b'{"status":"success","data":{"resultType":"scalar",'
+                     b'"result":[1,"2"]}}')
+    with pytest.raises(PromError, match="not a Prometheus answer") as e:
+        parse_answer(b"<html>")
+    assert not e.value.fatal
+
+
+# -- usage --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, message", [
+    ((), "one of the arguments --queries --query is required"),
+    (("--queries", "pulse", "--query", "x=up"), "not allowed with argument"),
+    (("--query", "up"), "expected NAME=PROMQL, got 'up'"),
+    (("--query", "a b=up"), "'a b': a field name is letters"),
+    (("--queries", "pulse", "--start", "yesterday"), "not a time: 'yesterday'"),
+    (("--queries", "pulse", "--step", "0"), "not a step: '0'"),
+])
+def test_usage_errors_exit_2(args, message):
+    out = collect("--url", "http://127.0.0.1:9", *args)
+    assert out.returncode == 2
+    assert message in out.stderr.decode()
+
+
+def test_setting_errors_are_one_line():
+    out = collect("--url", "http://127.0.0.1:9", "--query", "x=up", "--query", "x=node_load1")
+    assert errors(out) == ["Error: --query x: one query per field name"]
+    out = collect("--url", "ftp://prom", "--queries", "pulse")
+    assert errors(out) == ["Error: the Prometheus URL must be http[s]://HOST[:PORT][/PATH], "
+                           "not 'ftp://prom'"]
+    out = collect("--url", "http://127.0.0.1:9", "--queries", "pulse", "--end", "1h")
+    assert errors(out) == ["Error: --end needs --start: a backfill is from --start to --end"]
+    assert out.returncode == 1
+
+
+# -- against the server -------------------------------------------------------------------
+
+@needs_servers
+def test_bad_promql_is_reported_and_ends_both_modes(prom):
+    port = urllib.parse.urlsplit(prom).port
+    for mode in (("--start", "10s"), ("--interval", "0.2")):
+        out = collect("--url", prom, "--query", "ok=up", "--query", "x=rate(up[1m]", *mode)
+        assert out.returncode == 1 and out.stdout == b""
+        [error] = errors(out)
+        assert error.startswith(f"Error: 127.0.0.1:{port} query x: HTTP 400 ")
+        assert "parse error" in error
+        assert b"Traceback" not in out.stderr
+
+
+@needs_servers
+def test_prometheus_down_ends_a_backfill_with_one_line():
+    port = free_port()  # nobody listens there
+    started = time.monotonic()
+    out = collect("--url", f"http://127.0.0.1:{port}", "--queries", "pulse", "--start", "1h")
+    assert out.returncode == 1 and out.stdout == b""
+    assert errors(out) == [f"Error: 127.0.0.1:{port} query cpu: [Errno 111] Connection refused"]
+    assert time.monotonic() - started >= 1.5  # retried twice, after 0.5 s and 1 s
+
+
+@needs_servers
+def test_prometheus_down_is_logged_once_while_live_polling_backs_off():
+    port = free_port()
+    started = time.monotonic()
+    out = collect("--url", f"http://127.0.0.1:{port}", "--queries", "pulse",
+                  "--interval", "0.2", "--count", "3")
+    assert out.returncode == 0 and out.stdout == b""
+    [failed] = [e for e in log_events(out.stderr) if e["event"] == "query_failed"]
+    assert failed["reason"] == f"127.0.0.1:{port} query cpu: [Errno 111] Connection refused"
+    # polls after 0.2 s, then 0.2 + 0.2 and 0.2 + 0.4 s: each failure waits twice as long
+    assert time.monotonic() - started >= 1.4
+
+
+@needs_servers
+def test_backfill_gives_pulse_observations_per_instance_in_time_order(scraped):
+    out = collect("--url", scraped, *PULSE, "--start", "10s")
+    assert out.returncode == 0, out.stderr
+    observations = records(out)
+    by_host = Counter(o.host for o in observations)
+    assert set(by_host) == {"127.0.0.1", "localhost"} and min(by_host.values()) >= 5
+    times = [o.ts for o in observations]
+    assert times == sorted(times) and all(t == int(t) for t in times)  # on the 1 s grid
+    assert len(set((o.ts, o.host) for o in observations)) == len(observations)
+    assert time.time() - 12 <= times[0] and times[-1] <= time.time()
+    for obs in observations:
+        assert obs.atom == "pulse"
+        assert set(obs.values) == {"cpu", "mem", "disk", "swap", "load", "net"}
+        assert obs.meta["instance"].startswith(obs.host + ":")
+        assert int(obs.meta["cpus"]) >= 1
+        for field in ("cpu", "mem", "disk", "swap"):
+            assert 0.0 <= obs.values[field] <= 100.0, (field, obs)
+        assert 0 < obs.values["mem"] < 100 and 0 < obs.values["disk"] < 100
+        assert obs.values["load"] >= 0 and obs.values["net"] in (0.0, 1.0)
+    [done] = [e for e in log_events(out.stderr) if e["event"] == "backfilled"]
+    assert done["observations"] == len(observations)
+
+
+@needs_servers
+def test_a_backfill_asked_for_in_pieces_gives_the_same_stream(scraped, monkeypatch, capfd):
+    from kiri.collectors import prometheus as source
+    from kiri.stages.collect import main
+
+    end = math.floor(time.time()) - 1
+    window = ("--url", scraped, *PULSE, "--start", str(end - 8), "--end", str(end))
+    whole = collect(*window)
+    assert whole.returncode == 0 and len(whole.stdout.splitlines()) >= 10
+    asked = []
+    real_range = source.Prometheus.range
+    monkeypatch.setattr(source, "range_chunks", functools.partial(range_chunks, max_points=3))
+    monkeypatch.setattr(source.Prometheus, "range",
+                        lambda self, name, q, a, b, s: asked.append((a, b)) or
+                        real_range(self, name, q, a, b, s))
+    try:
+        assert main(["prometheus", *window]) == 0
+    finally:
+        structlog.reset_defaults()  # main() configured logging for this whole process
+    assert capfd.readouterr().out.encode() == whole.stdout
+    assert sorted(set(asked)) == [(end - 8, end - 6), (end - 5, end - 3), (end - 2, end)]
+
+
+@needs_servers
+def test_live_polling_emits_each_instance_at_each_poll(scraped):
+    out = collect("--url", scraped, *PULSE, "--interval", "0.5", "--count", "2")
+    assert out.returncode == 0, out.stderr
+    observations = records(out)
+    assert [o.host for o in observations] == ["127.0.0.1", "localhost"] * 2
+    first, second = observations[0].ts, observations[2].ts
+    assert observations[1].ts == first and observations[3].ts == second
+    assert second - first >= 0.4 and abs(time.time() - second) < 5
+    assert all(0 <= o.values["cpu"] <= 100 and o.meta["cpus"] for o in observations)
+
+
+@needs_servers
+def test_custom_queries_make_an_atom_of_prometheus_string_values(scraped):
+    out = collect("--url", scraped, "--query", "up=up", "--query", "half=up / 2",
+                  "--query", "load=node_load1 * 4", "--host", "localhost",
+                  "--start", "5s", "--step", "1s")
+    assert out.returncode == 0, out.stderr
+    observations = records(out)
+    assert len(observations) >= 5 and {o.host for o in observations} == {"localhost"}
+    for obs in observations:
+        assert obs.atom == "prometheus" and obs.meta == {"instance": obs.meta["instance"]}
+        assert obs.values["up"] == 1.0 and obs.values["half"] == 0.5
+        assert obs.values["load"] >= 0.0
+    out = collect("--url", scraped, "--query", "up=up", "--atom", "fleet",
+                  "--host", obs.meta["instance"], "--interval", "0.2", "--count", "1")
+    [obs] = records(out)
+    assert (obs.atom, obs.host, obs.values) == ("fleet", "localhost", {"up": 1.0})
+
+
+@needs_servers
+def test_nan_and_infinity_are_no_value_and_the_observation_is_left_out(scraped):
+    out = collect("--url", scraped, "--query", "up=up", "--query", "inf=up / 0",
+                  "--query", "nan=up * (0 / 0)", "--interval", "0.2", "--count", "2")
+    assert out.returncode == 0 and out.stdout == b""
+    skipped = [e for e in log_events(out.stderr) if e["event"] == "observations_skipped"]
+    assert [e["reasons"] for e in skipped] == [{"inf is +Inf": 2}]  # once while it lasts
+    out = collect("--url", scraped, "--query", "nan=up * (0 / 0)", "--start", "3s",
+                  "--step", "1s")
+    assert out.returncode == 0 and out.stdout == b""
+    [skipped] = [e for e in log_events(out.stderr) if e["event"] == "observations_skipped"]
+    assert skipped["reasons"]["nan is NaN"] >= 4
+
+
+@needs_servers
+def test_sigterm_while_polling_exits_0_with_whole_lines(scraped):
+    proc = subprocess.Popen(stage_cmd(COLLECT, "prometheus", "--url", scraped, *PULSE,
+                                      "--interval", "0.3"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = [proc.stdout.readline(), proc.stdout.readline()]
+    proc.send_signal(signal.SIGTERM)
+    rest, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert b"Traceback" not in err
+    assert rest == b"" or rest.endswith(b"\n")
+    assert len([decode(line) for line in first + rest.splitlines()]) % 2 == 0
+
+
+@needs_servers
+def test_a_closed_reader_ends_it_quietly(scraped):
+    proc = subprocess.Popen(stage_cmd(COLLECT, "prometheus", "--url", scraped, *PULSE,
+                                      "--interval", "0.2"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    head = subprocess.run(["head", "-n", "1"], stdin=proc.stdout, capture_output=True,
+                          timeout=10)
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    assert b"Traceback" not in err and b"Error" not in err
+    assert decode(head.stdout).atom == "pulse"
+
+
+@needs_servers
+def test_kiri_train_learns_the_fleet_from_a_backfill(scraped, kiri_home):
+    out = collect("--url", scraped, *PULSE, "--start", "10s", "--record")
+    assert out.returncode == 0, out.stderr
+    recorded = b"".join(p.read_bytes() for p in sorted((kiri_home / "data" / "pulse").iterdir()))
+    assert sorted(recorded.splitlines()) == sorted(out.stdout.splitlines())
+    train = run("kiri.cli", "train", "pulse", "--steps", "20", "--samples", "0", timeout=60)
+    assert train.returncode == 0, train.stderr
+    n = len(out.stdout.splitlines())
+    assert f"loaded {n} observations from" in train.stdout.decode()
+    assert (kiri_home / "atoms" / "pulse" / "weights.json").exists()
+
+    fleet = kiri_home / "fleet.ndjson"
+    custom = collect("--url", scraped, "--query", "load=node_load1", "--query",
+                     "mem=node_memory_MemAvailable_bytes", "--atom", "fleet", "--start", "10s",
+                     "--step", "1s")
+    fleet.write_bytes(custom.stdout)
+    train = run("kiri.cli", "train", "fleet", "--from", str(fleet), "--steps", "20",
+                "--samples", "0", timeout=60)
+    assert train.returncode == 0, train.stderr
+    assert (kiri_home / "atoms" / "fleet" / "weights.json").exists()
+    scored = run("kiri.stages.atom", "fleet", input=custom.stdout)
+    assert scored.returncode == 0, scored.stderr
+    assert [json.loads(line)["kind"] for line in scored.stdout.splitlines()] == \
+        ["score"] * len(custom.stdout.splitlines())
+
+
+def test_the_debian_packages_are_listed_for_ci():
+    from conftest import ROOT
+
+    listed = (ROOT / ".ci" / "debian-packages").read_text().split()
+    assert {"prometheus", "prometheus-node-exporter"} <= set(listed)
