@@ -1,5 +1,6 @@
 """KIRI's state in SQLite ($KIRI_HOME/kiri.db): delivered alerts, people's verdicts on them, the
-rules learned from those verdicts, and the person's task log (the drift atom's source).
+rules learned from those verdicts, the Telegram messages alerts went out as, and the person's
+task log (the drift atom's source).
 
 WAL mode, so several processes (kiri-feedback, kiri-decide, the CLI, a Telegram poller) read
 and write at once; a busy timeout instead of failing under contention. The schema version is
@@ -74,6 +75,20 @@ MIGRATIONS = [
     );
     CREATE INDEX IF NOT EXISTS switches_ts ON switches (ts);
     """,
+    # 3: the Telegram messages kiri-act sent, so a button press can edit its alert's message
+    # and a resolve can reply to it
+    """
+    CREATE TABLE IF NOT EXISTS telegram_messages (
+        alert TEXT PRIMARY KEY,       -- the decision's id (not yet in alerts when it is sent)
+        incident TEXT NOT NULL,
+        action TEXT NOT NULL,         -- alert or resolve
+        chat INTEGER NOT NULL,
+        message INTEGER NOT NULL,     -- Telegram's message_id in that chat
+        text TEXT NOT NULL,           -- as sent, to be edited into "... dismissed by X"
+        ts REAL NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS telegram_messages_incident ON telegram_messages (incident);
+    """,
 ]
 VERSION = len(MIGRATIONS)
 # Two processes may find the same old version and both migrate, one after the other: each
@@ -121,6 +136,16 @@ class VerdictRow(msgspec.Struct):
     atom: str
     pattern: str
     decision: str
+
+
+class TelegramMessage(msgspec.Struct):
+    alert: str
+    incident: str
+    action: str
+    chat: int
+    message: int
+    text: str
+    ts: float
 
 
 class TaskRow(msgspec.Struct):
@@ -301,6 +326,31 @@ class Store:
             "SELECT done FROM tasks WHERE done IS NOT NULL ORDER BY done")]
         switches = [r[0] for r in self.db.execute("SELECT ts FROM switches ORDER BY ts")]
         return created, done, switches
+
+    # -- Telegram messages ---------------------------------------------------------------------
+
+    def record_telegram_message(self, sent: TelegramMessage) -> None:
+        with self._write():
+            self.db.execute(
+                "INSERT OR REPLACE INTO telegram_messages (alert, incident, action, chat, message,"
+                " text, ts) VALUES (?, ?, ?, ?, ?, ?, ?)", msgspec.structs.astuple(sent))
+
+    def telegram_message(self, alert: str) -> TelegramMessage | None:
+        """The message an alert was sent as, if it was."""
+        row = self.db.execute(
+            "SELECT alert, incident, action, chat, message, text, ts FROM telegram_messages"
+            " WHERE alert = ?", (alert,)).fetchone()
+        return TelegramMessage(*row) if row else None
+
+    def telegram_thread(self, incident: str) -> TelegramMessage | None:
+        """The latest alert message of an incident: what its resolve replies to."""
+        row = self.db.execute(
+            "SELECT alert, incident, action, chat, message, text, ts FROM telegram_messages"
+            " WHERE incident = ? AND action = 'alert' ORDER BY ts DESC, rowid DESC LIMIT 1",
+            (incident,)).fetchone()
+        return TelegramMessage(*row) if row else None
+
+    # -- state --------------------------------------------------------------------------------
 
     def get_state(self, key: str, default: str = "") -> str:
         row = self.db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
