@@ -75,6 +75,7 @@ class Verdict(_Record, tag="verdict"):
     source: str = ""
     by: str = ""
     note: str = ""
+    normal: bool = False  # a dismissal saying "this is the new normal": learn it
 
 
 class Rule(_Record, tag="rule"):

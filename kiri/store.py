@@ -220,6 +220,11 @@ class Store:
 
     # -- verdicts -----------------------------------------------------------------------------
 
+    def decision(self, alert: str) -> Decision | None:
+        """The decision that was delivered as this alert, if it was."""
+        row = self.db.execute("SELECT decision FROM alerts WHERE id = ?", (alert,)).fetchone()
+        return msgspec.json.decode(row[0], type=Decision) if row else None
+
     def add_verdict(self, alert: str, verdict: str, *, normal: bool = False, source: str = "cli",
                     by: str = "", note: str = "") -> bool:
         """Record a person's verdict; False when the same verdict was already there."""

@@ -13,8 +13,6 @@ import getpass
 import re
 import time
 
-import msgspec
-
 from kiri import alertmanager
 from kiri.config import config_path
 from kiri.http import HttpError
@@ -82,7 +80,7 @@ def cmd_feedback(args: argparse.Namespace) -> None:
         with _store() as store:
             changed = store.add_verdict(args.alert, args.verdict, normal=args.normal,
                                         source="cli", by=args.by, note=args.note)
-            decision = _decision(store, args.alert) if am else None
+            decision = store.decision(args.alert) if am else None
     except StoreError as e:
         raise UserError(str(e)) from None
     what = f"{args.verdict}ed" if args.verdict == "confirm" else "dismissed"
@@ -98,12 +96,6 @@ def _alertmanager() -> alertmanager.Settings:
         raise UserError(f"--for silences the alert in Alertmanager, and there is no "
                         f"[alertmanager] url in {config_path()}")
     return am
-
-
-def _decision(store: Store, alert: str) -> Decision:
-    """The decision that was delivered as this alert (add_verdict has checked it exists)."""
-    row = store.db.execute("SELECT decision FROM alerts WHERE id = ?", (alert,)).fetchone()
-    return msgspec.json.decode(row[0], type=Decision)
 
 
 def _silence(am: alertmanager.Settings, decision: Decision, seconds: float, comment: str) -> None:

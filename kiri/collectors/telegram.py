@@ -181,7 +181,7 @@ class Presses:
             self._answer(q, "Already recorded.")
             return
         self.stream.emit(Verdict(ts=time.time(), alert=alert, verdict=verdict, source="telegram",
-                                 by=by, note=NEW_NORMAL if normal else ""))
+                                 by=by, note=NEW_NORMAL if normal else "", normal=normal))
         self.stream.flush()
         self.log.info("verdict_recorded", alert=alert, verdict=verdict, normal=normal,
                       user=q.sender.id)

@@ -87,7 +87,7 @@ class Learner:
     def on_verdict(self, v: VerdictRow) -> None:
         decision = msgspec.json.decode(v.decision, type=Decision)
         self.stream.emit(Verdict(ts=v.ts, alert=v.alert, verdict=v.verdict, source=v.source,
-                                 by=v.by, note=v.note))
+                                 by=v.by, note=v.note, normal=v.normal))
         self._nerve_example(v, decision)
         if v.normal:
             self._new_normal(v, decision)
