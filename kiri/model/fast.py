@@ -22,8 +22,9 @@ import numpy as np
 from kiri.model.config import BETA1, BETA2, EPS_ADAM, EPS_NORM, Config, matrix_shapes
 
 # Scoring: each forward pass takes as many documents as keep its attention weights
-# (docs x heads x T x T) to about 4 MB, so the temporaries stay in cache.
-SCORE_ATTENTION = 1 << 19  # attention weights per forward pass
+# (docs x heads x T x T) to about 2 MB, so the temporaries stay in cache; larger chunks win
+# alone but lose when two scoring processes share the cache.
+SCORE_ATTENTION = 1 << 18  # attention weights per forward pass
 SCORE_CHUNK = 256  # and never more documents than this
 
 
