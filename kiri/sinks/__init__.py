@@ -17,6 +17,7 @@ import argparse
 import importlib
 import pkgutil
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -53,6 +54,10 @@ class Sink(ABC):
 
     def observe(self, decision: Decision) -> None:
         """See a decision this sink does not deliver; most sinks have nothing to do with it."""
+
+    def wait_with(self, sleep: Callable[[float], bool]) -> None:
+        """kiri-act hands each sink its stage's sleep, which a stop signal cuts short (it then
+        returns False); a sink that waits, for a rate limit say, waits with it."""
 
     def close(self) -> None:
         """Release what the sink holds (files, the terminal)."""

@@ -11,9 +11,9 @@ chat and message id, and its text), which is what lets the buttons and the resol
 
 Each delivery is one request; kiri-act retries a failed one (--retries) when the failure is
 transient (no answer, 429, 5xx), after the retry_after a 429 asks for, and at once reports a
-refusal (any other 4xx) without trying again. Messages are paced to Telegram's rate limits:
-that wait sleeps in the sink (kiri-act gives sinks no stop-aware sleep), a second at most in
-a private chat, a few in a busy group.
+refusal (any other 4xx) without trying again. Messages are paced to Telegram's rate limits, a
+second at most in a private chat, a few in a busy group, waiting with kiri-act's own sleep, so
+a stop signal cuts the wait short.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import sqlite3
 import time
+from collections.abc import Callable
 from typing import Any
 
 from kiri.config import config_path
@@ -41,6 +42,9 @@ class TelegramSink(Sink):
             self.store = Store()
         except (StoreError, sqlite3.Error) as e:
             raise SinkError(f"cannot open the store: {e}") from e
+
+    def wait_with(self, sleep: Callable[[float], bool]) -> None:
+        self.api.sleep = sleep
 
     def deliver(self, decision: Decision, line: bytes) -> str:
         text = message_text(decision)

@@ -119,6 +119,8 @@ def open_sink(name: str, args: argparse.Namespace, log: Any) -> Sink:
 
 def act(stream: Stream, sinks: list[Sink], retries: int, log: Any) -> None:
     """Route each decision to the sinks; emit an outcome for each delivery."""
+    for sink in sinks:
+        sink.wait_with(stream.sleep)
     for decision, raw in stream.records(0, consumes=(Decision,)):
         if decision.action == "ok":
             for sink in sinks:
