@@ -104,11 +104,14 @@ def _read(answer: Any, limit: int, where: str) -> bytes:
 
 
 def _short(text: str) -> str:
-    """A short reason from an error body: JSON's description/error/message, or the text."""
+    """A short reason from an error body: JSON's description/error/message (with Prometheus's
+    errorType before it), or the text."""
     try:
         doc = json.loads(text)
         if isinstance(doc, dict):
             text = str(doc.get("description") or doc.get("error") or doc.get("message") or "")
+            if doc.get("errorType") and doc.get("error"):  # Prometheus: bad_data: parse error…
+                text = f"{doc['errorType']}: {text}"
     except ValueError:
         pass
     text = " ".join(text.split())

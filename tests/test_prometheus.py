@@ -251,7 +251,7 @@ def test_bad_promql_is_reported_and_ends_both_modes(prom):
         assert out.returncode == 1 and out.stdout == b""
         [error] = errors(out)
         assert error.startswith(f"Error: 127.0.0.1:{port} query x: HTTP 400 ")
-        assert "parse error" in error
+        assert "HTTP 400 bad_data: " in error and "parse error" in error
         assert b"Traceback" not in out.stderr
 
 
