@@ -76,7 +76,7 @@ class Policy:
                  group_wait: float = 0.0, advisor: Advisor | None = None) -> None:
         self.k, self.n, self.sensitivity, self.repeat = k, n, sensitivity, repeat
         self.group_wait, self.advisor = group_wait, advisor
-        self.tracks: dict[tuple[str, str], Track] = {}
+        self.hosts: dict[str, dict[str, Track]] = {}  # host -> atom -> its track
         self.groups: dict[str, Group] = {}  # by host
         self.rules = Rules()
         prefix = os.urandom(3).hex()  # ids stay unique across restarts and short for buttons
@@ -99,13 +99,13 @@ class Policy:
 
     def state(self, host: str, now: float) -> dict[str, float]:
         """Each atom's latest surprise / threshold on this host, if scored recently."""
-        return {atom: round(t.ratio, 4) for (atom, h), t in self.tracks.items()
-                if h == host and now - t.seen < STALE}
+        return {atom: round(t.ratio, 4) for atom, t in self.hosts.get(host, {}).items()
+                if now - t.seen < STALE}
 
     # -- one score ----------------------------------------------------------------------------
 
     def _decide(self, score: Score) -> Decision:
-        track = self.tracks.setdefault((score.atom, score.host), Track(self.n))
+        track = self.hosts.setdefault(score.host, {}).setdefault(score.atom, Track(self.n))
         threshold = score.threshold / self.sensitivity
         track.recent.append(score.surprise > threshold)
         track.ratio, track.seen = score.surprise / threshold, score.ts
@@ -118,7 +118,7 @@ class Policy:
             return self._alert(score, track, culprits, threshold)
         incident = track.incident
         if action == "resolve":
-            action = self._resolve(score, track)
+            action = self._resolve(score.host, track)
         return self._decision(score, action, culprits, threshold, incident)
 
     def _action(self, track: Track, ts: float) -> str:
@@ -141,20 +141,18 @@ class Policy:
             decision.summary = f"{decision.summary}; suppressed by rule {rule.id} ({rule.reason})"
         return self._advised(decision)
 
-    def _resolve(self, score: Score, track: Track) -> str:
+    def _resolve(self, host: str, track: Track) -> str:
         """Close this atom's part of its host's incident: `resolve` once nobody is left in it
         and somebody was told of it, `ok` otherwise."""
         incident, track.incident = track.incident, ""
-        others = [t for t in self.tracks.values() if t.incident == incident]
+        others = [t for t in self.hosts[host].values() if t.incident == incident]
         told = not track.suppressed or any(not t.suppressed for t in others)
         return "resolve" if told and not others else "ok"
 
     def _host_incident(self, host: str) -> str:
         """The incident open on this host, or a new one."""
-        for (_, h), t in self.tracks.items():
-            if h == host and t.incident:
-                return t.incident
-        return self.new_id()
+        open_ = [t.incident for t in self.hosts.get(host, {}).values() if t.incident]
+        return open_[0] if open_ else self.new_id()
 
     # -- grouping -----------------------------------------------------------------------------
 
@@ -164,8 +162,8 @@ class Policy:
             return False
         if score.host in self.groups:
             return True
-        return any(h == score.host and a != score.atom and score.ts - t.seen < STALE
-                   and not t.incident for (a, h), t in self.tracks.items())
+        return any(a != score.atom and score.ts - t.seen < STALE and not t.incident
+                   for a, t in self.hosts[score.host].items())
 
     def _held(self, score: Score, track: Track, culprits: Culprits, threshold: float) -> Decision:
         group = self.groups.get(score.host)
@@ -187,7 +185,7 @@ class Policy:
         suppressed = {}
         for s, c, t in scores:
             rule = self.rules.match(s.atom, named_culprits(c, t))
-            self.tracks[(s.atom, host)].suppressed = rule is not None
+            self.hosts[host][s.atom].suppressed = rule is not None
             if rule:
                 suppressed[s.atom] = rule
         told = [m for m in scores if m[0].atom not in suppressed] or scores
