@@ -91,6 +91,8 @@ class Policy:
 
     def due(self, now: float) -> list[Decision]:
         """The group alerts whose wait ended by `now` (record time)."""
+        if not self.groups:  # the common case, on every score
+            return []
         return [self._release(host) for host, g in list(self.groups.items()) if g.until <= now]
 
     def flush(self) -> list[Decision]:
@@ -99,7 +101,7 @@ class Policy:
 
     def state(self, host: str, now: float) -> dict[str, float]:
         """Each atom's latest surprise / threshold on this host, if scored recently."""
-        return {atom: round(t.ratio, 4) for atom, t in self.hosts.get(host, {}).items()
+        return {atom: t.ratio for atom, t in self.hosts.get(host, {}).items()
                 if now - t.seen < STALE}
 
     # -- one score ----------------------------------------------------------------------------
@@ -108,7 +110,7 @@ class Policy:
         track = self.hosts.setdefault(score.host, {}).setdefault(score.atom, Track(self.n))
         threshold = score.threshold / self.sensitivity
         track.recent.append(score.surprise > threshold)
-        track.ratio, track.seen = score.surprise / threshold, score.ts
+        track.ratio, track.seen = round(score.surprise / threshold, 4), score.ts
         # most surprising first; the stable sort keeps the schema's order among equals
         culprits = sorted(zip(score.tokens, score.z or score.nll), key=_by_surprise, reverse=True)
         action = self._action(track, score.ts)
