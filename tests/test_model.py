@@ -131,6 +131,21 @@ def test_attention_scores_too_large_for_exp_still_match_the_reference():
         assert nll[0, pos] == pytest.approx(-np.log(probs[ids[0, pos + 1]].data), rel=1e-6)
 
 
+def test_logits_too_large_for_exp_still_give_the_reference_minus_log_p():
+    config, mats, _ = random_case(5)
+    mats["lm_head"] = [[x * 3000 for x in row] for row in mats["lm_head"]]  # exp() overflows
+    bos = config.vocab_size - 1
+    ids = np.array([[bos, 0, 1, 2, 1, bos][: config.block_size + 1]])
+    fast, pure = FastGPT(config, mats), GPT(config, mats)
+    nll = fast.token_nll(ids)
+    assert np.isfinite(nll).all()
+    keys, values = [[] for _ in range(config.n_layer)], [[] for _ in range(config.n_layer)]
+    for pos in range(ids.shape[1] - 1):
+        logits = np.array([v.data for v in pure.forward(int(ids[0, pos]), pos, keys, values)])
+        expected = np.log(np.exp(logits - logits.max()).sum()) + logits.max() - logits[ids[0, pos + 1]]
+        assert nll[0, pos] == pytest.approx(expected, rel=1e-6, abs=1e-9)
+
+
 GROUPS = [range(0, 3), range(3, 5), range(5, 8), range(8, 9)]  # three fields, then BOS
 
 

@@ -58,18 +58,19 @@ def rmsnorm_backward(dy: np.ndarray, x: np.ndarray, scale: np.ndarray) -> np.nda
     return scale * dy - x * (scale**3 / x.shape[-1] * xdy)
 
 
-def causal_exp(att: np.ndarray, causal: np.ndarray, in_range: bool = False) -> np.ndarray:
+def causal_exp(att: np.ndarray, causal: np.ndarray, lower: np.ndarray | None = None) -> np.ndarray:
     """exp() of att (..., T, T) under the causal mask (0 or -inf), in place, each row scaled by
     exp(-its max) or not at all: the softmax before its division by the row sums.
 
-    Subtracting each row's max only keeps exp() in range; in_range says the caller knows every
-    score already is (|x| < EXP_SAFE), and then the masked scores are zeroed after exp()
-    instead, since exp(-inf) takes a slow path several times the cost of the others. numpy's
-    reductions along a short contiguous axis are slow, so the row max walks it slice by slice.
+    Subtracting each row's max only keeps exp() in range. A caller that knows every score
+    already is (|x| < EXP_SAFE) passes the mask as 1/0 `lower` instead: the masked scores are
+    then zeroed by a product after exp(), since exp(-inf) takes a slow path several times the
+    cost of the others. numpy's reductions along a short contiguous axis are slow, so the row
+    max walks it slice by slice.
     """
-    if in_range:
+    if lower is not None:
         np.exp(att, out=att)
-        np.copyto(att, 0.0, where=np.isneginf(causal))
+        att *= lower
         return att
     att += causal
     top = att[..., 0].copy()
@@ -103,6 +104,20 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
 
 
+def picked_nll(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """-log softmax(logits)[target] along the last axis, without the whole log-softmax.
+
+    The log-sum-exp skips the shift by each row's max (a slow reduction along a short axis)
+    unless exp() over- or underflowed somewhere; then it is computed again, shifted."""
+    picked = np.take_along_axis(logits, targets[..., None], -1)[..., 0]
+    with np.errstate(over="ignore", divide="ignore"):
+        lse = np.log(row_sums(np.exp(logits)))
+    if not np.isfinite(lse).all():
+        top = logits.max(-1)
+        lse = top + np.log(row_sums(np.exp(logits - top[..., None])))
+    return lse - picked
+
+
 class FastGPT:
     """microgpt over batches, in numpy: training, scoring and sampling."""
 
@@ -118,6 +133,7 @@ class FastGPT:
         self.g = self._views(self.grad)
         c = config
         self._causal = np.triu(np.full((c.block_size, c.block_size), -np.inf), 1)  # (T, T)
+        self._lower = np.tril(np.ones((c.block_size, c.block_size)))  # the same mask as 1/0
         self._slots: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def restrict_outputs(self, groups: Sequence[range]) -> None:
@@ -174,7 +190,7 @@ class FastGPT:
             # (B, H, T, T); gemm on contiguous operands is twice as fast as on strided views
             att = (q * D**-0.5) @ np.ascontiguousarray(k.transpose(0, 1, 3, 2))
             in_range = _score_bound(w[p + "attn_wqkv"], H, D) < EXP_SAFE
-            att = causal_exp(att, causal, in_range)
+            att = causal_exp(att, causal, self._lower[:T, :T] if in_range else None)
             if keep:  # backward needs the attention weights themselves
                 att /= row_sums(att)[..., None]
                 y = att @ v
@@ -311,9 +327,8 @@ class FastGPT:
         for lo in range(0, len(ids), size):
             chunk = ids[lo : lo + size, :stop]
             logits, _ = self.forward(chunk[:, :-1], keep=False)
-            logp = log_softmax(logits[:, first - 1 :])
             targets = chunk if self._slots is None else np.c_[chunk[:, :1], self._slot(chunk[:, 1:])]
-            out[lo : lo + size] = -np.take_along_axis(logp, targets[:, first:, None], -1)[..., 0]
+            out[lo : lo + size] = picked_nll(logits[:, first - 1 :], targets[:, first:])
         return out
 
     def next_logits(self, prefix: Sequence[int]) -> np.ndarray:
