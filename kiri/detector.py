@@ -58,6 +58,7 @@ class Detector:
         engine.restrict_outputs(schema.groups)
         self.calibration, self.id = calibration, model_id
         self.provenance = provenance or weights.Provenance()
+        self._tokens = np.array(schema.vocab, dtype=object)  # id -> token, a batch at a time
 
     @classmethod
     def load(cls, path: Path) -> Detector:
@@ -107,8 +108,7 @@ class Detector:
         docs = ids[valid]
         nll = self.token_nll(docs)
         z = self.calibration.z(nll)
-        vocab, scored = self.schema.vocab, self.schema.scored
-        tokens = [[vocab[i] for i in row] for row in docs[:, scored].tolist()]
+        tokens = self._tokens[docs[:, self.schema.scored]].tolist()
         rows = zip(valid, tokens, nll.round(4).tolist(), z.round(3).tolist(),
                    z.max(1).round(4).tolist())
         for i, toks, row, zs, s in rows:
