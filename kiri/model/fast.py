@@ -176,7 +176,8 @@ class FastGPT:
         c, w = self.config, self.w
         B, T = ids.shape
         H, D, C = c.n_head, c.head_dim, c.n_embd
-        x_emb = w["wte"][ids] + w["wpe"][:T]  # (B, T, C)
+        x_emb = w["wte"][ids]  # (B, T, C)
+        x_emb += w["wpe"][:T]
         x, scale = rmsnorm(x_emb)
         cache: list = [(ids, x_emb, scale)] if keep else []
         causal = self._causal[:T, :T]
@@ -195,14 +196,17 @@ class FastGPT:
                 att /= row_sums(att)[..., None]
                 y = att @ v
             else:  # the same, normalizing D values per row instead of T weights
-                y = (att @ v) / row_sums(att)[..., None]
+                y = att @ v
+                y /= row_sums(att)[..., None]  # in place: a fresh array costs more
             y = y.transpose(0, 2, 1, 3).reshape(B * T, C)  # heads concatenated in order
-            x_mid = (y @ w[p + "attn_wo"].T).reshape(B, T, C) + x_res
+            x_mid = (y @ w[p + "attn_wo"].T).reshape(B, T, C)
+            x_mid += x_res
             # 2) MLP
             xn2, s2 = rmsnorm(x_mid)
             a = xn2.reshape(B * T, C) @ w[p + "mlp_fc1"].T  # (B*T, 4C)
             np.maximum(a, 0.0, out=a)  # ReLU in place: a fresh array costs more than the max
-            x = (a @ w[p + "mlp_fc2"].T).reshape(B, T, C) + x_mid
+            x = (a @ w[p + "mlp_fc2"].T).reshape(B, T, C)
+            x += x_mid
             if keep:
                 cache.append((x_res, xn, s1, q, k, v, att, y, x_mid, xn2, s2, a))
         if keep:
@@ -211,7 +215,9 @@ class FastGPT:
             ids, mask, _ = self._slots
             head = w["lm_head"][ids[:T]]  # (T, S, C): each position's own output rows
             logits = (x.transpose(1, 0, 2) @ head.transpose(0, 2, 1)).transpose(1, 0, 2)
-            return logits + mask[:T], cache  # (B, T, S)
+            if np.isinf(mask[:T]).any():  # some field has fewer tokens than the widest
+                logits += mask[:T]
+            return logits, cache  # (B, T, S)
         logits = x.reshape(B * T, C) @ w["lm_head"].T
         return logits.reshape(B, T, -1), cache
 
