@@ -188,8 +188,9 @@ class FastGPT:
             xn, s1 = rmsnorm(x)
             qkv = xn.reshape(B * T, C) @ w[p + "attn_wqkv"].T  # (B*T, 3C)
             q, k, v = qkv.reshape(B, T, 3, H, D).transpose(2, 0, 3, 1, 4)  # each (B, H, T, D)
-            # (B, H, T, T); gemm on contiguous operands is twice as fast as on strided views
-            att = (q * D**-0.5) @ np.ascontiguousarray(k.transpose(0, 1, 3, 2))
+            # (B, H, T, T); gemm on contiguous operands is twice as fast as on strided views,
+            # and the contiguous copy of k carries the 1/sqrt(D) in the same pass
+            att = q @ np.multiply(k.transpose(0, 1, 3, 2), D**-0.5, out=np.empty((B, H, D, T)))
             in_range = _score_bound(w[p + "attn_wqkv"], H, D) < EXP_SAFE
             att = causal_exp(att, causal, self._lower[:T, :T] if in_range else None)
             if keep:  # backward needs the attention weights themselves
