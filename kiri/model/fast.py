@@ -168,10 +168,18 @@ class FastGPT:
 
     # -- forward -----------------------------------------------------------------------------
 
-    def forward(self, ids: np.ndarray, keep: bool = True) -> tuple[np.ndarray, list]:
+    def bounded(self) -> list[bool]:
+        """Per layer: do the weights keep every attention score within exp()'s range?"""
+        c = self.config
+        return [_score_bound(self.w[f"layer{li}.attn_wqkv"], c.n_head, c.head_dim) < EXP_SAFE
+                for li in range(c.n_layer)]
+
+    def forward(self, ids: np.ndarray, keep: bool = True,
+                bounded: Sequence[bool] | None = None) -> tuple[np.ndarray, list]:
         """Logits (B, T, V) for every position of ids (B, T), and what backward() needs.
 
         keep=False (scoring) keeps nothing for backward, so each temporary is freed at once.
+        bounded: self.bounded(), for a caller that runs many forward passes on fixed weights.
         """
         c, w = self.config, self.w
         B, T = ids.shape
@@ -191,7 +199,7 @@ class FastGPT:
             # (B, H, T, T); gemm on contiguous operands is twice as fast as on strided views,
             # and the contiguous copy of k carries the 1/sqrt(D) in the same pass
             att = q @ np.multiply(k.transpose(0, 1, 3, 2), D**-0.5, out=np.empty((B, H, D, T)))
-            in_range = _score_bound(w[p + "attn_wqkv"], H, D) < EXP_SAFE
+            in_range = self.bounded()[li] if bounded is None else bounded[li]
             att = causal_exp(att, causal, self._lower[:T, :T] if in_range else None)
             if keep:  # backward needs the attention weights themselves
                 att /= row_sums(att)[..., None]
@@ -331,11 +339,13 @@ class FastGPT:
         per_doc = c.n_head * (stop - 1) ** 2
         most = max(1, min(SCORE_CHUNK, SCORE_ATTENTION // per_doc))
         size = -(-len(ids) // -(-len(ids) // most))  # even chunks of at most `most`
+        targets = ids[:, first:stop]
+        if self._slots is not None:
+            targets = self._slot(ids[:, 1:stop])[:, first - 1 :]
+        bounded = self.bounded()
         for lo in range(0, len(ids), size):
-            chunk = ids[lo : lo + size, :stop]
-            logits, _ = self.forward(chunk[:, :-1], keep=False)
-            targets = chunk if self._slots is None else np.c_[chunk[:, :1], self._slot(chunk[:, 1:])]
-            out[lo : lo + size] = picked_nll(logits[:, first - 1 :], targets[:, first:])
+            logits, _ = self.forward(ids[lo : lo + size, : stop - 1], keep=False, bounded=bounded)
+            out[lo : lo + size] = picked_nll(logits[:, first - 1 :], targets[lo : lo + size])
         return out
 
     def next_logits(self, prefix: Sequence[int]) -> np.ndarray:
