@@ -170,6 +170,19 @@ def test_restricted_outputs_are_the_softmax_over_each_positions_own_tokens():
     assert np.isneginf(fast.next_logits(docs[0][:2])[[0, 1, 2, 5, 6, 7, 8]]).all()
 
 
+def test_scoring_many_documents_through_the_first_layer_table_equals_one_at_a_time():
+    fast, _ = restricted_case()
+    r = random.Random(3)
+    docs = np.array([[8] + [r.choice(g) for g in GROUPS[:3]] + [8] for _ in range(40)])
+    batched = fast.token_nll(docs)  # 40 documents > 3 slots: layer 0 is looked up
+    one_by_one = np.vstack([fast.token_nll(docs[b : b + 1]) for b in range(len(docs))])
+    np.testing.assert_allclose(batched, one_by_one, rtol=1e-12, atol=1e-15)
+    stray = docs.copy()
+    stray[5, 2] = 0  # a token of the first field where the second belongs: computed, not looked up
+    expected = np.vstack([fast.token_nll(stray[b : b + 1]) for b in range(len(stray))])
+    np.testing.assert_allclose(fast.token_nll(stray), expected, rtol=1e-12, atol=1e-15)
+
+
 def test_restricted_gradients_match_finite_differences():
     fast, docs = restricted_case()
     fast.loss_and_grad(docs)

@@ -174,27 +174,34 @@ class FastGPT:
         return [_score_bound(self.w[f"layer{li}.attn_wqkv"], c.n_head, c.head_dim) < EXP_SAFE
                 for li in range(c.n_layer)]
 
-    def forward(self, ids: np.ndarray, keep: bool = True,
-                bounded: Sequence[bool] | None = None) -> tuple[np.ndarray, list]:
+    def forward(self, ids: np.ndarray, keep: bool = True, bounded: Sequence[bool] | None = None,
+                start: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, list]:
         """Logits (B, T, V) for every position of ids (B, T), and what backward() needs.
 
         keep=False (scoring) keeps nothing for backward, so each temporary is freed at once.
         bounded: self.bounded(), for a caller that runs many forward passes on fixed weights.
+        start: layer 0's input x and its q, k, v for ids, looked up (scoring only: keep=False).
         """
         c, w = self.config, self.w
         B, T = ids.shape
         H, D, C = c.n_head, c.head_dim, c.n_embd
-        x_emb = w["wte"][ids]  # (B, T, C)
-        x_emb += w["wpe"][:T]
-        x, scale = rmsnorm(x_emb)
+        if start is None:
+            x_emb = w["wte"][ids]  # (B, T, C)
+            x_emb += w["wpe"][:T]
+            x, scale = rmsnorm(x_emb)
+        else:
+            x, qkv0 = start
         cache: list = [(ids, x_emb, scale)] if keep else []
         causal = self._causal[:T, :T]
         for li in range(c.n_layer):
             p = f"layer{li}."
             # 1) attention
             x_res = x
-            xn, s1 = rmsnorm(x)
-            qkv = xn.reshape(B * T, C) @ w[p + "attn_wqkv"].T  # (B*T, 3C)
+            if li == 0 and start is not None:
+                qkv = qkv0
+            else:
+                xn, s1 = rmsnorm(x)
+                qkv = xn.reshape(B * T, C) @ w[p + "attn_wqkv"].T  # (B*T, 3C)
             q, k, v = qkv.reshape(B, T, 3, H, D).transpose(2, 0, 3, 1, 4)  # each (B, H, T, D)
             # (B, H, T, T); gemm on contiguous operands is twice as fast as on strided views,
             # and the contiguous copy of k carries the 1/sqrt(D) in the same pass
@@ -339,14 +346,55 @@ class FastGPT:
         per_doc = c.n_head * (stop - 1) ** 2
         most = max(1, min(SCORE_CHUNK, SCORE_ATTENTION // per_doc))
         size = -(-len(ids) // -(-len(ids) // most))  # even chunks of at most `most`
-        targets = ids[:, first:stop]
+        targets, rows = ids[:, first:stop], None
         if self._slots is not None:
-            targets = self._slot(ids[:, 1:stop])[:, first - 1 :]
+            slots = self._slot(ids[:, 1:stop])
+            targets = slots[:, first - 1 :]
+            rows = self._table_rows(ids[:, : stop - 1], slots[:, :-1])
+        table = None if rows is None else self._first_layer_table(stop - 1)
         bounded = self.bounded()
         for lo in range(0, len(ids), size):
-            logits, _ = self.forward(ids[lo : lo + size, : stop - 1], keep=False, bounded=bounded)
+            start = None if table is None else self._looked_up(table, rows[lo : lo + size])
+            logits, _ = self.forward(ids[lo : lo + size, : stop - 1], keep=False,
+                                     bounded=bounded, start=start)
             out[lo : lo + size] = picked_nll(logits[:, first - 1 :], targets[lo : lo + size])
         return out
+
+    def _table_rows(self, inputs: np.ndarray, slots: np.ndarray) -> np.ndarray | None:
+        """Each input token's row in _first_layer_table, (N, T). None when the documents are no
+        more than the slots (building the table would cost more than it saves), or when one
+        holds a token outside its position's field."""
+        ids, _, _ = self._slots
+        N, T = inputs.shape
+        S = ids.shape[1]
+        if N <= S:
+            return None
+        in_slots = np.c_[np.zeros((N, 1), dtype=np.intp), slots[:, : T - 1]]
+        if not (inputs[:, 1:] == ids[: T - 1][np.arange(T - 1), in_slots[:, 1:]]).all():
+            return None
+        if not (inputs[:, 0] == self.config.vocab_size - 1).all():  # BOS first
+            return None
+        return np.arange(T) * S + in_slots
+
+    def _first_layer_table(self, T: int) -> np.ndarray:
+        """Layer 0's input x and q, k, v for every token each of positions 0..T-1 can hold, as
+        rows (T * S, 4C): they depend on the position and the token alone, and an atom's
+        position holds BOS or one of its field's few tokens."""
+        c, w = self.config, self.w
+        ids, _, _ = self._slots
+        S = ids.shape[1]
+        inputs = np.vstack([np.full((1, S), c.vocab_size - 1), ids[: T - 1]])  # (T, S)
+        x, _ = rmsnorm(w["wte"][inputs] + w["wpe"][:T, None])
+        xn, _ = rmsnorm(x)
+        qkv = xn.reshape(T * S, -1) @ w["layer0.attn_wqkv"].T
+        return np.hstack([x.reshape(T * S, -1), qkv])
+
+    def _looked_up(self, table: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """forward()'s start for documents whose table rows are rows (B, T): x (B, T, C), and
+        q, k, v (B*T, 3C)."""
+        C = self.config.n_embd
+        found = table[rows.ravel()]
+        return found[:, :C].reshape(*rows.shape, C), found[:, C:]
 
     def next_logits(self, prefix: Sequence[int]) -> np.ndarray:
         """Logits (V,) for the token after prefix (-inf for tokens outside its group)."""
