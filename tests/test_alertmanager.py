@@ -5,7 +5,6 @@ incident and notifying a webhook receiver in this test, so what is checked is wh
 itself reports: its alerts, groups, silences and notifications. Each test uses a host of its own.
 """
 
-import http.server
 import json
 import os
 import queue
@@ -21,6 +20,7 @@ from datetime import datetime
 import pytest
 
 from conftest import fixture_bytes, run, stage_cmd
+from scripted_http import scripted_server
 from kiri.records import Decision
 from kiri.store import Store
 from kiri.verdicts import duration
@@ -34,21 +34,6 @@ pytestmark = pytest.mark.skipif(not os.path.exists(ALERTMANAGER),
                                 reason="needs Debian's prometheus-alertmanager")
 
 
-class Receiver(http.server.BaseHTTPRequestHandler):
-    """Alertmanager's webhook receiver: keeps every notification."""
-
-    notifications: list = []
-
-    def do_POST(self):
-        self.notifications.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-        self.send_response(200)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -57,11 +42,10 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def receiver():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/"
-    server.shutdown()
-    server.server_close()
+    """Alertmanager's webhook receiver: its address, and the handler that keeps every
+    notification."""
+    with scripted_server() as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +62,7 @@ route:
 receivers:
   - name: kiri-test
     webhook_configs:
-      - url: {receiver}
+      - url: http://{receiver[0]}/
         send_resolved: true
 """)
     port = free_port()
@@ -120,8 +104,9 @@ def active(am: str, host: str) -> list[dict]:
     return sorted(found, key=lambda a: a["labels"]["atom"])
 
 
-def notified(host: str, status: str) -> list[dict]:
-    return [n for n in Receiver.notifications
+def notified(receiver, host: str, status: str) -> list[dict]:
+    notifications = [json.loads(r.body) for r in receiver[1].seen]
+    return [n for n in notifications
             if n["groupLabels"].get("host") == host and n["status"] == status]
 
 
@@ -204,7 +189,8 @@ def test_an_alert_is_active_in_alertmanager_as_one_alert_per_atom(am, host, kiri
         assert seconds(a["endsAt"]) - seconds(a["startsAt"]) == pytest.approx(4 * 60, abs=2)
 
 
-def test_an_incidents_atoms_are_grouped_and_notified_together_then_resolved(am, host, kiri_home):
+def test_an_incidents_atoms_are_grouped_and_notified_together_then_resolved(am, host, kiri_home,
+                                                                          receiver):
     configure(kiri_home, am)
     with Act() as act:
         act.send(decision(host, atoms=("pulse", "rhythm")),
@@ -214,14 +200,14 @@ def test_an_incidents_atoms_are_grouped_and_notified_together_then_resolved(am, 
         assert sorted((g["labels"]["incident"], g["receiver"]["name"],
                        sorted(a["labels"]["atom"] for a in g["alerts"])) for g in groups) == [
             ("i-1", "kiri-test", ["pulse", "rhythm"]), ("i-2", "kiri-test", ["drift"])]
-        [firing] = wait_for(lambda: [n for n in notified(host, "firing")
+        [firing] = wait_for(lambda: [n for n in notified(receiver, host, "firing")
                                      if n["groupLabels"]["incident"] == "i-1"], "notification")
         assert sorted(a["labels"]["atom"] for a in firing["alerts"]) == ["pulse", "rhythm"]
 
         act.send(decision(host, "resolve", id="d-3", incident="i-1", atoms=("rhythm",)))
         assert act.outcome()["detail"] == "POST /api/v2/alerts: 1 firing, 2 resolved"
         assert [a["labels"]["incident"] for a in active(am, host)] == ["i-2"]
-        [resolved] = wait_for(lambda: notified(host, "resolved"), "resolved notification")
+        [resolved] = wait_for(lambda: notified(receiver, host, "resolved"), "resolved notification")
         assert resolved["groupLabels"] == {"host": host, "incident": "i-1"}
         assert [a["status"] for a in resolved["alerts"]] == ["resolved", "resolved"]
 

@@ -1,62 +1,32 @@
 """kiri/http.py against a real HTTP server on 127.0.0.1: statuses, retries, limits, secrets."""
 
-import http.server
-import threading
-
 import pytest
 
 from kiri.http import HttpError, post_json, request, retrying
-
-
-class Handler(http.server.BaseHTTPRequestHandler):
-    script: list = []  # (status, headers, body) answers, in order
-    seen: list = []
-
-    def do_POST(self):
-        self.seen.append((self.path, self.rfile.read(int(self.headers["Content-Length"]))))
-        self._answer()
-
-    def do_GET(self):
-        self.seen.append((self.path, b""))
-        self._answer()
-
-    def _answer(self):
-        status, headers, body = self.script.pop(0)
-        self.send_response(status)
-        for k, v in headers.items():
-            self.send_header(k, v)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
+from scripted_http import Answer, scripted_server
 
 
 @pytest.fixture
 def server():
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    Handler.script, Handler.seen = [], []
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{srv.server_port}", Handler
-    srv.shutdown()
+    with scripted_server() as (where, handler):
+        yield f"http://{where}", handler
 
 
 def test_a_posted_json_body_arrives_and_the_answer_is_read(server):
     url, h = server
-    h.script.append((200, {}, b'{"ok":true}'))
+    h.script.append(Answer(200, b'{"ok":true}'))
     assert post_json(url + "/hook", {"a": 1}).json() == {"ok": True}
-    assert h.seen == [("/hook", b'{"a":1}')]
+    assert [(r.method, r.path, r.body) for r in h.seen] == [("POST", "/hook", b'{"a":1}')]
 
 
 def test_429_waits_as_asked_then_succeeds_and_404_is_not_retried(server):
     url, h = server
-    h.script += [(429, {"Retry-After": "2"}, b""),
-                 (429, {}, b'{"ok":false,"parameters":{"retry_after":3}}'), (200, {}, b"{}")]
+    h.script += [Answer(429, headers={"Retry-After": "2"}),
+                 Answer(429, b'{"ok":false,"parameters":{"retry_after":3}}'), Answer(200, b"{}")]
     waits = []
     assert retrying(lambda: request("GET", url + "/x"), attempts=3, sleep=waits.append).status == 200
     assert waits == [2.0, 3.0]
-    h.script.append((404, {}, b'{"description":"Not Found: method not found"}'))
+    h.script.append(Answer(404, b'{"description":"Not Found: method not found"}'))
     with pytest.raises(HttpError, match="GET /x: HTTP 404 Not Found: method not found") as e:
         retrying(lambda: request("GET", url + "/x"), sleep=waits.append)
     assert e.value.status == 404 and waits == [2.0, 3.0]
@@ -64,7 +34,7 @@ def test_429_waits_as_asked_then_succeeds_and_404_is_not_retried(server):
 
 def test_server_errors_back_off_doubling_then_the_last_error_is_raised(server):
     url, h = server
-    h.script += [(503, {}, b"busy")] * 3
+    h.script += [Answer(503, b"busy")] * 3
     waits = []
     with pytest.raises(HttpError, match="HTTP 503 busy"):
         retrying(lambda: request("GET", url + "/y"), attempts=3, backoff=0.5, sleep=waits.append)
@@ -73,7 +43,7 @@ def test_server_errors_back_off_doubling_then_the_last_error_is_raised(server):
 
 def test_no_server_a_huge_answer_and_the_query_string_stay_out_of_errors(server):
     url, h = server
-    h.script.append((200, {}, b"x" * 2048))
+    h.script.append(Answer(200, b"x" * 2048))
     with pytest.raises(HttpError, match="answer larger than 1024 bytes"):
         request("GET", url + "/big?token=s3cret", max_body=1024)
     with pytest.raises(HttpError) as e:

@@ -2,48 +2,25 @@
 
 import hashlib
 import hmac
-import http.server
 import json
 import os
 import subprocess
-import threading
 import time
 
 import pytest
 
 from conftest import fixture_bytes, log_events, stage_cmd
+from scripted_http import Answer, scripted_server
 
 LINES = fixture_bytes("decisions.ndjson").splitlines()
 OK, ALERT, RESOLVE = LINES[1], LINES[3], LINES[7]
 SECRET = "kiri-test-secret-7f3a9c"
 
 
-class Receiver(http.server.BaseHTTPRequestHandler):
-    script: list = []  # (status, body, delay in seconds) answers, in order; then 200
-    seen: list = []  # (headers, body) of each request
-
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.seen.append((dict(self.headers), body))
-        status, text, delay = self.script.pop(0) if self.script else (200, b"", 0)
-        time.sleep(delay)
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(text)))
-        self.end_headers()
-        self.wfile.write(text)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def receiver():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    Receiver.script, Receiver.seen = [], []
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"127.0.0.1:{server.server_port}", Receiver
-    server.shutdown()
-    server.server_close()
+    with scripted_server() as server:
+        yield server
 
 
 def configure(kiri_home, text: str) -> None:
@@ -73,8 +50,8 @@ def test_each_alert_and_resolve_is_posted_as_the_decision_itself_signed_with_the
     where, handler = signed
     out, outcomes = act(OK, ALERT, RESOLVE)
     assert out.returncode == 0
-    assert [body for _, body in handler.seen] == [ALERT, RESOLVE]  # `ok` is not posted
-    for (headers, body), line in zip(handler.seen, (ALERT, RESOLVE)):
+    assert [r.body for r in handler.seen] == [ALERT, RESOLVE]  # `ok` is not posted
+    for (_, _, headers, body), line in zip(handler.seen, (ALERT, RESOLVE)):
         assert headers["Content-Type"] == "application/json"
         assert headers["User-Agent"].startswith("kiri/")
         assert headers["Idempotency-Key"] == json.loads(line)["id"]
@@ -89,10 +66,10 @@ def test_each_alert_and_resolve_is_posted_as_the_decision_itself_signed_with_the
 
 def test_a_503_is_retried_with_the_same_idempotency_key_and_signature(signed):
     where, handler = signed
-    handler.script.append((503, b"busy", 0))
+    handler.script.append(Answer(503, b"busy"))
     out, outcomes = act(ALERT)
     assert len(handler.seen) == 2
-    (first, body1), (second, body2) = handler.seen
+    (*_, first, body1), (*_, second, body2) = handler.seen
     assert body1 == body2 == ALERT
     assert first["Idempotency-Key"] == second["Idempotency-Key"] == "d-1"
     assert first["X-Kiri-Signature"] == second["X-Kiri-Signature"]
@@ -103,7 +80,7 @@ def test_a_503_is_retried_with_the_same_idempotency_key_and_signature(signed):
 
 def test_a_400_fails_at_once_with_the_receivers_reason(signed):
     where, handler = signed
-    handler.script.append((400, b'{"error": "unknown host vm"}', 0))
+    handler.script.append(Answer(400, b'{"error": "unknown host vm"}'))
     out, [outcome] = act(ALERT, retries="2")
     assert len(handler.seen) == 1  # refused: kiri-act does not try again
     assert outcome["ok"] is False and outcome["detail"] == "attempts: 1"
@@ -112,7 +89,7 @@ def test_a_400_fails_at_once_with_the_receivers_reason(signed):
 
 def test_a_receiver_that_does_not_answer_in_time_fails_the_delivery(signed):
     where, handler = signed
-    handler.script.append((200, b"", 2.0))  # longer than the configured 0.5 s
+    handler.script.append(Answer(200, delay=2.0))  # longer than the configured 0.5 s
     started = time.monotonic()
     out, [outcome] = act(ALERT, retries="0")
     assert time.monotonic() - started < 2.0
@@ -125,7 +102,7 @@ def test_without_a_secret_the_body_goes_unsigned(kiri_home, receiver):
     configure(kiri_home, f'[webhook]\nurl = "http://{where}/"\n')
     out, [outcome] = act(ALERT)
     assert outcome["ok"] is True
-    [(headers, body)] = handler.seen
+    [(_, _, headers, body)] = handler.seen
     assert body == ALERT and "X-Kiri-Signature" not in headers
 
 
