@@ -179,27 +179,25 @@ class FakeTelegram:
 
     def _editMessageText(self, p: dict) -> dict:
         with self.changed:
-            message = self.messages.get((p.get("chat_id"), p.get("message_id")))
-            if message is None:
-                raise BadRequest("message to edit not found")
+            message = self._message_to_edit(p)
             if message["text"] == p["text"] and message.get("reply_markup") == p.get(
                     "reply_markup"):
                 raise BadRequest("message is not modified")
             message["text"] = p["text"]
-            message.pop("reply_markup", None)  # an edit without a keyboard removes it
-            if p.get("reply_markup", {}).get("inline_keyboard"):
-                message["reply_markup"] = p["reply_markup"]
+            _set_keyboard(message, p)
             self.changed.notify_all()
         return message
 
     def _editMessageReplyMarkup(self, p: dict) -> dict:
         with self.changed:
-            message = self.messages.get((p.get("chat_id"), p.get("message_id")))
-            if message is None:
-                raise BadRequest("message to edit not found")
-            message.pop("reply_markup", None)
-            if p.get("reply_markup", {}).get("inline_keyboard"):
-                message["reply_markup"] = p["reply_markup"]
+            message = self._message_to_edit(p)
+            _set_keyboard(message, p)
+        return message
+
+    def _message_to_edit(self, p: dict) -> dict:
+        message = self.messages.get((p.get("chat_id"), p.get("message_id")))
+        if message is None:
+            raise BadRequest("message to edit not found")
         return message
 
 
@@ -213,3 +211,10 @@ def _value(text: str) -> Any:
         return json.loads(text)
     except ValueError:
         return text
+
+
+def _set_keyboard(message: dict, p: dict) -> None:
+    """An edit without a keyboard removes the message's keyboard."""
+    message.pop("reply_markup", None)
+    if p.get("reply_markup", {}).get("inline_keyboard"):
+        message["reply_markup"] = p["reply_markup"]
