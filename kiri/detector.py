@@ -6,8 +6,8 @@ calibrated against its own held-out distribution: z = (nll - mean) / std, how un
 token is for this field, in held-out standard deviations. An observation's surprise is its
 largest z: a field whose tokens are always hard to predict no longer drowns a rare excursion in
 another, and one very surprising field is not averaged away by many ordinary ones. The alert
-threshold is set from the held-out and trained-on surprise. Scoring is batched: one forward pass for many
-observations, the same code for `kiri-atom`, `kiri score` and the benchmarks.
+threshold is set from the held-out and trained-on surprise. Scoring is batched: one forward
+pass for many observations, the same code for `kiri-atom`, `kiri score` and the benchmarks.
 """
 
 from __future__ import annotations
