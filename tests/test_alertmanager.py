@@ -20,7 +20,7 @@ from datetime import datetime
 import pytest
 
 from conftest import fixture_bytes, run, stage_cmd
-from scripted_http import scripted_server
+from scripted_http import Answer, scripted_server
 from kiri.records import Decision
 from kiri.store import Store
 from kiri.verdicts import duration
@@ -248,6 +248,18 @@ def test_an_alertmanager_that_does_not_answer_fails_the_delivery(kiri_home, host
     [outcome] = deliver(decision(host))
     assert not outcome["ok"]
     assert outcome["error"].startswith("POST /api/v2/alerts: ") and "refused" in outcome["error"]
+
+
+def test_a_refusal_is_not_sent_again_and_a_busy_alertmanager_is(kiri_home, host):
+    with scripted_server() as (where, handler):
+        configure(kiri_home, f"http://{where}")
+        handler.script += [Answer(400, b"bad alert"), Answer(503, b"busy"), Answer(200)]
+        acted = [run("kiri.stages.act", "--sink", "alertmanager", "--retries", "2",
+                     input=decision(host, id=f"d-{i}", incident=f"i-{i}")) for i in (1, 2)]
+    refused, retried = (json.loads(a.stdout.splitlines()[-1]) for a in acted)
+    assert not refused["ok"] and "HTTP 400" in refused["error"]
+    assert retried["ok"]
+    assert len(handler.seen) == 3  # the 400 once; the 503, then its retry
 
 
 def test_without_alertmanager_configured_the_sink_refuses_to_start(kiri_home):

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
+from kiri.http import HttpError
 from kiri.records import Decision
 
 NOTIFY = frozenset({"alert", "resolve"})
@@ -37,6 +38,12 @@ class SinkError(Exception):
     def __init__(self, message: str, *, retry: bool = True, wait: float | None = None) -> None:
         super().__init__(message)
         self.retry, self.wait = retry, wait
+
+    @classmethod
+    def from_http(cls, e: HttpError) -> SinkError:
+        """A failed request: tried again only if the failure was transient, after the wait the
+        server asked for."""
+        return cls(str(e), retry=e.transient, wait=e.retry_after)
 
 
 class Sink(ABC):

@@ -87,7 +87,7 @@ class AlertmanagerSink(Sink):
         except HttpError as e:
             if not e.transient:  # Alertmanager took what was valid; the rest it never will
                 self.ended.clear()
-            raise SinkError(str(e)) from None
+            raise SinkError.from_http(e) from None
         resolved = len(self.ended)
         self.ended.clear()
         return f"POST /api/v2/alerts: {len(firing)} firing, {resolved} resolved"

@@ -53,7 +53,7 @@ class TelegramSink(Sink):
             sent = self.api.send("sendMessage", params)
             message = int(sent["message_id"])
         except HttpError as e:
-            raise SinkError(str(e), retry=e.transient, wait=e.retry_after) from None
+            raise SinkError.from_http(e) from None
         except (TypeError, KeyError, ValueError):  # sent, most likely: do not send it again
             raise SinkError("telegram sendMessage: the answer has no message_id",
                             retry=False) from None

@@ -49,7 +49,7 @@ class WebhookSink(Sink):
             answer = request("POST", self.url, body=body, headers=self.headers(decision, body),
                              timeout=self.timeout, name=self.where)
         except HttpError as e:
-            raise SinkError(str(e), retry=e.transient, wait=e.retry_after) from None
+            raise SinkError.from_http(e) from None
         return f"{self.where}: HTTP {answer.status}"
 
     def headers(self, decision: Decision, body: bytes) -> dict[str, str]:
