@@ -10,7 +10,6 @@ zero, and an instance without a value for every query at a time has no observati
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 import re
 import urllib.parse
@@ -20,14 +19,13 @@ from typing import Any
 
 import msgspec
 
+from kiri import durations
 from kiri.http import HttpError, request, retrying
 from kiri.records import Obs
 
 MAX_POINTS = 11_000  # Prometheus refuses a range query with more points than this per series
 MAX_ANSWER = 64 << 20  # bytes; a range of 11,000 points is ~400 KB per series
 RATE_SCRAPES = 4  # a rate window spans at least this many scrapes, so one missed scrape is harmless
-DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
-UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 PORT = re.compile(r"^(?:\[(?P<v6>[^\]]+)\]|(?P<name>[^:\[\]]+)):\d+$")
 WINDOW = "$window"  # in a query, replaced by the rate window
 
@@ -71,38 +69,12 @@ class PromError(Exception):
 
 # -- times ----------------------------------------------------------------------------------
 
-def duration(text: str) -> float:
-    """Seconds in a Prometheus duration: `90s`, `5m`, `1h30m`, `500ms`, `7d`, `2w`."""
-    parts = DURATION.findall(text)
-    if not text or "".join(n + u for n, u in parts) != text:
-        raise ValueError(f"not a duration: {text!r} (try 30s, 5m, 1h30m, 7d)")
-    return sum(float(n) * UNITS[u] for n, u in parts)
-
-
 def step(text: str) -> float:
     """A query step: a duration, or a number of seconds, greater than 0."""
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = duration(text)
+    seconds = durations.seconds(text)
     if not 0 < seconds < math.inf:
         raise ValueError(f"not a step: {text!r} (a duration such as 60s, greater than 0)")
     return seconds
-
-
-def moment(text: str, now: float) -> float:
-    """A Unix time from RFC 3339 (local time without an offset), a Unix time, or a duration
-    ago (`7d`: seven days before now)."""
-    for parse in (float, lambda t: dt.datetime.fromisoformat(t).timestamp(),
-                  lambda t: now - duration(t)):
-        try:
-            t = parse(text)
-        except ValueError:
-            continue
-        if math.isfinite(t):
-            return t
-    raise ValueError(f"not a time: {text!r} (RFC 3339 such as 2025-03-01T09:00:00Z, a Unix "
-                     f"time, or a duration ago such as 7d)")
 
 
 def rate_window(step_seconds: float, scrape_interval: float) -> str:

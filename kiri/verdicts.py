@@ -10,18 +10,14 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import re
 import time
 
-from kiri import alertmanager
+from kiri import alertmanager, durations
 from kiri.config import config_path
 from kiri.http import HttpError
 from kiri.records import Decision
 from kiri.store import Store, StoreError
 from kiri.stream import UserError
-
-UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     a = sub.add_parser("alerts", help="list recent alerts with their ids and verdicts")
@@ -43,13 +39,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def duration(text: str) -> float:
-    """Seconds in a duration such as 90s, 30m, 2h, 1d, 1w or 1h30m."""
-    if not re.fullmatch(r"(\d+[smhdw])+", text):
-        raise argparse.ArgumentTypeError(f"not a duration such as 30m, 2h or 1d: {text!r}")
-    seconds = sum(int(n) * UNITS[unit] for n, unit in re.findall(r"(\d+)([smhdw])", text))
+    """Seconds in a duration such as 90s, 30m, 2h, 1d, 1w or 1h30m, for --for."""
+    try:
+        seconds = durations.duration(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a duration such as 30m, 2h or 1d: {text!r}") from None
     if seconds <= 0:
         raise argparse.ArgumentTypeError(f"must be longer than 0: {text!r}")
-    return float(seconds)
+    return seconds
 
 
 def _store() -> Store:

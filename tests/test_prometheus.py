@@ -25,8 +25,9 @@ import pytest
 import structlog
 
 from conftest import log_events, run, stage_cmd
-from kiri.prometheus import (PromError, QuerySet, Table, duration, host_names, moment,
-                             parse_answer, range_chunks, rate_window, step)
+from kiri.durations import duration, moment
+from kiri.prometheus import (PromError, QuerySet, Table, host_names, parse_answer, range_chunks,
+                             rate_window, step)
 from kiri.records import Obs
 
 PROMETHEUS, NODE_EXPORTER = "/usr/bin/prometheus", "/usr/bin/prometheus-node-exporter"

@@ -24,11 +24,11 @@ only its own fields, which every router has.
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
 import msgspec
 
+from kiri import durations
 from kiri.atoms import AUTO_LEVELS, AUTO_STEPS, AUTO_TAILS, AtomSpec
 from kiri.records import Obs
 from kiri.schema import Field, Schema
@@ -69,9 +69,6 @@ COUNTERS = {  # RouterOS counter: (its per-interface key, the schema field it ad
 }
 RATES = ("rx-byte", "tx-byte")  # per second; the other counters are counts per interval
 
-UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1, "ms": 0.001}
-DURATION = re.compile(r"(?:\d+(?:w|d|h|ms|m|s))+")
-DURATION_PART = re.compile(r"(\d+)(w|d|h|ms|m|s)")
 
 
 class RouterError(Exception):
@@ -103,12 +100,14 @@ class Reading(msgspec.Struct):
 
 
 def parse_uptime(text: str) -> float:
-    """Seconds in a RouterOS duration: `2d20h12m20s`, `1w2d3h4m5s`, `45s`, or bare `45`."""
-    if text.isdigit():
-        return float(text)
-    if not DURATION.fullmatch(text):
-        raise ValueError(f"uptime {text!r} is not a RouterOS duration like 2d20h12m20s")
-    return float(sum(int(n) * UNITS[unit] for n, unit in DURATION_PART.findall(text)))
+    """Seconds in a RouterOS duration: `2d20h12m20s`, `1w2d3h4m5s`, `45s`, or bare `45`.
+    RouterOS writes whole numbers of each unit."""
+    if "." not in text:
+        try:
+            return durations.seconds(text)
+        except ValueError:
+            pass
+    raise ValueError(f"uptime {text!r} is not a RouterOS duration like 2d20h12m20s")
 
 
 def reading(resource: Any, interfaces: Any, at: float, ts: float) -> Reading:

@@ -9,13 +9,12 @@ log instead, oldest first, and exits: a person's history, ready for `kiri train 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import re
 import socket
 import time
 
 import msgspec
 
+from kiri import durations
 from kiri.atoms import drift
 from kiri.collectors import add_poll_options, poll
 from kiri.recordings import Recorder
@@ -24,8 +23,6 @@ from kiri.stream import Stream, UserError
 from kiri.tasks import TaskHistory
 
 GRACE = 0.5  # seconds after a window's end before it is read: a task logged at :59.9 counts
-DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
-UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -52,31 +49,16 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def window_length(text: str) -> float:
     try:
-        return drift.check_window(duration(text))
+        return drift.check_window(durations.seconds(text))
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def duration(text: str) -> float:
-    """Seconds in `90`, `90s`, `30m`, `1h`, `1.5h`, `1d`."""
-    m = DURATION.match(text.strip())
-    if not m:
-        raise ValueError(f"not a duration: {text!r} (try 30m, 1h, 2h, 1d)")
-    return float(m.group(1)) * UNITS[m.group(2)]
-
-
 def moment(text: str) -> float:
-    """A Unix time from a local date or date-time (ISO 8601), or a duration ago."""
     try:
-        return dt.datetime.fromisoformat(text).timestamp()
-    except ValueError:
-        pass
-    try:
-        return time.time() - duration(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"not a time: {text!r} (YYYY-MM-DD, YYYY-MM-DDTHH:MM, or a duration ago like 14d)"
-        ) from None
+        return durations.moment(text, time.time())
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def collect(args: argparse.Namespace, stream: Stream) -> None:

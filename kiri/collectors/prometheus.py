@@ -30,8 +30,9 @@ import msgspec
 from kiri.atoms import FIELD_NAME
 from kiri.collectors import add_poll_options, poll
 from kiri.home import valid_name
+from kiri.durations import moment
 from kiri.prometheus import (QUERY_SETS, Prometheus, PromError, QuerySet, Series, Table,
-                             moment, range_chunks, rate_window, step)
+                             range_chunks, rate_window, step)
 from kiri.recordings import Recorder
 from kiri.records import Obs
 from kiri.stream import Stream, UserError
