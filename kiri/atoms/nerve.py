@@ -24,7 +24,6 @@ ATOMS = ("pulse", "rhythm", "drift", "mikrotik")  # each has its own field; the 
 OTHER = "other"
 ACTIONS = ("ok", "alert", "suppress", "retrain")
 RATIO_TOP = 4.0  # ratios from 4x the threshold up share the last bucket
-STALE = 300.0  # seconds after which an atom's last score no longer counts in the state
 
 SCHEMA = Schema(
     [
