@@ -24,9 +24,9 @@ from typing import Any
 from kiri.config import ConfigError, config_path, load_config
 from kiri.http import HttpError, post_json
 from kiri.records import Decision
+from kiri.render import top_culprits
 
 ALERTNAME = "KiriAnomaly"
-TOP_CULPRITS = 3  # culprits named in an alert's annotation
 
 
 @dataclass(frozen=True)
@@ -80,10 +80,10 @@ def labels(decision: Decision, atom: str) -> dict[str, str]:
 
 def alert(decision: Decision, atom: str, am: Settings, starts: float) -> dict[str, Any]:
     """A postable alert for one atom of an alert decision, without its endsAt."""
-    culprits = ", ".join(f"{token} ({z:.1f})" for token, z in decision.culprits[:TOP_CULPRITS])
     body: dict[str, Any] = {
         "labels": labels(decision, atom),
-        "annotations": {"summary": decision.summary, "culprits": culprits, "id": decision.id},
+        "annotations": {"summary": decision.summary, "culprits": top_culprits(decision),
+                        "id": decision.id},
         "startsAt": timestamp(starts),
     }
     if am.generator_url:

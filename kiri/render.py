@@ -1,4 +1,5 @@
-"""One line of text per record, for people reading a stage's output on a terminal."""
+"""Text for people: one line per record for a stage's output on a terminal, and the parts of
+an alert that every sink shows (its summary and its top culprits)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,24 @@ import time
 from typing import Any
 
 from kiri.records import Decision, Obs, Outcome, Rule, Score, Verdict
+
+
+TOP_CULPRITS = 3  # culprits shown with an alert
+
+
+def printable(text: str) -> str:
+    """Text from a record with every control character (escapes, newlines) shown as `?`."""
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
+def summary(d: Decision) -> str:
+    """A decision's summary, or its figures when it has none."""
+    return d.summary or f"surprise {d.surprise:.1f}, threshold {d.threshold:.1f}"
+
+
+def top_culprits(d: Decision) -> str:
+    """`M9 (12.1), C9 (9.4), S2 (3.1)`: the most surprising tokens, each with its z."""
+    return ", ".join(f"{token} ({z:.1f})" for token, z in d.culprits[:TOP_CULPRITS])
 
 
 def _clock(ts: float) -> str:

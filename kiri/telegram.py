@@ -33,13 +33,13 @@ import msgspec
 from kiri.config import ConfigError, config_path, load_config, secret
 from kiri.http import HttpError, post_json, retrying
 from kiri.records import Decision
+from kiri.render import summary, top_culprits
 
 DEFAULT_API = "https://api.telegram.org"
 KEYS = {"token_env", "token_file", "chat_id", "allowed_ids", "api_url"}
 TOKEN = re.compile(r"^[0-9]+:[A-Za-z0-9_-]+$")  # what @BotFather hands out
 MAX_SUMMARY = 3000  # characters of a summary in a message; Telegram takes 4096 in all
 MAX_CALLBACK_DATA = 64  # bytes, Telegram's limit for a button's data
-TOP_CULPRITS = 3
 
 # A button's data is CODE:ALERT; the codes and what each press means (verdict, new normal).
 BUTTONS = (("c", "✅ Confirm"), ("d", "❌ Dismiss"), ("n", "🆕 New normal"))
@@ -258,11 +258,9 @@ def message_text(d: Decision) -> str:
         head = f"🔴 KIRI alert: {atoms} on {d.host}" + (f" ({d.severity})" if d.severity else "")
     else:
         head = f"🟢 KIRI resolved: {atoms} on {d.host}"
-    summary = d.summary or f"surprise {d.surprise:.1f}, threshold {d.threshold:.1f}"
-    lines = [head, summary[:MAX_SUMMARY]]  # cut here, so the id line always fits
+    lines = [head, summary(d)[:MAX_SUMMARY]]  # cut here, so the id line always fits
     if d.action == "alert" and d.culprits:
-        top = d.culprits[:TOP_CULPRITS]
-        lines.append("Culprits: " + ", ".join(f"{t} ({z:.1f})" for t, z in top))
+        lines.append("Culprits: " + top_culprits(d))
     lines.append(f"{when} · id {d.id}")
     return _plain("\n".join(lines))
 

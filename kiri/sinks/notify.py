@@ -22,6 +22,7 @@ import sys
 from typing import Any
 
 from kiri.records import Decision
+from kiri.render import printable, summary
 from kiri.sinks import Sink, SinkError
 
 TIMEOUT = 10.0  # seconds a notifier may take; they return at once when a desktop is there
@@ -71,18 +72,13 @@ def _urgency(d: Decision) -> str:
 def _title(d: Decision) -> str:
     atoms = ", ".join(d.atoms or [d.atom])
     if d.action == "resolve":
-        return _printable(f"KIRI: {atoms} back to normal on {d.host}")
+        return printable(f"KIRI: {atoms} back to normal on {d.host}")
     severity = f" ({d.severity})" if d.severity else ""
-    return _printable(f"KIRI: {atoms} unusual on {d.host}{severity}")
+    return printable(f"KIRI: {atoms} unusual on {d.host}{severity}")
 
 
 def _message(d: Decision) -> str:
-    return _printable(d.summary) or f"surprise {d.surprise:.1f}, threshold {d.threshold:.1f}"
-
-
-def _printable(text: str) -> str:
-    """Record text with every control character shown as `?`."""
-    return "".join(c if c.isprintable() else "?" for c in text)
+    return printable(summary(d))
 
 
 def find_notifier() -> str | None:

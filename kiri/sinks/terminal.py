@@ -18,13 +18,13 @@ import time
 from typing import Any, TextIO
 
 from kiri.records import Decision
+from kiri.render import printable, summary, top_culprits
 from kiri.sinks import Sink, SinkError
 
 CLEAR = "\r\x1b[K"  # back to the first column, erase to the end of the line
 RESET = "\x1b[0m"
 STYLE = {"alert": "\x1b[1;31m", "resolve": "\x1b[32m", "suppress": "\x1b[2m"}
 LABEL = {"alert": "ALERT", "resolve": "RESOLVED", "suppress": "suppressed"}
-TOP_CULPRITS = 3
 
 
 class TerminalSink(Sink):
@@ -54,13 +54,12 @@ class TerminalSink(Sink):
                 self.out.close()
 
     def _lines(self, d: Decision) -> str:
-        text = _printable(d.summary) or f"surprise {d.surprise:.1f}, threshold {d.threshold:.1f}"
+        text = printable(summary(d))
         line = f"{_clock(d.ts)} {LABEL[d.action]:<8} {_who(d)}  {text}"
         if self.live:
             line = STYLE[d.action] + line + RESET
         if d.action == "alert" and d.culprits:
-            top = ", ".join(f"{_printable(t)} ({nll:.1f})" for t, nll in d.culprits[:TOP_CULPRITS])
-            line += f"\n{'':9}culprits: {top}"
+            line += f"\n{'':9}culprits: {printable(top_culprits(d))}"
         return line
 
     def _status(self, d: Decision) -> None:
@@ -96,12 +95,9 @@ def _clock(ts: float) -> str:
 
 
 def _who(d: Decision) -> str:
-    return f"{_printable(d.atom)}@{_printable(d.host)}"
+    return f"{printable(d.atom)}@{printable(d.host)}"
 
 
-def _printable(text: str) -> str:
-    """Text from a record with every control character (escapes, newlines) shown as `?`."""
-    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 HELP = "this terminal (stderr), with a live status line"
