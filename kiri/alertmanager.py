@@ -14,14 +14,12 @@ incident: alertname "KiriAnomaly", host, atom, incident and severity.
 
 from __future__ import annotations
 
-import math
 import re
-import urllib.parse
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from kiri.config import ConfigError, config_path, load_config
+from kiri.config import ConfigError, config_path, http_url, load_config, seconds
 from kiri.http import HttpError, post_json
 from kiri.records import Decision
 from kiri.render import top_culprits
@@ -44,25 +42,14 @@ def settings() -> Settings | None:
         return None
     if not isinstance(section, dict):
         raise ConfigError(f"{config_path()}: alertmanager must be an [alertmanager] table")
-    url = section.get("url")
-    if url is None:
+    if section.get("url") is None:
         return None
-    parts = urllib.parse.urlsplit(url) if isinstance(url, str) else None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError("[alertmanager] url must be an http:// or https:// URL")
+    url = http_url(section, "url", "[alertmanager]")
     generator_url = section.get("generator_url", "")
     if not isinstance(generator_url, str):
         raise ConfigError("[alertmanager] generator_url must be a string")
-    return Settings(url.rstrip("/"), generator_url, _seconds(section, "resend", 60.0),
-                    _seconds(section, "timeout", 10.0))
-
-
-def _seconds(section: dict[str, Any], key: str, default: float) -> float:
-    value = section.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
-        raise ConfigError(f"[alertmanager] {key} must be a number of seconds above 0, "
-                          f"not {value!r}")
-    return float(value)
+    return Settings(url, generator_url, seconds(section, "resend", 60.0, "[alertmanager]"),
+                    seconds(section, "timeout", 10.0, "[alertmanager]"))
 
 
 # -- alerts ---------------------------------------------------------------------------------------

@@ -11,9 +11,11 @@ variable that holds the secret, or `NAME_file` a file of mode 0600 (or stricter)
 
 from __future__ import annotations
 
+import math
 import os
 import stat
 import tomllib
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -64,3 +66,20 @@ def read_secret_file(path: Path, what: str) -> str:
         return path.read_text(encoding="utf-8").strip()
     except OSError as e:
         raise ConfigError(f"{what} {path}: {e.strerror}") from None
+
+
+def seconds(section: dict[str, Any], key: str, default: float, where: str) -> float:
+    """section[key] (or default) as a number of seconds above 0."""
+    value = section.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ConfigError(f"{where} {key} must be a number of seconds above 0, not {value!r}")
+    return float(value)
+
+
+def http_url(section: dict[str, Any], key: str, where: str) -> str:
+    """section[key] as an http:// or https:// URL with a host, without a trailing slash."""
+    url = section.get(key)
+    parts = urllib.parse.urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{where} {key} must be an http:// or https:// URL")
+    return url.rstrip("/")

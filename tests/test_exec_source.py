@@ -208,6 +208,14 @@ def test_a_bad_field_spec_is_a_clear_config_error(kiri_home, fields, message):
     assert collector.returncode == 1 and message in collector.stderr.decode()
 
 
+def test_a_configured_interval_must_be_seconds_above_0(kiri_home):
+    write_config(kiri_home, gpu_config('temp = "auto"\n', interval=0))
+    out = collect("--atom", "gpu", "--count", "1")
+    assert out.returncode == 1
+    assert out.stderr.decode() == ("Error: config.toml: [atoms.gpu] interval must be a number of "
+                                   "seconds above 0, not 0\n")
+
+
 def test_a_config_atom_needs_every_field_of_its_schema(kiri_home):
     write_config(kiri_home, gpu_config('temp = "auto"\npower = "auto"\n'))
     out = collect("--atom", "gpu", "--count", "1")

@@ -32,6 +32,7 @@ import msgspec
 
 from kiri.atoms import AtomConfigError, UnknownAtom, atom_spec, config_atom
 from kiri.collectors import NOT_RESTARTED, add_poll_options, poll
+from kiri.config import seconds
 from kiri.home import valid_name
 from kiri.records import Obs
 from kiri.stream import Stream, UserError
@@ -97,12 +98,12 @@ def _settings(args: argparse.Namespace) -> tuple[list[str], float]:
         valid_name(args.atom)
     except ValueError as e:
         raise UserError(str(e)) from None
-    table = config_atom(args.atom)
+    table, where = config_atom(args.atom), f"config.toml: [atoms.{args.atom}]"
     if args.interval is None:
-        args.interval = _seconds(table, "interval", args.atom, DEFAULT_INTERVAL)
+        args.interval = seconds(table, "interval", DEFAULT_INTERVAL, where)
     if args.timeout is not None and args.timeout <= 0:
         raise UserError("--timeout must be greater than 0")
-    timeout = args.timeout or _seconds(table, "timeout", args.atom, DEFAULT_TIMEOUT)
+    timeout = args.timeout or seconds(table, "timeout", DEFAULT_TIMEOUT, where)
     return args.command or _configured_command(table, args.atom), timeout
 
 
@@ -116,14 +117,6 @@ def _configured_command(table: dict[str, Any], atom: str) -> list[str]:
         raise AtomConfigError(f"config.toml: atoms.{atom}.command must be a list of strings, "
                               "the command and its arguments (it never runs through a shell)")
     return command
-
-
-def _seconds(table: dict[str, Any], key: str, atom: str, default: float) -> float:
-    x = table.get(key, default)
-    if isinstance(x, bool) or not isinstance(x, (int, float)) or not x > 0:
-        raise AtomConfigError(f"config.toml: atoms.{atom}.{key} must be a number of seconds "
-                              "greater than 0")
-    return float(x)
 
 
 def _needed_fields(atom: str) -> list[str]:

@@ -23,12 +23,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import hmac
-import math
 import urllib.parse
 from typing import Any
 
 from kiri import __version__
-from kiri.config import ConfigError, config_path, load_config, secret
+from kiri.config import ConfigError, config_path, http_url, load_config, secret, seconds
 from kiri.http import HttpError, request
 from kiri.records import Decision
 from kiri.sinks import Sink, SinkError
@@ -75,15 +74,8 @@ def settings() -> tuple[str, str | None, float]:
     if not isinstance(section, dict) or not section.get("url"):
         raise ConfigError(f'--sink webhook needs url = "https://…" in [webhook] of '
                           f"{config_path()}")
-    url = section["url"]
-    parts = urllib.parse.urlsplit(url) if isinstance(url, str) else None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError("[webhook] url must be an http:// or https:// URL")
-    timeout = section.get("timeout", DEFAULT_TIMEOUT)
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) \
-            or not 0 < timeout < math.inf:
-        raise ConfigError(f"[webhook] timeout must be a number of seconds above 0, not {timeout!r}")
-    return url, secret(section, "secret", "[webhook]"), float(timeout)
+    return (http_url(section, "url", "[webhook]"), secret(section, "secret", "[webhook]"),
+            seconds(section, "timeout", DEFAULT_TIMEOUT, "[webhook]"))
 
 
 HELP = "POST the decision's JSON to [webhook] url of config.toml, HMAC-signed with its secret"
