@@ -71,10 +71,8 @@ def train(args: argparse.Namespace) -> None:
     if missing:
         raise UserError(f"cannot read {', '.join(missing)}")
     loaded = load_observations(spec.name, [Path(f) for f in files], spec.schema, args.window)
-    if spec.name == "nerve":  # a verdict outranks the policy's own decision on the same alert
-        from kiri.atoms.nerve import training_set
-
-        loaded.observations = training_set(loaded.observations)
+    if spec.training_set:  # Nerve's: a verdict outranks the policy's decision on its alert
+        loaded.observations = spec.training_set(loaded.observations)
     print(f"loaded {len(loaded.observations)} observations from {loaded.files} files")
     for reason, n in loaded.skipped.items():
         print(f"skipped {n} observations: {reason} (first at {loaded.examples[reason]})")

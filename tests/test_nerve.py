@@ -118,6 +118,14 @@ def history(kiri_home, days=8):
     rec.close()
 
 
+def test_kiri_train_nerve_learns_a_verdict_instead_of_the_policys_decision_on_that_alert():
+    state = {"pulse": 1.5}
+    decided = nerve.example(state, NOON, "vm", "alert", "policy", "a1")
+    judged = nerve.example(state, NOON + 60, "vm", "suppress", "verdict", "a1")
+    other = nerve.example(state, NOON, "vm", "alert", "policy", "a2")
+    assert nerve.SPEC.training_set([decided, judged, other]) == [judged, other]
+
+
 def test_nerve_suppresses_what_people_dismissed_and_still_alerts_on_what_they_confirmed(
         kiri_home):
     history(kiri_home)

@@ -23,6 +23,7 @@ import importlib
 import math
 import pkgutil
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ import msgspec
 from kiri.config import ConfigError, load_config
 from kiri.home import kiri_home, valid_name
 from kiri.model.config import Config
+from kiri.records import Obs
 from kiri.schema import Field, Schema
 
 AUTO_LEVELS = 10  # quantile buckets per field of an atom fitted from its data
@@ -50,6 +52,8 @@ class AtomSpec(msgspec.Struct, frozen=True):
     n_head: int = 4
     block_size: int = 16
     steps: int = 1000  # training steps unless told otherwise
+    # what `kiri train` learns from, given the observations it loaded (default: all of them)
+    training_set: Callable[[list[Obs]], list[Obs]] | None = None
 
     def config(self, schema: Schema | None = None) -> Config:
         schema = schema or self.schema

@@ -32,7 +32,6 @@ SCHEMA = Schema(
         Field("action", "A", len(ACTIONS), 0, len(ACTIONS), label="action"),
     ]
 )
-SPEC = AtomSpec("nerve", SCHEMA, n_layer=1, n_embd=16, n_head=4, block_size=8, steps=500)
 
 
 def state_values(state: Mapping[str, float], ts: float) -> dict[str, float]:
@@ -58,6 +57,10 @@ def training_set(observations: Sequence[Obs]) -> list[Obs]:
     judged = {o.meta.get("alert") for o in observations if o.meta.get("source") == "verdict"}
     return [o for o in observations
             if o.meta.get("source") == "verdict" or o.meta.get("alert") not in judged]
+
+
+SPEC = AtomSpec("nerve", SCHEMA, n_layer=1, n_embd=16, n_head=4, block_size=8, steps=500,
+                training_set=training_set)
 
 
 def advise(detector, state: Mapping[str, float], ts: float) -> dict[str, float]:
