@@ -60,13 +60,7 @@ sys.path.insert(0, str(ROOT))
 from kiri.detector import Detector  # noqa: E402
 from kiri.records import Obs  # noqa: E402
 
-COLUMNS = (
-    "cpu_r load_1 load_5 load_15 mem_shmem mem_u mem_u_e total_mem disk_q disk_r disk_rb "
-    "disk_svc disk_u disk_w disk_wa disk_wb si so eth1_fi eth1_fo eth1_pi eth1_po tcp_tw "
-    "tcp_use active_opens curr_estab in_errs in_segs listen_overflows out_rsts out_segs "
-    "passive_opens retransegs tcp_timeouts udp_in_dg udp_out_dg udp_rcv_buf_errs "
-    "udp_snd_buf_errs"
-).split()
+COLUMNS = ["cpu_r", "load_1", "load_5", "load_15", "mem_shmem", "mem_u", "mem_u_e", "total_mem", "disk_q", "disk_r", "disk_rb", "disk_svc", "disk_u", "disk_w", "disk_wa", "disk_wb", "si", "so", "eth1_fi", "eth1_fo", "eth1_pi", "eth1_po", "tcp_tw", "tcp_use", "active_opens", "curr_estab", "in_errs", "in_segs", "listen_overflows", "out_rsts", "out_segs", "passive_opens", "retransegs", "tcp_timeouts", "udp_in_dg", "udp_out_dg", "udp_rcv_buf_errs", "udp_snd_buf_errs"]
 ATOM = "smd"
 STEP_SECONDS = 60
 BATCH = 4096
@@ -95,10 +89,28 @@ class Figures:
     flagged: float | None = None  # share of test rows above the label-free threshold
 
 
-HEADERS = ("label-free F1", "best F1", "AUPRC", "PA-F1 (ref)", "train s", "score rows/s",
-           "culprit hit@100%", "hit@150%", "flagged")
-FORMATS = ("{:.3f}", "{:.3f}", "{:.3f}", "{:.3f}", "{:.1f}", "{:,.0f}", "{:.3f}", "{:.3f}",
-           "{:.2%}")
+HEADERS = (
+    "label-free F1",
+    "best F1",
+    "AUPRC",
+    "PA-F1 (ref)",
+    "train s",
+    "score rows/s",
+    "culprit hit@100%",
+    "hit@150%",
+    "flagged",
+)
+FORMATS = (
+    "{:.3f}",
+    "{:.3f}",
+    "{:.3f}",
+    "{:.3f}",
+    "{:.1f}",
+    "{:,.0f}",
+    "{:.3f}",
+    "{:.3f}",
+    "{:.2%}",
+)
 
 
 @dataclass
@@ -117,11 +129,13 @@ def load_machine(path: Path) -> Machine:
         rows, _, columns = line.partition(":")
         start, end = map(int, rows.split("-"))
         culprits.append((range(start, end), [int(d) - 1 for d in columns.split(",")]))
-    return Machine(path.stem, arrays["train"], arrays["test"], arrays["test_label"].astype(bool),
-                   culprits)
+    return Machine(
+        path.stem, arrays["train"], arrays["test"], arrays["test_label"].astype(bool), culprits
+    )
 
 
 # --- figures -----------------------------------------------------------------------------------
+
 
 def f1(flagged: np.ndarray, labels: np.ndarray) -> float:
     tp = np.sum(flagged & labels)
@@ -158,24 +172,28 @@ def auprc(scores: np.ndarray, labels: np.ndarray) -> float:
 def detection(scores: np.ndarray, threshold: float | np.ndarray, labels: np.ndarray) -> Figures:
     flagged = scores > threshold
     return Figures(
-        label_free_f1=f1(flagged, labels), best_f1=best_f1(scores, labels, np.ones(len(scores))),
-        auprc=auprc(scores, labels), pa_f1=point_adjusted_f1(scores, labels),
+        label_free_f1=f1(flagged, labels),
+        best_f1=best_f1(scores, labels, np.ones(len(scores))),
+        auprc=auprc(scores, labels),
+        pa_f1=point_adjusted_f1(scores, labels),
         flagged=float(flagged.mean()),
     )
 
 
-def hit_rate(column_scores: np.ndarray, culprits: list[tuple[range, list[int]]],
-             factor: float) -> float:
+def hit_rate(
+    column_scores: np.ndarray, culprits: list[tuple[range, list[int]]], factor: float
+) -> float:
     """The mean share of named columns among each row's top ceil(factor x n) columns."""
     shares = []
     for rows, named in culprits:
-        s = column_scores[rows.start:rows.stop]
+        s = column_scores[rows.start : rows.stop]
         k = min(math.ceil(factor * len(named)), s.shape[1])
         kth = np.sort(s, axis=1)[:, -k, None]
         above, tied = s > kth, s == kth
         is_named = np.isin(np.arange(s.shape[1]), named)
-        hits = (above & is_named).sum(1) + \
-            (k - above.sum(1)) / tied.sum(1) * (tied & is_named).sum(1)
+        hits = (above & is_named).sum(1) + (k - above.sum(1)) / tied.sum(1) * (tied & is_named).sum(
+            1
+        )
         shares.append(float(np.mean(hits / len(named))))
     return float(np.mean(shares))
 
@@ -187,18 +205,35 @@ def culprit_hits(column_scores: np.ndarray, culprits) -> tuple[float, float]:
 
 # --- KIRI --------------------------------------------------------------------------------------
 
+
 def observations(rows: np.ndarray, host: str, first_row: int) -> list[Obs]:
-    return [Obs(ts=float((first_row + i) * STEP_SECONDS), atom=ATOM, host=host,
-                values=dict(zip(COLUMNS, row)))
-            for i, row in enumerate(rows.astype(float).tolist())]
+    return [
+        Obs(
+            ts=float((first_row + i) * STEP_SECONDS),
+            atom=ATOM,
+            host=host,
+            values=dict(zip(COLUMNS, row)),
+        )
+        for i, row in enumerate(rows.astype(float).tolist())
+    ]
 
 
 def kiri_train(m: Machine, home: Path, extra: list[str]) -> tuple[Path, float]:
     """Train the atom with `kiri train` in KIRI_HOME=home: its weights, and the seconds taken."""
     data, out = home / f"{m.name}.train.ndjson", home / f"{m.name}.weights.json"
     data.write_bytes(msgspec.json.Encoder().encode_lines(observations(m.train, m.name, 0)))
-    cmd = [sys.executable, "-m", "kiri.cli", "train", ATOM, "--from", str(data),
-           "--out", str(out), *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "kiri.cli",
+        "train",
+        ATOM,
+        "--from",
+        str(data),
+        "--out",
+        str(out),
+        *extra,
+    ]
     env = dict(os.environ, KIRI_HOME=str(home), KIRI_LOG_LEVEL="warning")
     t = time.perf_counter()
     done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
@@ -220,13 +255,15 @@ def kiri(m: Machine, home: Path, extra: list[str], workers: int) -> tuple[Figure
     # the workers score side by side: the slowest one's time is the wall time of the scoring
     figures.train_s, figures.rows_per_s = train_s, len(m.test) / seconds.max()
     detector = Detector.load(weights)
-    scored_fields = detector.schema.ordered[detector.schema.n_context:]
+    scored_fields = detector.schema.ordered[detector.schema.n_context :]
     ranked = np.empty(m.test.shape)
     ranked[:, [COLUMNS.index(f.name) for f in scored_fields]] = z
     figures.hit100, figures.hit150 = culprit_hits(ranked, m.culprits)
     cal = detector.calibration
-    note = (f"KIRI threshold {cal.threshold:.3f} ({cal.method}); test surprise p50 "
-            f"{np.median(surprise):.3f}, max {surprise.max():.3f}")
+    note = (
+        f"KIRI threshold {cal.threshold:.3f} ({cal.method}); test surprise p50 "
+        f"{np.median(surprise):.3f}, max {surprise.max():.3f}"
+    )
     return figures, note
 
 
@@ -242,13 +279,17 @@ def kiri_score(weights: Path, rows: np.ndarray, host: str, first_row: int) -> tu
     detector = Detector.load(weights)
     test = observations(rows, host, first_row)
     t = time.perf_counter()
-    scores = [s for i in range(0, len(test), BATCH) for s in detector.score(test[i:i + BATCH])]
+    scores = [s for i in range(0, len(test), BATCH) for s in detector.score(test[i : i + BATCH])]
     seconds = time.perf_counter() - t
     refused = [s for s in scores if isinstance(s, Exception)]
     if refused:
         raise SystemExit(f"{host}: the atom refused {len(refused)} rows, first: {refused[0]}")
-    return (np.array([s.surprise for s in scores]), np.array([s.threshold for s in scores]),
-            np.array([s.z for s in scores]), np.array([seconds]))
+    return (
+        np.array([s.surprise for s in scores]),
+        np.array([s.threshold for s in scores]),
+        np.array([s.z for s in scores]),
+        np.array([seconds]),
+    )
 
 
 def z_reference(m: Machine) -> Figures:
@@ -262,6 +303,7 @@ def z_reference(m: Machine) -> Figures:
 # --- baselines ---------------------------------------------------------------------------------
 
 # Each fits on the train rows and returns its scoring function and its scores on train.
+
 
 def pca(train: np.ndarray) -> tuple[Callable, np.ndarray]:
     from sklearn.decomposition import PCA
@@ -307,6 +349,7 @@ def baseline(fit: Callable, m: Machine) -> Figures:
 
 # --- report ------------------------------------------------------------------------------------
 
+
 def mean_figures(per_machine: list[Figures]) -> Figures:
     means = {}
     for f in fields(Figures):
@@ -318,14 +361,18 @@ def mean_figures(per_machine: list[Figures]) -> Figures:
 def table(rows: list[tuple[str, Figures]], first: str, with_flagged: bool) -> list[str]:
     """A Markdown table, padded so that it also reads as plain text."""
     n = len(HEADERS) - (not with_flagged)
-    body = [[name] + [fmt.format(v) if v is not None else "-"
-                      for fmt, v in zip(FORMATS[:n], astuple(fig))] for name, fig in rows]
+    body = [
+        [name]
+        + [fmt.format(v) if v is not None else "-" for fmt, v in zip(FORMATS[:n], astuple(fig))]
+        for name, fig in rows
+    ]
     head = [first, *HEADERS[:n]]
     widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
 
     def line(cells: list[str]) -> str:
-        padded = [c.ljust(w) if i == 0 else c.rjust(w)
-                  for i, (c, w) in enumerate(zip(cells, widths))]
+        padded = [
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        ]
         return "| " + " | ".join(padded) + " |"
 
     rule = "|" + "|".join("-" * (w + 1) + (":" if i else "-") for i, w in enumerate(widths)) + "|"
@@ -334,17 +381,21 @@ def table(rows: list[tuple[str, Figures]], first: str, with_flagged: bool) -> li
 
 def git_state() -> str:
     """The commit, and whether kiri/ differs from it: the figures depend on the working tree."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True,
-                              text=True).stdout.strip()
 
-    dirty = " with uncommitted changes in kiri/" if git("status", "--porcelain", "--", "kiri") \
-        else ""
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+
+    dirty = (
+        " with uncommitted changes in kiri/" if git("status", "--porcelain", "--", "kiri") else ""
+    )
     return f"commit {git('rev-parse', '--short', 'HEAD')}{dirty}"
 
 
-def report(results: dict[str, dict[str, Figures]], notes: dict[str, str], kiri_args: str,
-           workers: int) -> str:
+def report(
+    results: dict[str, dict[str, Figures]], notes: dict[str, str], kiri_args: str, workers: int
+) -> str:
     machines = list(results)
     methods = list(results[machines[0]])
     mean_rows = [(m, mean_figures([results[x][m] for x in machines])) for m in methods]
@@ -352,7 +403,8 @@ def report(results: dict[str, dict[str, Figures]], notes: dict[str, str], kiri_a
         "# KIRI on the Server Machine Dataset (static figures)",
         "",
         "Reproduce: `.venv/bin/python bench/detect.py --data ../shared/data/smd"
-        + (f" --kiri-args {shlex.quote(kiri_args)}" if kiri_args else "") + "`",
+        + (f" --kiri-args {shlex.quote(kiri_args)}" if kiri_args else "")
+        + "`",
         "",
         f"Run {date.today().isoformat()}, {git_state()}; `kiri train` extra arguments: "
         f"{kiri_args or '(none, the defaults)'}; machines: {', '.join(machines)}.",
@@ -375,8 +427,11 @@ def report(results: dict[str, dict[str, Figures]], notes: dict[str, str], kiri_a
         "",
         "## Per machine",
         "",
-        *table([(f"{x} {m}", results[x][m]) for x in machines for m in methods], "machine method",
-               with_flagged=True),
+        *table(
+            [(f"{x} {m}", results[x][m]) for x in machines for m in methods],
+            "machine method",
+            with_flagged=True,
+        ),
         "",
         *[f"- {x}: {notes[x]}" for x in machines],
     ]
@@ -388,10 +443,18 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True, help="folder of machine-X-Y.npz")
     parser.add_argument("--machines", nargs="+", metavar="NAME", help="only these machines")
     parser.add_argument("--kiri-args", default="", help='appended to `kiri train`: "--steps 500"')
-    parser.add_argument("--workers", type=int, default=2,
-                        help="scoring processes for KIRI, each with its share of the test rows")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "detect.md",
-                        help="the Markdown results file")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="scoring processes for KIRI, each with its share of the test rows",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "bench" / "results" / "detect.md",
+        help="the Markdown results file",
+    )
     args = parser.parse_args()
     paths = sorted(args.data.glob("*.npz"))
     if args.machines:
@@ -406,8 +469,11 @@ def main() -> None:
         print(f"{m.name}: train {m.train.shape}, test {m.test.shape}", file=sys.stderr)
         with tempfile.TemporaryDirectory() as home:
             figures, notes[m.name] = kiri(m, Path(home), shlex.split(args.kiri_args), args.workers)
-        results[m.name] = {"KIRI": figures, Z_REF: z_reference(m),
-                           **{name: baseline(fit, m) for name, fit in BASELINES.items()}}
+        results[m.name] = {
+            "KIRI": figures,
+            Z_REF: z_reference(m),
+            **{name: baseline(fit, m) for name, fit in BASELINES.items()},
+        }
 
     text = report(results, notes, args.kiri_args, args.workers)
     print(text)

@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import psutil
-
 from recorded import FIXTURES, write_cycled
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,8 +43,14 @@ def run_chain(stream: Path, env: dict) -> tuple[float, list[tuple[str, float]], 
     procs, upstream = [], None
     t = time.perf_counter()
     for _, cmd in stages:
-        p = subprocess.Popen(cmd, stdin=upstream, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                             env=env, cwd=ROOT)
+        p = subprocess.Popen(
+            cmd,
+            stdin=upstream,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            cwd=ROOT,
+        )
         if upstream is not None:
             upstream.close()
         upstream = p.stdout
@@ -62,8 +67,12 @@ def run_chain(stream: Path, env: dict) -> tuple[float, list[tuple[str, float]], 
 
 def collect_cpu(seconds: float, env: dict) -> tuple[float, float]:
     """Steady-state CPU % of one core over `seconds`, and the CPU seconds of starting up."""
-    p = subprocess.Popen(stage("kiri.stages.collect", "pulse", "--interval", "1"),
-                         stdout=subprocess.DEVNULL, env=env, cwd=ROOT)
+    p = subprocess.Popen(
+        stage("kiri.stages.collect", "pulse", "--interval", "1"),
+        stdout=subprocess.DEVNULL,
+        env=env,
+        cwd=ROOT,
+    )
     proc = psutil.Process(p.pid)
     time.sleep(3)  # past the imports and the first observation
     start = proc.cpu_times()
@@ -80,14 +89,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Pulse pipeline throughput, memory and cost.")
     parser.add_argument("--observations", type=int, default=100_000, help="observations to replay")
     parser.add_argument("--collect-seconds", type=float, default=60, help="collector run length")
-    parser.add_argument("--repeat", type=int, default=3,
-                        help="pipeline runs; the fastest counts (the machine is noisy)")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="pipeline runs; the fastest counts (the machine is noisy)",
+    )
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as home:
         env = dict(os.environ, KIRI_HOME=home, KIRI_LOG_LEVEL="warning")
-        subprocess.run(stage("kiri.cli", "train", "pulse", "--from", str(FIXTURES / PARTS[0])),
-                       env=env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            stage("kiri.cli", "train", "pulse", "--from", str(FIXTURES / PARTS[0])),
+            env=env,
+            cwd=ROOT,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         stream = Path(home) / "obs.ndjson"
         write_cycled(stream, args.observations, PARTS)
         runs = [run_chain(stream, env) for _ in range(args.repeat)]
@@ -95,14 +113,21 @@ def main() -> None:
         rss = [(name, max(r[1][i][1] for r in runs)) for i, (name, _) in enumerate(rss)]
         cpu, startup = collect_cpu(args.collect_seconds, env)
 
-    print(f"collect replay | atom pulse | decide | act --sink log, {args.observations:,} observations")
-    print(f"  end to end, fastest of {args.repeat}: {seconds:.2f} s, "
-          f"{args.observations / seconds:,.0f} observations/s (goal >= 20,000); all runs: "
-          + ", ".join(f"{args.observations / r[0]:,.0f}" for r in runs) + f"; {outcomes} lines out")
+    print(
+        f"collect replay | atom pulse | decide | act --sink log, {args.observations:,} observations"
+    )
+    print(
+        f"  end to end, fastest of {args.repeat}: {seconds:.2f} s, "
+        f"{args.observations / seconds:,.0f} observations/s (goal >= 20,000); all runs: "
+        + ", ".join(f"{args.observations / r[0]:,.0f}" for r in runs)
+        + f"; {outcomes} lines out"
+    )
     for name, mb in rss:
         print(f"  peak RSS {name:<16} {mb:6.1f} MB, the most of any run (goal <= 60 MB)")
-    print(f"kiri-collect pulse --interval 1, {args.collect_seconds:.0f} s: {cpu:.3f}% of one core "
-          f"(goal < 0.5%); start-up cost {startup:.2f} CPU s, once")
+    print(
+        f"kiri-collect pulse --interval 1, {args.collect_seconds:.0f} s: {cpu:.3f}% of one core "
+        f"(goal < 0.5%); start-up cost {startup:.2f} CPU s, once"
+    )
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from kiri.model.config import Config, init_matrices, num_params  # noqa: E402
+from kiri.model.config import Config, num_params  # noqa: E402
 from kiri.model.training import TextDocs, new_engine, train  # noqa: E402
 
 NAMES = ROOT / "tests" / "fixtures" / "names.txt"  # a copy of ../shared/data/names.txt
@@ -57,10 +57,14 @@ def timed_training(engine_name: str, config: Config, docs, steps: int, run_steps
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Training and scoring speed of both engines.")
-    parser.add_argument("--quick", action="store_true",
-                        help="time the pure engine on 20 steps and extrapolate")
-    parser.add_argument("--full", action="store_true",
-                        help="run the pure engine for the whole 500 Pulse-sized steps too")
+    parser.add_argument(
+        "--quick", action="store_true", help="time the pure engine on 20 steps and extrapolate"
+    )
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="run the pure engine for the whole 500 Pulse-sized steps too",
+    )
     args = parser.parse_args()
     pure_steps = (20, 20) if args.quick else (1000, 500 if args.full else 50)
     rows: list[tuple[str, str, str]] = []
@@ -83,8 +87,16 @@ def main() -> None:
     pure_p, _ = timed_training("pure", PULSE, pdocs, 500, pure_steps[1])
     note = "" if pure_steps[1] == 500 else f" (from {pure_steps[1]} steps)"
     rows += [
-        (f"Pulse size ({num_params(PULSE):,} params), 500 steps, pure", f"{pure_p:.1f} s{note}", ""),
-        (f"Pulse size ({num_params(PULSE):,} params), 500 steps, fast", f"{fast_p:.3f} s", "goal < 1 s"),
+        (
+            f"Pulse size ({num_params(PULSE):,} params), 500 steps, pure",
+            f"{pure_p:.1f} s{note}",
+            "",
+        ),
+        (
+            f"Pulse size ({num_params(PULSE):,} params), 500 steps, fast",
+            f"{fast_p:.3f} s",
+            "goal < 1 s",
+        ),
         ("  fast / pure speed-up", f"{pure_p / fast_p:,.0f}x", ""),
     ]
 

@@ -48,11 +48,16 @@ def settings() -> Settings | None:
     generator_url = section.get("generator_url", "")
     if not isinstance(generator_url, str):
         raise ConfigError("[alertmanager] generator_url must be a string")
-    return Settings(url, generator_url, seconds(section, "resend", 60.0, "[alertmanager]"),
-                    seconds(section, "timeout", 10.0, "[alertmanager]"))
+    return Settings(
+        url,
+        generator_url,
+        seconds(section, "resend", 60.0, "[alertmanager]"),
+        seconds(section, "timeout", 10.0, "[alertmanager]"),
+    )
 
 
 # -- alerts ---------------------------------------------------------------------------------------
+
 
 def labels(decision: Decision, atom: str) -> dict[str, str]:
     """The identity of `atom`'s alert in the decision's incident."""
@@ -69,8 +74,11 @@ def alert(decision: Decision, atom: str, am: Settings, starts: float) -> dict[st
     """A postable alert for one atom of an alert decision, without its endsAt."""
     body: dict[str, Any] = {
         "labels": labels(decision, atom),
-        "annotations": {"summary": decision.summary, "culprits": top_culprits(decision),
-                        "id": decision.id},
+        "annotations": {
+            "summary": decision.summary,
+            "culprits": top_culprits(decision),
+            "id": decision.id,
+        },
         "startsAt": timestamp(starts),
     }
     if am.generator_url:
@@ -84,6 +92,7 @@ def post_alerts(am: Settings, alerts: list[dict[str, Any]]) -> None:
 
 
 # -- silences -------------------------------------------------------------------------------------
+
 
 def silence(am: Settings, decision: Decision, starts: float, ends: float, comment: str) -> str:
     """Silence the alerts of this decision's atoms on its host, in any incident, from `starts` to

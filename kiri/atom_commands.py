@@ -14,8 +14,8 @@ from kiri.detector import Detector, train_detector
 from kiri.model import weights
 from kiri.model.config import matrix_shapes, num_params
 from kiri.progress import Progress
-from kiri.records import Obs
 from kiri.recordings import load_observations, recording_files
+from kiri.records import Obs
 from kiri.schema import SchemaError
 from kiri.stream import UserError
 
@@ -89,16 +89,27 @@ def train(args: argparse.Namespace) -> None:
     if examples:
         print(f"with {len(examples)} observations people called the new normal")
     detector, provenance = train_detector(
-        spec, loaded.observations, steps=steps, batch=batch, lr=args.lr, seed=args.seed,
-        examples=examples, on_step=Progress(steps, args.log_every),
+        spec,
+        loaded.observations,
+        steps=steps,
+        batch=batch,
+        lr=args.lr,
+        seed=args.seed,
+        examples=examples,
+        on_step=Progress(steps, args.log_every),
     )
     cal = detector.calibration
     q = cal.quantiles
-    print(f"calibrated on the most recent {cal.held_out} observations: surprise p50 "
-          f"{q['p50']:.3f}, p90 {q['p90']:.3f}, p99 {q['p99']:.3f}, max {q['max']:.3f}")
+    print(
+        f"calibrated on the most recent {cal.held_out} observations: surprise p50 "
+        f"{q['p50']:.3f}, p90 {q['p90']:.3f}, p99 {q['p99']:.3f}, max {q['max']:.3f}"
+    )
     print(f"threshold {cal.threshold:.3f}: {cal.method}")
-    provenance.source = ", ".join(str(f) for f in args.files) if args.files else \
-        f"recordings of {spec.name} ({loaded.files} files)"
+    provenance.source = (
+        ", ".join(str(f) for f in args.files)
+        if args.files
+        else f"recordings of {spec.name} ({loaded.files} files)"
+    )
     out = args.out or weights_path(spec.name)
     model_id = detector.save(out, provenance)
     print(f"trained in {provenance.seconds:.1f} s; weights saved to {out} (id {model_id})")
@@ -110,8 +121,11 @@ def _examples(spec) -> list[list[str]]:
     if not path.exists():
         return []
     vocab = set(spec.schema.vocab)
-    docs = [msgspec.json.decode(line).get("tokens", []) for line in path.read_bytes().splitlines()
-            if line.strip()]
+    docs = [
+        msgspec.json.decode(line).get("tokens", [])
+        for line in path.read_bytes().splitlines()
+        if line.strip()
+    ]
     return [d for d in docs if len(d) == len(spec.schema.fields) and set(d) <= vocab]
 
 
@@ -187,21 +201,34 @@ def info(name: str) -> None:
     detector = _detector(spec.name) if path.exists() else None
     schema = detector.schema if detector else spec.schema
     config = detector.engine.config if detector else spec.config()
-    print(f"atom {spec.name}: " + (f"weights {path} (id {detector.id})" if detector
-                                   else f"not trained yet (no {path})"))
+    print(
+        f"atom {spec.name}: "
+        + (f"weights {path} (id {detector.id})" if detector else f"not trained yet (no {path})")
+    )
     for f in schema.ordered:
         kind = "context" if f.context else "scored"
-        rng = f"quantile edges {[round(e, 3) for e in f.edges]}" if f.auto else \
-            f"{f.lo:g}..{f.hi:g}" + (f" per {f.per}" if f.per else "")
-        print(f"  {f.prefix}0-{f.prefix}{f.size - 1:<3} {f.label or f.name} ({f.name}), {rng}, {kind}")
+        rng = (
+            f"quantile edges {[round(e, 3) for e in f.edges]}"
+            if f.auto
+            else f"{f.lo:g}..{f.hi:g}" + (f" per {f.per}" if f.per else "")
+        )
+        print(
+            f"  {f.prefix}0-{f.prefix}{f.size - 1:<3} {f.label or f.name} ({f.name}), {rng}, {kind}"
+        )
     print(f"vocab size: {config.vocab_size}")
-    print(f"config: n_layer {config.n_layer}, n_embd {config.n_embd}, n_head {config.n_head}, "
-          f"block_size {config.block_size}")
-    print(f"num params: {num_params(config)} "
-          f"({', '.join(f'{n} {r * c}' for n, (r, c) in matrix_shapes(config))})")
+    print(
+        f"config: n_layer {config.n_layer}, n_embd {config.n_embd}, n_head {config.n_head}, "
+        f"block_size {config.block_size}"
+    )
+    print(
+        f"num params: {num_params(config)} "
+        f"({', '.join(f'{n} {r * c}' for n, (r, c) in matrix_shapes(config))})"
+    )
     if detector:
         cal, p = detector.calibration, detector.provenance
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(p.created))
         print(f"threshold {cal.threshold:.3f}: {cal.method}")
-        print(f"trained {when} on {p.source}: {p.steps} steps at batch {p.batch}, "
-              f"final loss {p.final_loss:.4f}, {p.seconds:.1f} s")
+        print(
+            f"trained {when} on {p.source}: {p.steps} steps at batch {p.batch}, "
+            f"final loss {p.final_loss:.4f}, {p.seconds:.1f} s"
+        )

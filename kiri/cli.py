@@ -37,39 +37,83 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     t = sub.add_parser("train", help="train an atom, or a character-level model (--text)")
-    t.add_argument("atom", nargs="?", metavar="ATOM",
-                   help="train this atom on its recordings (or on --from files)")
-    t.add_argument("--from", dest="files", type=Path, nargs="+", metavar="FILE",
-                   help="train the atom on these recorded streams instead of its recordings")
-    t.add_argument("--window", type=int, default=50_000,
-                   help="train the atom on at most its N most recent observations")
-    t.add_argument("--text", type=Path, metavar="FILE",
-                   help="train a character-level model on FILE, one document per line")
+    t.add_argument(
+        "atom",
+        nargs="?",
+        metavar="ATOM",
+        help="train this atom on its recordings (or on --from files)",
+    )
+    t.add_argument(
+        "--from",
+        dest="files",
+        type=Path,
+        nargs="+",
+        metavar="FILE",
+        help="train the atom on these recorded streams instead of its recordings",
+    )
+    t.add_argument(
+        "--window",
+        type=int,
+        default=50_000,
+        help="train the atom on at most its N most recent observations",
+    )
+    t.add_argument(
+        "--text",
+        type=Path,
+        metavar="FILE",
+        help="train a character-level model on FILE, one document per line",
+    )
     _model_options(t)
-    t.add_argument("--steps", type=int, default=None,
-                   help="training steps (default: the atom's own, 1000 for pulse and 2000 for "
-                        "an atom fitted from its data; 1000 for --text)")
-    t.add_argument("--batch", type=int, default=None,
-                   help="documents per step (default: 32 for an atom, 1 for --text)")
+    t.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="training steps (default: the atom's own, 1000 for pulse and 2000 for "
+        "an atom fitted from its data; 1000 for --text)",
+    )
+    t.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        help="documents per step (default: 32 for an atom, 1 for --text)",
+    )
     t.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (decays to 0)")
     t.add_argument("--seed", type=int, default=42, help="seed of the shuffle, init and samples")
-    t.add_argument("--engine", choices=("fast", "pure"), default="fast",
-                   help="fast: numpy (default); pure: the scalar-autograd reference, slow")
+    t.add_argument(
+        "--engine",
+        choices=("fast", "pure"),
+        default="fast",
+        help="fast: numpy (default); pure: the scalar-autograd reference, slow",
+    )
     t.add_argument("--log-every", type=int, default=100, help="print the loss every N steps")
     t.add_argument("--samples", type=int, default=20, help="samples to print after training")
     t.add_argument("--temperature", type=float, default=0.5, help="sampling temperature")
-    t.add_argument("--out", type=Path, default=None, metavar="PATH",
-                   help="where to save the weights (default: $KIRI_HOME/atoms/ATOM/weights.json, "
-                   "or $KIRI_HOME/models/STEM.json for --text)")
+    t.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="where to save the weights (default: $KIRI_HOME/atoms/ATOM/weights.json, "
+        "or $KIRI_HOME/models/STEM.json for --text)",
+    )
 
     s = sub.add_parser("score", help="how surprising one observation is to an atom, and why")
     s.add_argument("atom", metavar="ATOM", help="a trained atom")
     s.add_argument("tokens", nargs="?", metavar="TOKENS", help='tokens, e.g. "C9 M9 D4 S4 L4 N1"')
-    s.add_argument("--values", metavar="NAME=X,…",
-                   help="raw values instead of tokens, e.g. cpu=97,mem=95,disk=40,swap=0,load=2,net=1")
-    s.add_argument("--meta", metavar="NAME=X,…", default="",
-                   help="meta fields for --values (default: this host's, e.g. cpus)")
-    s.add_argument("--weights", type=Path, metavar="PATH", help="weights file (default: the atom's)")
+    s.add_argument(
+        "--values",
+        metavar="NAME=X,…",
+        help="raw values instead of tokens, e.g. cpu=97,mem=95,disk=40,swap=0,load=2,net=1",
+    )
+    s.add_argument(
+        "--meta",
+        metavar="NAME=X,…",
+        default="",
+        help="meta fields for --values (default: this host's, e.g. cpus)",
+    )
+    s.add_argument(
+        "--weights", type=Path, metavar="PATH", help="weights file (default: the atom's)"
+    )
 
     g = sub.add_parser("generate", help="sample documents from a trained model")
     g.add_argument("weights", type=Path, metavar="WEIGHTS", help="a weights file")
@@ -94,8 +138,11 @@ def _task_parser(sub: argparse._SubParsersAction) -> None:
     actions = k.add_subparsers(dest="action", required=True, metavar="ACTION")
     a = actions.add_parser("add", help="add a task; prints its id")
     a.add_argument("title", metavar="TITLE", help="what is to be done")
-    a.add_argument("--project", default=None,
-                   help="the task's project (default: the current one, see `kiri task switch`)")
+    a.add_argument(
+        "--project",
+        default=None,
+        help="the task's project (default: the current one, see `kiri task switch`)",
+    )
     d = actions.add_parser("done", help="mark a task done")
     d.add_argument("id", type=int, metavar="ID", help="the task's id, from `kiri task list`")
     s = actions.add_parser("switch", help="record that you now work on another project")
@@ -135,8 +182,14 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"num params: {num_params(config)}")
     engine = new_engine(args.engine, config, rng)
     started = time.monotonic()
-    loss = train(engine, docs.token_docs(), args.steps, batch=args.batch, lr=args.lr,
-                 on_step=Progress(args.steps, args.log_every))
+    loss = train(
+        engine,
+        docs.token_docs(),
+        args.steps,
+        batch=args.batch,
+        lr=args.lr,
+        on_step=Progress(args.steps, args.log_every),
+    )
     seconds = time.monotonic() - started
     if args.samples:
         print("--- inference (new, hallucinated names) ---")
@@ -145,8 +198,14 @@ def cmd_train(args: argparse.Namespace) -> None:
         print(f"sample {i + 1:2d}: {''.join(docs.chars[t] for t in ids)}")
     out = args.out or kiri_home() / "models" / f"{args.text.stem}.json"
     provenance = weights.Provenance(
-        source=str(args.text), steps=args.steps, batch=args.batch, seed=args.seed, lr=args.lr,
-        engine=args.engine, final_loss=loss, seconds=seconds,
+        source=str(args.text),
+        steps=args.steps,
+        batch=args.batch,
+        seed=args.seed,
+        lr=args.lr,
+        engine=args.engine,
+        final_loss=loss,
+        seconds=seconds,
     )
     model_id = weights.save(out, config, docs.chars, engine.matrices(), provenance)
     print(f"trained in {seconds:.2f} s; weights saved to {out} (id {model_id})", file=sys.stderr)

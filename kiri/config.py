@@ -61,8 +61,9 @@ def read_secret_file(path: Path, what: str) -> str:
     try:
         mode = path.stat().st_mode
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise ConfigError(f"{what} {path} is readable by others (mode {stat.S_IMODE(mode):o});"
-                              f" chmod 600 it")
+            raise ConfigError(
+                f"{what} {path} is readable by others (mode {stat.S_IMODE(mode):o}); chmod 600 it"
+            )
         return path.read_text(encoding="utf-8").strip()
     except OSError as e:
         raise ConfigError(f"{what} {path}: {e.strerror}") from None

@@ -52,8 +52,15 @@ class Calibration(msgspec.Struct):
 class Detector:
     """A trained atom: tokenizes observations, scores them, and knows its threshold."""
 
-    def __init__(self, atom: str, schema: Schema, engine: FastGPT, calibration: Calibration,
-                 model_id: str = "", provenance: weights.Provenance | None = None) -> None:
+    def __init__(
+        self,
+        atom: str,
+        schema: Schema,
+        engine: FastGPT,
+        calibration: Calibration,
+        model_id: str = "",
+        provenance: weights.Provenance | None = None,
+    ) -> None:
         self.atom, self.schema, self.engine = atom, schema, engine
         engine.restrict_outputs(schema.groups)
         self.calibration, self.id = calibration, model_id
@@ -73,8 +80,10 @@ class Detector:
         if schema.vocab != w.vocab:
             raise weights.WeightsError(f"{path}: the schema's vocabulary differs from the model's")
         if len(calibration.field_mean) != len(schema.fields) - schema.n_context:
-            raise weights.WeightsError(f"{path}: calibrated by an older KIRI, without per-field "
-                                       f"figures; train the atom again (kiri train {atom})")
+            raise weights.WeightsError(
+                f"{path}: calibrated by an older KIRI, without per-field "
+                f"figures; train the atom again (kiri train {atom})"
+            )
         return cls(atom, schema, FastGPT(w.config, w.matrices), calibration, w.id, w.provenance)
 
     def save(self, path: Path, provenance: weights.Provenance) -> str:
@@ -84,8 +93,9 @@ class Detector:
             "calibration": msgspec.to_builtins(self.calibration),
         }
         self.provenance = provenance
-        self.id = weights.save(path, self.engine.config, self.schema.vocab,
-                               self.engine.matrices(), provenance, extra)
+        self.id = weights.save(
+            path, self.engine.config, self.schema.vocab, self.engine.matrices(), provenance, extra
+        )
         return self.id
 
     @property
@@ -99,8 +109,9 @@ class Detector:
 
     def score(self, observations: Sequence[Obs]) -> list[Score | SchemaError]:
         """A score for each observation, or the SchemaError that says why it has none."""
-        ids, errors = self.schema.encode_many([o.values for o in observations],
-                                              [o.meta for o in observations])
+        ids, errors = self.schema.encode_many(
+            [o.values for o in observations], [o.meta for o in observations]
+        )
         valid = [i for i in range(len(observations)) if i not in errors]
         out: list = [errors.get(i) for i in range(len(observations))]
         if not valid:
@@ -109,13 +120,22 @@ class Detector:
         nll = self.token_nll(docs)
         z = self.calibration.z(nll)
         tokens = self._tokens[docs[:, self.schema.scored]].tolist()
-        rows = zip(valid, tokens, nll.round(4).tolist(), z.round(3).tolist(),
-                   z.max(1).round(4).tolist())
+        rows = zip(
+            valid, tokens, nll.round(4).tolist(), z.round(3).tolist(), z.max(1).round(4).tolist()
+        )
         for i, toks, row, zs, s in rows:
             obs = observations[i]
             out[i] = Score(
-                ts=obs.ts, atom=obs.atom, host=obs.host, values=obs.values, tokens=toks,
-                nll=row, z=zs, surprise=s, threshold=self.threshold, model=self.id,
+                ts=obs.ts,
+                atom=obs.atom,
+                host=obs.host,
+                values=obs.values,
+                tokens=toks,
+                nll=row,
+                z=zs,
+                surprise=s,
+                threshold=self.threshold,
+                model=self.id,
             )
         return out
 
@@ -130,17 +150,26 @@ def calibrate(nll: np.ndarray, trained: np.ndarray) -> Calibration:
     what the model saw in training, short of its rarest 0.1%, is not unusual.
     """
     spread = np.maximum(nll.std(0), trained.std(0)) if len(trained) else nll.std(0)
-    fields = Calibration(0.0, "", field_mean=nll.mean(0).round(4).tolist(),
-                         field_std=np.maximum(spread, STD_FLOOR).round(4).tolist())
+    fields = Calibration(
+        0.0,
+        "",
+        field_mean=nll.mean(0).round(4).tolist(),
+        field_std=np.maximum(spread, STD_FLOOR).round(4).tolist(),
+    )
     surprise = fields.z(nll).max(1)
-    qs = {f"p{int(q * 100)}" if q < 1 else "max": float(np.quantile(surprise, q)) for q in QUANTILES}
+    qs = {
+        f"p{int(q * 100)}" if q < 1 else "max": float(np.quantile(surprise, q)) for q in QUANTILES
+    }
     seen = float(np.quantile(fields.z(trained).max(1), TRAINED_QUANTILE)) if len(trained) else 0.0
     threshold = max(qs["p99"], seen, THRESHOLD_FLOOR)
-    method = (f"the highest of the p99 of held-out surprise ({qs['p99']:.3f}), the "
-              f"p{TRAINED_QUANTILE * 100:g} of trained-on surprise ({seen:.3f}) "
-              f"and the floor {THRESHOLD_FLOOR:g}")
-    return msgspec.structs.replace(fields, threshold=round(threshold, 4), method=method,
-                                   quantiles=qs, held_out=len(surprise))
+    method = (
+        f"the highest of the p99 of held-out surprise ({qs['p99']:.3f}), the "
+        f"p{TRAINED_QUANTILE * 100:g} of trained-on surprise ({seen:.3f}) "
+        f"and the floor {THRESHOLD_FLOOR:g}"
+    )
+    return msgspec.structs.replace(
+        fields, threshold=round(threshold, 4), method=method, quantiles=qs, held_out=len(surprise)
+    )
 
 
 def train_detector(
@@ -169,15 +198,21 @@ def train_detector(
         repeat = max(1, round(EXAMPLES_SHARE * len(train_docs) / len(examples)))
         train_docs = train_docs + [schema.ids(e) for e in examples] * repeat
     rng = random.Random(seed)
-    detector = Detector(spec.name, schema, new_engine("fast", spec.config(schema), rng),
-                        Calibration(0.0, ""))
+    detector = Detector(
+        spec.name, schema, new_engine("fast", spec.config(schema), rng), Calibration(0.0, "")
+    )
     shuffled = list(train_docs)
     rng.shuffle(shuffled)
     started = time.monotonic()
     loss = train(detector.engine, shuffled, steps, batch=batch, lr=lr, on_step=on_step)
     detector.calibration = calibrate(detector.token_nll(held), detector.token_nll(recent))
     provenance = weights.Provenance(
-        steps=steps, batch=batch, seed=seed, lr=lr, engine="fast", final_loss=loss,
+        steps=steps,
+        batch=batch,
+        seed=seed,
+        lr=lr,
+        engine="fast",
+        final_loss=loss,
         seconds=time.monotonic() - started,
     )
     return detector, provenance

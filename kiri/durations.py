@@ -31,13 +31,18 @@ def seconds(text: str) -> float:
 def moment(text: str, now: float) -> float:
     """A Unix time from RFC 3339 or ISO 8601 (local time without an offset), a Unix time, or a
     duration ago."""
-    for parse in (float, lambda t: dt.datetime.fromisoformat(t).timestamp(),
-                  lambda t: now - duration(t)):
+    for parse in (
+        float,
+        lambda t: dt.datetime.fromisoformat(t).timestamp(),
+        lambda t: now - duration(t),
+    ):
         try:
             t = parse(text)
         except ValueError:
             continue
         if math.isfinite(t):
             return t
-    raise ValueError(f"not a time: {text!r} (RFC 3339 such as 2025-03-01T09:00:00Z, a Unix "
-                     f"time, or a duration ago such as 7d)")
+    raise ValueError(
+        f"not a time: {text!r} (RFC 3339 such as 2025-03-01T09:00:00Z, a Unix "
+        f"time, or a duration ago such as 7d)"
+    )

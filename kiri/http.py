@@ -10,7 +10,6 @@ doubling backoff, and honours a server's Retry-After (or Telegram's `retry_after
 from __future__ import annotations
 
 import json
-import socket
 import ssl
 import time
 import urllib.error
@@ -50,10 +49,17 @@ class HttpError(Exception):
         return self.status in (0, 408, 425, 429) or self.status >= 500
 
 
-def request(method: str, url: str, *, body: bytes | None = None,
-            headers: Mapping[str, str] | None = None, timeout: float = 10.0,
-            context: ssl.SSLContext | None = None, max_body: int = MAX_BODY,
-            name: str = "") -> Response:
+def request(
+    method: str,
+    url: str,
+    *,
+    body: bytes | None = None,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 10.0,
+    context: ssl.SSLContext | None = None,
+    max_body: int = MAX_BODY,
+    name: str = "",
+) -> Response:
     """One request. Any status other than 2xx raises HttpError (with the answer's own words
     when it gives a short reason)."""
     where = name or f"{method} {urllib.parse.urlsplit(url).path or '/'}"
@@ -63,23 +69,45 @@ def request(method: str, url: str, *, body: bytes | None = None,
             return Response(answer.status, dict(answer.headers), _read(answer, max_body, where))
     except urllib.error.HTTPError as e:
         text = _read(e, 4096, where).decode("utf-8", "replace")
-        raise HttpError(f"{where}: HTTP {e.code} {_short(text) or e.reason}", e.code,
-                        _retry_after(e.headers.get("Retry-After"), text)) from None
-    except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, OSError) as e:
+        raise HttpError(
+            f"{where}: HTTP {e.code} {_short(text) or e.reason}",
+            e.code,
+            _retry_after(e.headers.get("Retry-After"), text),
+        ) from None
+    except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
         reason = getattr(e, "reason", e)
         raise HttpError(f"{where}: {reason or type(e).__name__}") from None
 
 
-def post_json(url: str, payload: Any, *, headers: Mapping[str, str] | None = None,
-              timeout: float = 10.0, context: ssl.SSLContext | None = None,
-              name: str = "") -> Response:
+def post_json(
+    url: str,
+    payload: Any,
+    *,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 10.0,
+    context: ssl.SSLContext | None = None,
+    name: str = "",
+) -> Response:
     body = json.dumps(payload, separators=(",", ":")).encode()
-    return request("POST", url, body=body, timeout=timeout, context=context, name=name,
-                   headers={"Content-Type": "application/json", **(headers or {})})
+    return request(
+        "POST",
+        url,
+        body=body,
+        timeout=timeout,
+        context=context,
+        name=name,
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
 
 
-def retrying(call: Callable[[], T], *, attempts: int = 3, backoff: float = 0.5,
-             max_backoff: float = 60.0, sleep: Callable[[float], Any] = time.sleep) -> T:
+def retrying(
+    call: Callable[[], T],
+    *,
+    attempts: int = 3,
+    backoff: float = 0.5,
+    max_backoff: float = 60.0,
+    sleep: Callable[[float], Any] = time.sleep,
+) -> T:
     """call(), again after backoff (doubling) while it fails transiently, at most `attempts`
     times in all; a server's requested wait replaces the backoff. `sleep` may return False
     (a stage stopping) to give up at once."""

@@ -115,8 +115,10 @@ def problems(pipeline: Pipeline) -> list[str]:
     if pipeline.restart.max_delay < pipeline.restart.delay:
         found.append("restart: max_delay is shorter than delay")
     if cycle := find_cycle(pipeline.stages):
-        found.append(f"stages form a cycle through inputs: {' -> '.join(cycle)} (the only loop "
-                     'allowed is the feedback FIFO, output = "fifo")')
+        found.append(
+            f"stages form a cycle through inputs: {' -> '.join(cycle)} (the only loop "
+            'allowed is the feedback FIFO, output = "fifo")'
+        )
     return found
 
 
@@ -141,8 +143,10 @@ def _input_problems(spec: StageSpec, names: set[str]) -> list[str]:
     found = []
     for name in spec.inputs:
         if name == spec.name:
-            found.append(f"stage {spec.name!r} lists itself as an input (the only loop allowed "
-                         'is the feedback FIFO, output = "fifo")')
+            found.append(
+                f"stage {spec.name!r} lists itself as an input (the only loop allowed "
+                'is the feedback FIFO, output = "fifo")'
+            )
         elif name not in names:
             found.append(f"stage {spec.name!r}: input {name!r} is not a stage")
     if len(set(spec.inputs)) < len(spec.inputs):
@@ -157,7 +161,7 @@ def find_cycle(stages: list[StageSpec]) -> list[str]:
 
     def visit(name: str, path: list[str]) -> list[str]:
         if name in path:
-            return [*path[path.index(name):], name]
+            return [*path[path.index(name) :], name]
         if name in done or name not in inputs:
             return []
         for upstream in inputs[name]:
@@ -183,11 +187,12 @@ def command(name: str) -> str | None:
 
 def stage_argv(spec: StageSpec, fifo: Path) -> list[str]:
     """The argv a stage runs with: its command resolved and `{fifo}` replaced by the FIFO."""
-    return [command(spec.argv[0]) or spec.argv[0],
-            *(arg.replace(FIFO_TOKEN, str(fifo)) for arg in spec.argv[1:])]
+    return [
+        command(spec.argv[0]) or spec.argv[0],
+        *(arg.replace(FIFO_TOKEN, str(fifo)) for arg in spec.argv[1:]),
+    ]
 
 
 def uses_fifo(pipeline: Pipeline) -> bool:
     """Whether any stage writes into the feedback FIFO or names it in its argv."""
-    return any(s.output == "fifo" or any(FIFO_TOKEN in a for a in s.argv)
-               for s in pipeline.stages)
+    return any(s.output == "fifo" or any(FIFO_TOKEN in a for a in s.argv) for s in pipeline.stages)

@@ -72,8 +72,15 @@ STALE = 300.0  # an atom not scored for this long no longer counts as part of it
 
 
 class Policy:
-    def __init__(self, k: int, n: int, sensitivity: float, repeat: float,
-                 group_wait: float = 0.0, advisor: Advisor | None = None) -> None:
+    def __init__(
+        self,
+        k: int,
+        n: int,
+        sensitivity: float,
+        repeat: float,
+        group_wait: float = 0.0,
+        advisor: Advisor | None = None,
+    ) -> None:
         self.k, self.n, self.sensitivity, self.repeat = k, n, sensitivity, repeat
         self.group_wait, self.advisor = group_wait, advisor
         self.hosts: dict[str, dict[str, Track]] = {}  # host -> atom -> its track
@@ -101,8 +108,9 @@ class Policy:
 
     def state(self, host: str, now: float) -> dict[str, float]:
         """Each atom's latest surprise / threshold on this host, if scored recently."""
-        return {atom: t.ratio for atom, t in self.hosts.get(host, {}).items()
-                if now - t.seen < STALE}
+        return {
+            atom: t.ratio for atom, t in self.hosts.get(host, {}).items() if now - t.seen < STALE
+        }
 
     # -- one score ----------------------------------------------------------------------------
 
@@ -137,8 +145,9 @@ class Policy:
         rule = self.rules.match(score.atom, named_culprits(culprits, threshold))
         track.incident = track.incident or self._host_incident(score.host)
         track.notified, track.suppressed = score.ts, rule is not None
-        decision = self._decision(score, "suppress" if rule else "alert", culprits, threshold,
-                                  track.incident)
+        decision = self._decision(
+            score, "suppress" if rule else "alert", culprits, threshold, track.incident
+        )
         if rule:
             decision.summary = f"{decision.summary}; suppressed by rule {rule.id} ({rule.reason})"
         return self._advised(decision)
@@ -164,19 +173,24 @@ class Policy:
             return False
         if score.host in self.groups:
             return True
-        return any(a != score.atom and score.ts - t.seen < STALE and not t.incident
-                   for a, t in self.hosts[score.host].items())
+        return any(
+            a != score.atom and score.ts - t.seen < STALE and not t.incident
+            for a, t in self.hosts[score.host].items()
+        )
 
     def _held(self, score: Score, track: Track, culprits: Culprits, threshold: float) -> Decision:
         group = self.groups.get(score.host)
         if group is None:
-            group = self.groups[score.host] = Group(self._host_incident(score.host),
-                                                    score.ts + self.group_wait)
+            group = self.groups[score.host] = Group(
+                self._host_incident(score.host), score.ts + self.group_wait
+            )
         group.members[score.atom] = (score, culprits, threshold)
         track.incident, track.notified = group.incident, score.ts
         decision = self._decision(score, "ok", culprits, threshold, group.incident)
-        decision.summary = (f"{score.atom} is unusual on {score.host}; waiting up to "
-                            f"{self.group_wait:g} s for other atoms before notifying")
+        decision.summary = (
+            f"{score.atom} is unusual on {score.host}; waiting up to "
+            f"{self.group_wait:g} s for other atoms before notifying"
+        )
         return decision
 
     def _release(self, host: str) -> Decision:
@@ -194,11 +208,20 @@ class Policy:
         culprits = sorted((c for _, cs, _ in told for c in cs), key=_by_surprise, reverse=True)
         action = "suppress" if len(suppressed) == len(scores) else "alert"
         decision = Decision(
-            ts=group.until, id=self.new_id(), atom=top.atom, host=host, action=action,
-            severity=_severity(action, top.surprise, top_threshold), surprise=top.surprise,
-            threshold=round(top_threshold, 4), culprits=culprits, incident=group.incident,
-            atoms=[s.atom for s, _, _ in scores], summary=_group_summary(told, host),
-            state=self.state(host, group.until), by="policy",
+            ts=group.until,
+            id=self.new_id(),
+            atom=top.atom,
+            host=host,
+            action=action,
+            severity=_severity(action, top.surprise, top_threshold),
+            surprise=top.surprise,
+            threshold=round(top_threshold, 4),
+            culprits=culprits,
+            incident=group.incident,
+            atoms=[s.atom for s, _, _ in scores],
+            summary=_group_summary(told, host),
+            state=self.state(host, group.until),
+            by="policy",
         )
         if suppressed:
             reasons = "; ".join(f"{a} by rule {r.id} ({r.reason})" for a, r in suppressed.items())
@@ -207,14 +230,24 @@ class Policy:
 
     # -- records ------------------------------------------------------------------------------
 
-    def _decision(self, score: Score, action: str, culprits: Culprits, threshold: float,
-                  incident: str) -> Decision:
+    def _decision(
+        self, score: Score, action: str, culprits: Culprits, threshold: float, incident: str
+    ) -> Decision:
         return Decision(
-            ts=score.ts, id=self.new_id(), atom=score.atom, host=score.host, action=action,
-            severity=_severity(action, score.surprise, threshold), surprise=score.surprise,
-            threshold=round(threshold, 4), culprits=culprits, incident=incident,
-            atoms=[score.atom], summary=_summary(action, score, culprits, threshold),
-            by="policy", state=self.state(score.host, score.ts),
+            ts=score.ts,
+            id=self.new_id(),
+            atom=score.atom,
+            host=score.host,
+            action=action,
+            severity=_severity(action, score.surprise, threshold),
+            surprise=score.surprise,
+            threshold=round(threshold, 4),
+            culprits=culprits,
+            incident=incident,
+            atoms=[score.atom],
+            summary=_summary(action, score, culprits, threshold),
+            by="policy",
+            state=self.state(score.host, score.ts),
         )
 
     def _advised(self, decision: Decision) -> Decision:
@@ -224,8 +257,10 @@ class Policy:
             return decision
         action = "alert" if choice == "alert" else "retrain" if choice == "retrain" else "suppress"
         if action != decision.action:
-            decision.summary = (f"{decision.summary}; Nerve chose {action} over "
-                                f"{decision.action}, from people's earlier verdicts")
+            decision.summary = (
+                f"{decision.summary}; Nerve chose {action} over "
+                f"{decision.action}, from people's earlier verdicts"
+            )
             decision.action, decision.by = action, "nerve"
             decision.severity = decision.severity if action == "alert" else ""
         return decision
@@ -261,8 +296,10 @@ def _group_summary(members: list[tuple[Score, Culprits, float]], host: str) -> s
     """`pulse, rhythm and drift are unusual together on vm: CPU 97% (C9) is unusual; …`."""
     atoms = [s.atom for s, _, _ in members]
     names = atoms[0] if len(atoms) == 1 else ", ".join(atoms[:-1]) + " and " + atoms[-1]
-    details = "; ".join(f"{s.atom}: {_unusual(s, c, t)} (surprise {s.surprise:.1f}, threshold "
-                        f"{t:.1f})" for s, c, t in members)
+    details = "; ".join(
+        f"{s.atom}: {_unusual(s, c, t)} (surprise {s.surprise:.1f}, threshold {t:.1f})"
+        for s, c, t in members
+    )
     together = " together" if len(atoms) > 1 else ""
     return f"{names} {'are' if len(atoms) > 1 else 'is'} unusual{together} on {host}: {details}"
 

@@ -47,10 +47,10 @@ PULSE = QuerySet(
         "cpu": '100 * (1 - avg by (instance) (rate(node_cpu_seconds_total{mode="idle"}[$window])))',
         "mem": "100 * (1 - node_memory_MemAvailable_bytes / node_memory_MemTotal_bytes)",
         "disk": '100 * (1 - max by (instance) (node_filesystem_avail_bytes{mountpoint="/"}'
-                ' / node_filesystem_size_bytes{mountpoint="/"}))',
+        ' / node_filesystem_size_bytes{mountpoint="/"}))',
         # used / total, and 0 on a host without swap (clamp_min keeps 0 / 0 from being NaN)
         "swap": "100 * (node_memory_SwapTotal_bytes - node_memory_SwapFree_bytes)"
-                " / clamp_min(node_memory_SwapTotal_bytes, 1)",
+        " / clamp_min(node_memory_SwapTotal_bytes, 1)",
         "load": "node_load1",
         "net": 'max by (instance) (node_network_up{device!="lo"})',
     },
@@ -69,6 +69,7 @@ class PromError(Exception):
 
 # -- times ----------------------------------------------------------------------------------
 
+
 def step(text: str) -> float:
     """A query step: a duration, or a number of seconds, greater than 0."""
     seconds = durations.seconds(text)
@@ -84,8 +85,9 @@ def rate_window(step_seconds: float, scrape_interval: float) -> str:
     return f"{ms // 1000}s" if ms % 1000 == 0 else f"{ms}ms"
 
 
-def range_chunks(start: float, end: float, step_seconds: float,
-                 max_points: int = MAX_POINTS) -> Iterator[tuple[float, float]]:
+def range_chunks(
+    start: float, end: float, step_seconds: float, max_points: int = MAX_POINTS
+) -> Iterator[tuple[float, float]]:
     """[start, end] split into ranges of at most max_points evaluation times each, on the one
     grid start + k * step, so the pieces neither overlap nor leave gaps."""
     last = math.floor((end - start) / step_seconds + 1e-9)
@@ -94,6 +96,7 @@ def range_chunks(start: float, end: float, step_seconds: float,
 
 
 # -- the HTTP API ---------------------------------------------------------------------------
+
 
 class Series(msgspec.Struct, frozen=True):
     labels: dict[str, str]
@@ -158,12 +161,14 @@ class Prometheus:
     """Queries to one Prometheus server's HTTP API, each with a timeout and a size limit.
     Transient failures are retried `attempts` times in all, waiting with `sleep` between."""
 
-    def __init__(self, url: str, timeout: float, log: Any, sleep: Callable[[float], Any],
-                 attempts: int = 1) -> None:
+    def __init__(
+        self, url: str, timeout: float, log: Any, sleep: Callable[[float], Any], attempts: int = 1
+    ) -> None:
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"the Prometheus URL must be http[s]://HOST[:PORT][/PATH], "
-                             f"not {url!r}")
+            raise ValueError(
+                f"the Prometheus URL must be http[s]://HOST[:PORT][/PATH], not {url!r}"
+            )
         if "@" in parts.netloc:  # said without echoing the URL: it may hold a password
             raise ValueError("a user or password in the Prometheus URL is not supported")
         self.base, self.netloc = url.rstrip("/"), parts.netloc
@@ -172,19 +177,29 @@ class Prometheus:
     def instant(self, name: str, promql: str, at: float) -> list[Series]:
         return self._get(name, "/api/v1/query", {"query": promql, "time": f"{at:.3f}"})
 
-    def range(self, name: str, promql: str, start: float, end: float,
-              step_seconds: float) -> list[Series]:
-        return self._get(name, "/api/v1/query_range", {
-            "query": promql, "start": f"{start:.3f}", "end": f"{end:.3f}",
-            "step": f"{step_seconds:.3f}"})
+    def range(
+        self, name: str, promql: str, start: float, end: float, step_seconds: float
+    ) -> list[Series]:
+        return self._get(
+            name,
+            "/api/v1/query_range",
+            {
+                "query": promql,
+                "start": f"{start:.3f}",
+                "end": f"{end:.3f}",
+                "step": f"{step_seconds:.3f}",
+            },
+        )
 
     def _get(self, name: str, path: str, params: dict[str, str]) -> list[Series]:
         url = f"{self.base}{path}?{urllib.parse.urlencode(params)}"
         where = f"{self.netloc} query {name}"
         try:
-            answer = retrying(lambda: request("GET", url, timeout=self.timeout,
-                                              max_body=MAX_ANSWER, name=where),
-                              attempts=self.attempts, sleep=self.sleep)
+            answer = retrying(
+                lambda: request("GET", url, timeout=self.timeout, max_body=MAX_ANSWER, name=where),
+                attempts=self.attempts,
+                sleep=self.sleep,
+            )
             series, warnings = parse_answer(answer.body)
         except HttpError as e:  # 400 is bad_data: the query or its parameters are wrong
             raise PromError(str(e), fatal=e.status == 400) from None
@@ -234,8 +249,15 @@ class Table:
             except ValueError as e:
                 skipped[str(e)] += 1
                 continue
-            out.append(Obs(ts=ts, atom=self.queries.atom, host=hosts[instance], values=values,
-                           meta={**meta, "instance": instance}))
+            out.append(
+                Obs(
+                    ts=ts,
+                    atom=self.queries.atom,
+                    host=hosts[instance],
+                    values=values,
+                    meta={**meta, "instance": instance},
+                )
+            )
         return out, skipped
 
 

@@ -8,7 +8,6 @@ from typing import Any
 
 from kiri.records import Decision, Obs, Outcome, Rule, Score, Verdict
 
-
 TOP_CULPRITS = 3  # culprits shown with an alert
 
 
@@ -54,7 +53,9 @@ def render(rec: Any) -> str:
         status = "ok" if rec.ok else f"FAILED: {rec.error}"
         return f"{head} {rec.action} via {rec.sink}: {status}"
     if isinstance(rec, Verdict):
-        return f"{head} {rec.verdict} alert {rec.alert} by {rec.by or rec.source} {rec.note}".rstrip()
+        return (
+            f"{head} {rec.verdict} alert {rec.alert} by {rec.by or rec.source} {rec.note}".rstrip()
+        )
     if isinstance(rec, Rule):
         return f"{head} {rec.action} {rec.atom} when {' '.join(rec.match)}: {rec.reason}"
     raise TypeError(f"cannot render {type(rec).__name__}")

@@ -52,7 +52,9 @@ class Field(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         """bucket() for many finite values at once."""
         if self.auto:
             return np.searchsorted(self.edges, x, side="right")
-        i = ((x - self.lo) / (self.hi - self.lo) * self.levels).astype(np.intp)  # truncates, as int()
+        i = ((x - self.lo) / (self.hi - self.lo) * self.levels).astype(
+            np.intp
+        )  # truncates, as int()
         return np.clip(i, 0, self.levels - 1)
 
     def describe(self, value: float | None) -> str:
@@ -121,11 +123,18 @@ class Schema(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=True)
     def encode(self, values: Mapping[str, float | None], meta: Mapping[str, str]) -> list[int]:
         """The document's ids, [BOS] + one id per field + [BOS], straight from the values."""
         bos = self.vocab_size - 1
-        return [bos, *(first + f.bucket(self._value(f, values, meta))
-                       for f, first in zip(self.ordered, self._first_ids)), bos]
+        return [
+            bos,
+            *(
+                first + f.bucket(self._value(f, values, meta))
+                for f, first in zip(self.ordered, self._first_ids)
+            ),
+            bos,
+        ]
 
-    def encode_many(self, values: Sequence[Mapping[str, float | None]],
-                    metas: Sequence[Mapping[str, str]]) -> tuple[np.ndarray, dict[int, SchemaError]]:
+    def encode_many(
+        self, values: Sequence[Mapping[str, float | None]], metas: Sequence[Mapping[str, str]]
+    ) -> tuple[np.ndarray, dict[int, SchemaError]]:
         """encode() for many observations at once: ids (N, doc_len), and the SchemaError of
         each row that has none (its ids row is then meaningless)."""
         ids = np.full((len(values), self.doc_len), self.vocab_size - 1, dtype=np.intp)
@@ -167,7 +176,9 @@ class Schema(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=True)
             n += f.size
         return firsts
 
-    def _value(self, f: Field, values: Mapping[str, float | None], meta: Mapping[str, str]) -> float:
+    def _value(
+        self, f: Field, values: Mapping[str, float | None], meta: Mapping[str, str]
+    ) -> float:
         x = values.get(f.name)
         if x is None:
             raise SchemaError(f"values.{f.name} is missing")
@@ -198,19 +209,25 @@ class Schema(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=True)
         tokens = text.replace(",", " ").split()
         expected = [f.prefix for f in self.ordered]
         if len(tokens) != len(expected):
-            raise SchemaError(f"expected {len(expected)} tokens ({' '.join(p + 'N' for p in expected)})")
+            raise SchemaError(
+                f"expected {len(expected)} tokens ({' '.join(p + 'N' for p in expected)})"
+            )
         index = self._index
         for token, f in zip(tokens, self.ordered):
             if token not in index or self.field_of(token) is not f:
-                raise SchemaError(f"{token!r} is not a {f.label or f.name} token "
-                                  f"({f.prefix}0-{f.prefix}{f.size - 1})")
+                raise SchemaError(
+                    f"{token!r} is not a {f.label or f.name} token "
+                    f"({f.prefix}0-{f.prefix}{f.size - 1})"
+                )
         return tokens
 
     @functools.cached_property
     def _index(self) -> dict[str, int]:
         return {t: i for i, t in enumerate(self.vocab)}
 
-    def fit(self, values: Sequence[Mapping[str, float | None]], metas: Sequence[Mapping[str, str]]) -> Schema:
+    def fit(
+        self, values: Sequence[Mapping[str, float | None]], metas: Sequence[Mapping[str, str]]
+    ) -> Schema:
         """A copy with every `auto` field's quantile edges fitted to these observations."""
         fields = []
         for f in self.fields:

@@ -39,15 +39,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("service", help="run kiri-supervise as a launchd or systemd user service")
     actions = s.add_subparsers(dest="action", required=True, metavar="ACTION")
     install = actions.add_parser("install", help="write the service file and start the service")
-    install.add_argument("--pipeline", type=Path, default=DEFAULT_PIPELINE, metavar="PATH",
-                         help=f"the pipeline file the service runs (default: {DEFAULT_PIPELINE})")
-    install.add_argument("--dry-run", action="store_true",
-                         help="print the service file instead of writing it")
+    install.add_argument(
+        "--pipeline",
+        type=Path,
+        default=DEFAULT_PIPELINE,
+        metavar="PATH",
+        help=f"the pipeline file the service runs (default: {DEFAULT_PIPELINE})",
+    )
+    install.add_argument(
+        "--dry-run", action="store_true", help="print the service file instead of writing it"
+    )
     uninstall = actions.add_parser("uninstall", help="stop the service and remove its file")
     status = actions.add_parser("status", help="whether the service is installed and running")
     for p in (install, uninstall, status):
-        p.add_argument("--platform", choices=tuple(TEMPLATES), default=this_platform(),
-                       help="launchd (macos) or systemd (linux); default: this system's")
+        p.add_argument(
+            "--platform",
+            choices=tuple(TEMPLATES),
+            default=this_platform(),
+            help="launchd (macos) or systemd (linux); default: this system's",
+        )
 
 
 def cmd_service(args: argparse.Namespace) -> int:
@@ -63,8 +73,13 @@ def service_file(platform: str) -> Path:
 
 def render(platform: str, pipeline: Path, home: Path) -> str:
     """The service file for `platform`, running `pipeline` with KIRI_HOME=`home`."""
-    values = {"supervise": SUPERVISE, "pipeline": pipeline, "kiri_home": home,
-              "logs": home / "logs", "checkout": CHECKOUT}
+    values = {
+        "supervise": SUPERVISE,
+        "pipeline": pipeline,
+        "kiri_home": home,
+        "logs": home / "logs",
+        "checkout": CHECKOUT,
+    }
     if any("\n" in str(v) for v in values.values()):
         raise UserError("a path holds a newline; a service file cannot carry it")
     template = Template((CHECKOUT / "pipelines" / TEMPLATES[platform]).read_text())
@@ -87,8 +102,11 @@ def _unit_word(text: str, *, command: bool) -> str:
 def start_commands(platform: str, path: Path) -> list[list[str]]:
     if platform == "macos":
         return [["launchctl", "load", "-w", str(path)]]
-    return [["systemctl", "--user", "daemon-reload"], ["systemctl", "--user", "enable", UNIT],
-            ["systemctl", "--user", "restart", UNIT]]
+    return [
+        ["systemctl", "--user", "daemon-reload"],
+        ["systemctl", "--user", "enable", UNIT],
+        ["systemctl", "--user", "restart", UNIT],
+    ]
 
 
 def stop_commands(platform: str, path: Path) -> list[list[str]]:
@@ -146,8 +164,9 @@ def uninstall(args: argparse.Namespace) -> int:
 def status(args: argparse.Namespace) -> int:
     path = service_file(args.platform)
     if not path.exists():
-        raise UserError(f"kiri service is not installed: no {path} "
-                        "(`kiri service install` installs it)")
+        raise UserError(
+            f"kiri service is not installed: no {path} (`kiri service install` installs it)"
+        )
     print(f"installed: {path}")
     print(f"runs: {shlex.join(program(args.platform, path))}")
     if args.platform == "macos":

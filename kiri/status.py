@@ -56,8 +56,10 @@ def read(path: Path) -> Status:
     try:
         return msgspec.json.decode(path.read_bytes(), type=Status)
     except FileNotFoundError:
-        raise UserError(f"no status file at {path}: kiri-supervise has not run with this "
-                        "KIRI_HOME (start it with bin/kiri-supervise PIPELINE)") from None
+        raise UserError(
+            f"no status file at {path}: kiri-supervise has not run with this "
+            "KIRI_HOME (start it with bin/kiri-supervise PIPELINE)"
+        ) from None
     except (OSError, msgspec.MsgspecError) as e:
         raise UserError(f"cannot read {path}: {e}") from e
 
@@ -77,11 +79,15 @@ def show() -> int:
     now = time.time()
     alive = supervisor_alive(status)
     if alive:
-        print(f"kiri-supervise {status.pid}: pipeline {status.pipeline} ({status.file}), "
-              f"up {duration(now - status.started)}")
+        print(
+            f"kiri-supervise {status.pid}: pipeline {status.pipeline} ({status.file}), "
+            f"up {duration(now - status.started)}"
+        )
     else:
-        print(f"kiri-supervise is not running: pid {status.pid} has ended. Its last status, "
-              f"written {duration(now - status.updated)} ago ({path}):")
+        print(
+            f"kiri-supervise is not running: pid {status.pid} has ended. Its last status, "
+            f"written {duration(now - status.updated)} ago ({path}):"
+        )
     print()
     for line in table(stage_rows(status, now, alive)):
         print(line)
@@ -98,19 +104,33 @@ def stage_rows(status: Status, now: float, alive: bool) -> list[list[str]]:
     for s in status.stages:
         live = alive and s.pid is not None
         cpu, rss = usage.get(s.pid, ("-", "-")) if live else ("-", "-")
-        rows.append([
-            s.name, s.state, str(s.pid) if live else "-", str(s.restarts),
-            duration(now - s.started) if live and s.started else "-", cpu, rss,
-            "-" if s.exit_status is None else str(s.exit_status),
-        ])
+        rows.append(
+            [
+                s.name,
+                s.state,
+                str(s.pid) if live else "-",
+                str(s.restarts),
+                duration(now - s.started) if live and s.started else "-",
+                cpu,
+                rss,
+                "-" if s.exit_status is None else str(s.exit_status),
+            ]
+        )
     return rows
 
 
 def atom_rows(status: Status, now: float) -> list[list[str]]:
     rows = [["ATOM", "HOST", "SURPRISE", "THRESHOLD", "SEEN"]]
     for name, a in sorted(status.atoms.items()):
-        rows.append([name, a.host or "-", f"{a.surprise:.3f}", f"{a.threshold:.3f}",
-                     f"{duration(now - a.ts)} ago"])
+        rows.append(
+            [
+                name,
+                a.host or "-",
+                f"{a.surprise:.3f}",
+                f"{a.threshold:.3f}",
+                f"{duration(now - a.ts)} ago",
+            ]
+        )
     return rows
 
 
@@ -127,8 +147,10 @@ def measure(pids: list[int]) -> dict[int, tuple[str, str]]:
     usage = {}
     for pid, proc in procs.items():
         try:
-            usage[pid] = (f"{proc.cpu_percent(None):.1f}",
-                          f"{proc.memory_info().rss / (1 << 20):.1f} MiB")
+            usage[pid] = (
+                f"{proc.cpu_percent(None):.1f}",
+                f"{proc.memory_info().rss / (1 << 20):.1f} MiB",
+            )
         except psutil.Error:
             continue
     return usage

@@ -204,9 +204,17 @@ class Store:
             self.db.execute(
                 "INSERT OR IGNORE INTO alerts (id, ts, atom, host, action, incident, summary,"
                 " pattern, decision, delivered) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1)",
-                (decision.id, decision.ts, decision.atom, decision.host, decision.action,
-                 decision.incident, decision.summary, pattern,
-                 msgspec.json.encode(decision).decode()),
+                (
+                    decision.id,
+                    decision.ts,
+                    decision.atom,
+                    decision.host,
+                    decision.action,
+                    decision.incident,
+                    decision.summary,
+                    pattern,
+                    msgspec.json.encode(decision).decode(),
+                ),
             )
 
     def alerts(self, limit: int = 20) -> list[AlertRow]:
@@ -225,8 +233,16 @@ class Store:
         row = self.db.execute("SELECT decision FROM alerts WHERE id = ?", (alert,)).fetchone()
         return msgspec.json.decode(row[0], type=Decision) if row else None
 
-    def add_verdict(self, alert: str, verdict: str, *, normal: bool = False, source: str = "cli",
-                    by: str = "", note: str = "") -> bool:
+    def add_verdict(
+        self,
+        alert: str,
+        verdict: str,
+        *,
+        normal: bool = False,
+        source: str = "cli",
+        by: str = "",
+        note: str = "",
+    ) -> bool:
         """Record a person's verdict; False when the same verdict was already there."""
         if verdict not in ("confirm", "dismiss"):
             raise StoreError(f"a verdict is confirm or dismiss, not {verdict!r}")
@@ -234,7 +250,8 @@ class Store:
             if not self.db.execute("SELECT 1 FROM alerts WHERE id = ?", (alert,)).fetchone():
                 raise UnknownAlert(f"no alert with id {alert!r} (see `kiri alerts`)")
             old = self.db.execute(
-                "SELECT verdict, normal FROM verdicts WHERE alert = ?", (alert,)).fetchone()
+                "SELECT verdict, normal FROM verdicts WHERE alert = ?", (alert,)
+            ).fetchone()
             if old == (verdict, int(normal)):
                 return False
             # REPLACE gives a changed verdict a new rowid: readers following seq see it again
@@ -249,7 +266,9 @@ class Store:
         rows = self.db.execute(
             "SELECT v.rowid, v.alert, v.ts, v.verdict, v.normal, v.source, v.by, v.note,"
             " a.atom, a.pattern, a.decision FROM verdicts v JOIN alerts a ON a.id = v.alert"
-            " WHERE v.rowid > ? ORDER BY v.rowid", (seq,)).fetchall()
+            " WHERE v.rowid > ? ORDER BY v.rowid",
+            (seq,),
+        ).fetchall()
         return [VerdictRow(r[0], r[1], r[2], r[3], bool(r[4]), *r[5:]) for r in rows]
 
     def last_verdict_seq(self) -> int:
@@ -262,7 +281,9 @@ class Store:
         return self.db.execute(
             "SELECT count(*) FROM verdicts v JOIN alerts a ON a.id = v.alert"
             " WHERE v.verdict = 'dismiss' AND NOT v.normal AND a.atom = ? AND a.pattern = ?"
-            " AND v.rowid <= ?", (atom, pattern, upto)).fetchone()[0]
+            " AND v.rowid <= ?",
+            (atom, pattern, upto),
+        ).fetchone()[0]
 
     # -- rules --------------------------------------------------------------------------------
 
@@ -271,31 +292,54 @@ class Store:
             self.db.execute(
                 "INSERT OR REPLACE INTO rules (id, ts, atom, match, action, expires, reason)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (rule.id, rule.ts, rule.atom, json.dumps(sorted(rule.match)), rule.action,
-                 rule.expires, rule.reason))
+                (
+                    rule.id,
+                    rule.ts,
+                    rule.atom,
+                    json.dumps(sorted(rule.match)),
+                    rule.action,
+                    rule.expires,
+                    rule.reason,
+                ),
+            )
 
     def active_rules(self, now: float | None = None) -> list[Rule]:
         now = time.time() if now is None else now
         rows = self.db.execute(
             "SELECT id, ts, atom, match, action, expires, reason FROM rules"
-            " WHERE expires = 0 OR expires > ? ORDER BY ts", (now,)).fetchall()
-        return [Rule(id=r[0], ts=r[1], atom=r[2], match=json.loads(r[3]), action=r[4],
-                     expires=r[5], reason=r[6]) for r in rows]
+            " WHERE expires = 0 OR expires > ? ORDER BY ts",
+            (now,),
+        ).fetchall()
+        return [
+            Rule(
+                id=r[0],
+                ts=r[1],
+                atom=r[2],
+                match=json.loads(r[3]),
+                action=r[4],
+                expires=r[5],
+                reason=r[6],
+            )
+            for r in rows
+        ]
 
     # -- tasks --------------------------------------------------------------------------------
 
     def add_task(self, title: str, project: str, ts: float | None = None) -> int:
         """A new open task; its id."""
         with self._write():
-            cur = self.db.execute("INSERT INTO tasks (title, project, created) VALUES (?, ?, ?)",
-                                  (title, project, time.time() if ts is None else ts))
+            cur = self.db.execute(
+                "INSERT INTO tasks (title, project, created) VALUES (?, ?, ?)",
+                (title, project, time.time() if ts is None else ts),
+            )
         return cur.lastrowid
 
     def finish_task(self, task: int, ts: float | None = None) -> TaskRow:
         """Mark an open task done; the task as it now is."""
         with self._write():
-            row = self.db.execute("SELECT id, title, project, created, done FROM tasks"
-                                  " WHERE id = ?", (task,)).fetchone()
+            row = self.db.execute(
+                "SELECT id, title, project, created, done FROM tasks WHERE id = ?", (task,)
+            ).fetchone()
             if row is None:
                 raise UnknownTask(f"no task with id {task} (see `kiri task list`)")
             if row[4] is not None:
@@ -308,27 +352,33 @@ class Store:
     def tasks(self, include_done: bool = False) -> list[TaskRow]:
         """Open tasks (and done ones too, if asked), oldest first."""
         where = "" if include_done else " WHERE done IS NULL"
-        rows = self.db.execute("SELECT id, title, project, created, done FROM tasks"
-                               f"{where} ORDER BY created, id").fetchall()
+        rows = self.db.execute(
+            f"SELECT id, title, project, created, done FROM tasks{where} ORDER BY created, id"
+        ).fetchall()
         return [TaskRow(*r) for r in rows]
 
     def add_switch(self, project: str, ts: float | None = None) -> None:
         with self._write():
-            self.db.execute("INSERT INTO switches (ts, project) VALUES (?, ?)",
-                            (time.time() if ts is None else ts, project))
+            self.db.execute(
+                "INSERT INTO switches (ts, project) VALUES (?, ?)",
+                (time.time() if ts is None else ts, project),
+            )
 
     def current_project(self) -> str:
         """The project last switched to; '' before any switch."""
-        row = self.db.execute("SELECT project FROM switches ORDER BY ts DESC, rowid DESC"
-                              " LIMIT 1").fetchone()
+        row = self.db.execute(
+            "SELECT project FROM switches ORDER BY ts DESC, rowid DESC LIMIT 1"
+        ).fetchone()
         return row[0] if row else ""
 
     def task_times(self) -> tuple[list[float], list[float], list[float]]:
         """When tasks were added, when they were completed, and when the person switched
         projects: three sorted lists of times, the whole history."""
         created = [r[0] for r in self.db.execute("SELECT created FROM tasks ORDER BY created")]
-        done = [r[0] for r in self.db.execute(
-            "SELECT done FROM tasks WHERE done IS NOT NULL ORDER BY done")]
+        done = [
+            r[0]
+            for r in self.db.execute("SELECT done FROM tasks WHERE done IS NOT NULL ORDER BY done")
+        ]
         switches = [r[0] for r in self.db.execute("SELECT ts FROM switches ORDER BY ts")]
         return created, done, switches
 
@@ -338,13 +388,17 @@ class Store:
         with self._write():
             self.db.execute(
                 "INSERT OR REPLACE INTO telegram_messages (alert, incident, action, chat, message,"
-                " text, ts) VALUES (?, ?, ?, ?, ?, ?, ?)", msgspec.structs.astuple(sent))
+                " text, ts) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                msgspec.structs.astuple(sent),
+            )
 
     def telegram_message(self, alert: str) -> TelegramMessage | None:
         """The message an alert was sent as, if it was."""
         row = self.db.execute(
             "SELECT alert, incident, action, chat, message, text, ts FROM telegram_messages"
-            " WHERE alert = ?", (alert,)).fetchone()
+            " WHERE alert = ?",
+            (alert,),
+        ).fetchone()
         return TelegramMessage(*row) if row else None
 
     def telegram_thread(self, incident: str) -> TelegramMessage | None:
@@ -352,7 +406,8 @@ class Store:
         row = self.db.execute(
             "SELECT alert, incident, action, chat, message, text, ts FROM telegram_messages"
             " WHERE incident = ? AND action = 'alert' ORDER BY ts DESC, rowid DESC LIMIT 1",
-            (incident,)).fetchone()
+            (incident,),
+        ).fetchone()
         return TelegramMessage(*row) if row else None
 
     # -- state --------------------------------------------------------------------------------
@@ -378,4 +433,3 @@ class _Transaction:
 
     def __exit__(self, exc_type: type | None, *_: object) -> None:
         self.db.execute("ROLLBACK" if exc_type else "COMMIT")
-

@@ -156,7 +156,10 @@ class Stream:
             self._dead_letter.close()
         # Quiet on a clean run; a run that dropped lines says how many.
         (self.log.warning if self.bad else self.log.debug)(
-            "stream_end", lines=self.lines, written=self.records_out, bad=self.bad,
+            "stream_end",
+            lines=self.lines,
+            written=self.records_out,
+            bad=self.bad,
             stopped=self.stopping,
         )
 
@@ -194,7 +197,7 @@ class Stream:
         view = memoryview(self._out)
         try:
             while view:
-                view = view[os.write(self.out_fd, view):]
+                view = view[os.write(self.out_fd, view) :]
         finally:
             view.release()
             self._out.clear()

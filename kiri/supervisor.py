@@ -82,8 +82,9 @@ SCORE_MARK = b'"kind":"score"'
 class Stage:
     """One stage of the pipeline: its pipes, its current process, and its record so far."""
 
-    def __init__(self, spec: StageSpec, argv: list[str], stderr_log: RotatingLog,
-                 delay: float) -> None:
+    def __init__(
+        self, spec: StageSpec, argv: list[str], stderr_log: RotatingLog, delay: float
+    ) -> None:
         self.spec, self.name, self.argv, self.stderr_log = spec, spec.name, argv, stderr_log
         self.inbox: Inbox | None = None  # its stdin, when something writes into it
         self.producers: list[Stage] = []
@@ -107,8 +108,12 @@ class Stage:
 
     def status(self) -> StageStatus:
         return StageStatus(
-            name=self.name, state=self.state, pid=self.proc.pid if self.proc else None,
-            restarts=self.restarts, started=self.started, exit_status=self.exit_status,
+            name=self.name,
+            state=self.state,
+            pid=self.proc.pid if self.proc else None,
+            restarts=self.restarts,
+            started=self.started,
+            exit_status=self.exit_status,
             dropped=self.dropped,
         )
 
@@ -126,9 +131,9 @@ class Supervisor:
         logs = private_dir(home / "logs")
         self.stages = {
             spec.name: Stage(
-                spec, stage_argv(spec, self.fifo_path),
-                RotatingLog(logs / f"{spec.name}.log", pipeline.logs.max_bytes,
-                            pipeline.logs.keep),
+                spec,
+                stage_argv(spec, self.fifo_path),
+                RotatingLog(logs / f"{spec.name}.log", pipeline.logs.max_bytes, pipeline.logs.keep),
                 pipeline.restart.delay,
             )
             for spec in pipeline.stages
@@ -161,8 +166,12 @@ class Supervisor:
     def run(self) -> None:
         with self._signals():
             self._open_fifo()
-            self.log.info("supervisor_start", pipeline=self.pipeline.name, file=str(self.path),
-                          stages=list(self.stages))
+            self.log.info(
+                "supervisor_start",
+                pipeline=self.pipeline.name,
+                file=str(self.path),
+                stages=list(self.stages),
+            )
             for stage in self.stages.values():
                 self._start(stage)
             while not all(s.ended for s in self.stages.values()):
@@ -191,7 +200,8 @@ class Supervisor:
     def _interest(self) -> dict[int, tuple[int, Callable[[], None]]]:
         """What to wait for: readable outputs whose consumers have room, queued inputs."""
         fds: dict[int, tuple[int, Callable[[], None]]] = {
-            self.wake_fd: (select.POLLIN, self._drain_wakeups)}
+            self.wake_fd: (select.POLLIN, self._drain_wakeups)
+        }
         for stage in self.stages.values():
             if stage.outlet and not any(inbox.full for inbox in stage.consumers):
                 fds[stage.outlet.fd] = (select.POLLIN, partial(self._read_stdout, stage))
@@ -237,8 +247,9 @@ class Supervisor:
                 score = self.score.decode(last)
             except msgspec.DecodeError:
                 return
-            self.atoms[score.atom] = AtomStatus(score.surprise, score.threshold, score.ts,
-                                                score.host)
+            self.atoms[score.atom] = AtomStatus(
+                score.surprise, score.threshold, score.ts, score.host
+            )
 
     def _close_outlet(self, stage: Stage) -> None:
         assert stage.outlet is not None
@@ -289,8 +300,12 @@ class Supervisor:
             return  # until then a stage's stdin stays open, even while its producers are down
         for stage in self.stages.values():
             inbox = stage.inbox
-            if inbox and inbox.fd is not None and not inbox.queued and all(
-                    p.ended for p in stage.producers):
+            if (
+                inbox
+                and inbox.fd is not None
+                and not inbox.queued
+                and all(p.ended for p in stage.producers)
+            ):
                 inbox.detach()
 
     # -- starting, exits and restarts --------------------------------------------------------
@@ -317,19 +332,20 @@ class Supervisor:
             # Its own process group: a Ctrl-C on the terminal reaches the supervisor only, which
             # then stops the stages in order. The same session: the terminal sink can still
             # write alerts to the person's terminal (/dev/tty).
-            stage.proc = subprocess.Popen(stage.argv, stdin=stdin, stdout=stdout, stderr=stderr,
-                                          process_group=0)
+            stage.proc = subprocess.Popen(
+                stage.argv, stdin=stdin, stdout=stdout, stderr=stderr, process_group=0
+            )
         except OSError as e:
-            self.log.error("stage_exec_failed", name=stage.name, argv0=stage.argv[0],
-                           error=str(e))
+            self.log.error("stage_exec_failed", name=stage.name, argv0=stage.argv[0], error=str(e))
         finally:
             for fd in child_fds:
                 os.close(fd)
         if stage.proc is None:
             self._ended(stage, EXEC_FAILED)
         else:
-            self.log.info("stage_started", name=stage.name, pid=stage.proc.pid,
-                          restarts=stage.restarts)
+            self.log.info(
+                "stage_started", name=stage.name, pid=stage.proc.pid, restarts=stage.restarts
+            )
 
     def _reap(self) -> None:
         for stage in self.stages.values():
@@ -355,8 +371,12 @@ class Supervisor:
             self.log.info("stage_stopped", name=stage.name, exit_status=status)
             self._settle(stage, "stopped")
         elif status == DONT_RESTART:
-            self.log.info("stage_stopped", name=stage.name, exit_status=status,
-                          reason="asked not to be restarted")
+            self.log.info(
+                "stage_stopped",
+                name=stage.name,
+                exit_status=status,
+                reason="asked not to be restarted",
+            )
             self._settle(stage, "stopped")
         else:
             self._died(stage, status, uptime)
@@ -373,18 +393,30 @@ class Supervisor:
         if uptime >= restart.healthy:
             stage.delay = restart.delay
         stage.state, stage.restart_at = "backoff", now + stage.delay
-        self.log.warning("stage_died", name=stage.name, exit_status=status,
-                         uptime=round(uptime, 3), restart_in=stage.delay)
+        self.log.warning(
+            "stage_died",
+            name=stage.name,
+            exit_status=status,
+            uptime=round(uptime, 3),
+            restart_in=stage.delay,
+        )
         stage.delay = min(stage.delay * 2, restart.max_delay)
 
     def _fail(self, stage: Stage, status: int) -> None:
         deaths, seconds = len(stage.deaths), stage.deaths[-1] - stage.deaths[0]
         self._settle(stage, "failed")
-        summary = (f"stage {stage.name} failed: died {deaths} times in {seconds:.3g} s "
-                   f"(last exit status {status}); not restarting it")
-        self.log.error("stage_failed", name=stage.name, deaths=deaths,
-                       seconds=round(seconds, 3), exit_status=status,
-                       alerted=self._alert(summary))
+        summary = (
+            f"stage {stage.name} failed: died {deaths} times in {seconds:.3g} s "
+            f"(last exit status {status}); not restarting it"
+        )
+        self.log.error(
+            "stage_failed",
+            name=stage.name,
+            deaths=deaths,
+            seconds=round(seconds, 3),
+            exit_status=status,
+            alerted=self._alert(summary),
+        )
 
     def _alert(self, summary: str) -> bool:
         """Write an alert decision into the alerts stage's stdin; False if none can take it."""
@@ -392,8 +424,13 @@ class Supervisor:
         if target is None or target.ended or target.inbox is None:
             return False
         decision = Decision(
-            ts=time.time(), id=f"sup{os.urandom(4).hex()}", atom="supervisor", host=self.host,
-            action="alert", severity="critical", summary=summary,
+            ts=time.time(),
+            id=f"sup{os.urandom(4).hex()}",
+            atom="supervisor",
+            host=self.host,
+            action="alert",
+            severity="critical",
+            summary=summary,
         )
         target.inbox.put(msgspec.json.encode(decision) + b"\n")
         return True
@@ -459,9 +496,13 @@ class Supervisor:
         if not self.changed and now < self.status_due:
             return
         status = Status(
-            pid=os.getpid(), pipeline=self.pipeline.name, file=str(self.path),
-            started=self.started, updated=time.time(),
-            stages=[s.status() for s in self.stages.values()], atoms=self.atoms,
+            pid=os.getpid(),
+            pipeline=self.pipeline.name,
+            file=str(self.path),
+            started=self.started,
+            updated=time.time(),
+            stages=[s.status() for s in self.stages.values()],
+            atoms=self.atoms,
         )
         try:
             atomic_write(self.status_file, msgspec.json.encode(status))
@@ -520,8 +561,9 @@ def exclusive(home: Path) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             other = os.read(fd, 32).decode(errors="replace").strip() or "?"
-            raise UserError(f"another kiri-supervise (pid {other}) is running with "
-                            f"KIRI_HOME {home}") from None
+            raise UserError(
+                f"another kiri-supervise (pid {other}) is running with KIRI_HOME {home}"
+            ) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         yield
@@ -535,11 +577,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the stages of a pipeline file: hold their pipes, restart them when "
         "they die, stop them in order on SIGTERM, and keep $KIRI_HOME/status.json.",
     )
-    parser.add_argument("pipeline", nargs="?", type=Path, default=DEFAULT_PIPELINE,
-                        metavar="PIPELINE",
-                        help=f"the pipeline file (default: {DEFAULT_PIPELINE})")
-    parser.add_argument("--check", action="store_true",
-                        help="check the pipeline file, print its stages and exit")
+    parser.add_argument(
+        "pipeline",
+        nargs="?",
+        type=Path,
+        default=DEFAULT_PIPELINE,
+        metavar="PIPELINE",
+        help=f"the pipeline file (default: {DEFAULT_PIPELINE})",
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="check the pipeline file, print its stages and exit"
+    )
     return parser
 
 
@@ -549,10 +597,18 @@ def describe(pipeline: Pipeline, path: Path) -> list[str]:
     alerts = f"; alerts go to {pipeline.alerts}" if pipeline.alerts else ""
     rows = [["STAGE", "INPUTS", "OUTPUT", "COMMAND"]]
     for spec in pipeline.stages:
-        rows.append([spec.name, ",".join(spec.inputs) or "-", spec.output,
-                     shlex.join(stage_argv(spec, fifo))])
-    return [f"pipeline {pipeline.name} ({path}): {len(pipeline.stages)} stages{alerts}",
-            *table(rows)]
+        rows.append(
+            [
+                spec.name,
+                ",".join(spec.inputs) or "-",
+                spec.output,
+                shlex.join(stage_argv(spec, fifo)),
+            ]
+        )
+    return [
+        f"pipeline {pipeline.name} ({path}): {len(pipeline.stages)} stages{alerts}",
+        *table(rows),
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

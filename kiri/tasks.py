@@ -100,9 +100,14 @@ class TaskHistory(msgspec.Struct):
     def window(self, start: float, end: float) -> dict[str, float]:
         """Tasks added, completed and project switches in [start, end), and the tasks still
         open at its end."""
+
         def between(times: list[float]) -> int:
             return bisect.bisect_left(times, end) - bisect.bisect_left(times, start)
 
         backlog = bisect.bisect_left(self.created, end) - bisect.bisect_left(self.done, end)
-        return {"added": float(between(self.created)), "done": float(between(self.done)),
-                "switches": float(between(self.switches)), "backlog": float(backlog)}
+        return {
+            "added": float(between(self.created)),
+            "done": float(between(self.done)),
+            "switches": float(between(self.switches)),
+            "backlog": float(backlog),
+        }

@@ -79,8 +79,12 @@ def load_telegram_config() -> TelegramConfig | None:
     allowed = section.get("allowed_ids", [chat_id])
     if not isinstance(allowed, list) or not all(_is_int(i) for i in allowed):
         raise ConfigError(f"{where}: allowed_ids must be a list of chat or user ids (numbers)")
-    return TelegramConfig(_token(section, where), chat_id, frozenset(allowed),
-                          _api_url(section.get("api_url", DEFAULT_API), where))
+    return TelegramConfig(
+        _token(section, where),
+        chat_id,
+        frozenset(allowed),
+        _api_url(section.get("api_url", DEFAULT_API), where),
+    )
 
 
 def _is_int(value: Any) -> bool:
@@ -90,11 +94,15 @@ def _is_int(value: Any) -> bool:
 def _token(section: dict[str, Any], where: str) -> str:
     token = secret(section, "token", "[telegram]")
     if token is None:
-        raise ConfigError(f"{where}: no bot token: give token_env (an environment variable "
-                          f"holding it) or token_file (a file of mode 0600)")
+        raise ConfigError(
+            f"{where}: no bot token: give token_env (an environment variable "
+            f"holding it) or token_file (a file of mode 0600)"
+        )
     if not TOKEN.match(token):  # said without the token, which may be a real one mistyped
-        raise ConfigError(f"{where}: the bot token does not look like one from @BotFather "
-                          f"(digits, a colon, letters)")
+        raise ConfigError(
+            f"{where}: the bot token does not look like one from @BotFather "
+            f"(digits, a colon, letters)"
+        )
     return token
 
 
@@ -107,8 +115,10 @@ def _api_url(url: Any, where: str) -> str:
     if not valid:
         raise ConfigError(f"{where}: api_url must be https://HOST[:PORT], not {url!r}")
     if parts.scheme == "http" and not _loopback(parts.hostname):
-        raise ConfigError(f"{where}: api_url {url!r} would send the bot token unencrypted: use "
-                          f"https:// (http:// is for a server on this machine only)")
+        raise ConfigError(
+            f"{where}: api_url {url!r} would send the bot token unencrypted: use "
+            f"https:// (http:// is for a server on this machine only)"
+        )
     return url.rstrip("/")
 
 
@@ -126,8 +136,13 @@ class BotAPI:
     """Calls to the Bot API as one bot. Requests that post into a chat are paced to
     Telegram's limits; `sleep` waits (a stage's own, so a stop signal cuts a wait short)."""
 
-    def __init__(self, config: TelegramConfig, *, timeout: float = 10.0,
-                 sleep: Callable[[float], Any] = time.sleep) -> None:
+    def __init__(
+        self,
+        config: TelegramConfig,
+        *,
+        timeout: float = 10.0,
+        sleep: Callable[[float], Any] = time.sleep,
+    ) -> None:
         self._base = f"{config.api_url}/bot{config.token}/"
         self.timeout, self.sleep = timeout, sleep
         self.limits = RateLimits()
@@ -135,19 +150,23 @@ class BotAPI:
     def call(self, method: str, params: dict[str, Any], *, timeout: float | None = None) -> Any:
         """One request; its `result`. HttpError, named `telegram METHOD`, when it fails."""
         name = f"telegram {method}"
-        answer = post_json(self._base + method, params, timeout=timeout or self.timeout,
-                           name=name).json()
+        answer = post_json(
+            self._base + method, params, timeout=timeout or self.timeout, name=name
+        ).json()
         if not isinstance(answer, dict):
             raise HttpError(f"{name}: the answer is not a JSON object")
         if answer.get("ok") is not True:  # an error with a 200 status: take its own code
             code = answer.get("error_code")
-            raise HttpError(f"{name}: {answer.get('description') or 'the answer is not ok'}",
-                            code if isinstance(code, int) else 0)
+            raise HttpError(
+                f"{name}: {answer.get('description') or 'the answer is not ok'}",
+                code if isinstance(code, int) else 0,
+            )
         return answer.get("result")
 
     def send(self, method: str, params: dict[str, Any], *, attempts: int = 1) -> Any:
         """call(), paced when it posts into a chat; with attempts > 1, retried with backoff
         while it fails transiently (a 429's retry_after is the wait)."""
+
         def attempt() -> Any:
             if "chat_id" in params and not self._pace(params["chat_id"]):
                 raise HttpError(f"telegram {method}: stopped while waiting for the rate limit")

@@ -25,6 +25,9 @@ def start_training(atom: str, out: Path | None = None) -> subprocess.Popen:
         cmd += ["--out", str(out)]
     with open(train_log(atom), "ab") as log:
         return subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
             preexec_fn=lambda: os.nice(10),  # training must not starve the pipeline
         )

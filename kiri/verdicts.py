@@ -19,6 +19,7 @@ from kiri.records import Decision
 from kiri.store import Store, StoreError
 from kiri.stream import UserError
 
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     a = sub.add_parser("alerts", help="list recent alerts with their ids and verdicts")
     a.add_argument("--limit", type=int, default=20, help="how many, newest first")
@@ -29,13 +30,21 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         v = verbs.add_parser(verb, help=text)
         v.add_argument("alert", metavar="ID", help="the alert's id, from `kiri alerts`")
         v.add_argument("--note", default="", help="why, in a few words")
-        v.add_argument("--normal", action="store_true",
-                       help="this is the new normal: retrain the atom with this observation")
+        v.add_argument(
+            "--normal",
+            action="store_true",
+            help="this is the new normal: retrain the atom with this observation",
+        )
         v.add_argument("--by", default=getpass.getuser(), help="who judged it")
         if verb == "dismiss":
-            v.add_argument("--for", dest="silence", type=duration, metavar="DURATION",
-                           help="also silence it in Alertmanager for this long, e.g. 30m, 2h, "
-                           "1d (needs [alertmanager] in config.toml)")
+            v.add_argument(
+                "--for",
+                dest="silence",
+                type=duration,
+                metavar="DURATION",
+                help="also silence it in Alertmanager for this long, e.g. 30m, 2h, "
+                "1d (needs [alertmanager] in config.toml)",
+            )
 
 
 def duration(text: str) -> float:
@@ -44,7 +53,8 @@ def duration(text: str) -> float:
         seconds = durations.duration(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"not a duration such as 30m, 2h or 1d: {text!r}") from None
+            f"not a duration such as 30m, 2h or 1d: {text!r}"
+        ) from None
     if seconds <= 0:
         raise argparse.ArgumentTypeError(f"must be longer than 0: {text!r}")
     return seconds
@@ -76,8 +86,14 @@ def cmd_feedback(args: argparse.Namespace) -> None:
     am = _alertmanager() if silence else None
     try:
         with _store() as store:
-            changed = store.add_verdict(args.alert, args.verdict, normal=args.normal,
-                                        source="cli", by=args.by, note=args.note)
+            changed = store.add_verdict(
+                args.alert,
+                args.verdict,
+                normal=args.normal,
+                source="cli",
+                by=args.by,
+                note=args.note,
+            )
             decision = store.decision(args.alert) if am else None
     except StoreError as e:
         raise UserError(str(e)) from None
@@ -91,8 +107,10 @@ def cmd_feedback(args: argparse.Namespace) -> None:
 def _alertmanager() -> alertmanager.Settings:
     am = alertmanager.settings()
     if am is None:
-        raise UserError(f"--for silences the alert in Alertmanager, and there is no "
-                        f"[alertmanager] url in {config_path()}")
+        raise UserError(
+            f"--for silences the alert in Alertmanager, and there is no "
+            f"[alertmanager] url in {config_path()}"
+        )
     return am
 
 
@@ -104,5 +122,6 @@ def _silence(am: alertmanager.Settings, decision: Decision, seconds: float, comm
         raise UserError(f"alert {decision.id} dismissed, but not silenced: {e}") from None
     until = time.strftime("%Y-%m-%d %H:%M", time.localtime(now + seconds))
     atoms = ", ".join(decision.atoms or [decision.atom])
-    print(f"silenced {atoms} on {decision.host} in Alertmanager until {until}: "
-          f"silence {silence_id}")
+    print(
+        f"silenced {atoms} on {decision.host} in Alertmanager until {until}: silence {silence_id}"
+    )

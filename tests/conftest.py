@@ -39,7 +39,9 @@ def kiri_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
-def run(module: str, *args: str, input: bytes = b"", timeout: float = 30) -> subprocess.CompletedProcess:
+def run(
+    module: str, *args: str, input: bytes = b"", timeout: float = 30
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         stage_cmd(module, *args), input=input, capture_output=True, timeout=timeout, env=os.environ
     )

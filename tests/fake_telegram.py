@@ -86,8 +86,9 @@ class FakeTelegram:
 
     # -- what tests do ----------------------------------------------------------------------
 
-    def fail_next(self, method: str, status: int, description: str,
-                  retry_after: int | None = None) -> None:
+    def fail_next(
+        self, method: str, status: int, description: str, retry_after: int | None = None
+    ) -> None:
         """Answer the next call of `method` with this error (queued: several in a row)."""
         answer = {"ok": False, "error_code": status, "description": description}
         if retry_after is not None:
@@ -99,9 +100,16 @@ class FakeTelegram:
         if query_id is None:
             query_id, self.next_query_id = str(self.next_query_id), self.next_query_id + 1
         with self.changed:
-            update = {"update_id": self.next_update_id, "callback_query": {
-                "id": query_id, "from": user, "chat_instance": "77",
-                "message": message, "data": data}}
+            update = {
+                "update_id": self.next_update_id,
+                "callback_query": {
+                    "id": query_id,
+                    "from": user,
+                    "chat_instance": "77",
+                    "message": message,
+                    "data": data,
+                },
+            }
             self.next_update_id += 1
             self.updates.append(update)
             self.changed.notify_all()
@@ -126,7 +134,7 @@ class FakeTelegram:
         prefix = f"/bot{self.token}/"
         if not path.startswith(prefix):
             return 401, {"ok": False, "error_code": 401, "description": "Unauthorized"}
-        method = path[len(prefix):]
+        method = path[len(prefix) :]
         with self.changed:
             self.requests.append(Request(time.monotonic(), method, params))
             self.changed.notify_all()
@@ -149,15 +157,19 @@ class FakeTelegram:
         if len(p["text"]) > 4096:
             raise BadRequest("message is too long")
         with self.changed:
-            message = {"message_id": self.next_message_id, "date": int(time.time()),
-                       "chat": {"id": p["chat_id"], "type": "private" if p["chat_id"] > 0
-                                else "group"},
-                       "from": BOT, "text": p["text"]}
+            message = {
+                "message_id": self.next_message_id,
+                "date": int(time.time()),
+                "chat": {"id": p["chat_id"], "type": "private" if p["chat_id"] > 0 else "group"},
+                "from": BOT,
+                "text": p["text"],
+            }
             if "reply_markup" in p:
                 message["reply_markup"] = p["reply_markup"]
             if "reply_parameters" in p:
                 message["reply_to_message"] = self.messages[
-                    (p["chat_id"], p["reply_parameters"]["message_id"])]
+                    (p["chat_id"], p["reply_parameters"]["message_id"])
+                ]
             self.messages[(p["chat_id"], message["message_id"])] = message
             self.next_message_id += 1
             self.changed.notify_all()
@@ -169,19 +181,19 @@ class FakeTelegram:
             self.updates = [u for u in self.updates if u["update_id"] >= offset]
             while not self.updates and not self.closed and time.monotonic() < deadline:
                 self.changed.wait(deadline - time.monotonic())
-            return list(self.updates[:p.get("limit", 100)])
+            return list(self.updates[: p.get("limit", 100)])
 
     def _answerCallbackQuery(self, p: dict) -> bool:
         if "callback_query_id" not in p:
-            raise BadRequest("query is too old and response timeout expired or query ID is "
-                             "invalid")
+            raise BadRequest("query is too old and response timeout expired or query ID is invalid")
         return True
 
     def _editMessageText(self, p: dict) -> dict:
         with self.changed:
             message = self._message_to_edit(p)
             if message["text"] == p["text"] and message.get("reply_markup") == p.get(
-                    "reply_markup"):
+                "reply_markup"
+            ):
                 raise BadRequest("message is not modified")
             message["text"] = p["text"]
             _set_keyboard(message, p)

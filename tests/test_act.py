@@ -10,8 +10,8 @@ import sys
 import time
 
 import pytest
-
 from conftest import fixture_bytes, log_events, stage_cmd
+
 from kiri.records import Decision
 from kiri.sinks import Sink, SinkError
 from kiri.stages.act import deliver, parse_args
@@ -39,8 +39,9 @@ def ndjson(*lines: bytes) -> bytes:
 def act(*args: str, input: bytes = STREAM) -> tuple[subprocess.CompletedProcess, list]:
     """Run kiri-act without a controlling terminal; return it and its output (see `records`)."""
     started = time.time()
-    out = subprocess.run(stage_cmd(ACT, *args), input=input, capture_output=True, timeout=30,
-                         start_new_session=True)
+    out = subprocess.run(
+        stage_cmd(ACT, *args), input=input, capture_output=True, timeout=30, start_new_session=True
+    )
     return out, records(out.stdout, started, time.time())
 
 
@@ -55,17 +56,24 @@ def records(stdout: bytes, started: float, ended: float) -> list:
             continue
         assert started <= record.pop("ts") <= ended
         if record["sink"] == "retrain":  # a real training run was started: its pid varies
-            assert record["detail"].startswith(f"training pulse (pid ")
+            assert record["detail"].startswith("training pulse (pid ")
             record["detail"] = "training"
         result.append(record)
     return result
 
 
-
 def outcome(decision: bytes, sink: str, **fields) -> dict:
     d = json.loads(decision)
-    return {"kind": "outcome", "id": d["id"], "action": d["action"], "sink": sink, "ok": True,
-            "error": "", "detail": "", **fields}
+    return {
+        "kind": "outcome",
+        "id": d["id"],
+        "action": d["action"],
+        "sink": sink,
+        "ok": True,
+        "error": "",
+        "detail": "",
+        **fields,
+    }
 
 
 def retrained() -> dict:
@@ -75,8 +83,19 @@ def retrained() -> dict:
 
 def notified(alert_outcome: dict, resolve_outcome: dict) -> list:
     """The output for the whole fixture when only a notifying sink (and retrain) delivers."""
-    return [OBS, SCORE, ALERT, alert_outcome, SUPPRESS, VERDICT, RESOLVE, resolve_outcome,
-            RETRAIN, retrained(), RULE]
+    return [
+        OBS,
+        SCORE,
+        ALERT,
+        alert_outcome,
+        SUPPRESS,
+        VERDICT,
+        RESOLVE,
+        resolve_outcome,
+        RETRAIN,
+        retrained(),
+        RULE,
+    ]
 
 
 def outcomes(got: list) -> list[dict]:
@@ -97,19 +116,34 @@ def exec_args(code: str, *args: str, retries: str = "0") -> list[str]:
 
 # -- outcomes and the log sink ---------------------------------------------------------------
 
+
 def test_each_decision_but_ok_becomes_an_outcome_and_other_kinds_pass_in_order(kiri_home):
     out, got = act()
     log = str(kiri_home / "logs" / "alerts.ndjson")
     assert out.returncode == 0
     # each decision goes on downstream, for kiri-feedback, followed by its outcomes
-    assert got == [OBS, SCORE, ALERT, outcome(ALERT, "log", detail=log),
-                   SUPPRESS, outcome(SUPPRESS, "log", detail=log), VERDICT,
-                   RESOLVE, outcome(RESOLVE, "log", detail=log),
-                   RETRAIN, outcome(RETRAIN, "log", detail=log), retrained(), RULE]
+    assert got == [
+        OBS,
+        SCORE,
+        ALERT,
+        outcome(ALERT, "log", detail=log),
+        SUPPRESS,
+        outcome(SUPPRESS, "log", detail=log),
+        VERDICT,
+        RESOLVE,
+        outcome(RESOLVE, "log", detail=log),
+        RETRAIN,
+        outcome(RETRAIN, "log", detail=log),
+        retrained(),
+        RULE,
+    ]
     logged = [e for e in log_events(out.stderr) if e["event"] != "stream_end"]
     assert [(e["event"], e["id"], e["level"]) for e in logged] == [
-        ("alert", "d-1", "warning"), ("suppress", "d-3", "info"), ("resolve", "d-4", "info"),
-        ("retrain", "d-5", "info")]
+        ("alert", "d-1", "warning"),
+        ("suppress", "d-3", "info"),
+        ("resolve", "d-4", "info"),
+        ("retrain", "d-5", "info"),
+    ]
     assert logged[0]["atom"] == "pulse" and logged[0]["host"] == "vm"
     assert logged[0]["summary"] == json.loads(ALERT)["summary"]
 
@@ -131,11 +165,23 @@ def test_sinks_report_in_the_order_given_and_only_for_the_actions_they_take(kiri
     out, got = act("--sink", "terminal", "--sink", "log", "--sink", "terminal")
     log = str(kiri_home / "logs" / "alerts.ndjson")
     assert out.returncode == 0
-    assert got == [OBS, SCORE, ALERT, outcome(ALERT, "terminal", detail="stderr"),
-                   outcome(ALERT, "log", detail=log), SUPPRESS, outcome(SUPPRESS, "log", detail=log),
-                   VERDICT, RESOLVE, outcome(RESOLVE, "terminal", detail="stderr"),
-                   outcome(RESOLVE, "log", detail=log), RETRAIN, outcome(RETRAIN, "log", detail=log),
-                   retrained(), RULE]
+    assert got == [
+        OBS,
+        SCORE,
+        ALERT,
+        outcome(ALERT, "terminal", detail="stderr"),
+        outcome(ALERT, "log", detail=log),
+        SUPPRESS,
+        outcome(SUPPRESS, "log", detail=log),
+        VERDICT,
+        RESOLVE,
+        outcome(RESOLVE, "terminal", detail="stderr"),
+        outcome(RESOLVE, "log", detail=log),
+        RETRAIN,
+        outcome(RETRAIN, "log", detail=log),
+        retrained(),
+        RULE,
+    ]
 
 
 def test_a_log_that_cannot_be_opened_is_a_one_line_error(kiri_home):
@@ -148,10 +194,13 @@ def test_a_log_that_cannot_be_opened_is_a_one_line_error(kiri_home):
 
 # -- the terminal sink -------------------------------------------------------------------------
 
+
 def test_the_terminal_sink_writes_to_stderr_without_a_terminal():
     out, got = act("--sink", "terminal")
     assert out.returncode == 0
-    assert got == notified(outcome(ALERT, "terminal", detail="stderr"), outcome(RESOLVE, "terminal", detail="stderr"))
+    assert got == notified(
+        outcome(ALERT, "terminal", detail="stderr"), outcome(RESOLVE, "terminal", detail="stderr")
+    )
     assert human_lines(out.stderr) == [
         ALERT_TEXT,
         CULPRITS_TEXT,
@@ -162,8 +211,13 @@ def test_the_terminal_sink_writes_to_stderr_without_a_terminal():
 
 def test_on_a_terminal_ok_updates_a_status_line_that_an_alert_clears_first():
     leader, follower = pty.openpty()
-    proc = subprocess.Popen(stage_cmd(ACT, "--sink", "terminal"), stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=follower, start_new_session=True)
+    proc = subprocess.Popen(
+        stage_cmd(ACT, "--sink", "terminal"),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=follower,
+        start_new_session=True,
+    )
     os.close(follower)
     proc.stdin.write(ndjson(OK0, OK2, ALERT, OK0))
     proc.stdin.close()
@@ -194,13 +248,16 @@ def test_control_characters_from_records_never_reach_the_terminal():
 
 # -- the exec sink -----------------------------------------------------------------------------
 
+
 def test_the_exec_sink_gets_the_decision_line_on_stdin_and_its_stdout_is_dropped(tmp_path):
     got_path = tmp_path / "got"
-    code = ("import sys; print('noise'); "
-            "open(sys.argv[1], 'ab').write(sys.stdin.buffer.read())")
+    code = "import sys; print('noise'); open(sys.argv[1], 'ab').write(sys.stdin.buffer.read())"
     out, got = act(*exec_args(code, str(got_path)))
     assert out.returncode == 0
-    assert got == notified(outcome(ALERT, "exec", detail="exit status 0"), outcome(RESOLVE, "exec", detail="exit status 0"))
+    assert got == notified(
+        outcome(ALERT, "exec", detail="exit status 0"),
+        outcome(RESOLVE, "exec", detail="exit status 0"),
+    )
     assert got_path.read_bytes() == ndjson(ALERT, RESOLVE)
 
 
@@ -211,19 +268,35 @@ def test_a_failing_command_is_reported_with_its_last_stderr_line():
     assert out.returncode == 0
     assert got == notified(outcome(ALERT, "exec", **failed), outcome(RESOLVE, "exec", **failed))
     assert [(e["id"], e["attempt"]) for e in events(out.stderr, "sink_failed")] == [
-        ("d-1", 1), ("d-4", 1)]
+        ("d-1", 1),
+        ("d-4", 1),
+    ]
 
 
 def test_a_command_that_times_out_is_killed_with_what_it_started(tmp_path):
     pid_file = tmp_path / "pid"
     started = time.monotonic()
-    out, got = act("--exec-timeout", "0.5", "--sink", "exec", "--retries", "0", "--",
-                   "sh", "-c", f"sleep 5 & echo $! > {pid_file}; wait",
-                   input=ndjson(ALERT, VERDICT, RULE))
+    out, got = act(
+        "--exec-timeout",
+        "0.5",
+        "--sink",
+        "exec",
+        "--retries",
+        "0",
+        "--",
+        "sh",
+        "-c",
+        f"sleep 5 & echo $! > {pid_file}; wait",
+        input=ndjson(ALERT, VERDICT, RULE),
+    )
     assert time.monotonic() - started < 4
     assert out.returncode == 0
-    assert got == [ALERT, outcome(ALERT, "exec", ok=False, error="timed out after 0.5 s",
-                                  detail="attempts: 1"), VERDICT, RULE]
+    assert got == [
+        ALERT,
+        outcome(ALERT, "exec", ok=False, error="timed out after 0.5 s", detail="attempts: 1"),
+        VERDICT,
+        RULE,
+    ]
     assert not _running(int(pid_file.read_text()))
 
 
@@ -241,18 +314,35 @@ def _running(pid: int) -> bool:
 
 
 def test_a_missing_program_is_reported_and_the_stream_goes_on():
-    out, got = act("--sink", "exec", "--retries", "0", "--", "/nonexistent/kiri-pager",
-                   input=ndjson(ALERT, VERDICT))
+    out, got = act(
+        "--sink",
+        "exec",
+        "--retries",
+        "0",
+        "--",
+        "/nonexistent/kiri-pager",
+        input=ndjson(ALERT, VERDICT),
+    )
     assert out.returncode == 0
-    assert got == [ALERT, outcome(ALERT, "exec", ok=False, detail="attempts: 1",
-                                  error="cannot run /nonexistent/kiri-pager: No such file or directory"),
-                   VERDICT]
+    assert got == [
+        ALERT,
+        outcome(
+            ALERT,
+            "exec",
+            ok=False,
+            detail="attempts: 1",
+            error="cannot run /nonexistent/kiri-pager: No such file or directory",
+        ),
+        VERDICT,
+    ]
 
 
 def test_a_failed_delivery_is_retried_after_a_backoff_until_it_works(tmp_path):
     tries = tmp_path / "tries"
-    code = ("import sys; t = open(sys.argv[1], 'a+'); t.write('x'); t.seek(0); "
-            "sys.exit(0 if len(t.read()) == 2 else 1)")
+    code = (
+        "import sys; t = open(sys.argv[1], 'a+'); t.write('x'); t.seek(0); "
+        "sys.exit(0 if len(t.read()) == 2 else 1)"
+    )
     started = time.monotonic()
     out, got = act(*exec_args(code, str(tries), retries="2"), input=ndjson(ALERT))
     assert time.monotonic() - started >= 0.5
@@ -267,16 +357,23 @@ def test_retries_back_off_twice_as_long_each_time_then_report_the_last_error(tmp
     started = time.monotonic()
     out, got = act(*exec_args(code, str(tries), retries="2"), input=ndjson(ALERT, RULE))
     assert time.monotonic() - started >= 1.5  # waited 0.5 s, then 1 s
-    assert got == [ALERT, outcome(ALERT, "exec", ok=False, error="exit status 1: still down",
-                                  detail="attempts: 3"), RULE]
+    assert got == [
+        ALERT,
+        outcome(ALERT, "exec", ok=False, error="exit status 1: still down", detail="attempts: 3"),
+        RULE,
+    ]
     assert tries.read_text() == "xxx"
 
 
 def test_sigterm_during_a_backoff_stops_at_once_and_reports_the_failure(tmp_path):
     marker = tmp_path / "ran"
     code = "import sys; open(sys.argv[1], 'w').close(); sys.exit(1)"
-    proc = subprocess.Popen(stage_cmd(ACT, *exec_args(code, str(marker), retries="5")),
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        stage_cmd(ACT, *exec_args(code, str(marker), retries="5")),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     proc.stdin.write(ndjson(ALERT))
     proc.stdin.flush()
     deadline = time.monotonic() + 10
@@ -288,19 +385,27 @@ def test_sigterm_during_a_backoff_stops_at_once_and_reports_the_failure(tmp_path
     assert time.monotonic() - stopped < 1.5  # not the 15.5 s five retries would take
     assert proc.returncode == 0
     assert records(out, 0, time.time()) == [
-        ALERT, outcome(ALERT, "exec", ok=False, error="exit status 1", detail="attempts: 1")]
+        ALERT,
+        outcome(ALERT, "exec", ok=False, error="exit status 1", detail="attempts: 1"),
+    ]
     assert b"Traceback" not in err
 
 
 # -- bad input, a closed reader, signals, usage ------------------------------------------------
+
 
 def test_bad_lines_among_good_ones_are_reported_by_line_and_skipped(kiri_home):
     bad = b'{"kind":"decision","id":"d-9","surprise":"high"}'
     out, got = act(input=ndjson(OBS, b"not json", ALERT, bad, RESOLVE))
     log = str(kiri_home / "logs" / "alerts.ndjson")
     assert out.returncode == 0
-    assert got == [OBS, ALERT, outcome(ALERT, "log", detail=log),
-                   RESOLVE, outcome(RESOLVE, "log", detail=log)]
+    assert got == [
+        OBS,
+        ALERT,
+        outcome(ALERT, "log", detail=log),
+        RESOLVE,
+        outcome(RESOLVE, "log", detail=log),
+    ]
     rejected = events(out.stderr, "bad_record")
     assert [e["line"] for e in rejected] == [2, 4]
     assert rejected[0]["reason"].startswith("JSON is malformed")
@@ -312,15 +417,18 @@ def test_closed_reader_exits_zero_without_traceback(tmp_path):
     big.write_bytes(STREAM * 2000)
     cmd = " ".join(stage_cmd(ACT))
     out = subprocess.run(
-        ["bash", "-c", f"{cmd} < {big} | head -n 1; echo \"status=${{PIPESTATUS[0]}}\""],
-        capture_output=True, timeout=30)
+        ["bash", "-c", f'{cmd} < {big} | head -n 1; echo "status=${{PIPESTATUS[0]}}"'],
+        capture_output=True,
+        timeout=30,
+    )
     assert out.stdout.splitlines() == [OBS, b"status=0"]
     assert b"Traceback" not in out.stderr and b"BrokenPipe" not in out.stderr
 
 
 def test_sigterm_mid_stream_flushes_what_was_read_and_exits_zero(kiri_home):
-    proc = subprocess.Popen(stage_cmd(ACT), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        stage_cmd(ACT), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     proc.stdin.write(STREAM + ALERT[:40])  # ends mid-record
     proc.stdin.flush()
     got = b""
@@ -332,22 +440,35 @@ def test_sigterm_mid_stream_flushes_what_was_read_and_exits_zero(kiri_home):
     log = str(kiri_home / "logs" / "alerts.ndjson")
     assert proc.returncode == 0
     assert records(got + out, 0, time.time()) == [
-        OBS, SCORE, ALERT, outcome(ALERT, "log", detail=log),
-        SUPPRESS, outcome(SUPPRESS, "log", detail=log), VERDICT,
-        RESOLVE, outcome(RESOLVE, "log", detail=log),
-        RETRAIN, outcome(RETRAIN, "log", detail=log), retrained(), RULE]
+        OBS,
+        SCORE,
+        ALERT,
+        outcome(ALERT, "log", detail=log),
+        SUPPRESS,
+        outcome(SUPPRESS, "log", detail=log),
+        VERDICT,
+        RESOLVE,
+        outcome(RESOLVE, "log", detail=log),
+        RETRAIN,
+        outcome(RETRAIN, "log", detail=log),
+        retrained(),
+        RULE,
+    ]
     assert b"Traceback" not in err and events(err, "bad_record") == []
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--sink", "exec"], "--sink exec needs a command: -- CMD [ARG ...]"),
-    (["--sink", "exec", "--"], "--sink exec needs a command: -- CMD [ARG ...]"),
-    (["--", "true"], "a command after -- is only used with --sink exec"),
-    (["--sink", "pager"], "argument --sink: invalid choice: 'pager'"),
-    (["--retries", "-1"], "argument --retries: must be 0 or more, not -1"),
-    (["--exec-timeout", "0"], "argument --exec-timeout: must be a number of seconds above 0"),
-    (["extra"], "unrecognized arguments: extra"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--sink", "exec"], "--sink exec needs a command: -- CMD [ARG ...]"),
+        (["--sink", "exec", "--"], "--sink exec needs a command: -- CMD [ARG ...]"),
+        (["--", "true"], "a command after -- is only used with --sink exec"),
+        (["--sink", "pager"], "argument --sink: invalid choice: 'pager'"),
+        (["--retries", "-1"], "argument --retries: must be 0 or more, not -1"),
+        (["--exec-timeout", "0"], "argument --exec-timeout: must be a number of seconds above 0"),
+        (["extra"], "unrecognized arguments: extra"),
+    ],
+)
 def test_usage_errors_exit_2(capsys, argv, message):
     with pytest.raises(SystemExit) as e:
         parse_args(argv)
@@ -397,6 +518,12 @@ def test_a_refusal_is_not_retried_and_a_requested_wait_replaces_the_backoff():
     stream = Sleeps()
     out = deliver(stream, Answers(SinkError("no", retry=False)), decision, b"", 3, Log())
     assert (out.ok, out.detail, stream.waits) == (False, "attempts: 1", [])
-    out = deliver(stream, Answers(SinkError("slow down", wait=7.0), SinkError("busy")), decision,
-                  b"", 3, Log())
+    out = deliver(
+        stream,
+        Answers(SinkError("slow down", wait=7.0), SinkError("busy")),
+        decision,
+        b"",
+        3,
+        Log(),
+    )
     assert out.ok and stream.waits == [7.0, 1.0]  # asked-for wait, then the usual backoff

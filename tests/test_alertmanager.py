@@ -18,9 +18,9 @@ import uuid
 from datetime import datetime
 
 import pytest
-
 from conftest import fixture_bytes, run, stage_cmd
 from scripted_http import Answer, scripted_server
+
 from kiri.records import Decision
 from kiri.store import Store
 from kiri.verdicts import duration
@@ -30,8 +30,9 @@ ALERT = json.loads(fixture_bytes("decisions.ndjson").splitlines()[3])
 SUMMARY = ALERT["summary"]
 CULPRITS = "M9 (12.1), C9 (9.4), S2 (3.1)"
 
-pytestmark = pytest.mark.skipif(not os.path.exists(ALERTMANAGER),
-                                reason="needs Debian's prometheus-alertmanager")
+pytestmark = pytest.mark.skipif(
+    not os.path.exists(ALERTMANAGER), reason="needs Debian's prometheus-alertmanager"
+)
 
 
 def free_port() -> int:
@@ -67,9 +68,16 @@ receivers:
 """)
     port = free_port()
     proc = subprocess.Popen(
-        [ALERTMANAGER, f"--config.file={data / 'am.yml'}", f"--web.listen-address=127.0.0.1:{port}",
-         f"--storage.path={data}", "--cluster.listen-address="],
-        stdout=subprocess.DEVNULL, stderr=open(data / "am.log", "wb"))
+        [
+            ALERTMANAGER,
+            f"--config.file={data / 'am.yml'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            f"--storage.path={data}",
+            "--cluster.listen-address=",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(data / "am.log", "wb"),
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: _ready(url), what="Alertmanager ready", timeout=15)
@@ -106,8 +114,9 @@ def active(am: str, host: str) -> list[dict]:
 
 def notified(receiver, host: str, status: str) -> list[dict]:
     notifications = [json.loads(r.body) for r in receiver[1].seen]
-    return [n for n in notifications
-            if n["groupLabels"].get("host") == host and n["status"] == status]
+    return [
+        n for n in notifications if n["groupLabels"].get("host") == host and n["status"] == status
+    ]
 
 
 def seconds(rfc3339: str) -> float:
@@ -126,16 +135,31 @@ def configure(kiri_home, am: str, **settings) -> None:
     (kiri_home / "config.toml").write_text("[alertmanager]\n" + "\n".join(lines) + "\n")
 
 
-def decision(host: str, action: str = "alert", id: str = "d-1", incident: str = "i-1",
-             atoms: tuple = ("pulse",), severity: str = "warning") -> bytes:
-    fields = {**ALERT, "id": id, "host": host, "action": action, "incident": incident,
-              "atom": atoms[0], "atoms": list(atoms), "severity": severity}
+def decision(
+    host: str,
+    action: str = "alert",
+    id: str = "d-1",
+    incident: str = "i-1",
+    atoms: tuple = ("pulse",),
+    severity: str = "warning",
+) -> bytes:
+    fields = {
+        **ALERT,
+        "id": id,
+        "host": host,
+        "action": action,
+        "incident": incident,
+        "atom": atoms[0],
+        "atoms": list(atoms),
+        "severity": severity,
+    }
     return json.dumps(fields).encode()
 
 
 def ok(host: str) -> bytes:
-    return json.dumps({"kind": "decision", "id": "d-0", "atom": "pulse", "host": host,
-                       "action": "ok"}).encode()
+    return json.dumps(
+        {"kind": "decision", "id": "d-0", "atom": "pulse", "host": host, "action": "ok"}
+    ).encode()
 
 
 class Act:
@@ -144,10 +168,15 @@ class Act:
     def __enter__(self):
         self.proc = subprocess.Popen(
             stage_cmd("kiri.stages.act", "--sink", "alertmanager", "--retries", "0"),
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ)
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=os.environ,
+        )
         self.lines: queue.Queue = queue.Queue()
-        threading.Thread(target=lambda: [self.lines.put(l) for l in self.proc.stdout],
-                         daemon=True).start()
+        threading.Thread(
+            target=lambda: [self.lines.put(l) for l in self.proc.stdout], daemon=True
+        ).start()
         return self
 
     def send(self, *lines: bytes) -> None:
@@ -174,14 +203,22 @@ def deliver(*lines: bytes) -> list[dict]:
 
 # -- alerts --------------------------------------------------------------------------------------
 
+
 def test_an_alert_is_active_in_alertmanager_as_one_alert_per_atom(am, host, kiri_home):
     configure(kiri_home, am)
     [outcome] = deliver(decision(host, atoms=("pulse", "rhythm")))
     assert outcome["ok"] and outcome["detail"] == "POST /api/v2/alerts: 2 firing, 0 resolved"
     alerts = active(am, host)
     assert [a["labels"] for a in alerts] == [
-        {"alertname": "KiriAnomaly", "host": host, "atom": atom, "incident": "i-1",
-         "severity": "warning"} for atom in ("pulse", "rhythm")]
+        {
+            "alertname": "KiriAnomaly",
+            "host": host,
+            "atom": atom,
+            "incident": "i-1",
+            "severity": "warning",
+        }
+        for atom in ("pulse", "rhythm")
+    ]
     for a in alerts:
         assert a["annotations"] == {"summary": SUMMARY, "culprits": CULPRITS, "id": "d-1"}
         assert a["status"]["state"] == "active"
@@ -189,19 +226,33 @@ def test_an_alert_is_active_in_alertmanager_as_one_alert_per_atom(am, host, kiri
         assert seconds(a["endsAt"]) - seconds(a["startsAt"]) == pytest.approx(4 * 60, abs=2)
 
 
-def test_an_incidents_atoms_are_grouped_and_notified_together_then_resolved(am, host, kiri_home,
-                                                                          receiver):
+def test_an_incidents_atoms_are_grouped_and_notified_together_then_resolved(
+    am, host, kiri_home, receiver
+):
     configure(kiri_home, am)
     with Act() as act:
-        act.send(decision(host, atoms=("pulse", "rhythm")),
-                 decision(host, id="d-2", incident="i-2", atoms=("drift",)))
+        act.send(
+            decision(host, atoms=("pulse", "rhythm")),
+            decision(host, id="d-2", incident="i-2", atoms=("drift",)),
+        )
         act.outcome(), act.outcome()
         groups = [g for g in get(am, "/api/v2/alerts/groups") if g["labels"].get("host") == host]
-        assert sorted((g["labels"]["incident"], g["receiver"]["name"],
-                       sorted(a["labels"]["atom"] for a in g["alerts"])) for g in groups) == [
-            ("i-1", "kiri-test", ["pulse", "rhythm"]), ("i-2", "kiri-test", ["drift"])]
-        [firing] = wait_for(lambda: [n for n in notified(receiver, host, "firing")
-                                     if n["groupLabels"]["incident"] == "i-1"], "notification")
+        assert sorted(
+            (
+                g["labels"]["incident"],
+                g["receiver"]["name"],
+                sorted(a["labels"]["atom"] for a in g["alerts"]),
+            )
+            for g in groups
+        ) == [("i-1", "kiri-test", ["pulse", "rhythm"]), ("i-2", "kiri-test", ["drift"])]
+        [firing] = wait_for(
+            lambda: [
+                n
+                for n in notified(receiver, host, "firing")
+                if n["groupLabels"]["incident"] == "i-1"
+            ],
+            "notification",
+        )
         assert sorted(a["labels"]["atom"] for a in firing["alerts"]) == ["pulse", "rhythm"]
 
         act.send(decision(host, "resolve", id="d-3", incident="i-1", atoms=("rhythm",)))
@@ -254,8 +305,17 @@ def test_a_refusal_is_not_sent_again_and_a_busy_alertmanager_is(kiri_home, host)
     with scripted_server() as (where, handler):
         configure(kiri_home, f"http://{where}")
         handler.script += [Answer(400, b"bad alert"), Answer(503, b"busy"), Answer(200)]
-        acted = [run("kiri.stages.act", "--sink", "alertmanager", "--retries", "2",
-                     input=decision(host, id=f"d-{i}", incident=f"i-{i}")) for i in (1, 2)]
+        acted = [
+            run(
+                "kiri.stages.act",
+                "--sink",
+                "alertmanager",
+                "--retries",
+                "2",
+                input=decision(host, id=f"d-{i}", incident=f"i-{i}"),
+            )
+            for i in (1, 2)
+        ]
     refused, retried = (json.loads(a.stdout.splitlines()[-1]) for a in acted)
     assert not refused["ok"] and "HTTP 400" in refused["error"]
     assert retried["ok"]
@@ -266,10 +326,12 @@ def test_without_alertmanager_configured_the_sink_refuses_to_start(kiri_home):
     out = run("kiri.stages.act", "--sink", "alertmanager", input=decision("vm"))
     assert out.returncode == 1
     assert out.stderr.decode().startswith(
-        'Error: --sink alertmanager needs url = "http://…:9093" in [alertmanager] of ')
+        'Error: --sink alertmanager needs url = "http://…:9093" in [alertmanager] of '
+    )
 
 
 # -- silences ------------------------------------------------------------------------------------
+
 
 def stored(host: str, **fields) -> Decision:
     """An alert delivered and kept in the store, as kiri-feedback keeps it."""
@@ -297,14 +359,15 @@ def test_dismiss_for_silences_the_alerts_atoms_on_its_host(am, host, kiri_home):
     assert silence["matchers"] == [
         {"name": "alertname", "value": "KiriAnomaly", "isRegex": False, "isEqual": True},
         {"name": "host", "value": host, "isRegex": False, "isEqual": True},
-        {"name": "atom", "value": "pulse|rhythm", "isRegex": True, "isEqual": True}]
+        {"name": "atom", "value": "pulse|rhythm", "isRegex": True, "isEqual": True},
+    ]
     assert (silence["createdBy"], silence["comment"]) == ("kiri", "nightly backup")
     assert silence["status"]["state"] == "active"
     assert seconds(silence["endsAt"]) - seconds(silence["startsAt"]) == pytest.approx(3600, abs=2)
     alerts = active(am, host)
-    assert [(a["labels"]["atom"], a["status"]["state"], a["status"]["silencedBy"])
-            for a in alerts] == [("pulse", "suppressed", [silence_id]),
-                                 ("rhythm", "suppressed", [silence_id])]
+    assert [
+        (a["labels"]["atom"], a["status"]["state"], a["status"]["silencedBy"]) for a in alerts
+    ] == [("pulse", "suppressed", [silence_id]), ("rhythm", "suppressed", [silence_id])]
     with Store() as store:
         assert store.alerts()[0].verdict == "dismiss"
 
@@ -314,14 +377,21 @@ def test_dismiss_for_without_alertmanager_is_an_error_and_records_nothing(kiri_h
     out = run("kiri.cli", "feedback", "dismiss", d.id, "--for", "2h")
     assert out.returncode == 1 and out.stdout == b""
     assert out.stderr.decode().startswith(
-        "Error: --for silences the alert in Alertmanager, and there is no [alertmanager] url in ")
+        "Error: --for silences the alert in Alertmanager, and there is no [alertmanager] url in "
+    )
     with Store() as store:
         assert store.alerts()[0].verdict == ""
 
 
 def test_a_duration_is_a_number_and_a_unit_or_several(kiri_home):
     assert [duration(t) for t in ("90s", "30m", "2h", "1d", "1w", "1h30m")] == [
-        90, 1800, 7200, 86400, 604800, 5400]
+        90,
+        1800,
+        7200,
+        86400,
+        604800,
+        5400,
+    ]
     out = run("kiri.cli", "feedback", "dismiss", "d-1", "--for", "2 hours")
     assert out.returncode == 2
     assert "argument --for: not a duration such as 30m, 2h or 1d: '2 hours'" in out.stderr.decode()

@@ -3,16 +3,14 @@
 import json
 import os
 import select
-import shutil
 import signal
 import subprocess
 import time
 
-import pytest
-
 import msgspec
-
+import pytest
 from conftest import FIXTURES, fixture_bytes, log_events, run, stage_cmd
+
 from kiri.records import Score
 
 NORMAL = fixture_bytes("pulse-normal.ndjson").splitlines()
@@ -50,7 +48,9 @@ def test_other_kinds_and_other_atoms_pass_through_in_order(installed_pulse):
 
 
 def test_bad_lines_and_incomplete_observations_are_reported_and_skipped(installed_pulse):
-    missing = b'{"kind":"obs","atom":"pulse","ts":1,"values":{"cpu":50,"mem":null},"meta":{"cpus":"2"}}'
+    missing = (
+        b'{"kind":"obs","atom":"pulse","ts":1,"values":{"cpu":50,"mem":null},"meta":{"cpus":"2"}}'
+    )
     lines = [NORMAL[0], b"{not json", NORMAL[1], missing, NORMAL[2]]
     out = run("kiri.stages.atom", "pulse", input=b"\n".join(lines) + b"\n")
     assert out.returncode == 0
@@ -63,7 +63,10 @@ def test_bad_lines_and_incomplete_observations_are_reported_and_skipped(installe
 def test_an_unknown_atom_is_a_usage_error():
     out = run("kiri.stages.atom", "toaster")
     assert out.returncode == 2
-    assert "unknown atom 'toaster' (known: drift, mikrotik, nerve, pulse, rhythm)" in out.stderr.decode()
+    assert (
+        "unknown atom 'toaster' (known: drift, mikrotik, nerve, pulse, rhythm)"
+        in out.stderr.decode()
+    )
 
 
 def test_missing_weights_is_a_one_line_error(kiri_home):
@@ -71,7 +74,8 @@ def test_missing_weights_is_a_one_line_error(kiri_home):
     assert out.returncode == 1
     assert out.stderr.decode().strip().splitlines()[-1] == (
         f"Error: atom pulse has no weights at {kiri_home}/atoms/pulse/weights.json: "
-        "run `kiri train pulse`, or start kiri-atom with --learn")
+        "run `kiri train pulse`, or start kiri-atom with --learn"
+    )
 
 
 def test_corrupt_weights_is_a_one_line_error_naming_the_file(installed_pulse):
@@ -86,16 +90,24 @@ def test_closed_reader_exits_zero(installed_pulse, tmp_path):
     f = tmp_path / "many.ndjson"
     f.write_bytes(b"\n".join(NORMAL * 40) + b"\n")
     cmd = " ".join(stage_cmd("kiri.stages.atom", "pulse"))
-    out = subprocess.run(["bash", "-c", f"{cmd} < {f} | head -n 1; echo status=${{PIPESTATUS[0]}}"],
-                         capture_output=True, timeout=60)
+    out = subprocess.run(
+        ["bash", "-c", f"{cmd} < {f} | head -n 1; echo status=${{PIPESTATUS[0]}}"],
+        capture_output=True,
+        timeout=60,
+    )
     lines = out.stdout.splitlines()
     assert decode_score(lines[0]).atom == "pulse" and lines[1] == b"status=0"
     assert b"Traceback" not in out.stderr
 
 
 def start(args, **kw):
-    return subprocess.Popen(stage_cmd("kiri.stages.atom", *args), stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
+    return subprocess.Popen(
+        stage_cmd("kiri.stages.atom", *args),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **kw,
+    )
 
 
 def read_lines(proc, n, timeout=30):
@@ -125,8 +137,19 @@ def test_a_retrain_lands_without_a_restart(installed_pulse, pulse_weights, tmp_p
     first = decode_score(read_lines(proc, 1)[0])
     # a different model (another seed) replaces the file atomically
     other = tmp_path / "w.json"
-    out = run("kiri.cli", "train", "pulse", "--from", str(FIXTURES / "pulse-normal.ndjson"),
-              "--steps", "30", "--seed", "7", "--out", str(other))
+    out = run(
+        "kiri.cli",
+        "train",
+        "pulse",
+        "--from",
+        str(FIXTURES / "pulse-normal.ndjson"),
+        "--steps",
+        "30",
+        "--seed",
+        "7",
+        "--out",
+        str(other),
+    )
     assert out.returncode == 0
     os.replace(other, installed_pulse)
     time.sleep(1.2)

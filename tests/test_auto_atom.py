@@ -1,11 +1,10 @@
 """An atom nobody wrote a module for: its schema is fitted from its observations (`auto`)."""
 
-import json
 import random
 
 import msgspec
-
 from conftest import run
+
 from kiri.records import Obs, Score
 
 encode = msgspec.json.Encoder().encode
@@ -17,8 +16,17 @@ def write_observations(path, n=300, fields=("req_rate", "p99_ms", "errors")):
         for i in range(n):
             rate = r.uniform(50, 150)  # latency follows load: the atom can learn that
             values = {"req_rate": rate, "p99_ms": 0.4 * rate + r.gauss(0, 1), "errors": r.random()}
-            f.write(encode(Obs(ts=float(i * 60), atom="web", host="api-1",
-                               values={k: values[k] for k in fields})) + b"\n")
+            f.write(
+                encode(
+                    Obs(
+                        ts=float(i * 60),
+                        atom="web",
+                        host="api-1",
+                        values={k: values[k] for k in fields},
+                    )
+                )
+                + b"\n"
+            )
 
 
 def test_train_fits_an_auto_schema_and_the_atom_scores_with_it(tmp_path, kiri_home):
@@ -35,11 +43,15 @@ def test_train_fits_an_auto_schema_and_the_atom_scores_with_it(tmp_path, kiri_ho
     normal = {"req_rate": 140.0, "p99_ms": 56.0, "errors": 0.5}
     odd = {"req_rate": 140.0, "p99_ms": 20.0, "errors": 0.5}  # fast answers under a heavy load
     far = {"req_rate": 140.0, "p99_ms": 900.0, "errors": 0.5}  # far beyond anything seen
-    lines = [encode(Obs(ts=1e6 + i, atom="web", host="api-1", values=v))
-             for i, v in enumerate([normal, odd, far])]
+    lines = [
+        encode(Obs(ts=1e6 + i, atom="web", host="api-1", values=v))
+        for i, v in enumerate([normal, odd, far])
+    ]
     scored = run("kiri.stages.atom", "web", input=b"\n".join(lines) + b"\n")
     assert scored.returncode == 0, scored.stderr
-    calm, spike, excursion = [msgspec.json.decode(l, type=Score) for l in scored.stdout.splitlines()]
+    calm, spike, excursion = [
+        msgspec.json.decode(l, type=Score) for l in scored.stdout.splitlines()
+    ]
     assert calm.tokens[:2] == ["req_rate:13", "p99_ms:13"]
     assert spike.tokens == ["req_rate:13", "p99_ms:3", calm.tokens[2]]  # just below the bulk
     assert excursion.tokens[1] == "p99_ms:17"

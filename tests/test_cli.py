@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import FIXTURES, run
+
 from kiri import cli, supervisor
 from kiri.stages import act, atom, collect, decide, feedback
 
@@ -40,8 +40,20 @@ def test_every_option_has_help(name):
 
 def test_train_shows_a_progress_bar_on_a_terminal(tmp_path):
     names = FIXTURES / "names.txt"
-    cmd = [sys.executable, "-m", "kiri.cli", "train", "--text", str(names), "--steps", "300",
-           "--samples", "0", "--out", str(tmp_path / "w.json")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "kiri.cli",
+        "train",
+        "--text",
+        str(names),
+        "--steps",
+        "300",
+        "--samples",
+        "0",
+        "--out",
+        str(tmp_path / "w.json"),
+    ]
     leader, follower = pty.openpty()
     proc = subprocess.Popen(cmd, stdout=follower, stderr=subprocess.DEVNULL)
     os.close(follower)

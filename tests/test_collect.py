@@ -8,10 +8,9 @@ import time
 
 import msgspec
 import pytest
-
 from conftest import fixture_bytes, log_events, run, stage_cmd
+
 from kiri.records import Obs
-from kiri.stages import collect
 
 decode = msgspec.json.Decoder(Obs).decode
 GOOD = fixture_bytes("pulse.ndjson").splitlines()
@@ -62,8 +61,11 @@ def test_pulse_duration_bounds_the_run():
 
 
 def test_pulse_stops_on_sigterm_while_waiting():
-    proc = subprocess.Popen(stage_cmd("kiri.stages.collect", "pulse", "--interval", "60"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        stage_cmd("kiri.stages.collect", "pulse", "--interval", "60"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     first = proc.stdout.readline()  # the first observation comes after at most a second
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=5)
@@ -75,7 +77,9 @@ def test_pulse_stops_on_sigterm_while_waiting():
 def test_pulse_rejects_a_zero_interval():
     out = run("kiri.stages.collect", "pulse", "--interval", "0")
     assert out.returncode == 1
-    assert out.stderr.decode().strip().splitlines()[-1] == "Error: --interval must be greater than 0"
+    assert (
+        out.stderr.decode().strip().splitlines()[-1] == "Error: --interval must be greater than 0"
+    )
 
 
 def test_replay_concatenates_files_and_stdin_in_order(tmp_path):
@@ -132,15 +136,29 @@ def test_an_unknown_source_is_a_usage_error():
 def test_kiri_home_defaults_to_dot_kiri_created_private(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "KIRI_HOME"}
     env["HOME"] = str(tmp_path)
-    subprocess.run(stage_cmd("kiri.stages.collect", "pulse", "--count", "1", "--interval", "0.1",
-                             "--record"), env=env, capture_output=True, check=True, timeout=30)
+    subprocess.run(
+        stage_cmd("kiri.stages.collect", "pulse", "--count", "1", "--interval", "0.1", "--record"),
+        env=env,
+        capture_output=True,
+        check=True,
+        timeout=30,
+    )
     assert (tmp_path / ".kiri").stat().st_mode & 0o777 == 0o700
     assert list((tmp_path / ".kiri" / "data" / "pulse").glob("*.ndjson"))
 
 
-@pytest.mark.parametrize("module", ["kiri.stages.collect", "kiri.stages.atom", "kiri.stages.decide",
-                                    "kiri.stages.act", "kiri.stages.feedback", "kiri.supervisor",
-                                    "kiri.cli"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "kiri.stages.collect",
+        "kiri.stages.atom",
+        "kiri.stages.decide",
+        "kiri.stages.act",
+        "kiri.stages.feedback",
+        "kiri.supervisor",
+        "kiri.cli",
+    ],
+)
 def test_module_runs_with_python_dash_m(module):
     out = run(module, "--help")
     assert out.returncode == 0 and b"usage:" in out.stdout
@@ -157,8 +175,15 @@ def test_console_scripts_point_at_real_mains():
     from conftest import ROOT
 
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert set(scripts) == {"kiri", "kiri-collect", "kiri-atom", "kiri-decide", "kiri-act",
-                            "kiri-feedback", "kiri-supervise"}
+    assert set(scripts) == {
+        "kiri",
+        "kiri-collect",
+        "kiri-atom",
+        "kiri-decide",
+        "kiri-act",
+        "kiri-feedback",
+        "kiri-supervise",
+    }
     for target in scripts.values():
         module, func = target.split(":")
         assert callable(getattr(importlib.import_module(module), func))

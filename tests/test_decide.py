@@ -5,8 +5,8 @@ import signal
 import subprocess
 
 import msgspec
-
 from conftest import fixture_bytes, log_events, run, stage_cmd
+
 from kiri.records import Decision, Score
 
 encode = msgspec.json.Encoder().encode
@@ -17,10 +17,18 @@ KINDS = fixture_bytes("kinds.ndjson").splitlines()
 def score(ts, surprise, host="vm", threshold=1.0, tokens=None, nll=None):
     tokens = tokens or ["C5", "M5", "D4", "S1", "L1", "N1"]
     nll = nll or [surprise] * len(tokens)
-    return encode(Score(ts=ts, atom="pulse", host=host, surprise=surprise, threshold=threshold,
-                        tokens=tokens, nll=nll,
-                        values={"cpu": 97.0, "mem": 95.4, "disk": 40.0, "swap": 0.0,
-                                "load": 2.0, "net": 1.0}))
+    return encode(
+        Score(
+            ts=ts,
+            atom="pulse",
+            host=host,
+            surprise=surprise,
+            threshold=threshold,
+            tokens=tokens,
+            nll=nll,
+            values={"cpu": 97.0, "mem": 95.4, "disk": 40.0, "swap": 0.0, "load": 2.0, "net": 1.0},
+        )
+    )
 
 
 def decide(lines, *args):
@@ -57,7 +65,10 @@ def test_an_open_incident_renotifies_only_after_repeat():
 def test_hosts_are_tracked_apart():
     lines = [score(i, 3.0, host=h) for i in range(3) for h in ("a", "b")]
     decisions, _ = decide(lines)
-    assert [(d.host, d.action) for d in decisions if d.action == "alert"] == [("a", "alert"), ("b", "alert")]
+    assert [(d.host, d.action) for d in decisions if d.action == "alert"] == [
+        ("a", "alert"),
+        ("b", "alert"),
+    ]
     assert decisions[4].incident != decisions[5].incident
 
 
@@ -75,15 +86,24 @@ def test_summary_names_the_culprits_for_people():
     three = decide([score(0, 4, tokens=tokens, nll=[9.0, 8.0, 0.2, 0.1, 5.0, 0.01])] * 3)[0][2]
     assert three.summary.startswith("CPU 97% (C9), memory 95% (M9) and load 2 (L4) are unusual")
     # L4 is above the threshold too, but far below the top culprits: it is not named
-    assert alert.summary == ("memory 95% (M9) and CPU 97% (C9) are unusual for vm "
-                             "(surprise 4.0, threshold 1.2)")
-    assert alert.culprits == [("M9", 12.11), ("C9", 9.38), ("L4", 2.5), ("D4", 0.2), ("S0", 0.1),
-                              ("N1", 0.01)]
+    assert alert.summary == (
+        "memory 95% (M9) and CPU 97% (C9) are unusual for vm (surprise 4.0, threshold 1.2)"
+    )
+    assert alert.culprits == [
+        ("M9", 12.11),
+        ("C9", 9.38),
+        ("L4", 2.5),
+        ("D4", 0.2),
+        ("S0", 0.1),
+        ("N1", 0.01),
+    ]
     assert alert.severity == "critical" and alert.atoms == ["pulse"]
 
 
 def test_resolve_summary_and_other_kinds_pass_through():
-    lines = [score(0, 3), KINDS[0], score(1, 3), score(2, 3)] + [score(3 + i, 0.1) for i in range(5)]
+    lines = [score(0, 3), KINDS[0], score(1, 3), score(2, 3)] + [
+        score(3 + i, 0.1) for i in range(5)
+    ]
     out = run("kiri.stages.decide", input=b"\n".join(lines) + b"\n")
     got = out.stdout.splitlines()
     assert got[1] == KINDS[0]
@@ -100,8 +120,10 @@ def test_bad_lines_and_nonsense_scores_are_reported_and_skipped():
     assert len(decisions) == 2
     bad = [(e["line"], e["reason"]) for e in log_events(out.stderr) if e["event"] == "bad_record"]
     assert bad[0][0] == 2
-    assert bad[1:] == [(3, "score has 1 tokens but 2 nll values"),
-                       (4, "score threshold must be positive, got 0.0")]
+    assert bad[1:] == [
+        (3, "score has 1 tokens but 2 nll values"),
+        (4, "score threshold must be positive, got 0.0"),
+    ]
 
 
 def test_bad_options_are_usage_errors():
@@ -112,12 +134,20 @@ def test_bad_options_are_usage_errors():
 def test_closed_reader_and_sigterm():
     many = b"\n".join(score(i, 0.1) for i in range(20000)) + b"\n"
     cmd = " ".join(stage_cmd("kiri.stages.decide"))
-    out = subprocess.run(["bash", "-c", f"{cmd} | head -n 1; echo status=${{PIPESTATUS[0]}}"],
-                         input=many, capture_output=True, timeout=60)
+    out = subprocess.run(
+        ["bash", "-c", f"{cmd} | head -n 1; echo status=${{PIPESTATUS[0]}}"],
+        input=many,
+        capture_output=True,
+        timeout=60,
+    )
     assert out.stdout.splitlines()[-1] == b"status=0" and b"Traceback" not in out.stderr
 
-    proc = subprocess.Popen(stage_cmd("kiri.stages.decide"), stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        stage_cmd("kiri.stages.decide"),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     proc.stdin.write(b"\n".join(score(i, 0.1) for i in range(5)) + b"\n")
     proc.stdin.flush()
     got = [proc.stdout.readline() for _ in range(5)]
@@ -141,9 +171,17 @@ M9 = dict(tokens=["C1", "M9", "D2", "S0", "L1", "N1"], nll=[0.2, 9.0, 0.1, 0.1, 
 
 
 def rule(match, action="suppress", expires=None, atom="pulse"):
-    return encode(Rule(ts=time.time(), id=f"r-{'-'.join(match)}", atom=atom, match=match,
-                       action=action, reason="dismissed 2 times",
-                       expires=time.time() + 3600 if expires is None else expires))
+    return encode(
+        Rule(
+            ts=time.time(),
+            id=f"r-{'-'.join(match)}",
+            atom=atom,
+            match=match,
+            action=action,
+            reason="dismissed 2 times",
+            expires=time.time() + 3600 if expires is None else expires,
+        )
+    )
 
 
 class Decide:
@@ -151,9 +189,13 @@ class Decide:
 
     def __init__(self, fifo, *args):
         self.fifo = fifo
-        self.proc = subprocess.Popen(stage_cmd("kiri.stages.decide", "--feedback", str(fifo), *args),
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, bufsize=0)  # select sees every line
+        self.proc = subprocess.Popen(
+            stage_cmd("kiri.stages.decide", "--feedback", str(fifo), *args),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            bufsize=0,
+        )  # select sees every line
         deadline = time.monotonic() + 10
         while not fifo.exists() and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -238,8 +280,17 @@ def test_an_expired_rule_suppresses_nothing(tmp_path):
 
 def test_standing_rules_are_loaded_from_the_store_at_start(kiri_home):
     with Store() as store:
-        store.add_rule(Rule(ts=time.time(), id="r-1", atom="pulse", match=["C9"],
-                            action="suppress", expires=time.time() + 60, reason="dismissed 2 times"))
+        store.add_rule(
+            Rule(
+                ts=time.time(),
+                id="r-1",
+                atom="pulse",
+                match=["C9"],
+                action="suppress",
+                expires=time.time() + 60,
+                reason="dismissed 2 times",
+            )
+        )
     decisions, out = decide(burst(0, **C9))
     assert [x.action for x in decisions] == ["ok", "ok", "suppress"]
     assert [e["rules"] for e in log_events(out.stderr) if e["event"] == "rules_loaded"] == [1]

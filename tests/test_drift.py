@@ -10,8 +10,8 @@ import time
 
 import msgspec
 import pytest
-
 from conftest import log_events, run, stage_cmd
+
 from kiri.atoms import drift
 from kiri.records import Obs, Score
 from kiri.store import Store, db_path
@@ -38,6 +38,7 @@ def local(day: dt.date, hour: int = 0) -> float:
 
 # -- kiri task ------------------------------------------------------------------------------
 
+
 def test_tasks_are_added_to_the_current_project_done_and_listed(kiri_home):
     assert kiri("task", "add", "untriaged").stdout == b"1\n"  # the id alone
     assert kiri("task", "switch", "kiri").stdout == b"switched to project kiri\n"
@@ -49,8 +50,10 @@ def test_tasks_are_added_to_the_current_project_done_and_listed(kiri_home):
     listed = kiri("task", "list").stdout.decode().splitlines()
     assert listed[0].split() == ["id", "age", "project", "title"]
     rows = [line.split(None, 3) for line in listed[1:]]
-    assert [(r[0], r[2], r[3]) for r in rows] == [("1", "-", "untriaged"),
-                                                  ("3", "home", "renew passport")]
+    assert [(r[0], r[2], r[3]) for r in rows] == [
+        ("1", "-", "untriaged"),
+        ("3", "home", "renew passport"),
+    ]
     assert all(re.fullmatch(r"\d+s", r[1]) for r in rows)  # seconds old
     every = kiri("task", "list", "--all").stdout.decode().splitlines()
     assert every[0].split() == ["id", "age", "done", "project", "title"]
@@ -80,6 +83,7 @@ def test_task_mistakes_are_clear_errors(kiri_home):
 
 # -- windows --------------------------------------------------------------------------------
 
+
 def test_windows_follow_the_local_clock_from_midnight():
     day = dt.date(2025, 3, 12)
     at = local(day, 9) + 25 * 60  # 09:25
@@ -98,9 +102,11 @@ def test_windows_follow_the_local_clock_from_midnight():
 
 
 def test_window_and_time_options_are_checked(kiri_home):
-    for args, message in [(("--window", "7m"), "must divide the day evenly"),
-                          (("--window", "soon"), "not a duration: 'soon'"),
-                          (("--since", "last tuesday"), "not a time: 'last tuesday'")]:
+    for args, message in [
+        (("--window", "7m"), "must divide the day evenly"),
+        (("--window", "soon"), "not a duration: 'soon'"),
+        (("--since", "last tuesday"), "not a time: 'last tuesday'"),
+    ]:
         out = run("kiri.stages.collect", "drift", *args)
         assert out.returncode == 2 and message in out.stderr.decode(), out.stderr
 
@@ -116,6 +122,7 @@ def test_a_store_newer_than_kiri_is_a_one_line_error(kiri_home):
 
 # -- kiri-collect drift ---------------------------------------------------------------------
 
+
 def test_backfill_counts_each_window_of_the_log(kiri_home):
     day = dt.date.today() - dt.timedelta(days=2)
     with Store() as store:
@@ -128,17 +135,23 @@ def test_backfill_counts_each_window_of_the_log(kiri_home):
     assert [o.ts for o in obs] == [local(day, h) for h in (10, 11, 12)]  # stamped at the end
     fields = ("hour", "added", "done", "switches", "backlog")
     assert [tuple(o.values[f] for f in fields) for o in obs] == [
-        (9, 2, 0, 1, 2), (10, 0, 1, 0, 1), (11, 1, 0, 0, 2)]
+        (9, 2, 0, 1, 2),
+        (10, 0, 1, 0, 1),
+        (11, 1, 0, 0, 2),
+    ]
     assert all(set(o.values) == set(fields) for o in obs)
     assert {(o.atom, o.host, o.meta["window"]) for o in obs} == {("drift", "laptop", "3600")}
-    recorded = run("kiri.stages.collect", "drift", "--backfill", "--until", f"{day}T12:00",
-                   "--record")
+    recorded = run(
+        "kiri.stages.collect", "drift", "--backfill", "--until", f"{day}T12:00", "--record"
+    )
     [path] = (kiri_home / "data" / "drift").glob("*.ndjson")  # what `kiri train drift` reads
     assert path.read_bytes() == recorded.stdout and len(recorded.stdout.splitlines()) == 3
-    days = collect("--since", str(day), "--until", str(day + dt.timedelta(days=1)),
-                   "--window", "1d")
+    days = collect(
+        "--since", str(day), "--until", str(day + dt.timedelta(days=1)), "--window", "1d"
+    )
     assert [(o.values["added"], o.values["done"], o.values["backlog"]) for o in days] == [
-        (3.0, 1.0, 2.0)]
+        (3.0, 1.0, 2.0)
+    ]
 
 
 def test_backfill_of_an_empty_log_says_so(kiri_home):
@@ -148,9 +161,11 @@ def test_backfill_of_an_empty_log_says_so(kiri_home):
 
 
 def test_live_emits_each_window_as_it_ends(kiri_home):
-    proc = subprocess.Popen(stage_cmd("kiri.stages.collect", "drift", "--window", "2s",
-                                      "--count", "3"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        stage_cmd("kiri.stages.collect", "drift", "--window", "2s", "--count", "3"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     first = decode_obs(proc.stdout.readline())
     assert 0 < time.time() - first.ts < 1.5  # just after its window ended
     with Store() as store:
@@ -163,8 +178,9 @@ def test_live_emits_each_window_as_it_ends(kiri_home):
 
 
 def test_live_stops_at_once_on_sigterm_while_waiting(kiri_home):
-    proc = subprocess.Popen(stage_cmd("kiri.stages.collect", "drift"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        stage_cmd("kiri.stages.collect", "drift"), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     time.sleep(1.0)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=5)
@@ -175,9 +191,11 @@ def test_live_stops_at_once_on_sigterm_while_waiting(kiri_home):
 def test_backfill_into_a_closed_reader_ends_quietly(kiri_home):
     with Store() as store:
         store.add_task("long ago", "", ts=time.time() - 60 * 86400)
-    collector = subprocess.Popen(stage_cmd("kiri.stages.collect", "drift", "--backfill",
-                                           "--window", "15m"),
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    collector = subprocess.Popen(
+        stage_cmd("kiri.stages.collect", "drift", "--backfill", "--window", "15m"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     head = subprocess.run(["head", "-n", "1"], stdin=collector.stdout, capture_output=True)
     collector.stdout.close()
     err = collector.stderr.read()
@@ -187,6 +205,7 @@ def test_backfill_into_a_closed_reader_ends_quietly(kiri_home):
 
 
 # -- detection ------------------------------------------------------------------------------
+
 
 def write_history(first_day: dt.date, days: int, seed: int = 7) -> None:
     """Working days of 1-3 tasks added and 1-3 done per hour, 0-1 project switches, and a
@@ -244,15 +263,21 @@ def test_a_burst_of_new_tasks_and_switches_is_an_anomaly(kiri_home, tmp_path):
     write_burst(burst_day, 10)
     [burst] = collect("--since", f"{burst_day}T10:00", "--until", f"{burst_day}T11:00")
     assert (burst.values["added"], burst.values["done"], burst.values["switches"]) == (8, 0, 5)
-    typical = [o for o in obs if dt.date.fromtimestamp(o.ts - 1) in
-               (first_day + dt.timedelta(days=3), burst_day - dt.timedelta(days=1))]
+    typical = [
+        o
+        for o in obs
+        if dt.date.fromtimestamp(o.ts - 1)
+        in (first_day + dt.timedelta(days=3), burst_day - dt.timedelta(days=1))
+    ]
     scores = score([burst, *typical])
     odd, usual = scores[0], scores[1:]
     ratios = sorted(s.surprise / s.threshold for s in usual)
-    print(f"\nburst: surprise {odd.surprise:.2f}, threshold {odd.threshold:.2f} "
-          f"({odd.surprise / odd.threshold:.2f}x), tokens {' '.join(odd.tokens)}; "
-          f"{len(usual)} typical windows: surprise/threshold median {ratios[len(ratios) // 2]:.2f}"
-          f", max {ratios[-1]:.2f}")
+    print(
+        f"\nburst: surprise {odd.surprise:.2f}, threshold {odd.threshold:.2f} "
+        f"({odd.surprise / odd.threshold:.2f}x), tokens {' '.join(odd.tokens)}; "
+        f"{len(usual)} typical windows: surprise/threshold median {ratios[len(ratios) // 2]:.2f}"
+        f", max {ratios[-1]:.2f}"
+    )
     assert odd.surprise / odd.threshold >= 2
     assert odd.tokens[:3] == ["A8", "D0", "S5"]
     assert ratios[-1] < 1

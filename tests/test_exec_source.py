@@ -9,8 +9,8 @@ import time
 
 import msgspec
 import pytest
-
 from conftest import FIXTURES, log_events, run, stage_cmd
+
 from kiri.records import Obs, Score
 
 METRICS = str(FIXTURES / "exec" / "metrics.py")
@@ -19,8 +19,12 @@ decode_score = msgspec.json.Decoder(Score).decode
 
 
 def exec_cmd(*args: str, command: tuple[str, ...] = ()) -> list[str]:
-    return stage_cmd("kiri.stages.collect", "exec", *args,
-                     *(("--", sys.executable, METRICS, *command) if command else ()))
+    return stage_cmd(
+        "kiri.stages.collect",
+        "exec",
+        *args,
+        *(("--", sys.executable, METRICS, *command) if command else ()),
+    )
 
 
 def collect(*args: str, command: tuple[str, ...] = (), timeout: float = 30):
@@ -54,9 +58,11 @@ def gone(pid: int, within: float = 5.0) -> bool:
 
 # -- kiri-collect exec ----------------------------------------------------------------------
 
+
 def test_each_run_of_the_command_is_one_observation(kiri_home):
-    out = collect("--atom", "gpu", "--interval", "0.05", "--count", "3", "--host", "rig",
-                  command=("gpu",))
+    out = collect(
+        "--atom", "gpu", "--interval", "0.05", "--count", "3", "--host", "rig", command=("gpu",)
+    )
     assert out.returncode == 0, out.stderr
     records = [decode_obs(line) for line in out.stdout.splitlines()]
     assert len(records) == 3
@@ -70,8 +76,13 @@ def test_each_run_of_the_command_is_one_observation(kiri_home):
 
 def test_bad_runs_are_logged_with_their_reason_and_the_collector_goes_on(kiri_home, tmp_path):
     modes = ("gpu", "text", "string", "null", "array", "empty", "fail", "flood", "gpu")
-    out = collect("--interval", "0.01", "--count", str(len(modes)),
-                  command=("cycle", str(tmp_path / "runs"), *modes))
+    out = collect(
+        "--interval",
+        "0.01",
+        "--count",
+        str(len(modes)),
+        command=("cycle", str(tmp_path / "runs"), *modes),
+    )
     assert out.returncode == 0, out.stderr
     assert [decode_obs(line).atom for line in out.stdout.splitlines()] == ["exec", "exec"]
     reasons = failures(out.stderr)
@@ -87,14 +98,16 @@ def test_bad_runs_are_logged_with_their_reason_and_the_collector_goes_on(kiri_ho
     ]
     assert reasons[6] == "printed more than 65536 bytes"
     assert {e["command"] for e in log_events(out.stderr) if e["event"] == "run_failed"} == {
-        sys.executable}
+        sys.executable
+    }
 
 
 def test_a_command_that_overruns_is_killed_with_its_children(kiri_home, tmp_path):
     pidfile = tmp_path / "child.pid"
     started = time.monotonic()
-    out = collect("--timeout", "1", "--count", "1", "--interval", "0.1",
-                  command=("hang", str(pidfile)))
+    out = collect(
+        "--timeout", "1", "--count", "1", "--interval", "0.1", command=("hang", str(pidfile))
+    )
     assert out.returncode == 0, out.stderr
     assert time.monotonic() - started < 10
     assert out.stdout == b"" and failures(out.stderr) == ["timed out after 1 s"]
@@ -102,28 +115,38 @@ def test_a_command_that_overruns_is_killed_with_its_children(kiri_home, tmp_path
 
 
 def test_a_missing_command_means_the_source_is_absent(kiri_home):
-    out = subprocess.run(stage_cmd("kiri.stages.collect", "exec", "--", "kiri-no-such-sensor"),
-                         capture_output=True, timeout=30)
+    out = subprocess.run(
+        stage_cmd("kiri.stages.collect", "exec", "--", "kiri-no-such-sensor"),
+        capture_output=True,
+        timeout=30,
+    )
     assert out.returncode == 125  # NOT_RESTARTED: the supervisor leaves it stopped
     assert out.stderr.decode().strip() == "Error: command not found: kiri-no-such-sensor"
 
 
-@pytest.mark.parametrize("args, message", [
-    (("--atom", "gpu"), "Error: no command to run: give one after --"),
-    (("--atom", "GPU!", "--", "true"), "Error: invalid atom name 'GPU!'"),
-    (("--timeout", "0", "--", "true"), "Error: --timeout must be greater than 0"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (("--atom", "gpu"), "Error: no command to run: give one after --"),
+        (("--atom", "GPU!", "--", "true"), "Error: invalid atom name 'GPU!'"),
+        (("--timeout", "0", "--", "true"), "Error: --timeout must be greater than 0"),
+    ],
+)
 def test_usage_mistakes_are_one_line_errors(kiri_home, args, message):
-    out = subprocess.run(stage_cmd("kiri.stages.collect", "exec", *args),
-                         capture_output=True, timeout=30)
+    out = subprocess.run(
+        stage_cmd("kiri.stages.collect", "exec", *args), capture_output=True, timeout=30
+    )
     assert out.returncode == 1
     assert out.stderr.decode().startswith(message) and out.stderr.count(b"\n") == 1
 
 
 def test_sigterm_while_the_command_runs_stops_it_and_exits(kiri_home, tmp_path):
     pidfile = tmp_path / "child.pid"
-    proc = subprocess.Popen(exec_cmd("--timeout", "60", command=("hang", str(pidfile))),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        exec_cmd("--timeout", "60", command=("hang", str(pidfile))),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 10
     while not pidfile.exists() or not pidfile.read_text():
         assert time.monotonic() < deadline, "the command never started"
@@ -136,8 +159,11 @@ def test_sigterm_while_the_command_runs_stops_it_and_exits(kiri_home, tmp_path):
 
 
 def test_sigterm_between_runs_ends_the_stream_cleanly(kiri_home):
-    proc = subprocess.Popen(exec_cmd("--interval", "60", command=("gpu",)),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        exec_cmd("--interval", "60", command=("gpu",)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     first = decode_obs(proc.stdout.readline())  # the first run comes after at most a second
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=5)
@@ -146,8 +172,11 @@ def test_sigterm_between_runs_ends_the_stream_cleanly(kiri_home):
 
 
 def test_a_closed_reader_ends_the_collector_quietly(kiri_home):
-    collector = subprocess.Popen(exec_cmd("--interval", "0.05", command=("gpu",)),
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    collector = subprocess.Popen(
+        exec_cmd("--interval", "0.05", command=("gpu",)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     head = subprocess.run(["head", "-n", "1"], stdin=collector.stdout, capture_output=True)
     collector.stdout.close()
     err = collector.stderr.read()
@@ -157,9 +186,12 @@ def test_a_closed_reader_ends_the_collector_quietly(kiri_home):
 
 # -- atoms defined in config.toml ----------------------------------------------------------
 
+
 def test_a_config_atom_collects_trains_and_scores(kiri_home, tmp_path):
-    write_config(kiri_home, gpu_config(
-        'temp = { lo = 20, hi = 100, levels = 8, unit = "C" }\nutil = "auto"\n'))
+    write_config(
+        kiri_home,
+        gpu_config('temp = { lo = 20, hi = 100, levels = 8, unit = "C" }\nutil = "auto"\n'),
+    )
     info = run("kiri.cli", "info", "gpu")
     assert info.returncode == 0, info.stderr
     lines = info.stdout.decode().splitlines()
@@ -187,14 +219,20 @@ def test_a_config_atom_collects_trains_and_scores(kiri_home, tmp_path):
     assert usual.surprise < usual.threshold < odd.surprise
 
 
-@pytest.mark.parametrize("fields, message", [
-    ("temp = { lo = 100, hi = 20 }", "atoms.gpu.fields.temp: lo and hi must be numbers, lo < hi"),
-    ("temp = { lo = 0, hi = 1, levels = 0 }", "atoms.gpu.fields.temp: levels must be a whole"),
-    ("temp = { lo = 0, hi = 1, step = 2 }", "atoms.gpu.fields.temp: unknown keys step"),
-    ('temp = "automatic"', "atoms.gpu.fields.temp: expected \"auto\" or a table like"),
-    ('"core temp" = "auto"', "atoms.gpu.fields.core temp: a field name is letters, digits"),
-    ("temp = { lo = 0, hi = 1, context = true }", "atoms.gpu.fields: every field is context"),
-])
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        (
+            "temp = { lo = 100, hi = 20 }",
+            "atoms.gpu.fields.temp: lo and hi must be numbers, lo < hi",
+        ),
+        ("temp = { lo = 0, hi = 1, levels = 0 }", "atoms.gpu.fields.temp: levels must be a whole"),
+        ("temp = { lo = 0, hi = 1, step = 2 }", "atoms.gpu.fields.temp: unknown keys step"),
+        ('temp = "automatic"', 'atoms.gpu.fields.temp: expected "auto" or a table like'),
+        ('"core temp" = "auto"', "atoms.gpu.fields.core temp: a field name is letters, digits"),
+        ("temp = { lo = 0, hi = 1, context = true }", "atoms.gpu.fields: every field is context"),
+    ],
+)
 def test_a_bad_field_spec_is_a_clear_config_error(kiri_home, fields, message):
     write_config(kiri_home, gpu_config(fields + "\n"))
     info = run("kiri.cli", "info", "gpu")
@@ -212,8 +250,9 @@ def test_a_configured_interval_must_be_seconds_above_0(kiri_home):
     write_config(kiri_home, gpu_config('temp = "auto"\n', interval=0))
     out = collect("--atom", "gpu", "--count", "1")
     assert out.returncode == 1
-    assert out.stderr.decode() == ("Error: config.toml: [atoms.gpu] interval must be a number of "
-                                   "seconds above 0, not 0\n")
+    assert out.stderr.decode() == (
+        "Error: config.toml: [atoms.gpu] interval must be a number of seconds above 0, not 0\n"
+    )
 
 
 def test_a_config_atom_needs_every_field_of_its_schema(kiri_home):

@@ -14,8 +14,8 @@ import time
 
 import msgspec
 import pytest
-
 from conftest import loop_pipeline, stage_cmd
+
 from kiri.records import Obs
 from kiri.store import Store
 
@@ -29,8 +29,10 @@ IN_FLIGHT = (64 + 64 + 256) * 1024 // 170
 
 # The test's own end stage: appends each complete line with one write, so a SIGKILL of it can
 # lose lines but never leave half of one.
-COUNT = ("import os, sys; fd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND | os.O_CREAT); "
-         "[os.write(fd, line) for line in sys.stdin.buffer]")
+COUNT = (
+    "import os, sys; fd = os.open(sys.argv[1], os.O_WRONLY | os.O_APPEND | os.O_CREAT); "
+    "[os.write(fd, line) for line in sys.stdin.buffer]"
+)
 
 SOURCE = '["sh", "-c", "{python} -m kiri.stages.collect replay --speed {speed} {stream}; exit 125"]'
 COUNTER = """
@@ -71,15 +73,23 @@ def test_kill_9_twenty_times_while_50000_records_stream(installed_pulse, kiri_ho
     base = {"cpu": 1.0, "mem": 1.4, "disk": 22.0, "swap": 0.0, "load": 0.1, "net": 1.0}
     with stream.open("wb") as f:
         for i in range(RECORDS):
-            f.write(encode(Obs(ts=1e9 + i, atom="pulse", host="vm", values=base,
-                               meta={"cpus": "2"})) + b"\n")
+            f.write(
+                encode(Obs(ts=1e9 + i, atom="pulse", host="vm", values=base, meta={"cpus": "2"}))
+                + b"\n"
+            )
     pipeline = tmp_path / "faults.toml"
-    pipeline.write_text(loop_pipeline(
-        SOURCE.format(python=sys.executable, speed=SPEED, stream=stream),
-        restart="max_delay = 1\nfail_deaths = 50",
-        extra_stages=COUNTER.format(python=sys.executable, count=COUNT, out=out)))
-    sup = subprocess.Popen(stage_cmd("kiri.supervisor", str(pipeline)),
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    pipeline.write_text(
+        loop_pipeline(
+            SOURCE.format(python=sys.executable, speed=SPEED, stream=stream),
+            restart="max_delay = 1\nfail_deaths = 50",
+            extra_stages=COUNTER.format(python=sys.executable, count=COUNT, out=out),
+        )
+    )
+    sup = subprocess.Popen(
+        stage_cmd("kiri.supervisor", str(pipeline)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     rng = random.Random(7)
     killed = []
     try:
@@ -117,8 +127,10 @@ def test_kill_9_twenty_times_while_50000_records_stream(installed_pulse, kiri_ho
     seen = {d["ts"] for d in decisions}
     lost = RECORDS - len(seen)
     in_path = sum(1 for k in killed if k in ("atom", "decide", "count"))
-    print(f"\nkills: {killed}\nrecords lost: {lost} of {RECORDS} "
-          f"({in_path} kills on the counted path; bound {in_path * IN_FLIGHT})")
+    print(
+        f"\nkills: {killed}\nrecords lost: {lost} of {RECORDS} "
+        f"({in_path} kills on the counted path; bound {in_path * IN_FLIGHT})"
+    )
     assert 0 <= lost <= in_path * IN_FLIGHT
     with Store() as store:
         assert store.integrity() == "ok"

@@ -8,8 +8,8 @@ import time
 
 import msgspec
 import pytest
-
 from conftest import log_events, run, stage_cmd
+
 from kiri.records import Decision, Outcome
 from kiri.store import Store
 
@@ -18,8 +18,17 @@ CULPRITS = [("C9", 9.5), ("L4", 6.0), ("M1", 0.2), ("D2", 0.1), ("S0", 0.05), ("
 
 
 def alert(i, culprits=CULPRITS, action="alert"):
-    return Decision(ts=1000.0 + i, id=f"a{i}", atom="pulse", host="vm", action=action,
-                    surprise=2.6, threshold=1.0, culprits=culprits, summary=f"alert {i}")
+    return Decision(
+        ts=1000.0 + i,
+        id=f"a{i}",
+        atom="pulse",
+        host="vm",
+        action=action,
+        surprise=2.6,
+        threshold=1.0,
+        culprits=culprits,
+        summary=f"alert {i}",
+    )
 
 
 def delivered(d, ok=True):
@@ -34,14 +43,20 @@ def feedback(*lines, args=()):
 
 def test_delivered_decisions_are_recorded_and_other_kinds_pass(kiri_home):
     obs = b'{"kind":"obs","atom":"pulse","values":{"cpu":1.0}}'
-    lines = [*delivered(alert(0)), obs, *delivered(alert(1, action="resolve")),
-             *delivered(alert(2), ok=False)]
+    lines = [
+        *delivered(alert(0)),
+        obs,
+        *delivered(alert(1, action="resolve")),
+        *delivered(alert(2), ok=False),
+    ]
     out, _ = feedback(*lines)
     assert out == [json.loads(obs)]
     with Store() as store:
         rows = store.alerts()
-    assert [(r.id, r.action, r.pattern) for r in rows] == [("a1", "resolve", "C9 L4"),
-                                                           ("a0", "alert", "C9 L4")]
+    assert [(r.id, r.action, r.pattern) for r in rows] == [
+        ("a1", "resolve", "C9 L4"),
+        ("a0", "alert", "C9 L4"),
+    ]
 
 
 def record(store, *decisions):
@@ -57,7 +72,10 @@ def test_dismissing_a_pattern_twice_writes_a_suppression_rule(kiri_home):
     before = time.time()
     out, _ = feedback()
     assert [(r["kind"], r.get("alert", r.get("action"))) for r in out] == [
-        ("verdict", "a0"), ("verdict", "a1"), ("rule", "suppress")]
+        ("verdict", "a0"),
+        ("verdict", "a1"),
+        ("rule", "suppress"),
+    ]
     rule = out[2]
     assert rule["atom"] == "pulse" and rule["match"] == ["C9", "L4"]
     assert before + 7 * 86400 - 5 < rule["expires"] < time.time() + 7 * 86400 + 5
@@ -107,15 +125,21 @@ def test_every_verdict_leaves_a_labelled_example_for_nerve(kiri_home):
     lines = b"".join(p.read_bytes() for p in (kiri_home / "data" / "nerve").glob("*.ndjson"))
     examples = [json.loads(l) for l in lines.splitlines()]
     assert [(e["atom"], e["meta"]["label"], e["values"]["pulse"]) for e in examples] == [
-        ("nerve", "suppress", 2.6), ("nerve", "alert", 2.6)]
+        ("nerve", "suppress", 2.6),
+        ("nerve", "alert", 2.6),
+    ]
     assert 0 <= examples[0]["values"]["hour"] < 24
 
 
 def test_verdicts_given_while_it_runs_are_noticed_promptly(kiri_home):
     with Store() as store:
         record(store, alert(0))
-    proc = subprocess.Popen(stage_cmd("kiri.stages.feedback", "--poll", "0.1"),
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        stage_cmd("kiri.stages.feedback", "--poll", "0.1"),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     time.sleep(0.5)
     given = time.monotonic()
     assert run("kiri.cli", "feedback", "dismiss", "a0").returncode == 0
@@ -143,8 +167,11 @@ def test_closed_reader_exits_zero(kiri_home):
         for i in range(50):
             store.add_verdict(f"a{i}", "confirm")
     cmd = " ".join(stage_cmd("kiri.stages.feedback"))
-    out = subprocess.run(["bash", "-c", f"{cmd} < /dev/null | head -n 1; echo status=${{PIPESTATUS[0]}}"],
-                         capture_output=True, timeout=30)
+    out = subprocess.run(
+        ["bash", "-c", f"{cmd} < /dev/null | head -n 1; echo status=${{PIPESTATUS[0]}}"],
+        capture_output=True,
+        timeout=30,
+    )
     assert out.stdout.splitlines()[-1] == b"status=0" and b"Traceback" not in out.stderr
 
 
@@ -176,8 +203,12 @@ def test_a_newer_store_is_a_one_line_error(kiri_home, cmd):
 
 
 def test_sigterm_mid_stream_keeps_what_was_read(kiri_home):
-    proc = subprocess.Popen(stage_cmd("kiri.stages.feedback"), stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        stage_cmd("kiri.stages.feedback"),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     lines = [line for i in range(20) for line in delivered(alert(i))]
     proc.stdin.write(b"".join(l + b"\n" for l in lines) + b'{"kind":"deci')  # ends mid-record
     proc.stdin.flush()
@@ -204,4 +235,6 @@ def test_every_n_verdicts_ask_for_nerve_to_be_trained_again(kiri_home):
     out, _ = feedback(args=("--nerve-every", "2", "--after", "99"))
     retrains = [r for r in out if r["kind"] == "rule" and r["action"] == "retrain"]
     assert [(r["atom"], r["reason"]) for r in retrains] == [
-        ("nerve", "2 verdicts to learn from"), ("nerve", "4 verdicts to learn from")]
+        ("nerve", "2 verdicts to learn from"),
+        ("nerve", "4 verdicts to learn from"),
+    ]

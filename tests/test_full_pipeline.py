@@ -7,6 +7,7 @@ import subprocess
 import time
 
 from conftest import log_events, stage_cmd
+
 from kiri.pipeline import CHECKOUT
 
 FULL = CHECKOUT / "pipelines" / "full.toml"
@@ -22,14 +23,16 @@ def status(home):
 def test_the_full_pipeline_runs_with_no_router_configured(kiri_home, tmp_path):
     err = tmp_path / "supervise.err"
     with open(err, "wb") as f:
-        proc = subprocess.Popen(stage_cmd("kiri.supervisor", str(FULL)),
-                                stdout=subprocess.DEVNULL, stderr=f)
+        proc = subprocess.Popen(
+            stage_cmd("kiri.supervisor", str(FULL)), stdout=subprocess.DEVNULL, stderr=f
+        )
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             stages = status(kiri_home)
             if stages.get("collect-mikrotik", {}).get("state") == "stopped" and all(
-                    s["state"] == "running" for n, s in stages.items() if n != "collect-mikrotik"):
+                s["state"] == "running" for n, s in stages.items() if n != "collect-mikrotik"
+            ):
                 break
             time.sleep(0.2)
         time.sleep(3)  # long enough for a crash loop to show

@@ -1,9 +1,9 @@
 """kiri/http.py against a real HTTP server on 127.0.0.1: statuses, retries, limits, secrets."""
 
 import pytest
+from scripted_http import Answer, scripted_server
 
 from kiri.http import HttpError, post_json, request, retrying
-from scripted_http import Answer, scripted_server
 
 
 @pytest.fixture
@@ -21,10 +21,15 @@ def test_a_posted_json_body_arrives_and_the_answer_is_read(server):
 
 def test_429_waits_as_asked_then_succeeds_and_404_is_not_retried(server):
     url, h = server
-    h.script += [Answer(429, headers={"Retry-After": "2"}),
-                 Answer(429, b'{"ok":false,"parameters":{"retry_after":3}}'), Answer(200, b"{}")]
+    h.script += [
+        Answer(429, headers={"Retry-After": "2"}),
+        Answer(429, b'{"ok":false,"parameters":{"retry_after":3}}'),
+        Answer(200, b"{}"),
+    ]
     waits = []
-    assert retrying(lambda: request("GET", url + "/x"), attempts=3, sleep=waits.append).status == 200
+    assert (
+        retrying(lambda: request("GET", url + "/x"), attempts=3, sleep=waits.append).status == 200
+    )
     assert waits == [2.0, 3.0]
     h.script.append(Answer(404, b'{"description":"Not Found: method not found"}'))
     with pytest.raises(HttpError, match="GET /x: HTTP 404 Not Found: method not found") as e:

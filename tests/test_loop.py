@@ -9,8 +9,8 @@ import subprocess
 import time
 
 import pytest
-
 from conftest import FIXTURES, loop_pipeline, run, stage_cmd
+
 from kiri.store import Store
 
 NORMAL = json.loads(FIXTURES.joinpath("pulse-normal.ndjson").read_text().splitlines()[-1])
@@ -42,8 +42,11 @@ class Loop:
         self.proc = None
 
     def start(self):
-        self.proc = subprocess.Popen(stage_cmd("kiri.supervisor", str(self.file)),
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            stage_cmd("kiri.supervisor", str(self.file)),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         self.writer = open(self.source, "wb", buffering=0)  # waits for the replay stage
 
     def feed(self, obs, n):

@@ -20,8 +20,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import msgspec
 import pytest
-
 from conftest import FIXTURES, log_events, run, stage_cmd
+
 from kiri.atoms.mikrotik import parse_uptime
 from kiri.records import Obs, Score
 
@@ -172,8 +172,9 @@ def router(monkeypatch):
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(CERT, KEY)
     # the handshake happens in the request's thread, so a stalled client blocks nobody
-    server.socket = context.wrap_socket(server.socket, server_side=True,
-                                        do_handshake_on_connect=False)
+    server.socket = context.wrap_socket(
+        server.socket, server_side=True, do_handshake_on_connect=False
+    )
     server.router = FakeRouter()
     server.router.url = f"https://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
@@ -184,15 +185,31 @@ def router(monkeypatch):
     server.server_close()
 
 
-def collector(router: FakeRouter, *args: str, tls: tuple[str, ...] = ("--ca", str(CERT)),
-              password: tuple[str, ...] = ("--password-env", "ROUTER_PASSWORD")) -> list[str]:
-    return stage_cmd("kiri.stages.collect", "mikrotik", "--url", router.url, "--user", USER,
-                     *password, *tls, "--interval", "0.1", *args)
+def collector(
+    router: FakeRouter,
+    *args: str,
+    tls: tuple[str, ...] = ("--ca", str(CERT)),
+    password: tuple[str, ...] = ("--password-env", "ROUTER_PASSWORD"),
+) -> list[str]:
+    return stage_cmd(
+        "kiri.stages.collect",
+        "mikrotik",
+        "--url",
+        router.url,
+        "--user",
+        USER,
+        *password,
+        *tls,
+        "--interval",
+        "0.1",
+        *args,
+    )
 
 
 def collect(router: FakeRouter, *args: str, **options) -> subprocess.CompletedProcess:
-    out = subprocess.run(collector(router, *args, **options), capture_output=True, timeout=30,
-                         env=os.environ)
+    out = subprocess.run(
+        collector(router, *args, **options), capture_output=True, timeout=30, env=os.environ
+    )
     assert b"Traceback" not in out.stderr, out.stderr.decode()
     assert PASSWORD.encode() not in out.stdout + out.stderr
     return out
@@ -204,8 +221,11 @@ def observations(out: subprocess.CompletedProcess) -> list[Obs]:
 
 
 def failures(out: subprocess.CompletedProcess) -> list[tuple[str, str]]:
-    return [(e["path"], e["reason"]) for e in log_events(out.stderr)
-            if e["event"] == "router_poll_failed"]
+    return [
+        (e["path"], e["reason"])
+        for e in log_events(out.stderr)
+        if e["event"] == "router_poll_failed"
+    ]
 
 
 def assert_rates(obs: Obs, names=("ether1", "ether2")) -> None:
@@ -256,10 +276,18 @@ def test_system_resource_may_be_a_bare_object(router):
     assert obs.values["cpu"] == 7.0 and obs.values["mem"] == 25.0
 
 
-@pytest.mark.parametrize("text, seconds", [
-    ("2d20h12m20s", 245540), ("1w2d3h4m5s", 788645), ("45s", 45), ("45", 45), ("3m", 180),
-    ("1h0m1s", 3601), ("1s500ms", 1.5),
-])
+@pytest.mark.parametrize(
+    "text, seconds",
+    [
+        ("2d20h12m20s", 245540),
+        ("1w2d3h4m5s", 788645),
+        ("45s", 45),
+        ("45", 45),
+        ("3m", 180),
+        ("1h0m1s", 3601),
+        ("1s500ms", 1.5),
+    ],
+)
 def test_uptime_is_parsed_to_seconds(text, seconds):
     assert parse_uptime(text) == seconds
 
@@ -295,8 +323,11 @@ def test_a_reboot_raises_the_flag_and_no_counter_gives_a_rate_across_it(router):
     assert [o.values["reboot"] for o in (before, rebooted, after)] == [0.0, 1.0, 0.0]
     assert rebooted.values["rx"] == rebooted.values["tx"] == 0.0
     assert rebooted.values["errors"] == rebooted.values["link_downs"] == 0.0
-    assert sorted(k for k in rebooted.values if k.startswith("ether")) == \
-        ["ether1:running", "ether2:running", "ether3:running"]
+    assert sorted(k for k in rebooted.values if k.startswith("ether")) == [
+        "ether1:running",
+        "ether2:running",
+        "ether3:running",
+    ]
     assert_rates(after)
 
 
@@ -321,8 +352,9 @@ def test_a_wrong_password_is_reported_once_and_polling_goes_on(router, monkeypat
     monkeypatch.setenv("ROUTER_PASSWORD", "not-the-password")
     out = collect(router, "--count", "3")
     assert out.returncode == 0 and out.stdout == b""
-    assert failures(out) == [("/rest/system/resource",
-                              "the router refused user 'kiri' and its password (HTTP 401)")]
+    assert failures(out) == [
+        ("/rest/system/resource", "the router refused user 'kiri' and its password (HTTP 401)")
+    ]
     assert len(router.requests) == 3  # three polls, one log line
     assert b"not-the-password" not in out.stderr
 
@@ -360,8 +392,11 @@ def test_an_oversized_answer_is_refused_without_reading_it_whole(router, sized):
     out = collect(router, "--count", "1", "--timeout", "5")
     [(path, reason)] = failures(out)
     assert path == "/rest/interface"
-    assert reason == ("the answer is 2097154 bytes, over the limit of 1048576" if sized else
-                      "the answer is over the limit of 1048576 bytes")
+    assert reason == (
+        "the answer is 2097154 bytes, over the limit of 1048576"
+        if sized
+        else "the answer is over the limit of 1048576 bytes"
+    )
 
 
 # -- configuration and secrets ---------------------------------------------------------------
@@ -371,22 +406,30 @@ def test_the_password_comes_from_a_private_file(router, tmp_path):
     secret = tmp_path / "router-password"
     secret.write_text(PASSWORD + "\n")
     secret.chmod(0o600)
-    [obs] = observations(collect(router, "--count", "1",
-                                 password=("--password-file", str(secret))))
+    [obs] = observations(collect(router, "--count", "1", password=("--password-file", str(secret))))
     assert obs.values["cpu"] == 7.0
     asked = len(router.requests)
 
     secret.chmod(0o644)
     out = collect(router, "--count", "1", password=("--password-file", str(secret)))
     assert out.returncode == 1 and out.stdout == b""
-    assert out.stderr.decode() == (f"Error: --password-file {secret} is readable by others "
-                                   f"(mode 644); chmod 600 it\n")
+    assert out.stderr.decode() == (
+        f"Error: --password-file {secret} is readable by others (mode 644); chmod 600 it\n"
+    )
     assert len(router.requests) == asked  # refused before asking the router anything
 
 
 def test_a_password_is_never_taken_on_the_command_line(router):
-    out = run("kiri.stages.collect", "mikrotik", "--url", router.url, "--user", USER,
-              "--password", PASSWORD)
+    out = run(
+        "kiri.stages.collect",
+        "mikrotik",
+        "--url",
+        router.url,
+        "--user",
+        USER,
+        "--password",
+        PASSWORD,
+    )
     assert out.returncode == 2 and b"ambiguous option: --password" in out.stderr
     assert PASSWORD.encode() not in out.stderr
 
@@ -398,9 +441,11 @@ def test_without_url_the_router_comes_from_config_toml(router, kiri_home, tmp_pa
     kiri_home.mkdir(parents=True, exist_ok=True)
     (kiri_home / "config.toml").write_text(
         f'[mikrotik]\nurl = "{router.url}"\nuser = "{USER}"\npassword_file = "{secret}"\n'
-        f'ca = "{CERT}"\n')
-    out = run("kiri.stages.collect", "mikrotik", "--count", "1", "--interval", "0.1",
-              "--host", "gateway")
+        f'ca = "{CERT}"\n'
+    )
+    out = run(
+        "kiri.stages.collect", "mikrotik", "--count", "1", "--interval", "0.1", "--host", "gateway"
+    )
     [obs] = observations(out)
     assert obs.host == "gateway" and obs.values["cpu"] == 7.0
 
@@ -415,19 +460,38 @@ def test_no_router_configured_exits_125_with_one_line(kiri_home, config):
     [line] = out.stderr.decode().splitlines()
     [event] = log_events(line)
     assert event["event"] == "no_router" and event["level"] == "warning"
-    assert event["reason"] == (f"no --url, and no url in [mikrotik] of {kiri_home}/config.toml: "
-                               f"nothing to poll, not restarting")
+    assert event["reason"] == (
+        f"no --url, and no url in [mikrotik] of {kiri_home}/config.toml: "
+        f"nothing to poll, not restarting"
+    )
 
 
-@pytest.mark.parametrize("url, error", [
-    ("http://127.0.0.1", "Error: the router's URL must be https://HOST[:PORT], not "
-                         "'http://127.0.0.1': RouterOS sends the password with every request"),
-    (f"https://kiri:{PASSWORD}@127.0.0.1", "Error: put the user in --user and the password in "
-     "--password-env or --password-file, not in the router's URL"),
-])
+@pytest.mark.parametrize(
+    "url, error",
+    [
+        (
+            "http://127.0.0.1",
+            "Error: the router's URL must be https://HOST[:PORT], not "
+            "'http://127.0.0.1': RouterOS sends the password with every request",
+        ),
+        (
+            f"https://kiri:{PASSWORD}@127.0.0.1",
+            "Error: put the user in --user and the password in "
+            "--password-env or --password-file, not in the router's URL",
+        ),
+    ],
+)
 def test_a_router_url_that_would_expose_the_password_is_refused(router, url, error):
-    out = run("kiri.stages.collect", "mikrotik", "--url", url, "--user", USER,
-              "--password-env", "ROUTER_PASSWORD")
+    out = run(
+        "kiri.stages.collect",
+        "mikrotik",
+        "--url",
+        url,
+        "--user",
+        USER,
+        "--password-env",
+        "ROUTER_PASSWORD",
+    )
     assert out.returncode == 1 and out.stderr.decode() == error + "\n"
     assert router.requests == []
 
@@ -466,14 +530,27 @@ def test_kiri_trains_on_recorded_observations_and_the_atom_scores_them(router, k
     [day] = (kiri_home / "data" / "mikrotik").glob("*.ndjson")
     assert day.read_bytes() == out.stdout
 
-    trained = run("kiri.cli", "train", "mikrotik", "--from", str(day), "--steps", "50",
-                  "--samples", "0", timeout=120)
+    trained = run(
+        "kiri.cli",
+        "train",
+        "mikrotik",
+        "--from",
+        str(day),
+        "--steps",
+        "50",
+        "--samples",
+        "0",
+        timeout=120,
+    )
     assert trained.returncode == 0, trained.stderr.decode()
     assert trained.stdout.decode().splitlines()[0] == "loaded 12 observations from 1 files"
 
     usual = recorded[-1]
-    flood = msgspec.structs.replace(usual, ts=usual.ts + 1, values={
-        **usual.values, "rx": usual.values["rx"] * 100, "reboot": 1.0})
+    flood = msgspec.structs.replace(
+        usual,
+        ts=usual.ts + 1,
+        values={**usual.values, "rx": usual.values["rx"] * 100, "reboot": 1.0},
+    )
     stream = b"".join(msgspec.json.encode(o) + b"\n" for o in (usual, flood))
     scored = run("kiri.stages.atom", "mikrotik", input=stream)
     assert scored.returncode == 0, scored.stderr.decode()

@@ -6,11 +6,11 @@ import random
 import subprocess
 
 import msgspec
-
 from conftest import log_events, run, stage_cmd
+
 from kiri.atoms import nerve
-from kiri.records import Decision, Score
 from kiri.recordings import Recorder
+from kiri.records import Decision, Score
 
 encode = msgspec.json.Encoder().encode
 decode = msgspec.json.Decoder(Decision).decode
@@ -20,8 +20,19 @@ NOON = 1_795_262_400.0  # a weekday, 12:00 UTC
 def score(ts, atom, surprise, host="vm", threshold=5.0):
     tokens = {"pulse": ["C9", "M5", "D4", "S1", "L1", "N1"]}.get(atom, [f"{atom}:3", f"{atom}:7"])
     z = [surprise] + [0.5] * (len(tokens) - 1)
-    return encode(Score(ts=ts, atom=atom, host=host, surprise=surprise, threshold=threshold,
-                        tokens=tokens, nll=z, z=z, values={"cpu": 97.0}))
+    return encode(
+        Score(
+            ts=ts,
+            atom=atom,
+            host=host,
+            surprise=surprise,
+            threshold=threshold,
+            tokens=tokens,
+            nll=z,
+            z=z,
+            values={"cpu": 97.0},
+        )
+    )
 
 
 def stream(unusual, ts0=NOON, normal_before=3, unusual_for=5, normal_after=6, atoms=None):
@@ -62,10 +73,12 @@ def test_three_atoms_alerting_together_make_one_alert_that_names_them_all():
 
 
 def test_act_notifies_once_for_the_group(kiri_home):
-    decide_p = subprocess.Popen(stage_cmd("kiri.stages.decide"), stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE)
-    act = subprocess.Popen(stage_cmd("kiri.stages.act", "--sink", "log"), stdin=decide_p.stdout,
-                           stdout=subprocess.PIPE)
+    decide_p = subprocess.Popen(
+        stage_cmd("kiri.stages.decide"), stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    act = subprocess.Popen(
+        stage_cmd("kiri.stages.act", "--sink", "log"), stdin=decide_p.stdout, stdout=subprocess.PIPE
+    )
     decide_p.stdout.close()
     decide_p.stdin.write(stream({"pulse", "rhythm", "drift"}))
     decide_p.stdin.close()
@@ -73,7 +86,9 @@ def test_act_notifies_once_for_the_group(kiri_home):
     assert decide_p.wait(30) == 0 and act.returncode == 0
     outcomes = [json.loads(l) for l in out.splitlines() if b'"outcome"' in l]
     assert [o["action"] for o in outcomes] == ["alert", "resolve"]
-    logged = [json.loads(l) for l in (kiri_home / "logs" / "alerts.ndjson").read_text().splitlines()]
+    logged = [
+        json.loads(l) for l in (kiri_home / "logs" / "alerts.ndjson").read_text().splitlines()
+    ]
     assert [d["action"] for d in logged] == ["alert", "resolve"]
     assert sorted(logged[0]["atoms"]) == ["drift", "pulse", "rhythm"]
 
@@ -84,7 +99,10 @@ def test_an_atom_alone_on_its_host_is_not_held_and_group_wait_zero_never_holds()
     assert notable(alone)[0].ts == NOON + 50  # the third of three unusual scores, at once
     together, _ = decide(stream({"pulse", "rhythm"}), "--group-wait", "0")
     assert [(d.action, d.atom) for d in notable(together)] == [
-        ("alert", "pulse"), ("alert", "rhythm"), ("resolve", "rhythm")]
+        ("alert", "pulse"),
+        ("alert", "rhythm"),
+        ("resolve", "rhythm"),
+    ]
     assert len({d.incident for d in notable(together)}) == 1  # still one incident per host
 
 
@@ -105,11 +123,13 @@ def history(kiri_home, days=8):
             ts = NOON - 3 * 3600 + day * 86400 + (hour - 9) * 3600
             cases = [({"pulse": low(), "rhythm": low(), "drift": low()}, "ok", "policy")]
             if hour in dismissed:
-                cases.append(({"pulse": low(), "rhythm": high(), "drift": high()}, "suppress",
-                              "verdict"))
+                cases.append(
+                    ({"pulse": low(), "rhythm": high(), "drift": high()}, "suppress", "verdict")
+                )
             if hour in confirmed:
-                cases.append(({"pulse": high(), "rhythm": low(), "drift": low()}, "alert",
-                              "verdict"))
+                cases.append(
+                    ({"pulse": high(), "rhythm": low(), "drift": low()}, "alert", "verdict")
+                )
             for k, (state, label, source) in enumerate(cases):
                 obs = nerve.example(state, ts + k, "vm", label, source, f"a{day}-{hour}-{k}")
                 lines.append(encode(obs))
@@ -126,8 +146,7 @@ def test_kiri_train_nerve_learns_a_verdict_instead_of_the_policys_decision_on_th
     assert nerve.SPEC.training_set([decided, judged, other]) == [judged, other]
 
 
-def test_nerve_suppresses_what_people_dismissed_and_still_alerts_on_what_they_confirmed(
-        kiri_home):
+def test_nerve_suppresses_what_people_dismissed_and_still_alerts_on_what_they_confirmed(kiri_home):
     history(kiri_home)
     out = run("kiri.cli", "train", "nerve", timeout=120)
     assert out.returncode == 0, out.stderr

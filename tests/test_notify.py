@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import fixture_bytes, log_events, stage_cmd
 
 LINES = fixture_bytes("decisions.ndjson").splitlines()
@@ -33,7 +32,8 @@ def fake(bin_dir, name: str, status: int = 0, stderr: str = "") -> None:
         f"#!{sys.executable}\nimport json, sys\n"
         f"with open({str(bin_dir / (name + '.calls'))!r}, 'a') as f:\n"
         f"    f.write(json.dumps(sys.argv[1:]) + '\\n')\n"
-        f"sys.stderr.write({stderr!r})\nsys.exit({status})\n")
+        f"sys.stderr.write({stderr!r})\nsys.exit({status})\n"
+    )
     script.chmod(0o755)
 
 
@@ -44,9 +44,13 @@ def calls(bin_dir, name: str) -> list[list[str]]:
 
 def act(bin_dir, *lines: bytes) -> tuple[subprocess.CompletedProcess, list[dict]]:
     """kiri-act --sink notify with PATH holding only `bin_dir`."""
-    out = subprocess.run(stage_cmd("kiri.stages.act", "--sink", "notify", "--retries", "0"),
-                         input=b"".join(l + b"\n" for l in lines), capture_output=True,
-                         timeout=30, env={**os.environ, "PATH": str(bin_dir)})
+    out = subprocess.run(
+        stage_cmd("kiri.stages.act", "--sink", "notify", "--retries", "0"),
+        input=b"".join(l + b"\n" for l in lines),
+        capture_output=True,
+        timeout=30,
+        env={**os.environ, "PATH": str(bin_dir)},
+    )
     assert out.returncode == 0, out.stderr
     return out, [json.loads(l) for l in out.stdout.splitlines() if b'"outcome"' in l]
 
@@ -60,16 +64,27 @@ def test_notify_send_gets_title_urgency_and_message_as_argv(bin_dir):
     assert calls(bin_dir, "notify-send") == [
         [app, "--urgency=normal", "--", "KIRI: pulse unusual on vm (warning)", SUMMARY],
         [app, "--urgency=critical", "--", "KIRI: pulse unusual on vm (critical)", SUMMARY],
-        [app, "--urgency=normal", "--", "KIRI: pulse unusual on vm (warning)",
-         'disk "full" \\ on &lt;b&gt;vm&lt;/b&gt; &amp; `rm -rf` $(x)?'],
-        [app, "--urgency=low", "--", "KIRI: pulse back to normal on vm",
-         json.loads(RESOLVE)["summary"]],
+        [
+            app,
+            "--urgency=normal",
+            "--",
+            "KIRI: pulse unusual on vm (warning)",
+            'disk "full" \\ on &lt;b&gt;vm&lt;/b&gt; &amp; `rm -rf` $(x)?',
+        ],
+        [
+            app,
+            "--urgency=low",
+            "--",
+            "KIRI: pulse back to normal on vm",
+            json.loads(RESOLVE)["summary"],
+        ],
     ]
     assert [(o["id"], o["ok"], o["detail"]) for o in outcomes] == [
         ("d-1", True, f"{bin_dir}/notify-send: KIRI: pulse unusual on vm (warning)"),
         ("d-1", True, f"{bin_dir}/notify-send: KIRI: pulse unusual on vm (critical)"),
         ("d-9", True, f"{bin_dir}/notify-send: KIRI: pulse unusual on vm (warning)"),
-        ("d-4", True, f"{bin_dir}/notify-send: KIRI: pulse back to normal on vm")]
+        ("d-4", True, f"{bin_dir}/notify-send: KIRI: pulse back to normal on vm"),
+    ]
 
 
 def test_osascript_reads_the_text_from_its_arguments_never_from_its_script(bin_dir):
@@ -78,10 +93,15 @@ def test_osascript_reads_the_text_from_its_arguments_never_from_its_script(bin_d
     act(bin_dir, grouped)
     [argv] = calls(bin_dir, "osascript")
     assert argv == [
-        "-e", "on run argv",
-        "-e", "display notification (item 2 of argv) with title (item 1 of argv)",
-        "-e", "end run",
-        "KIRI: pulse, rhythm unusual on vm (warning)", TRICKY.replace("\n", "?")]
+        "-e",
+        "on run argv",
+        "-e",
+        "display notification (item 2 of argv) with title (item 1 of argv)",
+        "-e",
+        "end run",
+        "KIRI: pulse, rhythm unusual on vm (warning)",
+        TRICKY.replace("\n", "?"),
+    ]
 
 
 def test_a_failing_notifier_fails_the_delivery_with_its_reason(bin_dir):
@@ -89,7 +109,8 @@ def test_a_failing_notifier_fails_the_delivery_with_its_reason(bin_dir):
     out, [outcome] = act(bin_dir, ALERT)
     assert outcome["ok"] is False
     assert outcome["error"] == (
-        f"{bin_dir}/notify-send: Cannot autolaunch D-Bus without X11 $DISPLAY")
+        f"{bin_dir}/notify-send: Cannot autolaunch D-Bus without X11 $DISPLAY"
+    )
 
 
 def test_without_a_notifier_one_line_at_start_and_every_delivery_is_skipped(bin_dir):
@@ -98,5 +119,7 @@ def test_without_a_notifier_one_line_at_start_and_every_delivery_is_skipped(bin_
     assert "neither notify-send nor osascript is on PATH" in warning["reason"]
     assert [e["event"] for e in log_events(out.stderr)] == ["notify_unavailable"]
     assert [(o["id"], o["ok"], o["detail"]) for o in outcomes] == [
-        ("d-1", True, "skipped: no notifier"), ("d-1", True, "skipped: no notifier"),
-        ("d-4", True, "skipped: no notifier")]
+        ("d-1", True, "skipped: no notifier"),
+        ("d-1", True, "skipped: no notifier"),
+        ("d-4", True, "skipped: no notifier"),
+    ]

@@ -12,8 +12,9 @@ PARTS = ["pulse-normal.ndjson", "pulse-stress.ndjson", "pulse-recovery.ndjson"]
 def chain(*stages, stdin=None):
     procs, upstream = [], stdin
     for args in stages:
-        p = subprocess.Popen(stage_cmd(*args), stdin=upstream, stdout=subprocess.PIPE,
-                             stderr=subprocess.DEVNULL)
+        p = subprocess.Popen(
+            stage_cmd(*args), stdin=upstream, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        )
         if upstream is not None and upstream is not stdin:
             upstream.close()
         upstream = p.stdout
@@ -30,9 +31,14 @@ def ts_range(name):
 
 def test_normal_then_stress_opens_one_incident_and_resolves_it(installed_pulse, kiri_home):
     files = [str(FIXTURES / p) for p in PARTS]
-    decisions = [json.loads(l) for l in chain(
-        ("kiri.stages.collect", "replay", *files), ("kiri.stages.atom", "pulse"),
-        ("kiri.stages.decide",))]
+    decisions = [
+        json.loads(l)
+        for l in chain(
+            ("kiri.stages.collect", "replay", *files),
+            ("kiri.stages.atom", "pulse"),
+            ("kiri.stages.decide",),
+        )
+    ]
     assert len(decisions) == sum(len((FIXTURES / p).read_bytes().splitlines()) for p in PARTS)
     notable = [d for d in decisions if d["action"] != "ok"]
     assert [d["action"] for d in notable] == ["alert", "resolve"]
@@ -45,14 +51,24 @@ def test_normal_then_stress_opens_one_incident_and_resolves_it(installed_pulse, 
 
 def test_act_delivers_the_incident_once_to_the_log(installed_pulse, kiri_home):
     files = [str(FIXTURES / p) for p in PARTS]
-    out = [json.loads(l) for l in chain(
-        ("kiri.stages.collect", "replay", *files), ("kiri.stages.atom", "pulse"),
-        ("kiri.stages.decide",), ("kiri.stages.act", "--sink", "log"))]
+    out = [
+        json.loads(l)
+        for l in chain(
+            ("kiri.stages.collect", "replay", *files),
+            ("kiri.stages.atom", "pulse"),
+            ("kiri.stages.decide",),
+            ("kiri.stages.act", "--sink", "log"),
+        )
+    ]
     # each delivered decision goes on for kiri-feedback, followed by its outcome
     assert [r["kind"] for r in out] == ["decision", "outcome"] * 2
     outcomes = [r for r in out if r["kind"] == "outcome"]
     assert [(o["action"], o["sink"], o["ok"]) for o in outcomes] == [
-        ("alert", "log", True), ("resolve", "log", True)]
-    logged = [json.loads(l) for l in (kiri_home / "logs" / "alerts.ndjson").read_text().splitlines()]
+        ("alert", "log", True),
+        ("resolve", "log", True),
+    ]
+    logged = [
+        json.loads(l) for l in (kiri_home / "logs" / "alerts.ndjson").read_text().splitlines()
+    ]
     assert [d["action"] for d in logged] == ["alert", "resolve"]
     assert [d["id"] for d in logged] == [o["id"] for o in outcomes]

@@ -23,11 +23,19 @@ from collections import Counter
 import msgspec
 import pytest
 import structlog
-
 from conftest import log_events, run, stage_cmd
+
 from kiri.durations import duration, moment
-from kiri.prometheus import (PromError, QuerySet, Table, host_names, parse_answer, range_chunks,
-                             rate_window, step)
+from kiri.prometheus import (
+    PromError,
+    QuerySet,
+    Table,
+    host_names,
+    parse_answer,
+    range_chunks,
+    rate_window,
+    step,
+)
 from kiri.records import Obs
 
 PROMETHEUS, NODE_EXPORTER = "/usr/bin/prometheus", "/usr/bin/prometheus-node-exporter"
@@ -39,7 +47,8 @@ decode = msgspec.json.Decoder(Obs).decode
 
 needs_servers = pytest.mark.skipif(
     not (os.access(PROMETHEUS, os.X_OK) and os.access(NODE_EXPORTER, os.X_OK)),
-    reason="needs Debian's prometheus and prometheus-node-exporter (.ci/debian-packages)")
+    reason="needs Debian's prometheus and prometheus-node-exporter (.ci/debian-packages)",
+)
 
 
 def free_port() -> int:
@@ -70,21 +79,38 @@ def prom(tmp_path_factory) -> str:
     """A Prometheus scraping a node_exporter every second; its URL."""
     tmp = tmp_path_factory.mktemp("prometheus")
     node, port = free_port(), free_port()
-    exporter = subprocess.Popen([
-        NODE_EXPORTER, f"--web.listen-address=127.0.0.1:{node}", "--collector.disable-defaults",
-        "--collector.cpu", "--collector.meminfo", "--collector.loadavg", "--collector.netclass",
-        "--collector.filesystem", "--collector.filesystem.mount-points-exclude=^/.+",
-        "--collector.filesystem.fs-types-exclude=^$",  # keep overlay: a container's root
-    ], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    exporter = subprocess.Popen(
+        [
+            NODE_EXPORTER,
+            f"--web.listen-address=127.0.0.1:{node}",
+            "--collector.disable-defaults",
+            "--collector.cpu",
+            "--collector.meminfo",
+            "--collector.loadavg",
+            "--collector.netclass",
+            "--collector.filesystem",
+            "--collector.filesystem.mount-points-exclude=^/.+",
+            "--collector.filesystem.fs-types-exclude=^$",  # keep overlay: a container's root
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     (tmp / "prom.yml").write_text(
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
         "scrape_configs:\n"
         "  - job_name: node\n"
-        f"    static_configs: [{{targets: ['127.0.0.1:{node}', 'localhost:{node}']}}]\n")
-    server = subprocess.Popen([
-        PROMETHEUS, f"--config.file={tmp / 'prom.yml'}", f"--storage.tsdb.path={tmp / 'data'}",
-        f"--web.listen-address=127.0.0.1:{port}",
-    ], stdout=subprocess.DEVNULL, stderr=(tmp / "prometheus.log").open("wb"))
+        f"    static_configs: [{{targets: ['127.0.0.1:{node}', 'localhost:{node}']}}]\n"
+    )
+    server = subprocess.Popen(
+        [
+            PROMETHEUS,
+            f"--config.file={tmp / 'prom.yml'}",
+            f"--storage.tsdb.path={tmp / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp / "prometheus.log").open("wb"),
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for("Prometheus", lambda: urllib.request.urlopen(f"{url}/-/ready", timeout=1))
@@ -121,6 +147,7 @@ def errors(out: subprocess.CompletedProcess) -> list[str]:
 
 
 # -- parsing, without a server --------------------------------------------------------------
+
 
 def test_durations_steps_and_times_read_like_prometheus():
     assert duration("90s") == 90 and duration("1h30m") == 5400 and duration("500ms") == 0.5
@@ -162,44 +189,72 @@ def test_long_ranges_are_split_under_the_point_limit_on_one_grid():
 
 def test_hosts_are_instances_without_their_port_unless_two_would_share_one():
     assert host_names(["node1:9100", "10.0.0.7:9100", "[fe80::1]:9100", "db", "::1"]) == {
-        "node1:9100": "node1", "10.0.0.7:9100": "10.0.0.7", "[fe80::1]:9100": "fe80::1",
-        "db": "db", "::1": "::1"}
+        "node1:9100": "node1",
+        "10.0.0.7:9100": "10.0.0.7",
+        "[fe80::1]:9100": "fe80::1",
+        "db": "db",
+        "::1": "::1",
+    }
     assert host_names(["web:9100", "web:9256", "db:9100"]) == {
-        "web:9100": "web:9100", "web:9256": "web:9256", "db:9100": "db"}
+        "web:9100": "web:9100",
+        "web:9256": "web:9256",
+        "db:9100": "db",
+    }
 
 
 def matrix(*series: tuple[dict, list]) -> bytes:
     result = [{"metric": labels, "values": values} for labels, values in series]
-    return json.dumps({"status": "success",
-                       "data": {"resultType": "matrix", "result": result}}).encode()
+    return json.dumps(
+        {"status": "success", "data": {"resultType": "matrix", "result": result}}
+    ).encode()
 
 
 def test_answers_join_per_instance_and_time_and_non_numbers_are_no_value():
     table = Table(QuerySet("fleet", {"a": "A", "b": "B"}, {"cpus": "C"}))
     a = lambda i: {"instance": f"n{i}:9100", "job": "node"}  # noqa: E731
-    table.add("a", parse_answer(matrix(
-        (a(1), [[10, "1.5"], [20, "NaN"], [30, "2"]]),
-        (a(2), [[10, "+Inf"], [20, "-0.25"], [30, "1e3"]]),
-        ({"job": "node"}, [[10, "7"]]),  # no instance: cannot be anyone's
-    ))[0])
-    table.add("b", parse_answer(matrix(
-        (a(1), [[10, "0"], [20, "1"]]),  # none at 30
-        (a(2), [[10, "0"], [20, "1"], [30, "3"]]),
-        (dict(a(2), job="other"), [[30, "4"]]),  # a second series for n2 at 30
-    ))[0])
-    table.add("cpus", parse_answer(matrix((a(1), [[10, "4"], [20, "4"], [30, "4"]]),
-                                          (a(2), [[10, "2"], [20, "2"], [30, "2"]])))[0])
+    table.add(
+        "a",
+        parse_answer(
+            matrix(
+                (a(1), [[10, "1.5"], [20, "NaN"], [30, "2"]]),
+                (a(2), [[10, "+Inf"], [20, "-0.25"], [30, "1e3"]]),
+                ({"job": "node"}, [[10, "7"]]),  # no instance: cannot be anyone's
+            )
+        )[0],
+    )
+    table.add(
+        "b",
+        parse_answer(
+            matrix(
+                (a(1), [[10, "0"], [20, "1"]]),  # none at 30
+                (a(2), [[10, "0"], [20, "1"], [30, "3"]]),
+                (dict(a(2), job="other"), [[30, "4"]]),  # a second series for n2 at 30
+            )
+        )[0],
+    )
+    table.add(
+        "cpus",
+        parse_answer(
+            matrix(
+                (a(1), [[10, "4"], [20, "4"], [30, "4"]]), (a(2), [[10, "2"], [20, "2"], [30, "2"]])
+            )
+        )[0],
+    )
     observations, skipped = table.observations()
     assert [(o.ts, o.host, o.values, o.meta) for o in observations] == [
         (10.0, "n1", {"a": 1.5, "b": 0.0}, {"cpus": "4", "instance": "n1:9100"}),
         (20.0, "n2", {"a": -0.25, "b": 1.0}, {"cpus": "2", "instance": "n2:9100"}),
     ]
     assert all(o.atom == "fleet" for o in observations)
-    assert skipped == Counter({
-        "a is +Inf": 1, "a is NaN": 1, "no value for b": 1,
-        "several series for b: aggregate it by (instance)": 1,
-        "series of a without an instance label (aggregate it by (instance))": 1,
-    })
+    assert skipped == Counter(
+        {
+            "a is +Inf": 1,
+            "a is NaN": 1,
+            "no value for b": 1,
+            "several series for b: aggregate it by (instance)": 1,
+            "series of a without an instance label (aggregate it by (instance))": 1,
+        }
+    )
 
 
 def test_an_error_answer_and_a_scalar_are_refused_with_their_reason():
@@ -208,8 +263,7 @@ def test_an_error_answer_and_a_scalar_are_refused_with_their_reason():
         parse_answer(body)
     assert e.value.fatal
     with pytest.raises(PromError, match="a scalar, not series"):
-        parse_answer(b'{"status":"success","data":{"resultType":"scalar",'
-                     b'"result":[1,"2"]}}')
+        parse_answer(b'{"status":"success","data":{"resultType":"scalar","result":[1,"2"]}}')
     with pytest.raises(PromError, match="not a Prometheus answer") as e:
         parse_answer(b"<html>")
     assert not e.value.fatal
@@ -217,14 +271,18 @@ def test_an_error_answer_and_a_scalar_are_refused_with_their_reason():
 
 # -- usage --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("args, message", [
-    ((), "one of the arguments --queries --query is required"),
-    (("--queries", "pulse", "--query", "x=up"), "not allowed with argument"),
-    (("--query", "up"), "expected NAME=PROMQL, got 'up'"),
-    (("--query", "a b=up"), "'a b': a field name is letters"),
-    (("--queries", "pulse", "--start", "yesterday"), "not a time: 'yesterday'"),
-    (("--queries", "pulse", "--step", "0"), "not a step: '0'"),
-])
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ((), "one of the arguments --queries --query is required"),
+        (("--queries", "pulse", "--query", "x=up"), "not allowed with argument"),
+        (("--query", "up"), "expected NAME=PROMQL, got 'up'"),
+        (("--query", "a b=up"), "'a b': a field name is letters"),
+        (("--queries", "pulse", "--start", "yesterday"), "not a time: 'yesterday'"),
+        (("--queries", "pulse", "--step", "0"), "not a step: '0'"),
+    ],
+)
 def test_usage_errors_exit_2(args, message):
     out = collect("--url", "http://127.0.0.1:9", *args)
     assert out.returncode == 2
@@ -235,14 +293,16 @@ def test_setting_errors_are_one_line():
     out = collect("--url", "http://127.0.0.1:9", "--query", "x=up", "--query", "x=node_load1")
     assert errors(out) == ["Error: --query x: one query per field name"]
     out = collect("--url", "ftp://prom", "--queries", "pulse")
-    assert errors(out) == ["Error: the Prometheus URL must be http[s]://HOST[:PORT][/PATH], "
-                           "not 'ftp://prom'"]
+    assert errors(out) == [
+        "Error: the Prometheus URL must be http[s]://HOST[:PORT][/PATH], not 'ftp://prom'"
+    ]
     out = collect("--url", "http://127.0.0.1:9", "--queries", "pulse", "--end", "1h")
     assert errors(out) == ["Error: --end needs --start: a backfill is from --start to --end"]
     assert out.returncode == 1
 
 
 # -- against the server -------------------------------------------------------------------
+
 
 @needs_servers
 def test_bad_promql_is_reported_and_ends_both_modes(prom):
@@ -270,8 +330,16 @@ def test_prometheus_down_ends_a_backfill_with_one_line():
 def test_prometheus_down_is_logged_once_while_live_polling_backs_off():
     port = free_port()
     started = time.monotonic()
-    out = collect("--url", f"http://127.0.0.1:{port}", "--queries", "pulse",
-                  "--interval", "0.2", "--count", "3")
+    out = collect(
+        "--url",
+        f"http://127.0.0.1:{port}",
+        "--queries",
+        "pulse",
+        "--interval",
+        "0.2",
+        "--count",
+        "3",
+    )
     assert out.returncode == 0 and out.stdout == b""
     [failed] = [e for e in log_events(out.stderr) if e["event"] == "query_failed"]
     assert failed["reason"] == f"127.0.0.1:{port} query cpu: [Errno 111] Connection refused"
@@ -315,9 +383,11 @@ def test_a_backfill_asked_for_in_pieces_gives_the_same_stream(scraped, monkeypat
     asked = []
     real_range = source.Prometheus.range
     monkeypatch.setattr(source, "range_chunks", functools.partial(range_chunks, max_points=3))
-    monkeypatch.setattr(source.Prometheus, "range",
-                        lambda self, name, q, a, b, s: asked.append((a, b)) or
-                        real_range(self, name, q, a, b, s))
+    monkeypatch.setattr(
+        source.Prometheus,
+        "range",
+        lambda self, name, q, a, b, s: asked.append((a, b)) or real_range(self, name, q, a, b, s),
+    )
     try:
         assert main(["prometheus", *window]) == 0
     finally:
@@ -340,9 +410,22 @@ def test_live_polling_emits_each_instance_at_each_poll(scraped):
 
 @needs_servers
 def test_custom_queries_make_an_atom_of_prometheus_string_values(scraped):
-    out = collect("--url", scraped, "--query", "up=up", "--query", "half=up / 2",
-                  "--query", "load=node_load1 * 4", "--host", "localhost",
-                  "--start", "5s", "--step", "1s")
+    out = collect(
+        "--url",
+        scraped,
+        "--query",
+        "up=up",
+        "--query",
+        "half=up / 2",
+        "--query",
+        "load=node_load1 * 4",
+        "--host",
+        "localhost",
+        "--start",
+        "5s",
+        "--step",
+        "1s",
+    )
     assert out.returncode == 0, out.stderr
     observations = records(out)
     assert len(observations) >= 5 and {o.host for o in observations} == {"localhost"}
@@ -350,21 +433,44 @@ def test_custom_queries_make_an_atom_of_prometheus_string_values(scraped):
         assert obs.atom == "prometheus" and obs.meta == {"instance": obs.meta["instance"]}
         assert obs.values["up"] == 1.0 and obs.values["half"] == 0.5
         assert obs.values["load"] >= 0.0
-    out = collect("--url", scraped, "--query", "up=up", "--atom", "fleet",
-                  "--host", obs.meta["instance"], "--interval", "0.2", "--count", "1")
+    out = collect(
+        "--url",
+        scraped,
+        "--query",
+        "up=up",
+        "--atom",
+        "fleet",
+        "--host",
+        obs.meta["instance"],
+        "--interval",
+        "0.2",
+        "--count",
+        "1",
+    )
     [obs] = records(out)
     assert (obs.atom, obs.host, obs.values) == ("fleet", "localhost", {"up": 1.0})
 
 
 @needs_servers
 def test_nan_and_infinity_are_no_value_and_the_observation_is_left_out(scraped):
-    out = collect("--url", scraped, "--query", "up=up", "--query", "inf=up / 0",
-                  "--query", "nan=up * (0 / 0)", "--interval", "0.2", "--count", "2")
+    out = collect(
+        "--url",
+        scraped,
+        "--query",
+        "up=up",
+        "--query",
+        "inf=up / 0",
+        "--query",
+        "nan=up * (0 / 0)",
+        "--interval",
+        "0.2",
+        "--count",
+        "2",
+    )
     assert out.returncode == 0 and out.stdout == b""
     skipped = [e for e in log_events(out.stderr) if e["event"] == "observations_skipped"]
     assert [e["reasons"] for e in skipped] == [{"inf is +Inf": 2}]  # once while it lasts
-    out = collect("--url", scraped, "--query", "nan=up * (0 / 0)", "--start", "3s",
-                  "--step", "1s")
+    out = collect("--url", scraped, "--query", "nan=up * (0 / 0)", "--start", "3s", "--step", "1s")
     assert out.returncode == 0 and out.stdout == b""
     [skipped] = [e for e in log_events(out.stderr) if e["event"] == "observations_skipped"]
     assert skipped["reasons"]["nan is NaN"] >= 4
@@ -372,9 +478,11 @@ def test_nan_and_infinity_are_no_value_and_the_observation_is_left_out(scraped):
 
 @needs_servers
 def test_sigterm_while_polling_exits_0_with_whole_lines(scraped):
-    proc = subprocess.Popen(stage_cmd(COLLECT, "prometheus", "--url", scraped, *PULSE,
-                                      "--interval", "0.3"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        stage_cmd(COLLECT, "prometheus", "--url", scraped, *PULSE, "--interval", "0.3"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     first = [proc.stdout.readline(), proc.stdout.readline()]
     proc.send_signal(signal.SIGTERM)
     rest, err = proc.communicate(timeout=10)
@@ -386,11 +494,12 @@ def test_sigterm_while_polling_exits_0_with_whole_lines(scraped):
 
 @needs_servers
 def test_a_closed_reader_ends_it_quietly(scraped):
-    proc = subprocess.Popen(stage_cmd(COLLECT, "prometheus", "--url", scraped, *PULSE,
-                                      "--interval", "0.2"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    head = subprocess.run(["head", "-n", "1"], stdin=proc.stdout, capture_output=True,
-                          timeout=10)
+    proc = subprocess.Popen(
+        stage_cmd(COLLECT, "prometheus", "--url", scraped, *PULSE, "--interval", "0.2"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    head = subprocess.run(["head", "-n", "1"], stdin=proc.stdout, capture_output=True, timeout=10)
     proc.stdout.close()
     _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0
@@ -411,18 +520,40 @@ def test_kiri_train_learns_the_fleet_from_a_backfill(scraped, kiri_home):
     assert (kiri_home / "atoms" / "pulse" / "weights.json").exists()
 
     fleet = kiri_home / "fleet.ndjson"
-    custom = collect("--url", scraped, "--query", "load=node_load1", "--query",
-                     "mem=node_memory_MemAvailable_bytes", "--atom", "fleet", "--start", "10s",
-                     "--step", "1s")
+    custom = collect(
+        "--url",
+        scraped,
+        "--query",
+        "load=node_load1",
+        "--query",
+        "mem=node_memory_MemAvailable_bytes",
+        "--atom",
+        "fleet",
+        "--start",
+        "10s",
+        "--step",
+        "1s",
+    )
     fleet.write_bytes(custom.stdout)
-    train = run("kiri.cli", "train", "fleet", "--from", str(fleet), "--steps", "20",
-                "--samples", "0", timeout=60)
+    train = run(
+        "kiri.cli",
+        "train",
+        "fleet",
+        "--from",
+        str(fleet),
+        "--steps",
+        "20",
+        "--samples",
+        "0",
+        timeout=60,
+    )
     assert train.returncode == 0, train.stderr
     assert (kiri_home / "atoms" / "fleet" / "weights.json").exists()
     scored = run("kiri.stages.atom", "fleet", input=custom.stdout)
     assert scored.returncode == 0, scored.stderr
-    assert [json.loads(line)["kind"] for line in scored.stdout.splitlines()] == \
-        ["score"] * len(custom.stdout.splitlines())
+    assert [json.loads(line)["kind"] for line in scored.stdout.splitlines()] == ["score"] * len(
+        custom.stdout.splitlines()
+    )
 
 
 def test_the_debian_packages_are_listed_for_ci():

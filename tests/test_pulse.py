@@ -5,8 +5,8 @@ import json
 import msgspec
 import numpy as np
 import pytest
-
 from conftest import FIXTURES, observations, run
+
 from kiri.detector import Detector
 from kiri.model.weights import WeightsError
 from kiri.records import Obs
@@ -36,13 +36,24 @@ def test_calibration_keeps_normal_below_the_threshold(pulse_weights):
 
 
 def test_kiri_train_pulse_from_files_says_what_it_did(kiri_home):
-    out = run("kiri.cli", "train", "pulse", "--from", str(FIXTURES / "pulse-normal.ndjson"),
-              str(FIXTURES / "kinds.ndjson"), "--steps", "200", timeout=120)
+    out = run(
+        "kiri.cli",
+        "train",
+        "pulse",
+        "--from",
+        str(FIXTURES / "pulse-normal.ndjson"),
+        str(FIXTURES / "kinds.ndjson"),
+        "--steps",
+        "200",
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.decode().splitlines()
     assert lines[0] == "loaded 241 observations from 2 files"
     assert lines[1] == "step    1 /  200 | loss " + lines[1].split("loss ")[1]
-    assert any(l.startswith("calibrated on the most recent 24 observations: surprise p50") for l in lines)
+    assert any(
+        l.startswith("calibrated on the most recent 24 observations: surprise p50") for l in lines
+    )
     assert any(l.startswith("threshold ") and ": " in l for l in lines)
     assert (kiri_home / "atoms" / "pulse" / "weights.json").stat().st_mode & 0o777 == 0o600
 
@@ -69,7 +80,9 @@ def test_kiri_train_pulse_with_too_little_data_is_a_clear_error(kiri_home):
 
 def test_kiri_train_skips_observations_with_missing_values(tmp_path, kiri_home):
     lines = (FIXTURES / "pulse-normal.ndjson").read_bytes().splitlines()[:30]
-    lines.insert(3, b'{"kind":"obs","atom":"pulse","ts":5,"values":{"cpu":null},"meta":{"cpus":"2"}}')
+    lines.insert(
+        3, b'{"kind":"obs","atom":"pulse","ts":5,"values":{"cpu":null},"meta":{"cpus":"2"}}'
+    )
     f = tmp_path / "day.ndjson"
     f.write_bytes(b"\n".join(lines) + b"\n")
     out = run("kiri.cli", "train", "pulse", "--from", str(f), "--steps", "20")

@@ -1,7 +1,7 @@
 import msgspec
 import pytest
-
 from conftest import fixture_bytes
+
 from kiri.records import KINDS, Decision, Obs, Outcome, Record, Rule, Score, Verdict
 
 decoder = msgspec.json.Decoder(Record)

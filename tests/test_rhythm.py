@@ -14,8 +14,8 @@ from zoneinfo import ZoneInfo
 import msgspec
 import pytest
 import structlog
-
 from conftest import FIXTURES, log_events, run, stage_cmd
+
 from kiri.atoms import rhythm
 from kiri.atoms.rhythm import NoAnswer, Unparsable
 from kiri.records import Obs, Score
@@ -43,8 +43,11 @@ def test_ioreg_with_several_hid_systems_takes_the_latest_input():
 
 
 def test_ioreg_without_hididletime_is_unparsable():
-    tree = "".join(line for line in output("ioreg-IOHIDSystem.txt").splitlines(True)
-                   if '"HIDIdleTime"' not in line)
+    tree = "".join(
+        line
+        for line in output("ioreg-IOHIDSystem.txt").splitlines(True)
+        if '"HIDIdleTime"' not in line
+    )
     with pytest.raises(Unparsable, match="no HIDIdleTime"):
         rhythm.parse_ioreg(tree)
 
@@ -87,8 +90,11 @@ def fake_commands(bin_dir: Path, answers: dict[str, str | dict[str, str] | None]
         if fixture is None:
             body = f"echo '{name}: cannot answer here' >&2; exit 1"
         elif isinstance(fixture, dict):
-            body = "case $1 in\n" + "".join(f"  {sub}) cat '{OUTPUTS / f}' ;;\n"
-                                            for sub, f in fixture.items()) + "esac"
+            body = (
+                "case $1 in\n"
+                + "".join(f"  {sub}) cat '{OUTPUTS / f}' ;;\n" for sub, f in fixture.items())
+                + "esac"
+            )
         else:
             body = f"cat '{OUTPUTS / fixture}'"
         script = bin_dir / name
@@ -114,17 +120,25 @@ def collect_rhythm(*args: str) -> tuple[list[Obs], list[dict]]:
     return [decode(line) for line in out.stdout.splitlines()], log_events(out.stderr)
 
 
-RECORDED = {"xprintidle": "xprintidle.txt",
-            "loginctl": {"show-user": "loginctl-show-user.txt",
-                         "show-session": "loginctl-show-session-active.txt"},
-            "gdbus": "gdbus-mutter-idletime.txt"}
+RECORDED = {
+    "xprintidle": "xprintidle.txt",
+    "loginctl": {
+        "show-user": "loginctl-show-user.txt",
+        "show-session": "loginctl-show-session-active.txt",
+    },
+    "gdbus": "gdbus-mutter-idletime.txt",
+}
 
 
-@pytest.mark.parametrize("answering, source, minutes", [
-    (("xprintidle", "loginctl", "gdbus"), "x11", 1.451 / 60),
-    (("loginctl", "gdbus"), "logind", 0.0),
-    (("gdbus",), "mutter", 12.345 / 60),
-], ids=["x11", "logind", "mutter"])
+@pytest.mark.parametrize(
+    "answering, source, minutes",
+    [
+        (("xprintidle", "loginctl", "gdbus"), "x11", 1.451 / 60),
+        (("loginctl", "gdbus"), "logind", 0.0),
+        (("gdbus",), "mutter", 12.345 / 60),
+    ],
+    ids=["x11", "logind", "mutter"],
+)
 def test_the_first_source_that_answers_is_used(linux_desktop, answering, source, minutes):
     linux_desktop(**{name: RECORDED[name] if name in answering else None for name in RECORDED})
     [obs], logs = collect_rhythm("--count", "1")
@@ -132,12 +146,20 @@ def test_the_first_source_that_answers_is_used(linux_desktop, answering, source,
     assert obs.values["idle_known"] == 1.0 and obs.values["idle"] == round(minutes, 2)
     [said] = [e for e in logs if e["event"] == "idle_source"]
     assert said["source"] == source and said["level"] == "info"
-    assert list(said["skipped"]) == ["x11", "logind", "mutter"][:list(RECORDED).index(answering[0])]
+    assert (
+        list(said["skipped"]) == ["x11", "logind", "mutter"][: list(RECORDED).index(answering[0])]
+    )
 
 
 def test_logind_asks_about_the_users_display_session(linux_desktop):
-    calls = linux_desktop(xprintidle=None, gdbus="gdbus-mutter-idletime.txt", loginctl={
-        "show-user": "loginctl-show-user.txt", "show-session": "loginctl-show-session-idle.txt"})
+    calls = linux_desktop(
+        xprintidle=None,
+        gdbus="gdbus-mutter-idletime.txt",
+        loginctl={
+            "show-user": "loginctl-show-user.txt",
+            "show-session": "loginctl-show-session-idle.txt",
+        },
+    )
     [obs], _ = collect_rhythm("--count", "1")
     assert calls.read_text().splitlines() == [
         "xprintidle ",
@@ -192,7 +214,10 @@ def test_the_probe_speaks_when_the_source_changes_not_every_poll():
         seen += [probe.seconds() for _ in range(3)]
     assert seen == [(None, "none")] * 3 + [(3.0, "x11")] * 3
     assert [(e["event"], e.get("source")) for e in logs] == [
-        ("idle_unparsable", "mutter"), ("idle_unknown", None), ("idle_source", "x11")]
+        ("idle_unparsable", "mutter"),
+        ("idle_unknown", None),
+        ("idle_source", "x11"),
+    ]
 
 
 # -- commits ----------------------------------------------------------------------------------
@@ -202,14 +227,23 @@ ME, TEAMMATE = "me@example.org", "ana@example.org"
 
 def commit(repo: Path, ago: float, email: str = ME, branch: str | None = None) -> None:
     when = f"@{int(time.time() - ago)} +0000"
-    env = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1",
-           "GIT_AUTHOR_NAME": "x", "GIT_AUTHOR_EMAIL": email, "GIT_AUTHOR_DATE": when,
-           "GIT_COMMITTER_NAME": "x", "GIT_COMMITTER_EMAIL": email, "GIT_COMMITTER_DATE": when}
+    env = {
+        **os.environ,
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_AUTHOR_NAME": "x",
+        "GIT_AUTHOR_EMAIL": email,
+        "GIT_AUTHOR_DATE": when,
+        "GIT_COMMITTER_NAME": "x",
+        "GIT_COMMITTER_EMAIL": email,
+        "GIT_COMMITTER_DATE": when,
+    }
     git = ["git", "-C", str(repo)]
     if branch:
         subprocess.run([*git, "checkout", "-q", "-B", branch], env=env, check=True)
-    subprocess.run([*git, "commit", "-q", "--allow-empty", "-m", f"{ago:g} s ago"],
-                   env=env, check=True)
+    subprocess.run(
+        [*git, "commit", "-q", "--allow-empty", "-m", f"{ago:g} s ago"], env=env, check=True
+    )
 
 
 @pytest.fixture
@@ -230,8 +264,16 @@ def repo(tmp_path) -> Path:
 
 
 def test_commits_in_the_last_hour_across_branches_by_the_person(repo, tmp_path):
-    records, logs = collect_rhythm("--count", "2", "--repo", str(repo),
-                                   "--repo", str(tmp_path / "gone"), "--repo", str(tmp_path))
+    records, logs = collect_rhythm(
+        "--count",
+        "2",
+        "--repo",
+        str(repo),
+        "--repo",
+        str(tmp_path / "gone"),
+        "--repo",
+        str(tmp_path),
+    )
     assert [obs.values["commits"] for obs in records] == [3.0, 3.0]
     assert records[0].meta["repos"] == "1"
     skipped = [e for e in logs if e["event"] == "repo_skipped"]
@@ -253,8 +295,10 @@ def test_a_malformed_repos_setting_is_a_one_line_error(kiri_home):
     (kiri_home / "config.toml").write_text('[rhythm]\nrepos = "~/work"\n')
     out = run("kiri.stages.collect", "rhythm", "--count", "1")
     assert out.returncode == 1
-    assert out.stderr.decode().strip().splitlines()[-1] == \
-        f"Error: {kiri_home / 'config.toml'}: [rhythm] repos must be a list of paths"
+    assert (
+        out.stderr.decode().strip().splitlines()[-1]
+        == f"Error: {kiri_home / 'config.toml'}: [rhythm] repos must be a list of paths"
+    )
 
 
 def test_commit_counting_holds_the_window_edge_and_rejects_garbage():
@@ -294,8 +338,14 @@ def test_an_unseen_stretch_restarts_the_streak_and_unknown_idle_has_none():
 def test_hour_and_weekday_are_context_tokens_first_and_unscored():
     sunday_3am = time.mktime((2024, 6, 16, 3, 20, 0, 0, 0, -1))
     assert rhythm.clock(sunday_3am) == (3, 6)
-    values = {"hour": 3.0, "weekday": 6.0, "idle_known": 1.0, "idle": 0.4, "commits": 3.0,
-              "streak": 40.0}
+    values = {
+        "hour": 3.0,
+        "weekday": 6.0,
+        "idle_known": 1.0,
+        "idle": 0.4,
+        "commits": 3.0,
+        "streak": 40.0,
+    }
     assert rhythm.SCHEMA.tokenize(values, {}) == ["H3", "W6", "K1", "I0", "G3", "F1"]
     assert rhythm.SCHEMA.n_context == 2 and rhythm.SCHEMA.scored == slice(3, 7)
 
@@ -315,8 +365,11 @@ def test_observations_carry_the_local_hour_and_weekday(linux_desktop, monkeypatc
 def xvfb(monkeypatch):
     """A real X server; DISPLAY points at it."""
     read, write = os.pipe()
-    server = subprocess.Popen(["Xvfb", "-displayfd", str(write), "-nolisten", "tcp"],
-                              pass_fds=(write,), stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        ["Xvfb", "-displayfd", str(write), "-nolisten", "tcp"],
+        pass_fds=(write,),
+        stderr=subprocess.DEVNULL,
+    )
     os.close(write)
     with os.fdopen(read) as f:
         display = f.readline().strip()  # written once the server accepts clients
@@ -338,8 +391,11 @@ def test_idle_time_from_a_real_x_server(xvfb):
 
 def test_sigterm_in_the_middle_of_a_stream_ends_it_cleanly(linux_desktop):
     linux_desktop(xprintidle="xprintidle.txt")
-    proc = subprocess.Popen(stage_cmd("kiri.stages.collect", "rhythm", "--interval", "0.05"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        stage_cmd("kiri.stages.collect", "rhythm", "--interval", "0.05"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     first = [proc.stdout.readline() for _ in range(3)]
     proc.send_signal(signal.SIGTERM)
     rest, err = proc.communicate(timeout=10)
@@ -351,8 +407,11 @@ def test_sigterm_in_the_middle_of_a_stream_ends_it_cleanly(linux_desktop):
 
 def test_a_closed_reader_ends_it_quietly(linux_desktop):
     linux_desktop(xprintidle="xprintidle.txt")
-    proc = subprocess.Popen(stage_cmd("kiri.stages.collect", "rhythm", "--interval", "0.05"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        stage_cmd("kiri.stages.collect", "rhythm", "--interval", "0.05"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert decode(proc.stdout.readline()).atom == "rhythm"
     proc.stdout.close()  # `| head -n 1`
     assert proc.wait(10) == 0
@@ -371,8 +430,11 @@ def workday(ts: float, r: random.Random) -> dict[str, float]:
     values = {"hour": float(hour), "weekday": float(weekday), "idle_known": 1.0}
     if weekday < 5 and 9 <= hour < 18 and hour != 12:
         began = time.mktime((*time.localtime(ts)[:3], 13 if hour >= 13 else 9, 0, 0, 0, 0, -1))
-        return values | {"idle": round(r.uniform(0, 4), 2), "commits": float(r.randint(0, 3)),
-                         "streak": round((ts - began) / 60, 1)}
+        return values | {
+            "idle": round(r.uniform(0, 4), 2),
+            "commits": float(r.randint(0, 3)),
+            "streak": round((ts - began) / 60, 1),
+        }
     return values | {"idle": round(r.uniform(40, 600), 2), "commits": 0.0, "streak": 0.0}
 
 
@@ -380,21 +442,39 @@ def test_a_trained_rhythm_finds_3am_sunday_work_surprising(tmp_path):
     r = random.Random(7)
     start = time.mktime((2024, 6, 6, 0, 0, 0, 0, 0, -1))  # a Thursday: two weeks, ending midweek
     history = tmp_path / "rhythm.ndjson"
-    history.write_bytes(b"".join(
-        encode(Obs(ts=ts, atom="rhythm", host="laptop", values=workday(ts, r),
-                   meta={"idle_source": "x11", "repos": "1"})) + b"\n"
-        for ts in (start + i * 1200 for i in range(14 * 24 * 3))))
-    out = run("kiri.cli", "train", "rhythm", "--from", str(history), "--steps", "100",
-              timeout=120)
+    history.write_bytes(
+        b"".join(
+            encode(
+                Obs(
+                    ts=ts,
+                    atom="rhythm",
+                    host="laptop",
+                    values=workday(ts, r),
+                    meta={"idle_source": "x11", "repos": "1"},
+                )
+            )
+            + b"\n"
+            for ts in (start + i * 1200 for i in range(14 * 24 * 3))
+        )
+    )
+    out = run("kiri.cli", "train", "rhythm", "--from", str(history), "--steps", "100", timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.decode().splitlines()[0] == "loaded 1008 observations from 1 files"
 
     at_work = {"idle_known": 1.0, "idle": 0.5, "commits": 2.0, "streak": 120.0}
     wednesday_3pm = time.mktime((2024, 6, 19, 15, 0, 0, 0, 0, -1))
     sunday_3am = time.mktime((2024, 6, 23, 3, 0, 0, 0, 0, -1))
-    lines = [encode(Obs(ts=ts, atom="rhythm", host="laptop",
-                        values={"hour": float(h), "weekday": float(w)} | at_work))
-             for ts, (h, w) in ((ts, rhythm.clock(ts)) for ts in (wednesday_3pm, sunday_3am))]
+    lines = [
+        encode(
+            Obs(
+                ts=ts,
+                atom="rhythm",
+                host="laptop",
+                values={"hour": float(h), "weekday": float(w)} | at_work,
+            )
+        )
+        for ts, (h, w) in ((ts, rhythm.clock(ts)) for ts in (wednesday_3pm, sunday_3am))
+    ]
     scored = run("kiri.stages.atom", "rhythm", input=b"\n".join(lines) + b"\n")
     assert scored.returncode == 0, scored.stderr
     usual, burst = [msgspec.json.decode(line, type=Score) for line in scored.stdout.splitlines()]

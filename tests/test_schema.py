@@ -20,18 +20,35 @@ def values(**kw):
 
 
 def test_pulse_schema_is_the_designs():
-    assert SCHEMA.vocab == ([f"C{i}" for i in range(10)] + [f"M{i}" for i in range(10)]
-                            + [f"D{i}" for i in range(10)] + [f"S{i}" for i in range(5)]
-                            + [f"L{i}" for i in range(5)] + ["N0", "N1"])
+    assert SCHEMA.vocab == (
+        [f"C{i}" for i in range(10)]
+        + [f"M{i}" for i in range(10)]
+        + [f"D{i}" for i in range(10)]
+        + [f"S{i}" for i in range(5)]
+        + [f"L{i}" for i in range(5)]
+        + ["N0", "N1"]
+    )
     assert SCHEMA.vocab_size == 43
     assert num_params(atom_spec("pulse").config()) == 27840
 
 
 def test_uniform_buckets_clamp_at_the_edges():
-    assert SCHEMA.tokenize(values(cpu=0, mem=100, disk=49.9, swap=20, load=0.6, net=0), META) == \
-        ["C0", "M9", "D4", "S1", "L1", "N0"]
-    assert SCHEMA.tokenize(values(cpu=-5, mem=250, disk=10, swap=99, load=99, net=1), META) == \
-        ["C0", "M9", "D1", "S4", "L4", "N1"]
+    assert SCHEMA.tokenize(values(cpu=0, mem=100, disk=49.9, swap=20, load=0.6, net=0), META) == [
+        "C0",
+        "M9",
+        "D4",
+        "S1",
+        "L1",
+        "N0",
+    ]
+    assert SCHEMA.tokenize(values(cpu=-5, mem=250, disk=10, swap=99, load=99, net=1), META) == [
+        "C0",
+        "M9",
+        "D1",
+        "S4",
+        "L4",
+        "N1",
+    ]
 
 
 def test_load_is_per_cpu():
@@ -41,11 +58,14 @@ def test_load_is_per_cpu():
         SCHEMA.tokenize(values(), {})
 
 
-@pytest.mark.parametrize("bad, reason", [
-    ({"cpu": None}, "values.cpu is missing"),
-    ({"mem": float("nan")}, "values.mem is not a finite number"),
-    ({"disk": math.inf}, "values.disk is not a finite number"),
-])
+@pytest.mark.parametrize(
+    "bad, reason",
+    [
+        ({"cpu": None}, "values.cpu is missing"),
+        ({"mem": float("nan")}, "values.mem is not a finite number"),
+        ({"disk": math.inf}, "values.disk is not a finite number"),
+    ],
+)
 def test_missing_or_non_finite_values_are_rejected_not_zeroed(bad, reason):
     with pytest.raises(SchemaError, match=reason):
         SCHEMA.tokenize(values(**bad), META)
@@ -79,7 +99,12 @@ def test_auto_fields_fit_quantile_edges():
     fitted = schema.fit([{"x": float(i)} for i in range(100)], [{}] * 100)
     # quartiles of the bulk (the middle 99.8%): 99 x (0.001 + 0.998 x k / 4)
     assert fitted.fields[0].edges == pytest.approx([24.7995, 49.5, 74.2005])
-    assert [fitted.tokenize({"x": x}, {})[0] for x in (-10, 30, 60, 1e9)] == ["X0", "X1", "X2", "X3"]
+    assert [fitted.tokenize({"x": x}, {})[0] for x in (-10, 30, 60, 1e9)] == [
+        "X0",
+        "X1",
+        "X2",
+        "X3",
+    ]
 
 
 def test_context_fields_lead_the_document_and_are_not_scored():
@@ -111,7 +136,9 @@ def test_encoding_many_at_once_matches_one_at_a_time():
         except SchemaError as e:
             assert str(errors[i]) == str(e)
     assert sorted(errors) == [len(rows) - 3, len(rows) - 2, len(rows) - 1]
-    fitted = Schema([Field("x", "X", 4, auto=True)]).fit([{"x": float(i)} for i in range(100)], [{}] * 100)
+    fitted = Schema([Field("x", "X", 4, auto=True)]).fit(
+        [{"x": float(i)} for i in range(100)], [{}] * 100
+    )
     many, _ = fitted.encode_many([{"x": x} for x in (-1.0, 24.75, 50.0, 1e9)], [{}] * 4)
     assert many[:, 1].tolist() == [fitted.encode({"x": x}, {})[1] for x in (-1.0, 24.75, 50.0, 1e9)]
 
@@ -123,8 +150,9 @@ def test_tail_tokens_grade_how_far_beyond_the_bulk_of_training_a_value_is():
     f = fitted.fields[0]
     assert f.size == 4 + 2 * 4 and len(fitted.vocab) == 12
     assert fitted.fit(train, [{}] * len(train)) == fitted  # refits the same
-    assert f.edges == pytest.approx([-39910, -9970, -2485, 10, 2505, 5000, 7495, 9990, 12485,
-                                     19970, 49910])
+    assert f.edges == pytest.approx(
+        [-39910, -9970, -2485, 10, 2505, 5000, 7495, 9990, 12485, 19970, 49910]
+    )
     tokens = [fitted.tokenize({"x": x}, {})[0] for x in (-5e4, -5000, 5, 5000, 9995, 15000, 1e6)]
     assert tokens == ["X0", "X2", "X3", "X6", "X8", "X9", "X11"]
 

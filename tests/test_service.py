@@ -8,13 +8,15 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, run
 
 PULSE = ROOT / "pipelines" / "pulse.toml"
 SUPERVISE = str(ROOT / "bin" / "kiri-supervise")
-START = ["systemctl --user daemon-reload", "systemctl --user enable kiri.service",
-         "systemctl --user restart kiri.service"]
+START = [
+    "systemctl --user daemon-reload",
+    "systemctl --user enable kiri.service",
+    "systemctl --user restart kiri.service",
+]
 FAKE = """#!/bin/sh
 echo "${0##*/} $*" >> "$FAKE_CALLS"
 [ -z "$FAKE_OUT" ] || echo "$FAKE_OUT"
@@ -84,21 +86,29 @@ def test_the_unit_runs_the_checkout_supervisor_under_systemd(kiri_home):
     settings = [line for line in text.splitlines() if line and line[0] not in "#["]
     assert f'ExecStart="{SUPERVISE}" "{PULSE}"' in settings
     assert f'Environment="KIRI_HOME={kiri_home}"' in settings
-    for setting in ("Restart=on-failure", "RestartSec=5", "StartLimitIntervalSec=600",
-                    "StartLimitBurst=5", "KillMode=mixed", "WantedBy=default.target"):
+    for setting in (
+        "Restart=on-failure",
+        "RestartSec=5",
+        "StartLimitIntervalSec=600",
+        "StartLimitBurst=5",
+        "KillMode=mixed",
+        "WantedBy=default.target",
+    ):
         assert setting in settings
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None,
-                    reason="systemd-analyze is not installed here")
+@pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed here"
+)
 def test_the_unit_passes_systemd_analyze_verify(tmp_path, monkeypatch):
-    monkeypatch.setenv("KIRI_HOME", str(tmp_path / "a home with 100% \"quotes\""))
+    monkeypatch.setenv("KIRI_HOME", str(tmp_path / 'a home with 100% "quotes"'))
     out = service("install", "--dry-run", "--platform", "linux")
     assert out.returncode == 0, out.stderr
     unit = tmp_path / "kiri.service"
     unit.write_bytes(out.stdout)
-    verify = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True,
-                            text=True)
+    verify = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True
+    )
     assert verify.returncode == 0, verify.stderr
     assert [line for line in verify.stderr.splitlines() if "kiri.service" in line] == []
 
@@ -117,8 +127,7 @@ def test_install_writes_the_unit_and_starts_it(home, calls):
     assert lines[1] == f"started: kiri-supervise runs {PULSE}; `kiri status` shows its stages"
 
 
-def test_install_without_a_working_user_systemd_says_how_to_start_kiri(
-        home, calls, monkeypatch):
+def test_install_without_a_working_user_systemd_says_how_to_start_kiri(home, calls, monkeypatch):
     monkeypatch.setenv("FAKE_STATUS", "1")
     monkeypatch.setenv("FAKE_ERR", "Failed to connect to bus: No medium found")
     out = service("install", "--platform", "linux")
@@ -137,7 +146,8 @@ def test_install_without_systemctl_writes_the_unit_and_says_so(home, tmp_path, m
     assert out.returncode == 0, out.stderr
     assert unit_path(home).exists()
     assert out.stdout.decode().splitlines()[1] == (
-        "systemctl is not available here, so nothing started or stopped KIRI")
+        "systemctl is not available here, so nothing started or stopped KIRI"
+    )
 
 
 def test_dry_run_writes_nothing(home, calls):
@@ -160,8 +170,10 @@ def test_uninstall_stops_the_service_and_removes_the_unit(home, calls):
     out = service("uninstall", "--platform", "linux")
     assert out.returncode == 0, out.stderr
     assert not unit_path(home).exists()
-    assert calls()[len(START):] == ["systemctl --user disable --now kiri.service",
-                                    "systemctl --user daemon-reload"]
+    assert calls()[len(START) :] == [
+        "systemctl --user disable --now kiri.service",
+        "systemctl --user daemon-reload",
+    ]
     assert out.stdout.decode().splitlines() == [f"removed {unit_path(home)}"]
     again = service("uninstall", "--platform", "linux")
     assert again.returncode == 0
@@ -172,13 +184,17 @@ def test_status_says_whether_the_service_is_installed_and_running(home, calls, m
     missing = service("status", "--platform", "linux")
     assert missing.returncode == 1
     assert missing.stderr.decode().startswith(
-        f"Error: kiri service is not installed: no {unit_path(home)}")
+        f"Error: kiri service is not installed: no {unit_path(home)}"
+    )
     assert service("install", "--platform", "linux").returncode == 0
     monkeypatch.setenv("FAKE_OUT", "active")
     out = service("status", "--platform", "linux")
     assert out.returncode == 0, out.stderr
     assert out.stdout.decode().splitlines() == [
-        f"installed: {unit_path(home)}", f"runs: {SUPERVISE} {PULSE}", "systemd: active"]
+        f"installed: {unit_path(home)}",
+        f"runs: {SUPERVISE} {PULSE}",
+        "systemd: active",
+    ]
     assert calls()[-1] == "systemctl --user is-active kiri.service"
 
 
@@ -190,5 +206,9 @@ def test_macos_install_loads_the_agent_and_uninstall_unloads_it(home, calls):
     assert service("install", "--platform", "macos").returncode == 0  # a reinstall replaces it
     assert service("uninstall", "--platform", "macos").returncode == 0
     assert not path.exists()
-    assert calls() == [f"launchctl load -w {path}", f"launchctl unload {path}",
-                       f"launchctl load -w {path}", f"launchctl unload -w {path}"]
+    assert calls() == [
+        f"launchctl load -w {path}",
+        f"launchctl unload {path}",
+        f"launchctl load -w {path}",
+        f"launchctl unload -w {path}",
+    ]

@@ -10,8 +10,16 @@ from kiri.store import VERSION, Store, StoreError, UnknownAlert, db_path
 
 
 def decision(i, atom="pulse"):
-    return Decision(ts=1000.0 + i, id=f"a{i}", atom=atom, host="vm", action="alert",
-                    summary=f"alert {i}", culprits=[("C9", 9.0), ("M1", 1.0)], threshold=1.0)
+    return Decision(
+        ts=1000.0 + i,
+        id=f"a{i}",
+        atom=atom,
+        host="vm",
+        action="alert",
+        summary=f"alert {i}",
+        culprits=[("C9", 9.0), ("M1", 1.0)],
+        threshold=1.0,
+    )
 
 
 def test_a_new_store_is_private_wal_and_current(kiri_home):
@@ -57,8 +65,9 @@ def test_an_unknown_alert_or_verdict_is_refused(kiri_home):
 
 def test_dismissals_count_per_atom_and_pattern_but_not_new_normal(kiri_home):
     with Store() as store:
-        for i, (atom, pattern) in enumerate([("pulse", "C9"), ("pulse", "C9"), ("pulse", "M9"),
-                                             ("drift", "C9"), ("pulse", "C9")]):
+        for i, (atom, pattern) in enumerate(
+            [("pulse", "C9"), ("pulse", "C9"), ("pulse", "M9"), ("drift", "C9"), ("pulse", "C9")]
+        ):
             store.record_alert(decision(i, atom), pattern)
         store.add_verdict("a0", "dismiss")
         store.add_verdict("a1", "dismiss")
@@ -74,7 +83,9 @@ def test_rules_expire(kiri_home):
         store.add_rule(Rule(id="r1", atom="pulse", match=["M9", "C9"], expires=2000.0))
         store.add_rule(Rule(id="r2", atom="pulse", match=["D9"], expires=0.0))
         assert [(r.id, r.match) for r in store.active_rules(now=1500)] == [
-            ("r1", ["C9", "M9"]), ("r2", ["D9"])]
+            ("r1", ["C9", "M9"]),
+            ("r2", ["D9"]),
+        ]
         assert [r.id for r in store.active_rules(now=2500)] == ["r2"]
 
 

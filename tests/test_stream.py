@@ -5,14 +5,13 @@ import os
 import select
 import signal
 import subprocess
-import time
 
 import msgspec
 import structlog
+from conftest import fixture_bytes, log_events, run, stage_cmd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import fixture_bytes, log_events, run, stage_cmd
 from kiri.records import Obs, Score
 from kiri.stream import MAX_LINE, Stream
 
@@ -38,8 +37,16 @@ def test_unknown_fields_survive_a_hop():
 
 
 def test_bad_lines_among_good_ones_are_reported_by_line_and_skipped():
-    lines = [GOOD[0], b"not json", GOOD[1], b'{"kind":"obs","values":{"cpu":"x"}}', GOOD[2],
-             b'{"kind":"nope"}', b"[1,2]", GOOD[3]]
+    lines = [
+        GOOD[0],
+        b"not json",
+        GOOD[1],
+        b'{"kind":"obs","values":{"cpu":"x"}}',
+        GOOD[2],
+        b'{"kind":"nope"}',
+        b"[1,2]",
+        GOOD[3],
+    ]
     out = run(*REPLAY, input=b"\n".join(lines) + b"\n")
     assert out.returncode == 0
     assert out.stdout.splitlines() == GOOD[:4]
@@ -85,8 +92,9 @@ def test_a_line_over_one_mib_is_rejected_without_losing_its_neighbours():
 
 def test_an_endless_line_is_not_read_into_memory():
     # 64 MiB without a newline, then a good record: memory must stay far below that.
-    proc = subprocess.Popen(stage_cmd(*REPLAY), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        stage_cmd(*REPLAY), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     block = b"x" * (1 << 20)
     for _ in range(64):
         proc.stdin.write(block)
@@ -114,8 +122,11 @@ def test_closed_reader_exits_zero_without_traceback(tmp_path):
     big = tmp_path / "big.ndjson"
     big.write_bytes(b"\n".join(GOOD * 4000) + b"\n")
     cmd = " ".join(stage_cmd("kiri.stages.collect", "replay", str(big)))
-    out = subprocess.run(["bash", "-c", f"{cmd} | head -n 1; echo \"status=${{PIPESTATUS[0]}}\""],
-                         capture_output=True, timeout=30)
+    out = subprocess.run(
+        ["bash", "-c", f'{cmd} | head -n 1; echo "status=${{PIPESTATUS[0]}}"'],
+        capture_output=True,
+        timeout=30,
+    )
     lines = out.stdout.splitlines()
     assert lines == [GOOD[0], b"status=0"]
     assert b"Traceback" not in out.stderr and b"BrokenPipe" not in out.stderr
@@ -139,8 +150,9 @@ def test_a_lone_record_is_passed_on_while_input_stays_open():
 
 
 def test_sigterm_mid_stream_flushes_what_was_read_and_exits_zero():
-    proc = subprocess.Popen(stage_cmd(*REPLAY), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        stage_cmd(*REPLAY), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     proc.stdin.write(b"\n".join(GOOD[:10]) + b"\n" + GOOD[10][:40])  # ends mid-record
     proc.stdin.flush()
     got = b""
@@ -156,8 +168,9 @@ def test_sigterm_mid_stream_flushes_what_was_read_and_exits_zero():
 
 
 def test_sigint_behaves_like_sigterm():
-    proc = subprocess.Popen(stage_cmd(*REPLAY), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        stage_cmd(*REPLAY), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     proc.stdin.write(GOOD[0] + b"\n")
     proc.stdin.flush()
     assert proc.stdout.readline() == GOOD[0] + b"\n"
@@ -167,6 +180,7 @@ def test_sigint_behaves_like_sigterm():
 
 
 # -- in-process: the loop as a library -----------------------------------------------------
+
 
 def run_loop(tmp_path, data: bytes, consumes=(), transform=None):
     src, dst = tmp_path / "in", tmp_path / "out"
@@ -189,8 +203,14 @@ def test_a_stage_consumes_its_kind_and_passes_the_others_in_order(tmp_path):
 
     out, logs = run_loop(tmp_path, b"\n".join(KINDS) + b"\n", consumes=(Obs,), transform=to_score)
     decode = msgspec.json.Decoder().decode
-    assert [decode(l)["kind"] for l in out] == ["score", "score", "decision", "outcome",
-                                                 "verdict", "rule"]
+    assert [decode(l)["kind"] for l in out] == [
+        "score",
+        "score",
+        "decision",
+        "outcome",
+        "verdict",
+        "rule",
+    ]
     assert out[1:] == KINDS[1:]
 
 
@@ -223,7 +243,9 @@ def _decodes(b: bytes) -> bool:
         return False
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(st.lists(st.tuples(st.booleans(), valid_lines, junk_lines), max_size=40))
 def test_arbitrary_junk_never_crashes_and_never_costs_a_valid_record(tmp_path, rows):
     lines = [good if keep else junk for keep, good, junk in rows]

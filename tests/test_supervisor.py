@@ -15,15 +15,16 @@ from pathlib import Path
 import msgspec
 import psutil
 import pytest
-
 from conftest import FIXTURES, ROOT, log_events, run, stage_cmd
+
 from kiri import supervisor
 from kiri.records import Decision
 
 HELPER = FIXTURES / "supervise-helper.py"
-FAST = {"stop_timeout": 5,
-        "restart": {"delay": 0.1, "max_delay": 0.4, "healthy": 5, "fail_deaths": 3,
-                    "fail_window": 10}}
+FAST = {
+    "stop_timeout": 5,
+    "restart": {"delay": 0.1, "max_delay": 0.4, "healthy": 5, "fail_deaths": 3, "fail_window": 10},
+}
 
 
 def helper(*args: str) -> list[str]:
@@ -61,8 +62,9 @@ class Supervised:
         self.file = tmp_path / "test.toml"
         self.file.write_text(toml_text(stages, **top))
         with open(self.err, "wb") as err:
-            self.proc = subprocess.Popen(stage_cmd("kiri.supervisor", str(self.file)),
-                                         stdout=subprocess.DEVNULL, stderr=err)
+            self.proc = subprocess.Popen(
+                stage_cmd("kiri.supervisor", str(self.file)), stdout=subprocess.DEVNULL, stderr=err
+            )
 
     def status(self) -> dict:
         try:
@@ -77,6 +79,7 @@ class Supervised:
         def reached():
             s = self.stage(name)
             return s if s.get("state") == state and fields.items() <= s.items() else None
+
         return wait_until(reached, what=f"{name} to be {state} {fields}")
 
     def wait(self, timeout: float = 30) -> int:
@@ -125,32 +128,52 @@ def events_file(tmp_path: Path) -> list[str]:
 
 STAGE_A = '[[stage]]\nname = "a"\nargv = ["true"]\n'
 BAD = {
-    "unknown top-level key": ('colour = "red"\n' + STAGE_A,
-                              "Object contains unknown field `colour`"),
-    "unknown stage key": (STAGE_A + 'input = ["b"]\n',
-                          "Object contains unknown field `input` - at `$.stage[0]`"),
-    "unknown restart key": ("[restart]\ndelays = 2\n" + STAGE_A,
-                            "Object contains unknown field `delays` - at `$.restart`"),
-    "unknown input": (STAGE_A + '[[stage]]\nname = "b"\nargv = ["true"]\ninputs = ["zz"]\n',
-                      "stage 'b': input 'zz' is not a stage"),
+    "unknown top-level key": (
+        'colour = "red"\n' + STAGE_A,
+        "Object contains unknown field `colour`",
+    ),
+    "unknown stage key": (
+        STAGE_A + 'input = ["b"]\n',
+        "Object contains unknown field `input` - at `$.stage[0]`",
+    ),
+    "unknown restart key": (
+        "[restart]\ndelays = 2\n" + STAGE_A,
+        "Object contains unknown field `delays` - at `$.restart`",
+    ),
+    "unknown input": (
+        STAGE_A + '[[stage]]\nname = "b"\nargv = ["true"]\ninputs = ["zz"]\n',
+        "stage 'b': input 'zz' is not a stage",
+    ),
     "duplicate name": (STAGE_A + STAGE_A, "stage name 'a' is used twice"),
-    "cycle": ('[[stage]]\nname = "a"\nargv = ["true"]\ninputs = ["c"]\n'
-              '[[stage]]\nname = "b"\nargv = ["true"]\ninputs = ["a"]\n'
-              '[[stage]]\nname = "c"\nargv = ["true"]\ninputs = ["b"]\n',
-              "stages form a cycle through inputs: a -> b -> c -> a"),
-    "stage feeding itself": ('[[stage]]\nname = "a"\nargv = ["true"]\ninputs = ["a"]\n',
-                             "stage 'a' lists itself as an input"),
+    "cycle": (
+        '[[stage]]\nname = "a"\nargv = ["true"]\ninputs = ["c"]\n'
+        '[[stage]]\nname = "b"\nargv = ["true"]\ninputs = ["a"]\n'
+        '[[stage]]\nname = "c"\nargv = ["true"]\ninputs = ["b"]\n',
+        "stages form a cycle through inputs: a -> b -> c -> a",
+    ),
+    "stage feeding itself": (
+        '[[stage]]\nname = "a"\nargv = ["true"]\ninputs = ["a"]\n',
+        "stage 'a' lists itself as an input",
+    ),
     "no stages": ('name = "empty"\n', "no stages: add at least one [[stage]]"),
     "empty argv": ('[[stage]]\nname = "a"\nargv = []\n', "stage 'a': argv is empty"),
-    "invalid name": ('[[stage]]\nname = "../evil"\nargv = ["true"]\n',
-                     "invalid stage name '../evil'"),
+    "invalid name": (
+        '[[stage]]\nname = "../evil"\nargv = ["true"]\n',
+        "invalid stage name '../evil'",
+    ),
     "unknown alerts stage": ('alerts = "nope"\n' + STAGE_A, "alerts: 'nope' is not a stage"),
-    "missing command": ('[[stage]]\nname = "a"\nargv = ["no-such-command-kiri"]\n',
-                        "stage 'a': command 'no-such-command-kiri' not found"),
-    "bad output": (STAGE_A + 'output = "stdout"\n',
-                   "Invalid enum value 'stdout' - at `$.stage[0].output`"),
-    "zero delay": ("[restart]\ndelay = 0\n" + STAGE_A,
-                   "Expected `float` > 0.0 - at `$.restart.delay`"),
+    "missing command": (
+        '[[stage]]\nname = "a"\nargv = ["no-such-command-kiri"]\n',
+        "stage 'a': command 'no-such-command-kiri' not found",
+    ),
+    "bad output": (
+        STAGE_A + 'output = "stdout"\n',
+        "Invalid enum value 'stdout' - at `$.stage[0].output`",
+    ),
+    "zero delay": (
+        "[restart]\ndelay = 0\n" + STAGE_A,
+        "Expected `float` > 0.0 - at `$.restart.delay`",
+    ),
     "not TOML": ("[[stage]\n", "Expected ']]' at the end of an array declaration (at line 1"),
 }
 
@@ -179,16 +202,29 @@ def test_check_describes_the_default_pipeline(kiri_home):
     assert out.returncode == 0, out.stderr
     lines = out.stdout.decode().splitlines()
     assert lines[0].startswith("pipeline pulse (") and lines[0].endswith(
-        "5 stages; alerts go to act")
+        "5 stages; alerts go to act"
+    )
     rows = {line.split()[0]: line.split() for line in lines[2:]}
     assert [(r[0], r[1], r[2]) for r in rows.values()] == [
-        ("collect", "-", "pipe"), ("atom", "collect", "pipe"), ("decide", "atom", "pipe"),
-        ("act", "decide", "pipe"), ("feedback", "act", "fifo")]
+        ("collect", "-", "pipe"),
+        ("atom", "collect", "pipe"),
+        ("decide", "atom", "pipe"),
+        ("act", "decide", "pipe"),
+        ("feedback", "act", "fifo"),
+    ]
     bin_dir = Path(sys.executable).parent
-    assert rows["decide"][3:] == [str(bin_dir / "kiri-decide"), "--feedback",
-                                  str(kiri_home / "feedback.fifo")]
-    assert rows["collect"][3:] == [str(bin_dir / "kiri-collect"), "pulse", "--record",
-                                   "--warmup", "120"]
+    assert rows["decide"][3:] == [
+        str(bin_dir / "kiri-decide"),
+        "--feedback",
+        str(kiri_home / "feedback.fifo"),
+    ]
+    assert rows["collect"][3:] == [
+        str(bin_dir / "kiri-collect"),
+        "pulse",
+        "--record",
+        "--warmup",
+        "120",
+    ]
 
 
 def test_every_option_has_help():
@@ -200,44 +236,67 @@ def test_every_option_has_help():
 
 
 def test_a_replay_goes_through_the_real_stages_intact_and_in_order(
-        supervise, tmp_path, installed_pulse, kiri_home):
+    supervise, tmp_path, installed_pulse, kiri_home
+):
     fixture = FIXTURES / "pulse-normal.ndjson"
     recorded = [json.loads(line)["ts"] for line in fixture.read_bytes().splitlines()]
     replay = f"{sys.executable} -m kiri.stages.collect replay {fixture}; exit 125"
-    sv = supervise([
-        {"name": "collect", "argv": ["sh", "-c", replay]},  # once: 125 is "do not restart me"
-        {"name": "atom", "argv": ["kiri-atom", "pulse"], "inputs": ["collect"]},
-        {"name": "decide", "argv": ["kiri-decide"], "inputs": ["atom"]},
-        {"name": "decisions", "argv": helper("copy", "decisions", str(tmp_path / "decisions")),
-         "inputs": ["decide"]},
-        {"name": "raw", "argv": helper("copy", "raw", str(tmp_path / "raw")),
-         "inputs": ["collect"]},
-    ], **FAST)
-    wait_until(lambda: len(lines_of(tmp_path / "decisions")) >= len(recorded), timeout=60,
-               what="a decision for every observation")
+    sv = supervise(
+        [
+            {"name": "collect", "argv": ["sh", "-c", replay]},  # once: 125 is "do not restart me"
+            {"name": "atom", "argv": ["kiri-atom", "pulse"], "inputs": ["collect"]},
+            {"name": "decide", "argv": ["kiri-decide"], "inputs": ["atom"]},
+            {
+                "name": "decisions",
+                "argv": helper("copy", "decisions", str(tmp_path / "decisions")),
+                "inputs": ["decide"],
+            },
+            {
+                "name": "raw",
+                "argv": helper("copy", "raw", str(tmp_path / "raw")),
+                "inputs": ["collect"],
+            },
+        ],
+        **FAST,
+    )
+    wait_until(
+        lambda: len(lines_of(tmp_path / "decisions")) >= len(recorded),
+        timeout=60,
+        what="a decision for every observation",
+    )
     assert sv.wait_state("collect", "stopped")["exit_status"] == 125
     assert sv.stop() == 0
     assert (tmp_path / "raw").read_bytes() == fixture.read_bytes()
-    decisions = [msgspec.json.decode(line, type=Decision)
-                 for line in lines_of(tmp_path / "decisions")]
+    decisions = [
+        msgspec.json.decode(line, type=Decision) for line in lines_of(tmp_path / "decisions")
+    ]
     assert [d.ts for d in decisions] == recorded
     status = sv.status()
     assert {(s["name"], s["state"], s["restarts"]) for s in status["stages"]} == {
-        (name, "stopped", 0) for name in ("collect", "atom", "decide", "decisions", "raw")}
+        (name, "stopped", 0) for name in ("collect", "atom", "decide", "decisions", "raw")
+    }
     assert status["atoms"]["pulse"]["ts"] == recorded[-1]  # the last score seen, sampled
 
 
 def test_fan_in_never_interleaves_lines_longer_than_pipe_buf(supervise, tmp_path):
     size, count = 200_000, 30
     assert size > select.PIPE_BUF
-    sv = supervise([
-        {"name": "a", "argv": helper("big", "A", str(count), str(size), "0.005")},
-        {"name": "b", "argv": helper("big", "B", str(count), str(size), "0.005")},
-        {"name": "sink", "argv": helper("copy", "sink", str(tmp_path / "out")),
-         "inputs": ["a", "b"]},
-    ], **FAST)
-    wait_until(lambda: sv.stage("a").get("state") == sv.stage("b").get("state") == "stopped",
-               what="both producers to finish")
+    sv = supervise(
+        [
+            {"name": "a", "argv": helper("big", "A", str(count), str(size), "0.005")},
+            {"name": "b", "argv": helper("big", "B", str(count), str(size), "0.005")},
+            {
+                "name": "sink",
+                "argv": helper("copy", "sink", str(tmp_path / "out")),
+                "inputs": ["a", "b"],
+            },
+        ],
+        **FAST,
+    )
+    wait_until(
+        lambda: sv.stage("a").get("state") == sv.stage("b").get("state") == "stopped",
+        what="both producers to finish",
+    )
     assert sv.stop() == 0
     lines = lines_of(tmp_path / "out")
     assert len(lines) == 2 * count
@@ -251,18 +310,26 @@ def test_fan_in_never_interleaves_lines_longer_than_pipe_buf(supervise, tmp_path
 
 
 def test_a_line_left_unfinished_by_a_producer_that_exits_is_dropped_and_counted(
-        supervise, tmp_path):
-    sv = supervise([
-        {"name": "part", "argv": helper("partial")},
-        {"name": "sink", "argv": helper("copy", "sink", str(tmp_path / "out")),
-         "inputs": ["part"]},
-    ], **FAST)
+    supervise, tmp_path
+):
+    sv = supervise(
+        [
+            {"name": "part", "argv": helper("partial")},
+            {
+                "name": "sink",
+                "argv": helper("copy", "sink", str(tmp_path / "out")),
+                "inputs": ["part"],
+            },
+        ],
+        **FAST,
+    )
     sv.wait_state("part", "stopped")
     assert sv.stop() == 0
     assert (tmp_path / "out").read_bytes() == b"one\ntwo\n"
     assert sv.stage("part")["dropped"] == 1
     assert [(e["name"], e["count"]) for e in sv.events() if e["event"] == "lines_dropped"] == [
-        ("part", 1)]
+        ("part", 1)
+    ]
 
 
 # -- restarts ------------------------------------------------------------------------------
@@ -270,11 +337,14 @@ def test_a_line_left_unfinished_by_a_producer_that_exits_is_dropped_and_counted(
 
 def test_a_killed_middle_stage_is_restarted_and_the_stream_goes_on(supervise, tmp_path):
     out = tmp_path / "out"
-    sv = supervise([
-        {"name": "tick", "argv": helper("tick", "0.01")},
-        {"name": "middle", "argv": ["kiri-collect", "replay", "-"], "inputs": ["tick"]},
-        {"name": "sink", "argv": helper("copy", "sink", str(out)), "inputs": ["middle"]},
-    ], **FAST)
+    sv = supervise(
+        [
+            {"name": "tick", "argv": helper("tick", "0.01")},
+            {"name": "middle", "argv": ["kiri-collect", "replay", "-"], "inputs": ["tick"]},
+            {"name": "sink", "argv": helper("copy", "sink", str(out)), "inputs": ["middle"]},
+        ],
+        **FAST,
+    )
     old = sv.wait_state("middle", "running")
     wait_until(lambda: len(lines_of(out)) >= 20, what="records through the middle stage")
     os.kill(old["pid"], signal.SIGKILL)
@@ -291,27 +361,40 @@ def test_a_killed_middle_stage_is_restarted_and_the_stream_goes_on(supervise, tm
     assert sv.stage("tick")["restarts"] == 0
 
 
-def test_a_crash_looping_stage_fails_with_an_alert_and_the_rest_keeps_running(
-        supervise, tmp_path):
+def test_a_crash_looping_stage_fails_with_an_alert_and_the_rest_keeps_running(supervise, tmp_path):
     out = tmp_path / "out"
-    sv = supervise([
-        {"name": "tick", "argv": helper("tick", "0.02")},
-        {"name": "sink", "argv": helper("copy", "sink", str(out)), "inputs": ["tick"]},
-        {"name": "crasher", "argv": helper("exit", "3")},
-    ], alerts="sink", **FAST)
+    sv = supervise(
+        [
+            {"name": "tick", "argv": helper("tick", "0.02")},
+            {"name": "sink", "argv": helper("copy", "sink", str(out)), "inputs": ["tick"]},
+            {"name": "crasher", "argv": helper("exit", "3")},
+        ],
+        alerts="sink",
+        **FAST,
+    )
     failed = sv.wait_state("crasher", "failed")
     assert (failed["restarts"], failed["exit_status"], failed["pid"]) == (2, 3, None)
-    alerts = wait_until(lambda: [json.loads(l) for l in lines_of(out)
-                                 if json.loads(l)["kind"] == "decision"], what="the alert")
+    alerts = wait_until(
+        lambda: [json.loads(l) for l in lines_of(out) if json.loads(l)["kind"] == "decision"],
+        what="the alert",
+    )
     assert len(alerts) == 1
     alert = alerts[0]
     assert (alert["action"], alert["atom"], alert["severity"], alert["host"]) == (
-        "alert", "supervisor", "critical", socket.gethostname())
-    assert re.fullmatch(r"stage crasher failed: died 3 times in [0-9.]+ s "
-                        r"\(last exit status 3\); not restarting it", alert["summary"])
+        "alert",
+        "supervisor",
+        "critical",
+        socket.gethostname(),
+    )
+    assert re.fullmatch(
+        r"stage crasher failed: died 3 times in [0-9.]+ s "
+        r"\(last exit status 3\); not restarting it",
+        alert["summary"],
+    )
     errors = [e for e in sv.events() if e["level"] == "error"]
     assert [(e["event"], e["name"], e["deaths"], e["alerted"]) for e in errors] == [
-        ("stage_failed", "crasher", 3, True)]
+        ("stage_failed", "crasher", 3, True)
+    ]
     seen = len(lines_of(out))
     wait_until(lambda: len(lines_of(out)) >= seen + 10, what="the rest to keep running")
     sv.wait_state("tick", "running", restarts=0)
@@ -321,12 +404,16 @@ def test_a_crash_looping_stage_fails_with_an_alert_and_the_rest_keeps_running(
 
 def test_exit_status_125_is_not_restarted_and_raises_no_alert(supervise, tmp_path):
     out = tmp_path / "out"
-    sv = supervise([
-        {"name": "tick", "argv": helper("tick", "0.02")},
-        {"name": "sink", "argv": helper("copy", "sink", str(out)), "inputs": ["tick"]},
-        {"name": "quitter", "argv": helper("exit", "125")},
-        {"name": "crasher", "argv": helper("exit", "1")},
-    ], alerts="sink", **FAST)
+    sv = supervise(
+        [
+            {"name": "tick", "argv": helper("tick", "0.02")},
+            {"name": "sink", "argv": helper("copy", "sink", str(out)), "inputs": ["tick"]},
+            {"name": "quitter", "argv": helper("exit", "125")},
+            {"name": "crasher", "argv": helper("exit", "1")},
+        ],
+        alerts="sink",
+        **FAST,
+    )
     sv.wait_state("crasher", "failed")  # several restart delays have passed by now
     quitter = sv.stage("quitter")
     assert (quitter["state"], quitter["restarts"], quitter["exit_status"]) == ("stopped", 0, 125)
@@ -337,11 +424,19 @@ def test_exit_status_125_is_not_restarted_and_raises_no_alert(supervise, tmp_pat
 
 
 def test_the_restart_delay_doubles_up_to_its_cap_and_resets_after_a_healthy_run(supervise):
-    sv = supervise([
-        {"name": "quick", "argv": helper("exit", "0")},  # a clean exit is restarted too
-        {"name": "slow", "argv": helper("exit", "1", "0.4")},  # up longer than `healthy`
-    ], restart={"delay": 0.05, "max_delay": 0.2, "healthy": 0.3, "fail_deaths": 6,
-                "fail_window": 30})
+    sv = supervise(
+        [
+            {"name": "quick", "argv": helper("exit", "0")},  # a clean exit is restarted too
+            {"name": "slow", "argv": helper("exit", "1", "0.4")},  # up longer than `healthy`
+        ],
+        restart={
+            "delay": 0.05,
+            "max_delay": 0.2,
+            "healthy": 0.3,
+            "fail_deaths": 6,
+            "fail_window": 30,
+        },
+    )
     sv.wait_state("quick", "failed")
     sv.wait_state("slow", "backoff", restarts=2)
     assert sv.stop() == 0
@@ -360,10 +455,15 @@ def test_a_pipeline_whose_stages_all_fail_exits_1(supervise, tmp_path):
     sv = supervise([{"name": "broken", "argv": [str(garbage)]}], **FAST)
     assert sv.wait() == 1
     assert sv.err.read_text().splitlines()[-1] == (
-        "Error: every stage has ended, and these failed: broken")
+        "Error: every stage has ended, and these failed: broken"
+    )
     events = sv.events()
     assert [e["event"] for e in events if e["level"] == "error"] == [
-        "stage_exec_failed", "stage_exec_failed", "stage_exec_failed", "stage_failed"]
+        "stage_exec_failed",
+        "stage_exec_failed",
+        "stage_exec_failed",
+        "stage_failed",
+    ]
     assert sv.stage("broken")["exit_status"] == 127
 
 
@@ -372,11 +472,14 @@ def test_a_pipeline_whose_stages_all_fail_exits_1(supervise, tmp_path):
 
 def test_sigterm_stops_sources_first_and_the_rest_drains(supervise, tmp_path):
     out = tmp_path / "out"
-    sv = supervise([
-        {"name": "tick", "argv": helper("tick", "0.001")},
-        {"name": "slow", "argv": helper("copy", "slow", "", "0.002"), "inputs": ["tick"]},
-        {"name": "sink", "argv": helper("copy", "sink", str(out)), "inputs": ["slow"]},
-    ], **FAST)
+    sv = supervise(
+        [
+            {"name": "tick", "argv": helper("tick", "0.001")},
+            {"name": "slow", "argv": helper("copy", "slow", "", "0.002"), "inputs": ["tick"]},
+            {"name": "sink", "argv": helper("copy", "sink", str(out)), "inputs": ["slow"]},
+        ],
+        **FAST,
+    )
     wait_until(lambda: len(lines_of(out)) >= 100, what="records through the pipeline")
     assert sv.stop() == 0
     events = events_file(tmp_path)
@@ -389,8 +492,9 @@ def test_sigterm_stops_sources_first_and_the_rest_drains(supervise, tmp_path):
 
 
 def test_what_ignores_the_stop_signal_is_killed_after_the_stop_timeout(supervise):
-    sv = supervise([{"name": "stubborn", "argv": helper("stubborn")}],
-                   **{**FAST, "stop_timeout": 0.5})
+    sv = supervise(
+        [{"name": "stubborn", "argv": helper("stubborn")}], **{**FAST, "stop_timeout": 0.5}
+    )
     pid = sv.wait_state("stubborn", "running")["pid"]
     started = time.monotonic()
     sv.proc.send_signal(signal.SIGINT)  # Ctrl-C
@@ -400,13 +504,15 @@ def test_what_ignores_the_stop_signal_is_killed_after_the_stop_timeout(supervise
     events = sv.events()
     assert [e["signal"] for e in events if e["event"] == "stopping"] == ["SIGINT"]
     assert [(e["event"], e["pid"]) for e in events if e["level"] == "warning"] == [
-        ("stage_killed", pid)]
+        ("stage_killed", pid)
+    ]
     assert sv.stage("stubborn")["exit_status"] == -signal.SIGKILL
 
 
 def test_a_second_stop_signal_kills_at_once(supervise):
-    sv = supervise([{"name": "stubborn", "argv": helper("stubborn")}],
-                   **{**FAST, "stop_timeout": 60})
+    sv = supervise(
+        [{"name": "stubborn", "argv": helper("stubborn")}], **{**FAST, "stop_timeout": 60}
+    )
     pid = sv.wait_state("stubborn", "running")["pid"]
     started = time.monotonic()
     sv.proc.send_signal(signal.SIGTERM)
@@ -419,14 +525,22 @@ def test_a_second_stop_signal_kills_at_once(supervise):
 
 
 def test_each_stage_logs_to_its_own_rotated_file(supervise, kiri_home):
-    sv = supervise([
-        {"name": "chatter", "argv": helper("chatter", "400")},
-        {"name": "quiet", "argv": helper("exit", "125")},
-    ], logs={"max_bytes": 4096, "keep": 2}, **FAST)
+    sv = supervise(
+        [
+            {"name": "chatter", "argv": helper("chatter", "400")},
+            {"name": "quiet", "argv": helper("exit", "125")},
+        ],
+        logs={"max_bytes": 4096, "keep": 2},
+        **FAST,
+    )
     assert sv.wait() == 0  # every stage has stopped: nothing is left to supervise
     logs = kiri_home / "logs"
     assert sorted(p.name for p in logs.iterdir()) == [
-        "chatter.log", "chatter.log.1", "chatter.log.2", "quiet.log"]
+        "chatter.log",
+        "chatter.log.1",
+        "chatter.log.2",
+        "quiet.log",
+    ]
     kept = [logs / "chatter.log.2", logs / "chatter.log.1", logs / "chatter.log"]
     assert all(p.stat().st_mode & 0o777 == 0o600 and p.stat().st_size <= 4096 for p in kept)
     lines = [line for p in kept for line in p.read_bytes().splitlines()]
@@ -437,10 +551,13 @@ def test_each_stage_logs_to_its_own_rotated_file(supervise, kiri_home):
 
 
 def test_kiri_status_shows_the_running_pipeline(supervise):
-    sv = supervise([
-        {"name": "tick", "argv": helper("tick", "0.05")},
-        {"name": "sink", "argv": helper("copy", "sink", os.devnull), "inputs": ["tick"]},
-    ], **FAST)
+    sv = supervise(
+        [
+            {"name": "tick", "argv": helper("tick", "0.05")},
+            {"name": "sink", "argv": helper("copy", "sink", os.devnull), "inputs": ["tick"]},
+        ],
+        **FAST,
+    )
     tick = sv.wait_state("tick", "running")
     sv.wait_state("sink", "running")
     wait_until(lambda: "tick" in sv.status().get("atoms", {}), what="a sampled score")
@@ -449,8 +566,7 @@ def test_kiri_status_shows_the_running_pipeline(supervise):
     heading, stages, atoms = out.stdout.decode().strip().split("\n\n")
     assert heading.startswith(f"kiri-supervise {sv.proc.pid}: pipeline test ({sv.file}), up ")
     rows = [line.split() for line in stages.splitlines()]
-    assert rows[0] == ["STAGE", "STATE", "PID", "RESTARTS", "UPTIME", "CPU%", "RSS", "LAST",
-                       "EXIT"]
+    assert rows[0] == ["STAGE", "STATE", "PID", "RESTARTS", "UPTIME", "CPU%", "RSS", "LAST", "EXIT"]
     assert [r[:2] for r in rows[1:]] == [["tick", "running"], ["sink", "running"]]
     _, _, pid, restarts, uptime, cpu, rss, unit, last_exit = rows[1]
     assert (int(pid), restarts, unit, last_exit) == (tick["pid"], "0", "MiB", "-")
@@ -463,11 +579,17 @@ def test_kiri_status_shows_the_running_pipeline(supervise):
 
 
 def test_kiri_status_says_when_no_supervisor_is_running(supervise, tmp_path):
-    sv = supervise([
-        {"name": "part", "argv": helper("partial")},
-        {"name": "sink", "argv": helper("copy", "sink", str(tmp_path / "out")),
-         "inputs": ["part"]},
-    ], **FAST)
+    sv = supervise(
+        [
+            {"name": "part", "argv": helper("partial")},
+            {
+                "name": "sink",
+                "argv": helper("copy", "sink", str(tmp_path / "out")),
+                "inputs": ["part"],
+            },
+        ],
+        **FAST,
+    )
     sv.wait_state("sink", "running")
     assert sv.stop() == 0
     out = run("kiri.cli", "status")
@@ -475,15 +597,18 @@ def test_kiri_status_says_when_no_supervisor_is_running(supervise, tmp_path):
     text = out.stdout.decode()
     assert text.startswith(f"kiri-supervise is not running: pid {sv.proc.pid} has ended.")
     rows = [line.split() for line in text.splitlines()[2:] if line]
-    assert [r[:4] for r in rows[1:]] == [["part", "stopped", "-", "0"],
-                                         ["sink", "stopped", "-", "0"]]
+    assert [r[:4] for r in rows[1:]] == [
+        ["part", "stopped", "-", "0"],
+        ["sink", "stopped", "-", "0"],
+    ]
 
 
 def test_kiri_status_without_a_status_file_is_an_error(kiri_home):
     out = run("kiri.cli", "status")
     assert out.returncode == 1 and out.stdout == b""
     assert out.stderr.decode().startswith(
-        f"Error: no status file at {kiri_home / 'status.json'}: kiri-supervise has not run")
+        f"Error: no status file at {kiri_home / 'status.json'}: kiri-supervise has not run"
+    )
 
 
 def test_a_second_supervisor_on_the_same_home_is_refused(supervise, tmp_path):
@@ -491,7 +616,10 @@ def test_a_second_supervisor_on_the_same_home_is_refused(supervise, tmp_path):
     sv.wait_state("tick", "running")
     out = run("kiri.supervisor", str(sv.file))
     assert out.returncode == 1
-    assert out.stderr.decode().splitlines()[-1].startswith(
-        f"Error: another kiri-supervise (pid {sv.proc.pid}) is running with KIRI_HOME")
+    assert (
+        out.stderr.decode()
+        .splitlines()[-1]
+        .startswith(f"Error: another kiri-supervise (pid {sv.proc.pid}) is running with KIRI_HOME")
+    )
     assert sv.proc.poll() is None and sv.stage("tick")["restarts"] == 0
     assert sv.stop() == 0

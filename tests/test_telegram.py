@@ -9,13 +9,13 @@ import time
 
 import msgspec
 import pytest
-
 from conftest import log_events, loop_pipeline, run, stage_cmd
 from fake_telegram import FakeTelegram
+from test_loop import STRESS, Loop, newest_alert, recorded, wait_for
+
 from kiri.records import Decision
 from kiri.store import Store
 from kiri.telegram import RateLimits, keyboard, parse_press
-from test_loop import STRESS, Loop, newest_alert, recorded, wait_for
 
 TOKEN = "123456:AAE-secret_token_Value9"
 CHAT = 1001
@@ -26,10 +26,20 @@ encode = msgspec.json.Encoder().encode
 
 
 def decision(id, action="alert", incident="i1"):
-    return Decision(ts=time.time(), id=id, atom="pulse", host="vm", action=action,
-                    severity="high" if action == "alert" else "", surprise=21.4, threshold=6.3,
-                    culprits=CULPRITS, incident=incident, atoms=["pulse"],
-                    summary="CPU 100% (C9) is <b>unusual</b> for vm_1 *now* [x](y) & more")
+    return Decision(
+        ts=time.time(),
+        id=id,
+        atom="pulse",
+        host="vm",
+        action=action,
+        severity="high" if action == "alert" else "",
+        surprise=21.4,
+        threshold=6.3,
+        culprits=CULPRITS,
+        incident=incident,
+        atoms=["pulse"],
+        summary="CPU 100% (C9) is <b>unusual</b> for vm_1 *now* [x](y) & more",
+    )
 
 
 @pytest.fixture
@@ -48,8 +58,9 @@ def write_config(home, body):
 def telegram(fake, kiri_home, monkeypatch):
     """A [telegram] config pointing at the fake, the token in $KIRI_TELEGRAM_TOKEN."""
     monkeypatch.setenv("KIRI_TELEGRAM_TOKEN", TOKEN)
-    write_config(kiri_home, f'token_env = "KIRI_TELEGRAM_TOKEN"\nchat_id = {CHAT}\n'
-                            f'api_url = "{fake.url}"')
+    write_config(
+        kiri_home, f'token_env = "KIRI_TELEGRAM_TOKEN"\nchat_id = {CHAT}\napi_url = "{fake.url}"'
+    )
     return fake
 
 
@@ -69,8 +80,12 @@ def assert_argv_clean(proc):
 
 def act(*decisions):
     """kiri-act --sink telegram on these decisions: its records and its log events."""
-    proc = subprocess.Popen(stage_cmd("kiri.stages.act", "--sink", "telegram"),
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        stage_cmd("kiri.stages.act", "--sink", "telegram"),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     assert_argv_clean(proc)
     out, err = proc.communicate(b"".join(encode(d) + b"\n" for d in decisions), timeout=30)
     assert proc.returncode == 0, err.decode()
@@ -80,16 +95,26 @@ def act(*decisions):
 
 def deliver(*decisions):
     """Through kiri-act --sink telegram and kiri-feedback, which records the delivered alerts."""
-    proc = subprocess.run(stage_cmd("kiri.stages.act", "--sink", "telegram"), capture_output=True,
-                          input=b"".join(encode(d) + b"\n" for d in decisions), timeout=30)
+    proc = subprocess.run(
+        stage_cmd("kiri.stages.act", "--sink", "telegram"),
+        capture_output=True,
+        input=b"".join(encode(d) + b"\n" for d in decisions),
+        timeout=30,
+    )
     assert proc.returncode == 0, proc.stderr.decode()
     assert run("kiri.stages.feedback", input=proc.stdout).returncode == 0
 
 
 def sent(fake, alert):
     """The message the fake holds for an alert (found by the id its text ends with)."""
-    return next((m for m in list(fake.messages.values())
-                 if m["text"].split("\n\n")[0].endswith(f" · id {alert}")), None)
+    return next(
+        (
+            m
+            for m in list(fake.messages.values())
+            if m["text"].split("\n\n")[0].endswith(f" · id {alert}")
+        ),
+        None,
+    )
 
 
 class Collector:
@@ -97,8 +122,11 @@ class Collector:
 
     def __init__(self, fake, *args):
         self.fake, self.polls = fake, len(fake.calls("getUpdates"))
-        self.proc = subprocess.Popen(stage_cmd("kiri.stages.collect", "telegram", *args),
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.proc = subprocess.Popen(
+            stage_cmd("kiri.stages.collect", "telegram", *args),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         assert_argv_clean(self.proc)
 
     def polling(self):
@@ -124,8 +152,9 @@ def wait_answers(fake, n):
 
 def verdicts():
     with Store() as store:
-        return [(v.alert, v.verdict, v.normal, v.source, v.by, v.note)
-                for v in store.verdicts_after(0)]
+        return [
+            (v.alert, v.verdict, v.normal, v.source, v.by, v.note) for v in store.verdicts_after(0)
+        ]
 
 
 # -- the sink ---------------------------------------------------------------------------------
@@ -133,12 +162,14 @@ def verdicts():
 
 def test_an_alert_is_plain_text_with_three_buttons_and_its_resolve_a_reply(telegram):
     fake = telegram
-    out, _ = act(decision("3f9a2c1"), decision("3f9a2c2", "suppress"),
-                 decision("3f9a2c3", "resolve"))
+    out, _ = act(
+        decision("3f9a2c1"), decision("3f9a2c2", "suppress"), decision("3f9a2c3", "resolve")
+    )
     outcomes = [r for r in out if r["kind"] == "outcome"]
     assert [(o["id"], o["sink"], o["ok"], o["detail"]) for o in outcomes] == [
         ("3f9a2c1", "telegram", True, f"message 100 in chat {CHAT}"),
-        ("3f9a2c3", "telegram", True, f"message 101 in chat {CHAT}")]  # suppress: not notified
+        ("3f9a2c3", "telegram", True, f"message 101 in chat {CHAT}"),
+    ]  # suppress: not notified
     alert, resolve = fake.calls("sendMessage")
     assert alert.params["chat_id"] == CHAT and "parse_mode" not in alert.params
     lines = alert.params["text"].splitlines()
@@ -146,10 +177,15 @@ def test_an_alert_is_plain_text_with_three_buttons_and_its_resolve_a_reply(teleg
     assert lines[1] == "CPU 100% (C9) is <b>unusual</b> for vm_1 *now* [x](y) & more"  # verbatim
     assert lines[2] == "Culprits: C9 (21.4), M4 (8.1), L3 (7.0)"
     assert lines[3].endswith(" · id 3f9a2c1")
-    assert alert.params["reply_markup"] == {"inline_keyboard": [[
-        {"text": "✅ Confirm", "callback_data": "c:3f9a2c1"},
-        {"text": "❌ Dismiss", "callback_data": "d:3f9a2c1"},
-        {"text": "🆕 New normal", "callback_data": "n:3f9a2c1"}]]}
+    assert alert.params["reply_markup"] == {
+        "inline_keyboard": [
+            [
+                {"text": "✅ Confirm", "callback_data": "c:3f9a2c1"},
+                {"text": "❌ Dismiss", "callback_data": "d:3f9a2c1"},
+                {"text": "🆕 New normal", "callback_data": "n:3f9a2c1"},
+            ]
+        ]
+    }
     assert "reply_markup" not in resolve.params
     assert resolve.params["reply_parameters"]["message_id"] == 100
     assert resolve.params["text"].startswith("🟢 KIRI resolved: pulse on vm\n")
@@ -157,7 +193,10 @@ def test_an_alert_is_plain_text_with_three_buttons_and_its_resolve_a_reply(teleg
     with Store() as store:
         remembered = store.telegram_message("3f9a2c1")
     assert (remembered.chat, remembered.message, remembered.text) == (
-        CHAT, 100, alert.params["text"])
+        CHAT,
+        100,
+        alert.params["text"],
+    )
 
 
 def test_button_data_fits_in_64_bytes_or_the_alert_goes_without_buttons():
@@ -166,7 +205,10 @@ def test_button_data_fits_in_64_bytes_or_the_alert_goes_without_buttons():
         data = [b["callback_data"] for b in rows["inline_keyboard"][0]] if rows else []
         assert all(len(d.encode()) <= 64 for d in data)
         assert [parse_press(d) for d in data] == [
-            (alert, "confirm", False), (alert, "dismiss", False), (alert, "dismiss", True)]
+            (alert, "confirm", False),
+            (alert, "dismiss", False),
+            (alert, "dismiss", True),
+        ]
     assert keyboard("x" * 63) is None
     assert parse_press("z:3f9a2c1") is None and parse_press("d:") is None
 
@@ -179,7 +221,8 @@ def test_a_429_waits_as_long_as_telegram_asks_and_a_5xx_is_retried(telegram):
     assert [(r["kind"], r["ok"]) for r in out if r["kind"] == "outcome"] == [("outcome", True)]
     assert [e["error"] for e in log if e["event"] == "sink_failed"] == [
         "telegram sendMessage: HTTP 429 Too Many Requests: retry after 1",
-        "telegram sendMessage: HTTP 502 Bad Gateway"]
+        "telegram sendMessage: HTTP 502 Bad Gateway",
+    ]
     first, second, third = (r.at for r in fake.calls("sendMessage"))
     assert 1.0 <= second - first < 1.5  # retry_after, not the 0.5 s backoff
     assert third - second >= 0.5
@@ -192,7 +235,10 @@ def test_a_refused_message_is_an_outcome_with_the_reason_and_no_token(telegram):
     out, log = act(decision("a1"))
     outcome = out[1]
     assert (outcome["ok"], outcome["error"], outcome["detail"]) == (
-        False, "telegram sendMessage: HTTP 400 Bad Request: chat not found", "attempts: 1")
+        False,
+        "telegram sendMessage: HTTP 400 Bad Request: chat not found",
+        "attempts: 1",
+    )
     assert len(fake.calls("sendMessage")) == 1  # a refusal: not retried
     assert [e["error"] for e in log if e["event"] == "sink_failed"] == [outcome["error"]]
 
@@ -236,21 +282,33 @@ def test_a_press_is_recorded_once_answered_and_its_message_edited(telegram):
     fake.press(ALICE, sent(fake, "a1"), "d:a1", query_id=first["callback_query"]["id"])  # resent
     fake.press(ALICE, sent(fake, "a2"), "n:a2")
     assert wait_answers(fake, 4) == [
-        "Dismissed. Thank you!", "Already recorded.", "Already recorded.",
-        "Dismissed as the new normal. Thank you!"]
+        "Dismissed. Thank you!",
+        "Already recorded.",
+        "Already recorded.",
+        "Dismissed as the new normal. Thank you!",
+    ]
     fake.wait_for("both edits", lambda: len(fake.calls("editMessageText")) == 2)  # paced: 1/s
     records, log = collector.stop()
-    assert verdicts() == [("a1", "dismiss", False, "telegram", "@alice", ""),
-                          ("a2", "dismiss", True, "telegram", "@alice", "new normal")]
-    assert [(r["kind"], r["alert"], r["verdict"], r["source"], r["by"], r["note"])
-            for r in records] == [("verdict", "a1", "dismiss", "telegram", "@alice", ""),
-                                  ("verdict", "a2", "dismiss", "telegram", "@alice", "new normal")]
+    assert verdicts() == [
+        ("a1", "dismiss", False, "telegram", "@alice", ""),
+        ("a2", "dismiss", True, "telegram", "@alice", "new normal"),
+    ]
+    assert [
+        (r["kind"], r["alert"], r["verdict"], r["source"], r["by"], r["note"]) for r in records
+    ] == [
+        ("verdict", "a1", "dismiss", "telegram", "@alice", ""),
+        ("verdict", "a2", "dismiss", "telegram", "@alice", "new normal"),
+    ]
     one, two = sent(fake, "a1"), sent(fake, "a2")
     assert one["text"].endswith("id a1\n\nDismissed by @alice") and "reply_markup" not in one
     assert two["text"].endswith("\n\nDismissed as the new normal by @alice")
     assert "reply_markup" not in two
     assert [e["event"] for e in log if e["event"].startswith(("verdict", "press"))] == [
-        "verdict_recorded", "press_repeated", "press_repeated", "verdict_recorded"]
+        "verdict_recorded",
+        "press_repeated",
+        "press_repeated",
+        "verdict_recorded",
+    ]
 
 
 def test_a_stranger_is_refused_politely_and_nothing_is_recorded(telegram):
@@ -283,7 +341,9 @@ def test_the_offset_survives_a_restart_so_no_press_is_lost_or_replayed(telegram)
     assert all(p.params["allowed_updates"] == ["callback_query"] for p in polls)
     assert [r["alert"] for r in first] == ["a1"] and [r["alert"] for r in second] == ["a2"]
     assert [r.params["callback_query_id"] for r in fake.calls("answerCallbackQuery")] == [
-        a["callback_query"]["id"], b["callback_query"]["id"]]  # a1's press is not replayed
+        a["callback_query"]["id"],
+        b["callback_query"]["id"],
+    ]  # a1's press is not replayed
     assert [v[:2] for v in verdicts()] == [("a1", "confirm"), ("a2", "dismiss")]
     with Store() as store:
         assert store.get_state("telegram.offset.123456") == str(b["update_id"] + 1)
@@ -298,7 +358,8 @@ def test_a_failed_poll_is_logged_and_polling_goes_on(telegram):
     assert wait_answers(fake, 1) == ["KIRI has no alert zz9 (yet): try again in a moment."]
     records, log = collector.stop()
     assert [(e["reason"], e["retry_in"]) for e in log if e["event"] == "poll_failed"] == [
-        ("telegram getUpdates: HTTP 502 Bad Gateway", 1.0)]
+        ("telegram getUpdates: HTTP 502 Bad Gateway", 1.0)
+    ]
     assert records == [] and verdicts() == []
 
 
@@ -319,18 +380,30 @@ def test_without_a_telegram_table_the_collector_says_so_and_asks_not_to_be_resta
     assert json.loads(line)["event"] == "no_telegram"
 
 
-@pytest.mark.parametrize("stage", [("kiri.stages.act", "--sink", "telegram"),
-                                   ("kiri.stages.collect", "telegram")])
-@pytest.mark.parametrize("config, error", [
-    ('token_env = "KIRI_NO_SUCH_TOKEN"\nchat_id = 1',
-     "[telegram]: token_env names $KIRI_NO_SUCH_TOKEN, which is not set"),
-    ('token_file = "{home}/token"\nchat_id = 1',
-     "[telegram]: token_file {home}/token is readable by others (mode 644); chmod 600 it"),
-    ('token_env = "KIRI_TELEGRAM_TOKEN"\nchat_id = 1\napi_url = "http://telegram.example"',
-     "api_url 'http://telegram.example' would send the bot token unencrypted"),
-    ('token_env = "KIRI_MANGLED_TOKEN"\nchat_id = 1',
-     "the bot token does not look like one from @BotFather"),
-])
+@pytest.mark.parametrize(
+    "stage", [("kiri.stages.act", "--sink", "telegram"), ("kiri.stages.collect", "telegram")]
+)
+@pytest.mark.parametrize(
+    "config, error",
+    [
+        (
+            'token_env = "KIRI_NO_SUCH_TOKEN"\nchat_id = 1',
+            "[telegram]: token_env names $KIRI_NO_SUCH_TOKEN, which is not set",
+        ),
+        (
+            'token_file = "{home}/token"\nchat_id = 1',
+            "[telegram]: token_file {home}/token is readable by others (mode 644); chmod 600 it",
+        ),
+        (
+            'token_env = "KIRI_TELEGRAM_TOKEN"\nchat_id = 1\napi_url = "http://telegram.example"',
+            "api_url 'http://telegram.example' would send the bot token unencrypted",
+        ),
+        (
+            'token_env = "KIRI_MANGLED_TOKEN"\nchat_id = 1',
+            "the bot token does not look like one from @BotFather",
+        ),
+    ],
+)
 def test_bad_config_is_one_clear_error_line(stage, config, error, kiri_home, monkeypatch):
     monkeypatch.setenv("KIRI_TELEGRAM_TOKEN", TOKEN)
     monkeypatch.setenv("KIRI_MANGLED_TOKEN", TOKEN.replace(":", "/"))
@@ -344,14 +417,16 @@ def test_bad_config_is_one_clear_error_line(stage, config, error, kiri_home, mon
     assert_no_token(line)
 
 
-def test_a_token_telegram_refuses_stops_the_collector_with_the_reason(telegram, kiri_home,
-                                                                      monkeypatch):
+def test_a_token_telegram_refuses_stops_the_collector_with_the_reason(
+    telegram, kiri_home, monkeypatch
+):
     monkeypatch.setenv("KIRI_TELEGRAM_TOKEN", "654321:revoked")
     out = run("kiri.stages.collect", "telegram")
     assert out.returncode == 1 and out.stdout == b""
     assert out.stderr.decode().splitlines() == [
         "Error: Telegram refused the bot token (telegram getMe: HTTP 401 Unauthorized): check "
-        f"token_env or token_file in [telegram] of {kiri_home / 'config.toml'}"]
+        f"token_env or token_file in [telegram] of {kiri_home / 'config.toml'}"
+    ]
     assert b"revoked" not in out.stderr
 
 
@@ -365,11 +440,14 @@ class TelegramLoop(Loop):
 
     def __init__(self, home, tmp_path):
         super().__init__(home, tmp_path)
-        text = loop_pipeline(f'["kiri-collect", "replay", "{self.source}"]', extra_stages="""
+        text = loop_pipeline(
+            f'["kiri-collect", "replay", "{self.source}"]',
+            extra_stages="""
 [[stage]]
 name = "telegram"
 argv = ["kiri-collect", "telegram", "--timeout", "1"]
-""")
+""",
+        )
         assert ACT in text
         self.file.write_text(text.replace(ACT, ACT[:-1] + ', "--sink", "telegram"]'))
 
@@ -384,7 +462,8 @@ def telegram_loop(telegram, installed_pulse, kiri_home, tmp_path):
 
 
 def test_two_dismiss_presses_suppress_the_pattern_so_the_third_is_not_sent(
-        telegram, telegram_loop, kiri_home):
+    telegram, telegram_loop, kiri_home
+):
     fake, loop = telegram, telegram_loop
     for n in range(2):
         loop.occurrence(STRESS)

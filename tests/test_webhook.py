@@ -8,7 +8,6 @@ import subprocess
 import time
 
 import pytest
-
 from conftest import fixture_bytes, log_events, stage_cmd
 from scripted_http import Answer, scripted_server
 
@@ -33,15 +32,22 @@ def signed(kiri_home, receiver, monkeypatch):
     """A receiver configured with a signing secret from the environment."""
     where, handler = receiver
     monkeypatch.setenv("KIRI_WEBHOOK_SECRET", SECRET)
-    configure(kiri_home, f'[webhook]\nurl = "http://{where}/hooks/kiri"\n'
-                         f'secret_env = "KIRI_WEBHOOK_SECRET"\ntimeout = 0.5\n')
+    configure(
+        kiri_home,
+        f'[webhook]\nurl = "http://{where}/hooks/kiri"\n'
+        f'secret_env = "KIRI_WEBHOOK_SECRET"\ntimeout = 0.5\n',
+    )
     return where, handler
 
 
 def act(*lines: bytes, retries: str = "2") -> tuple[subprocess.CompletedProcess, list[dict]]:
-    out = subprocess.run(stage_cmd("kiri.stages.act", "--sink", "webhook", "--retries", retries),
-                         input=b"".join(l + b"\n" for l in lines), capture_output=True,
-                         timeout=30, env=os.environ)
+    out = subprocess.run(
+        stage_cmd("kiri.stages.act", "--sink", "webhook", "--retries", retries),
+        input=b"".join(l + b"\n" for l in lines),
+        capture_output=True,
+        timeout=30,
+        env=os.environ,
+    )
     outcomes = [json.loads(l) for l in out.stdout.splitlines() if b'"outcome"' in l]
     return out, outcomes
 
@@ -60,7 +66,8 @@ def test_each_alert_and_resolve_is_posted_as_the_decision_itself_signed_with_the
         assert hmac.compare_digest(headers["X-Kiri-Signature"], f"sha256={expected}")
     assert [(o["id"], o["sink"], o["ok"], o["detail"]) for o in outcomes] == [
         ("d-1", "webhook", True, f"POST to {where}: HTTP 200"),
-        ("d-4", "webhook", True, f"POST to {where}: HTTP 200")]
+        ("d-4", "webhook", True, f"POST to {where}: HTTP 200"),
+    ]
     assert SECRET.encode() not in out.stdout + out.stderr
 
 
@@ -106,15 +113,24 @@ def test_without_a_secret_the_body_goes_unsigned(kiri_home, receiver):
     assert body == ALERT and "X-Kiri-Signature" not in headers
 
 
-@pytest.mark.parametrize("config, error", [
-    ("", "Error: --sink webhook needs url = \"https://…\" in [webhook] of "),
-    ('[webhook]\nurl = "file:///etc/passwd"\n',
-     "Error: [webhook] url must be an http:// or https:// URL"),
-    ('[webhook]\nurl = "https://example.org/"\ntimeout = 0\n',
-     "Error: [webhook] timeout must be a number of seconds above 0, not 0"),
-    ('[webhook]\nurl = "https://example.org/"\nsecret_env = "KIRI_NO_SUCH_VAR"\n',
-     "Error: [webhook]: secret_env names $KIRI_NO_SUCH_VAR, which is not set"),
-])
+@pytest.mark.parametrize(
+    "config, error",
+    [
+        ("", 'Error: --sink webhook needs url = "https://…" in [webhook] of '),
+        (
+            '[webhook]\nurl = "file:///etc/passwd"\n',
+            "Error: [webhook] url must be an http:// or https:// URL",
+        ),
+        (
+            '[webhook]\nurl = "https://example.org/"\ntimeout = 0\n',
+            "Error: [webhook] timeout must be a number of seconds above 0, not 0",
+        ),
+        (
+            '[webhook]\nurl = "https://example.org/"\nsecret_env = "KIRI_NO_SUCH_VAR"\n',
+            "Error: [webhook]: secret_env names $KIRI_NO_SUCH_VAR, which is not set",
+        ),
+    ],
+)
 def test_a_webhook_that_cannot_work_fails_the_start(kiri_home, config, error):
     configure(kiri_home, config)
     out, outcomes = act(ALERT)

@@ -6,8 +6,8 @@ import random
 
 import numpy as np
 import pytest
-
 from conftest import run
+
 from kiri.model import weights
 from kiri.model.config import Config, init_matrices
 from kiri.model.fast import FastGPT
@@ -45,26 +45,46 @@ def corrupt(path, edit):
 CASES = {
     "truncated": (lambda p: p.write_bytes(p.read_bytes()[:500]), "not a readable weights file"),
     "empty": (lambda p: p.write_bytes(b""), "not a readable weights file"),
-    "wrong tag": (lambda p: corrupt(p, lambda d: d.update(format="pytorch")),
-                  "not a KIRI weights file (format 'pytorch'"),
-    "newer version": (lambda p: corrupt(p, lambda d: d.update(version=99)),
-                      "weights format version 99 is newer"),
-    "wrong shape": (lambda p: corrupt(p, lambda d: d["params"]["wpe"].pop()),
-                    "parameter wpe has shape 5x8, expected 6x8"),
-    "ragged row": (lambda p: corrupt(p, lambda d: d["params"]["lm_head"][2].append(0.5)),
-                   "parameter lm_head has shape"),
-    "missing matrix": (lambda p: corrupt(p, lambda d: d["params"].pop("layer0.mlp_fc1")),
-                       "missing ['layer0.mlp_fc1']"),
-    "NaN": (lambda p: p.write_text(p.read_text().replace("[[", "[[NaN,", 1)),
-            "not a readable weights file"),
-    "out of range": (lambda p: corrupt(p, lambda d: d["params"]["wte"][0].__setitem__(0, 1e999)),
-                     "not a readable weights file"),
-    "vocab mismatch": (lambda p: corrupt(p, lambda d: d["vocab"].pop()),
-                       "vocabulary has 3 tokens but the config says vocab_size 5"),
-    "bad config": (lambda p: corrupt(p, lambda d: d["config"].update(n_head=3)),
-                   "n_embd 8 is not divisible by n_head 3"),
-    "string number": (lambda p: corrupt(p, lambda d: d["params"]["wte"][0].__setitem__(0, "1")),
-                      "Expected `float`, got `str`"),
+    "wrong tag": (
+        lambda p: corrupt(p, lambda d: d.update(format="pytorch")),
+        "not a KIRI weights file (format 'pytorch'",
+    ),
+    "newer version": (
+        lambda p: corrupt(p, lambda d: d.update(version=99)),
+        "weights format version 99 is newer",
+    ),
+    "wrong shape": (
+        lambda p: corrupt(p, lambda d: d["params"]["wpe"].pop()),
+        "parameter wpe has shape 5x8, expected 6x8",
+    ),
+    "ragged row": (
+        lambda p: corrupt(p, lambda d: d["params"]["lm_head"][2].append(0.5)),
+        "parameter lm_head has shape",
+    ),
+    "missing matrix": (
+        lambda p: corrupt(p, lambda d: d["params"].pop("layer0.mlp_fc1")),
+        "missing ['layer0.mlp_fc1']",
+    ),
+    "NaN": (
+        lambda p: p.write_text(p.read_text().replace("[[", "[[NaN,", 1)),
+        "not a readable weights file",
+    ),
+    "out of range": (
+        lambda p: corrupt(p, lambda d: d["params"]["wte"][0].__setitem__(0, 1e999)),
+        "not a readable weights file",
+    ),
+    "vocab mismatch": (
+        lambda p: corrupt(p, lambda d: d["vocab"].pop()),
+        "vocabulary has 3 tokens but the config says vocab_size 5",
+    ),
+    "bad config": (
+        lambda p: corrupt(p, lambda d: d["config"].update(n_head=3)),
+        "n_embd 8 is not divisible by n_head 3",
+    ),
+    "string number": (
+        lambda p: corrupt(p, lambda d: d["params"]["wte"][0].__setitem__(0, "1")),
+        "Expected `float`, got `str`",
+    ),
 }
 
 
@@ -124,8 +144,10 @@ def test_cli_info_and_generate_use_the_file(tmp_path):
     w = weights.load(path)
     rng = random.Random(5)
     engine = FastGPT(w.config, w.matrices)
-    expected = [f"sample {i + 1:2d}: " + "".join(VOCAB[t] for t in engine.sample(rng, 0.5))
-                for i in range(3)]
+    expected = [
+        f"sample {i + 1:2d}: " + "".join(VOCAB[t] for t in engine.sample(rng, 0.5))
+        for i in range(3)
+    ]
     assert gen.stdout.decode().splitlines() == expected
 
 

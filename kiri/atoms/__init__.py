@@ -104,8 +104,15 @@ def _auto_field(name: str) -> Field:
 
 def _user_spec(name: str, fields: list[Field]) -> AtomSpec:
     """The model every atom without a module gets: one layer, sized to its fields."""
-    return AtomSpec(valid_name(name), Schema(fields), n_layer=1, n_embd=32, n_head=4,
-                    block_size=len(fields) + 1, steps=AUTO_STEPS)
+    return AtomSpec(
+        valid_name(name),
+        Schema(fields),
+        n_layer=1,
+        n_embd=32,
+        n_head=4,
+        block_size=len(fields) + 1,
+        steps=AUTO_STEPS,
+    )
 
 
 def known_atoms() -> list[str]:
@@ -156,16 +163,21 @@ def _config_spec(name: str) -> AtomSpec | None:
 def _config_field(name: str, spec: Any, where: str) -> Field:
     """One field of a config atom: "auto", or a table { lo, hi, levels, … }."""
     if not FIELD_NAME.match(name):
-        raise AtomConfigError(f"{where}: a field name is letters, digits, '_', '.' and '-', "
-                              "starting with a letter or '_'")
+        raise AtomConfigError(
+            f"{where}: a field name is letters, digits, '_', '.' and '-', "
+            "starting with a letter or '_'"
+        )
     if spec == "auto":
         return _auto_field(name)
     if not isinstance(spec, dict) or not {"lo", "hi"} <= spec.keys():
-        raise AtomConfigError(f'{where}: expected "auto" or a table like '
-                              f"{{ lo = 0, hi = 100, levels = 10 }}, got {spec!r}")
+        raise AtomConfigError(
+            f'{where}: expected "auto" or a table like '
+            f"{{ lo = 0, hi = 100, levels = 10 }}, got {spec!r}"
+        )
     if unknown := sorted(spec.keys() - FIELD_KEYS):
-        raise AtomConfigError(f"{where}: unknown keys {', '.join(unknown)} "
-                              f"(known: {', '.join(sorted(FIELD_KEYS))})")
+        raise AtomConfigError(
+            f"{where}: unknown keys {', '.join(unknown)} (known: {', '.join(sorted(FIELD_KEYS))})"
+        )
     lo, hi, levels = spec["lo"], spec["hi"], spec.get("levels", FIXED_LEVELS)
     if not all(_is_number(x) for x in (lo, hi)) or not lo < hi:
         raise AtomConfigError(f"{where}: lo and hi must be numbers, lo < hi")
@@ -173,8 +185,16 @@ def _config_field(name: str, spec: Any, where: str) -> Field:
         raise AtomConfigError(f"{where}: levels must be a whole number from 1 to {MAX_LEVELS}")
     if not isinstance(spec.get("context", False), bool):
         raise AtomConfigError(f"{where}: context must be true or false")
-    return Field(name, f"{name}:", levels, float(lo), float(hi), context=spec.get("context", False),
-                 label=str(spec.get("label", name)), unit=str(spec.get("unit", "")))
+    return Field(
+        name,
+        f"{name}:",
+        levels,
+        float(lo),
+        float(hi),
+        context=spec.get("context", False),
+        label=str(spec.get("label", name)),
+        unit=str(spec.get("unit", "")),
+    )
 
 
 def _is_number(x: Any) -> bool:

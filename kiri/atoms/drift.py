@@ -44,8 +44,9 @@ SPEC = AtomSpec("drift", SCHEMA, n_layer=1, n_embd=32, n_head=4, block_size=8)
 def check_window(seconds: float) -> float:
     """A window length that divides the day into whole seconds; ValueError otherwise."""
     if seconds < 1 or seconds > DAY or seconds != int(seconds) or DAY % seconds:
-        raise ValueError(f"a window must divide the day evenly (30m, 1h, 2h, 1d…), "
-                         f"not {seconds:g} s")
+        raise ValueError(
+            f"a window must divide the day evenly (30m, 1h, 2h, 1d…), not {seconds:g} s"
+        )
     return seconds
 
 
@@ -69,5 +70,4 @@ def windows(since: float, until: float, seconds: float) -> Iterator[tuple[float,
 def observation(history: TaskHistory, start: float, end: float, host: str) -> Obs:
     """The observation of one window of the task log."""
     values = {"hour": float(dt.datetime.fromtimestamp(start).hour), **history.window(start, end)}
-    return Obs(ts=end, atom="drift", host=host, values=values,
-               meta={"window": f"{end - start:g}"})
+    return Obs(ts=end, atom="drift", host=host, values=values, meta={"window": f"{end - start:g}"})

@@ -55,8 +55,15 @@ SCHEMA = Schema(
         Field("reboot", "R", 2, 0, 1, label="reboot"),
     ]
 )
-SPEC = AtomSpec("mikrotik", SCHEMA, n_layer=1, n_embd=32, n_head=4,
-                block_size=len(SCHEMA.fields) + 1, steps=AUTO_STEPS)
+SPEC = AtomSpec(
+    "mikrotik",
+    SCHEMA,
+    n_layer=1,
+    n_embd=32,
+    n_head=4,
+    block_size=len(SCHEMA.fields) + 1,
+    steps=AUTO_STEPS,
+)
 
 COUNTERS = {  # RouterOS counter: (its per-interface key, the schema field it adds to)
     "rx-byte": ("rx", "rx"),
@@ -68,7 +75,6 @@ COUNTERS = {  # RouterOS counter: (its per-interface key, the schema field it ad
     "link-downs": ("link_downs", "link_downs"),
 }
 RATES = ("rx-byte", "tx-byte")  # per second; the other counters are counts per interval
-
 
 
 class RouterError(Exception):
@@ -117,13 +123,20 @@ def reading(resource: Any, interfaces: Any, at: float, ts: float) -> Reading:
         uptime = parse_uptime(_text(res, "uptime"))
     except ValueError as e:
         raise RouterError(RESOURCE, str(e)) from None
-    meta = {k: res[key] for k, key in (("version", "version"), ("board", "board-name"))
-            if isinstance(res.get(key), str)}
+    meta = {
+        k: res[key]
+        for k, key in (("version", "version"), ("board", "board-name"))
+        if isinstance(res.get(key), str)
+    }
     return Reading(
-        at=at, ts=ts, cpu=_number(res, "cpu-load", RESOURCE),
+        at=at,
+        ts=ts,
+        cpu=_number(res, "cpu-load", RESOURCE),
         mem=_used_percent(res, "free-memory", "total-memory"),
         disk=_used_percent(res, "free-hdd-space", "total-hdd-space"),
-        uptime=uptime, interfaces=_interfaces(interfaces), meta=meta,
+        uptime=uptime,
+        interfaces=_interfaces(interfaces),
+        meta=meta,
     )
 
 
@@ -147,8 +160,14 @@ def observe(before: Reading, now: Reading, host: str) -> Obs:
             delta = (value - previous) / (elapsed if counter in RATES else 1)
             per_interface[f"{name}:{key}"] = delta
             sums[total] += delta
-    values = {"cpu": now.cpu, "mem": now.mem, "disk": now.disk, **sums,
-              "reboot": float(rebooted), **per_interface}
+    values = {
+        "cpu": now.cpu,
+        "mem": now.mem,
+        "disk": now.disk,
+        **sums,
+        "reboot": float(rebooted),
+        **per_interface,
+    }
     return Obs(ts=now.ts, atom="mikrotik", host=host, values=values, meta=now.meta)
 
 

@@ -43,24 +43,41 @@ def state_values(state: Mapping[str, float], ts: float) -> dict[str, float]:
     return values
 
 
-def example(state: Mapping[str, float], ts: float, host: str, action: str,
-            source: str, alert: str) -> Obs:
+def example(
+    state: Mapping[str, float], ts: float, host: str, action: str, source: str, alert: str
+) -> Obs:
     """A labelled example: the state, and the action that was (or should have been) taken."""
     values = state_values(state, ts)
     values["action"] = float(ACTIONS.index(action))
-    return Obs(ts=ts, atom="nerve", host=host, values=values,
-               meta={"label": action, "source": source, "alert": alert})
+    return Obs(
+        ts=ts,
+        atom="nerve",
+        host=host,
+        values=values,
+        meta={"label": action, "source": source, "alert": alert},
+    )
 
 
 def training_set(observations: Sequence[Obs]) -> list[Obs]:
     """Verdict examples, plus the policy's decisions on alerts nobody gave a verdict on."""
     judged = {o.meta.get("alert") for o in observations if o.meta.get("source") == "verdict"}
-    return [o for o in observations
-            if o.meta.get("source") == "verdict" or o.meta.get("alert") not in judged]
+    return [
+        o
+        for o in observations
+        if o.meta.get("source") == "verdict" or o.meta.get("alert") not in judged
+    ]
 
 
-SPEC = AtomSpec("nerve", SCHEMA, n_layer=1, n_embd=16, n_head=4, block_size=8, steps=500,
-                training_set=training_set)
+SPEC = AtomSpec(
+    "nerve",
+    SCHEMA,
+    n_layer=1,
+    n_embd=16,
+    n_head=4,
+    block_size=8,
+    steps=500,
+    training_set=training_set,
+)
 
 
 def advise(detector, state: Mapping[str, float], ts: float) -> dict[str, float]:
@@ -79,8 +96,11 @@ def verdicts_recorded() -> int:
     """How many verdict examples Nerve has to learn from."""
     from kiri.home import data_dir
 
-    return sum(line.count(b'"source":"verdict"')
-               for path in data_dir("nerve").glob("*.ndjson") for line in [path.read_bytes()])
+    return sum(
+        line.count(b'"source":"verdict"')
+        for path in data_dir("nerve").glob("*.ndjson")
+        for line in [path.read_bytes()]
+    )
 
 
 class NerveAdvisor:
@@ -154,6 +174,7 @@ class PolicyExamples:
             if decision.ts - self._last_ok.get(decision.host, -self.OK_EVERY) < self.OK_EVERY:
                 return
             self._last_ok[decision.host] = decision.ts
-        obs = example(decision.state, decision.ts, decision.host, decision.action, "policy",
-                      decision.id)
+        obs = example(
+            decision.state, decision.ts, decision.host, decision.action, "policy", decision.id
+        )
         self.recorder.append(obs.ts, self.encode(obs) + b"\n")

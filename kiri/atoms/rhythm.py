@@ -61,8 +61,14 @@ class Unparsable(ValueError):
 def run_command(argv: Sequence[str], timeout: float = COMMAND_TIMEOUT) -> str:
     """The command's stdout; NoAnswer with the reason when it does not run cleanly."""
     try:
-        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              errors="replace", timeout=timeout)
+        done = subprocess.run(
+            argv,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=timeout,
+        )
     except FileNotFoundError:
         raise NoAnswer(f"{argv[0]} is not installed") from None
     except subprocess.TimeoutExpired:
@@ -71,8 +77,10 @@ def run_command(argv: Sequence[str], timeout: float = COMMAND_TIMEOUT) -> str:
         raise NoAnswer(f"{argv[0]}: {e.strerror}") from None
     if done.returncode != 0:
         said = done.stderr.strip().splitlines()
-        raise NoAnswer(f"{argv[0]} exited with status {done.returncode}"
-                       + (f": {said[0][:200]}" if said else ""))
+        raise NoAnswer(
+            f"{argv[0]} exited with status {done.returncode}"
+            + (f": {said[0][:200]}" if said else "")
+        )
     return done.stdout
 
 
@@ -153,8 +161,19 @@ def logind_idle() -> float:
     session = os.environ.get("XDG_SESSION_ID") or _display_session()
     if not SESSION_ID.fullmatch(session):
         raise Unparsable(f"session id {session[:40]!r} is not a logind session id")
-    out = run_command(["loginctl", "show-session", session, "-p", "IdleHint",
-                       "-p", "IdleSinceHint", "-p", "IdleSinceHintMonotonic"])
+    out = run_command(
+        [
+            "loginctl",
+            "show-session",
+            session,
+            "-p",
+            "IdleHint",
+            "-p",
+            "IdleSinceHint",
+            "-p",
+            "IdleSinceHintMonotonic",
+        ]
+    )
     return parse_logind(out, time.time())
 
 
@@ -167,10 +186,23 @@ def _display_session() -> str:
 
 
 def mutter_idle() -> float:
-    return parse_mutter(run_command([
-        "gdbus", "call", "--session", "--timeout", "2", "--dest", "org.gnome.Mutter.IdleMonitor",
-        "--object-path", "/org/gnome/Mutter/IdleMonitor/Core",
-        "--method", "org.gnome.Mutter.IdleMonitor.GetIdletime"]))
+    return parse_mutter(
+        run_command(
+            [
+                "gdbus",
+                "call",
+                "--session",
+                "--timeout",
+                "2",
+                "--dest",
+                "org.gnome.Mutter.IdleMonitor",
+                "--object-path",
+                "/org/gnome/Mutter/IdleMonitor/Core",
+                "--method",
+                "org.gnome.Mutter.IdleMonitor.GetIdletime",
+            ]
+        )
+    )
 
 
 Source = tuple[str, Callable[[], float]]
@@ -235,8 +267,10 @@ class Commits:
         self.repos = list(repos)
         self._reported: set[Path] = set()
         if not self.repos:
-            log.info("no_repositories", hint="commits stay 0: list [rhythm] repos in config.toml "
-                     "or pass --repo")
+            log.info(
+                "no_repositories",
+                hint="commits stay 0: list [rhythm] repos in config.toml or pass --repo",
+            )
 
     def count(self, now: float) -> tuple[int, int]:
         """(commits since now - WINDOW, repositories read)."""
@@ -254,15 +288,18 @@ class Commits:
 
     def _count(self, repo: Path, since: float) -> int:
         email = _user_email(repo)
-        out = run_command(["git", "-C", str(repo), "log", "--all", f"--since=@{int(since)}",
-                           "--format=%ct %ce"], timeout=GIT_TIMEOUT)
+        out = run_command(
+            ["git", "-C", str(repo), "log", "--all", f"--since=@{int(since)}", "--format=%ct %ce"],
+            timeout=GIT_TIMEOUT,
+        )
         return count_commits(out, since, email)
 
 
 def _user_email(repo: Path) -> str:
     try:
-        return run_command(["git", "-C", str(repo), "config", "user.email"],
-                           timeout=GIT_TIMEOUT).strip()
+        return run_command(
+            ["git", "-C", str(repo), "config", "user.email"], timeout=GIT_TIMEOUT
+        ).strip()
     except NoAnswer:  # unset (status 1), or not a repository: the log says which
         return ""
 

@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterable
 
 import msgspec
 
-from kiri.records import Obs
 from kiri.recordings import Recorder
+from kiri.records import Obs
 from kiri.stream import Stream, UserError
 
 NOT_RESTARTED = 125  # exit status telling the supervisor a source is absent: do not restart
@@ -25,26 +25,43 @@ NOT_RESTARTED = 125  # exit status telling the supervisor a source is absent: do
 
 def add_parsers(sub: argparse._SubParsersAction) -> list[argparse.ArgumentParser]:
     """Every source module's subcommand, in name order."""
-    return [importlib.import_module(f"{__name__}.{info.name}").add_parser(sub)
-            for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name)]
+    return [
+        importlib.import_module(f"{__name__}.{info.name}").add_parser(sub)
+        for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name)
+    ]
 
 
-def add_poll_options(p: argparse.ArgumentParser, atom: str, interval: float,
-                     host: str = "this host's") -> None:
+def add_poll_options(
+    p: argparse.ArgumentParser, atom: str, interval: float, host: str = "this host's"
+) -> None:
     """--interval, --count, --duration, --record and --host (`host` says whose name is the
     default)."""
-    p.add_argument("--interval", type=float, default=interval,
-                   help=f"seconds between samples (default {interval:g})")
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=interval,
+        help=f"seconds between samples (default {interval:g})",
+    )
     p.add_argument("--count", type=int, default=0, help="stop after N samples (0: never)")
     p.add_argument("--duration", type=float, default=0.0, help="stop after S seconds (0: never)")
-    p.add_argument("--record", action="store_true",
-                   help=f"also append each observation to $KIRI_HOME/data/{atom}/YYYY-MM-DD.ndjson")
+    p.add_argument(
+        "--record",
+        action="store_true",
+        help=f"also append each observation to $KIRI_HOME/data/{atom}/YYYY-MM-DD.ndjson",
+    )
     p.add_argument("--host", default=None, help=f"host name to report (default: {host})")
 
 
-def poll(args: argparse.Namespace, stream: Stream, atom: str,
-         sample: Callable[[], Iterable[Obs]], *, first_wait: float = 1.0,
-         fast: int = 0, fast_interval: float = 1.0) -> None:
+def poll(
+    args: argparse.Namespace,
+    stream: Stream,
+    atom: str,
+    sample: Callable[[], Iterable[Obs]],
+    *,
+    first_wait: float = 1.0,
+    fast: int = 0,
+    fast_interval: float = 1.0,
+) -> None:
     """Emit sample()'s observations every --interval seconds until --count, --duration or a
     signal. The first sample comes after at most first_wait seconds, so a user sees data at
     once; the first `fast` samples come every fast_interval seconds instead (a warm-up)."""

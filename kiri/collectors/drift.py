@@ -26,23 +26,46 @@ GRACE = 0.5  # seconds after a window's end before it is read: a task logged at 
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("drift", conflict_handler="resolve",
-                       help="the task log kept with `kiri task`: tasks added, done, project "
-                       "switches and open tasks per window")
-    p.add_argument("--window", type=window_length, default=3600.0, metavar="DURATION",
-                   help="length of a window: 30m, 1h (default), 2h, 1d…; windows start at "
-                   "local midnight and must divide the day evenly")
+    p = sub.add_parser(
+        "drift",
+        conflict_handler="resolve",
+        help="the task log kept with `kiri task`: tasks added, done, project "
+        "switches and open tasks per window",
+    )
+    p.add_argument(
+        "--window",
+        type=window_length,
+        default=3600.0,
+        metavar="DURATION",
+        help="length of a window: 30m, 1h (default), 2h, 1d…; windows start at "
+        "local midnight and must divide the day evenly",
+    )
     add_poll_options(p, "drift", 3600.0)
-    p.add_argument("--interval", type=float, default=None,  # replaces the shared default
-                   help="seconds between checks for ended windows (default: the window)")
-    p.add_argument("--backfill", action="store_true",
-                   help="emit one observation per past window, from the start of the task log "
-                   "to the last ended window, then exit")
-    p.add_argument("--since", type=moment, metavar="WHEN",
-                   help="backfill from the window holding WHEN: YYYY-MM-DD[THH:MM], or a "
-                   "duration ago such as 14d")
-    p.add_argument("--until", type=moment, metavar="WHEN",
-                   help="backfill the windows that end by WHEN (default: now)")
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=None,  # replaces the shared default
+        help="seconds between checks for ended windows (default: the window)",
+    )
+    p.add_argument(
+        "--backfill",
+        action="store_true",
+        help="emit one observation per past window, from the start of the task log "
+        "to the last ended window, then exit",
+    )
+    p.add_argument(
+        "--since",
+        type=moment,
+        metavar="WHEN",
+        help="backfill from the window holding WHEN: YYYY-MM-DD[THH:MM], or a "
+        "duration ago such as 14d",
+    )
+    p.add_argument(
+        "--until",
+        type=moment,
+        metavar="WHEN",
+        help="backfill the windows that end by WHEN (default: now)",
+    )
     p.set_defaults(collect=collect)
     return p
 

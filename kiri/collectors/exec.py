@@ -50,21 +50,38 @@ class RunFailed(Exception):
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("exec", conflict_handler="resolve",
-                       help="run a command that prints a JSON object of numbers, as an atom's "
-                       "source")
-    p.add_argument("command", nargs="*", metavar="CMD",
-                   help="after --, the command and its arguments (default: the atom's "
-                   "`command` in config.toml)")
-    p.add_argument("--atom", default=DEFAULT_ATOM,
-                   help=f"the atom the observations belong to (default {DEFAULT_ATOM})")
+    p = sub.add_parser(
+        "exec",
+        conflict_handler="resolve",
+        help="run a command that prints a JSON object of numbers, as an atom's source",
+    )
+    p.add_argument(
+        "command",
+        nargs="*",
+        metavar="CMD",
+        help="after --, the command and its arguments (default: the atom's "
+        "`command` in config.toml)",
+    )
+    p.add_argument(
+        "--atom",
+        default=DEFAULT_ATOM,
+        help=f"the atom the observations belong to (default {DEFAULT_ATOM})",
+    )
     add_poll_options(p, "ATOM", DEFAULT_INTERVAL)
-    p.add_argument("--interval", type=float, default=None,  # replaces the shared default
-                   help="seconds between runs (default: the atom's `interval` in config.toml, "
-                   f"else {DEFAULT_INTERVAL:g})")
-    p.add_argument("--timeout", type=float, default=None,
-                   help="seconds a run may take before it is killed (default: the atom's "
-                   f"`timeout` in config.toml, else {DEFAULT_TIMEOUT:g})")
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=None,  # replaces the shared default
+        help="seconds between runs (default: the atom's `interval` in config.toml, "
+        f"else {DEFAULT_INTERVAL:g})",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds a run may take before it is killed (default: the atom's "
+        f"`timeout` in config.toml, else {DEFAULT_TIMEOUT:g})",
+    )
     p.set_defaults(collect=collect)
     return p
 
@@ -110,12 +127,19 @@ def _settings(args: argparse.Namespace) -> tuple[list[str], float]:
 def _configured_command(table: dict[str, Any], atom: str) -> list[str]:
     command = table.get("command")
     if command is None:
-        raise UserError(f"no command to run: give one after -- (kiri-collect exec --atom {atom} "
-                        f"-- CMD ARGS…), or set `command` in [atoms.{atom}] of config.toml")
-    if not isinstance(command, list) or not command or \
-            not all(isinstance(a, str) and a for a in command):
-        raise AtomConfigError(f"config.toml: atoms.{atom}.command must be a list of strings, "
-                              "the command and its arguments (it never runs through a shell)")
+        raise UserError(
+            f"no command to run: give one after -- (kiri-collect exec --atom {atom} "
+            f"-- CMD ARGS…), or set `command` in [atoms.{atom}] of config.toml"
+        )
+    if (
+        not isinstance(command, list)
+        or not command
+        or not all(isinstance(a, str) and a for a in command)
+    ):
+        raise AtomConfigError(
+            f"config.toml: atoms.{atom}.command must be a list of strings, "
+            "the command and its arguments (it never runs through a shell)"
+        )
     return command
 
 
@@ -131,8 +155,13 @@ def run_command(argv: list[str], timeout: float, stopping: Callable[[], bool]) -
     """The command's stdout, once it has exited with status 0; None if stopping() turned true
     meanwhile. RunFailed says why there is no output."""
     try:  # its own session, so a timeout kills whatever it started too
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, start_new_session=True)
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
     except OSError as e:
         raise RunFailed(f"cannot run it: {e.strerror}") from None
     deadline = time.monotonic() + timeout
@@ -147,15 +176,19 @@ def run_command(argv: list[str], timeout: float, stopping: Callable[[], bool]) -
     finally:
         _end(proc)
     if status:
-        how = f"exited with status {status}" if status > 0 else \
-            f"was killed by {signal.Signals(-status).name}"
+        how = (
+            f"exited with status {status}"
+            if status > 0
+            else f"was killed by {signal.Signals(-status).name}"
+        )
         last = err.decode("utf-8", "replace").strip().splitlines()[-1:]
         raise RunFailed(how + (f": {last[0]}" if last else ""))
     return out
 
 
-def _read(proc: subprocess.Popen, deadline: float, timeout: float,
-          stopping: Callable[[], bool]) -> tuple[bytes | None, bytes]:
+def _read(
+    proc: subprocess.Popen, deadline: float, timeout: float, stopping: Callable[[], bool]
+) -> tuple[bytes | None, bytes]:
     """Read stdout and stderr to their ends: (stdout, stderr's tail); stdout None if stopped."""
     out, err = bytearray(), bytearray()
     pending = {proc.stdout.fileno(): out, proc.stderr.fileno(): err}
@@ -203,15 +236,15 @@ def parse_metrics(out: bytes, needed: Sequence[str]) -> dict[str, float]:
     values = {}
     for key, x in doc.items():
         if isinstance(x, bool) or not isinstance(x, (int, float)):
-            raise RunFailed(f"value of {key!r} is not a number: "
-                            f"{_preview(msgspec.json.encode(x))}")
+            raise RunFailed(f"value of {key!r} is not a number: {_preview(msgspec.json.encode(x))}")
         try:
             values[key] = float(x)
         except OverflowError:  # an integer literal beyond any float
             raise RunFailed(f"value of {key!r} is out of range") from None
     if missing := [f for f in needed if f not in values]:
-        raise RunFailed(f"no value for {', '.join(map(repr, missing))}, which the atom's "
-                        "schema needs")
+        raise RunFailed(
+            f"no value for {', '.join(map(repr, missing))}, which the atom's schema needs"
+        )
     return values
 
 

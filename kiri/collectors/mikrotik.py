@@ -43,23 +43,39 @@ PRIME_WAIT = 1.0  # seconds between a run's first two readings, when --interval 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("mikrotik", help="a MikroTik RouterOS v7 router over its REST API")
-    p.add_argument("--url", help="the router, https://HOST[:PORT] (default: url in [mikrotik] "
-                   "of $KIRI_HOME/config.toml, which is not read when --url is given)")
+    p.add_argument(
+        "--url",
+        help="the router, https://HOST[:PORT] (default: url in [mikrotik] "
+        "of $KIRI_HOME/config.toml, which is not read when --url is given)",
+    )
     p.add_argument("--user", help="the router user to log in as (a read-only one is enough)")
     password = p.add_mutually_exclusive_group()
-    password.add_argument("--password-env", metavar="VAR",
-                          help="read the password from this environment variable")
-    password.add_argument("--password-file", metavar="PATH",
-                          help="read the password from this file, of mode 0600 or stricter")
+    password.add_argument(
+        "--password-env", metavar="VAR", help="read the password from this environment variable"
+    )
+    password.add_argument(
+        "--password-file",
+        metavar="PATH",
+        help="read the password from this file, of mode 0600 or stricter",
+    )
     tls = p.add_mutually_exclusive_group()
-    tls.add_argument("--ca", metavar="FILE",
-                     help="trust the router's certificate when this PEM file signed it "
-                     "(or is it: a self-signed router)")
-    tls.add_argument("--insecure", action="store_true",
-                     help="do not verify the router's certificate (anyone on the way could "
-                     "read the password)")
-    p.add_argument("--timeout", type=float, default=5.0,
-                   help="seconds to wait for each answer of the router (default 5)")
+    tls.add_argument(
+        "--ca",
+        metavar="FILE",
+        help="trust the router's certificate when this PEM file signed it "
+        "(or is it: a self-signed router)",
+    )
+    tls.add_argument(
+        "--insecure",
+        action="store_true",
+        help="do not verify the router's certificate (anyone on the way could read the password)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=5.0,
+        help="seconds to wait for each answer of the router (default 5)",
+    )
     add_poll_options(p, "mikrotik", 10.0, host="the router's, from its URL")
     p.set_defaults(collect=collect)
     return p
@@ -76,15 +92,21 @@ class Router(msgspec.Struct, frozen=True):
 def collect(args: argparse.Namespace, stream: Stream) -> None:
     router = configured_router(args)
     if router is None:
-        stream.log.warning("no_router", reason=f"no --url, and no url in [mikrotik] of "
-                           f"{config_path()}: nothing to poll, not restarting")
+        stream.log.warning(
+            "no_router",
+            reason=f"no --url, and no url in [mikrotik] of "
+            f"{config_path()}: nothing to poll, not restarting",
+        )
         raise SystemExit(NOT_RESTARTED)
     if args.timeout <= 0:
         raise UserError("--timeout must be greater than 0")
     api = RouterAPI(router, args.timeout)
     if router.insecure:
-        stream.log.warning("tls_unverified", router=api.netloc,
-                           reason="--insecure: the router's certificate is not checked")
+        stream.log.warning(
+            "tls_unverified",
+            router=api.netloc,
+            reason="--insecure: the router's certificate is not checked",
+        )
     source = RouterSource(api, args.host or api.host, stream, min(args.interval, PRIME_WAIT))
     poll(args, stream, "mikrotik", source.sample)
 
@@ -131,8 +153,10 @@ def _password(args: argparse.Namespace, section: dict[str, Any]) -> str:
         return read_secret_file(Path(args.password_file).expanduser(), "--password-file")
     value = secret(section, "password", "[mikrotik]")
     if value is None:
-        raise UserError("no router password: give --password-env VAR or --password-file PATH, "
-                        "or password_env or password_file in [mikrotik] of config.toml")
+        raise UserError(
+            "no router password: give --password-env VAR or --password-file PATH, "
+            "or password_env or password_file in [mikrotik] of config.toml"
+        )
     return value
 
 
@@ -142,11 +166,15 @@ class RouterAPI:
     def __init__(self, router: Router, timeout: float) -> None:
         parts = urllib.parse.urlsplit(router.url)
         if "@" in parts.netloc:  # said without echoing the URL: it holds a password
-            raise UserError("put the user in --user and the password in --password-env or "
-                            "--password-file, not in the router's URL")
+            raise UserError(
+                "put the user in --user and the password in --password-env or "
+                "--password-file, not in the router's URL"
+            )
         if parts.scheme != "https" or not parts.hostname:
-            raise UserError(f"the router's URL must be https://HOST[:PORT], not {router.url!r}: "
-                            f"RouterOS sends the password with every request")
+            raise UserError(
+                f"the router's URL must be https://HOST[:PORT], not {router.url!r}: "
+                f"RouterOS sends the password with every request"
+            )
         try:
             self.port = parts.port
         except ValueError as e:
@@ -161,8 +189,9 @@ class RouterAPI:
         """Both documents of one reading, over one connection."""
         from kiri.atoms.mikrotik import INTERFACES, RESOURCE, reading
 
-        conn = http.client.HTTPSConnection(self.host, self.port, timeout=self.timeout,
-                                           context=self.context)
+        conn = http.client.HTTPSConnection(
+            self.host, self.port, timeout=self.timeout, context=self.context
+        )
         try:
             resource = self._get(conn, RESOURCE)
             interfaces = self._get(conn, INTERFACES)
@@ -178,8 +207,9 @@ class RouterAPI:
             conn.request("GET", self.base + path, headers=self._headers)
             response = conn.getresponse()
             if response.status == 401:
-                raise RouterError(path, f"the router refused user {self.user!r} and its "
-                                  f"password (HTTP 401)")
+                raise RouterError(
+                    path, f"the router refused user {self.user!r} and its password (HTTP 401)"
+                )
             if response.status != 200:
                 raise RouterError(path, f"HTTP {response.status} {response.reason}".strip())
             body = _body(response, deadline)
@@ -194,8 +224,10 @@ class RouterAPI:
 
     def _why(self, e: Exception) -> str:
         if isinstance(e, ssl.SSLCertVerificationError):
-            return (f"the router's certificate is not trusted ({e.verify_message}): give --ca "
-                    f"FILE with its certificate, or --insecure")
+            return (
+                f"the router's certificate is not trusted ({e.verify_message}): give --ca "
+                f"FILE with its certificate, or --insecure"
+            )
         if isinstance(e, TimeoutError):
             return f"no answer within {self.timeout:g} s"
         if isinstance(e, ConnectionRefusedError):
@@ -269,8 +301,9 @@ class RouterSource:
             now = self.api.read()
         except RouterError as e:
             if str(e) != self.failing:
-                self.stream.log.warning("router_poll_failed", router=self.api.netloc,
-                                        path=e.path, reason=e.reason)
+                self.stream.log.warning(
+                    "router_poll_failed", router=self.api.netloc, path=e.path, reason=e.reason
+                )
                 self.failing = str(e)
             return None
         if self.failing:

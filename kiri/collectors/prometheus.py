@@ -29,10 +29,19 @@ import msgspec
 
 from kiri.atoms import FIELD_NAME
 from kiri.collectors import add_poll_options, poll
-from kiri.home import valid_name
 from kiri.durations import moment
-from kiri.prometheus import (QUERY_SETS, Prometheus, PromError, QuerySet, Series, Table,
-                             range_chunks, rate_window, step)
+from kiri.home import valid_name
+from kiri.prometheus import (
+    QUERY_SETS,
+    PromError,
+    Prometheus,
+    QuerySet,
+    Series,
+    Table,
+    range_chunks,
+    rate_window,
+    step,
+)
 from kiri.recordings import Recorder
 from kiri.records import Obs
 from kiri.stream import Stream, UserError
@@ -43,39 +52,78 @@ MAX_BACKOFF = 60.0  # seconds a failing Prometheus adds between polls, at most
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("prometheus", conflict_handler="resolve",
-                       help="a fleet's metrics from a Prometheus server, one observation per "
-                       "instance")
-    p.add_argument("--url", required=True,
-                   help="the Prometheus server, http[s]://HOST:PORT[/PATH]")
+    p = sub.add_parser(
+        "prometheus",
+        conflict_handler="resolve",
+        help="a fleet's metrics from a Prometheus server, one observation per instance",
+    )
+    p.add_argument("--url", required=True, help="the Prometheus server, http[s]://HOST:PORT[/PATH]")
     what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--queries", choices=sorted(QUERY_SETS),
-                      help="a built-in query set: pulse maps node_exporter's metrics onto the "
-                      "pulse atom's fields")
-    what.add_argument("--query", action="append", type=named_query, metavar="NAME=PROMQL",
-                      help="the field NAME and the PromQL that gives it, one series per "
-                      "instance (repeatable; $window stands for the rate window)")
-    p.add_argument("--atom", default=None,
-                   help=f"the atom of the observations (default: the query set's, or "
-                   f"{CUSTOM_ATOM} for --query)")
-    p.add_argument("--step", type=_step, default=60.0, metavar="DURATION",
-                   help="time between the points of a backfill, and the rate window (default 60s)")
-    p.add_argument("--scrape-interval", type=_step, default=15.0, metavar="DURATION",
-                   help="how often Prometheus scrapes the targets: the rate window spans at "
-                   "least 4 of these (default 15s)")
-    p.add_argument("--start", type=_moment, default=None, metavar="WHEN",
-                   help="backfill from WHEN, then exit: RFC 3339, a Unix time, or a duration "
-                   "ago such as 7d")
-    p.add_argument("--end", type=_moment, default=None, metavar="WHEN",
-                   help="backfill up to WHEN (default: now)")
-    p.add_argument("--timeout", type=float, default=10.0,
-                   help="seconds to wait for each answer (default 10)")
+    what.add_argument(
+        "--queries",
+        choices=sorted(QUERY_SETS),
+        help="a built-in query set: pulse maps node_exporter's metrics onto the "
+        "pulse atom's fields",
+    )
+    what.add_argument(
+        "--query",
+        action="append",
+        type=named_query,
+        metavar="NAME=PROMQL",
+        help="the field NAME and the PromQL that gives it, one series per "
+        "instance (repeatable; $window stands for the rate window)",
+    )
+    p.add_argument(
+        "--atom",
+        default=None,
+        help=f"the atom of the observations (default: the query set's, or "
+        f"{CUSTOM_ATOM} for --query)",
+    )
+    p.add_argument(
+        "--step",
+        type=_step,
+        default=60.0,
+        metavar="DURATION",
+        help="time between the points of a backfill, and the rate window (default 60s)",
+    )
+    p.add_argument(
+        "--scrape-interval",
+        type=_step,
+        default=15.0,
+        metavar="DURATION",
+        help="how often Prometheus scrapes the targets: the rate window spans at "
+        "least 4 of these (default 15s)",
+    )
+    p.add_argument(
+        "--start",
+        type=_moment,
+        default=None,
+        metavar="WHEN",
+        help="backfill from WHEN, then exit: RFC 3339, a Unix time, or a duration ago such as 7d",
+    )
+    p.add_argument(
+        "--end",
+        type=_moment,
+        default=None,
+        metavar="WHEN",
+        help="backfill up to WHEN (default: now)",
+    )
+    p.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds to wait for each answer (default 10)"
+    )
     add_poll_options(p, "ATOM", 60.0)
-    p.add_argument("--interval", type=float, default=None,  # replaces the shared default
-                   help="seconds between polls when following (default: the step)")
-    p.add_argument("--host", default=None,  # a filter here: every instance has its own name
-                   help="only this host's observations: its name as reported, or its whole "
-                   "instance label (default: every instance)")
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=None,  # replaces the shared default
+        help="seconds between polls when following (default: the step)",
+    )
+    p.add_argument(
+        "--host",
+        default=None,  # a filter here: every instance has its own name
+        help="only this host's observations: its name as reported, or its whole "
+        "instance label (default: every instance)",
+    )
     p.set_defaults(collect=collect)
     return p
 
@@ -88,7 +136,8 @@ def named_query(text: str) -> tuple[str, str]:
     if not FIELD_NAME.match(name):
         raise argparse.ArgumentTypeError(
             f"{name!r}: a field name is letters, digits, '_', '.' and '-', starting with a "
-            f"letter or '_'")
+            f"letter or '_'"
+        )
     return name, promql
 
 
@@ -141,8 +190,7 @@ def _query_set(args: argparse.Namespace) -> QuerySet:
 class Fleet:
     """One query set's observations of the instances a Prometheus server scrapes."""
 
-    def __init__(self, prom: Prometheus, queries: QuerySet, window: str,
-                 host: str | None) -> None:
+    def __init__(self, prom: Prometheus, queries: QuerySet, window: str, host: str | None) -> None:
         self.prom, self.queries, self.host = prom, queries, host
         self.promql = queries.queries(window)
 
@@ -150,14 +198,17 @@ class Fleet:
         """The observations at time t, and why others were left out (with counts)."""
         return self._observations(lambda name, q: self.prom.instant(name, q, t))
 
-    def between(self, start: float, end: float,
-                step_seconds: float) -> tuple[list[Obs], Counter[str]]:
+    def between(
+        self, start: float, end: float, step_seconds: float
+    ) -> tuple[list[Obs], Counter[str]]:
         """The observations every step from start to end, in time order, and the left-out."""
-        return self._observations(lambda name, q: self.prom.range(name, q, start, end,
-                                                                  step_seconds))
+        return self._observations(
+            lambda name, q: self.prom.range(name, q, start, end, step_seconds)
+        )
 
-    def _observations(self, ask: Callable[[str, str], list[Series]]
-                      ) -> tuple[list[Obs], Counter[str]]:
+    def _observations(
+        self, ask: Callable[[str, str], list[Series]]
+    ) -> tuple[list[Obs], Counter[str]]:
         table = Table(self.queries)
         for name, promql in self.promql:
             table.add(name, ask(name, promql))
@@ -229,7 +280,8 @@ class Follower:
             self.failing, self.backoff = "", self.first_backoff
         if set(skipped) != self.skipping:
             (self.stream.log.warning if skipped else self.stream.log.info)(
-                "observations_skipped", reasons=dict(skipped))
+                "observations_skipped", reasons=dict(skipped)
+            )
             self.skipping = set(skipped)
         return observations
 

@@ -19,14 +19,21 @@ from kiri.stream import Stream
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
-        "rhythm", help="the person's activity: idle time, git commits, focus streak",
+        "rhythm",
+        help="the person's activity: idle time, git commits, focus streak",
         description="Observe the person's work rhythm: seconds since the last keyboard or mouse "
         "input (unknown where no source can tell), commits in the last hour, minutes since the "
-        "last break, with the hour and weekday as context.")
+        "last break, with the hour and weekday as context.",
+    )
     add_poll_options(p, "rhythm", 60.0)
-    p.add_argument("--repo", action="append", default=[], metavar="PATH",
-                   help="count commits in this git repository (repeatable; "
-                   "default: [rhythm] repos in config.toml)")
+    p.add_argument(
+        "--repo",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="count commits in this git repository (repeatable; "
+        "default: [rhythm] repos in config.toml)",
+    )
     p.set_defaults(collect=collect)
     return p
 

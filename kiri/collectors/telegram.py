@@ -35,8 +35,18 @@ from kiri.http import HttpError
 from kiri.records import Verdict
 from kiri.store import Store, UnknownAlert
 from kiri.stream import Stream, UserError
-from kiri.telegram import (NEW_NORMAL, BotAPI, CallbackQuery, TelegramConfig, Update,
-                           judged_text, load_telegram_config, parse_press, verdict_words, who)
+from kiri.telegram import (
+    NEW_NORMAL,
+    BotAPI,
+    CallbackQuery,
+    TelegramConfig,
+    Update,
+    judged_text,
+    load_telegram_config,
+    parse_press,
+    verdict_words,
+    who,
+)
 
 ATTEMPTS = 3  # of an answer or an edit, retried while it fails transiently
 FIRST_BACKOFF = 1.0  # seconds after a failed poll, doubled while polls keep failing
@@ -47,10 +57,18 @@ REFUSED = "Sorry, this KIRI does not take verdicts from you."
 
 
 def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = sub.add_parser("telegram", help="verdicts from the Confirm / Dismiss / New normal "
-                       "buttons of Telegram alerts ([telegram] in config.toml)")
-    p.add_argument("--timeout", type=int, default=30, metavar="S",
-                   help="seconds each long poll of Telegram waits for a press (default 30)")
+    p = sub.add_parser(
+        "telegram",
+        help="verdicts from the Confirm / Dismiss / New normal "
+        "buttons of Telegram alerts ([telegram] in config.toml)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=int,
+        default=30,
+        metavar="S",
+        help="seconds each long poll of Telegram waits for a press (default 30)",
+    )
     p.set_defaults(collect=collect)
     return p
 
@@ -58,8 +76,10 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def collect(args: argparse.Namespace, stream: Stream) -> None:
     config = load_telegram_config()
     if config is None:
-        stream.log.warning("no_telegram", reason=f"no [telegram] in {config_path()}: no buttons "
-                           f"to listen to, not restarting")
+        stream.log.warning(
+            "no_telegram",
+            reason=f"no [telegram] in {config_path()}: no buttons to listen to, not restarting",
+        )
         raise SystemExit(NOT_RESTARTED)
     if args.timeout < 1:
         raise UserError("--timeout must be at least 1 second")
@@ -70,10 +90,13 @@ def collect(args: argparse.Namespace, stream: Stream) -> None:
 class Presses:
     """The poll loop, and what each press becomes."""
 
-    def __init__(self, config: TelegramConfig, store: Store, stream: Stream,
-                 timeout: int) -> None:
+    def __init__(self, config: TelegramConfig, store: Store, stream: Stream, timeout: int) -> None:
         self.allowed, self.store, self.stream, self.log = (
-            config.allowed_ids, store, stream, stream.log)
+            config.allowed_ids,
+            store,
+            stream,
+            stream.log,
+        )
         self.api = BotAPI(config, sleep=stream.sleep)
         self.timeout = timeout
         self.offset_key = f"telegram.offset.{config.bot_id}"  # update ids are per bot
@@ -102,24 +125,29 @@ class Presses:
             me = self.api.call("getMe", {})
         except HttpError as e:
             if e.status in (401, 404):
-                raise UserError(f"Telegram refused the bot token ({e}): check token_env or "
-                                f"token_file in [telegram] of {config_path()}") from None
+                raise UserError(
+                    f"Telegram refused the bot token ({e}): check token_env or "
+                    f"token_file in [telegram] of {config_path()}"
+                ) from None
             self.log.warning("telegram_unreachable", reason=str(e))
             return
         username = me.get("username", "") if isinstance(me, dict) else ""
-        self.log.info("listening", bot=username, allowed=sorted(self.allowed),
-                      offset=self.offset)
+        self.log.info("listening", bot=username, allowed=sorted(self.allowed), offset=self.offset)
 
     def _long_poll(self) -> list[Any] | None:
         """getUpdates after the offset; None when the stage is stopping meanwhile."""
-        params = {"offset": self.offset, "timeout": self.timeout,
-                  "allowed_updates": ["callback_query"]}
+        params = {
+            "offset": self.offset,
+            "timeout": self.timeout,
+            "allowed_updates": ["callback_query"],
+        }
         answer: list[Any] = []
 
         def fetch() -> None:
             try:
-                answer.append(self.api.call("getUpdates", params,
-                                            timeout=self.timeout + POLL_SLACK))
+                answer.append(
+                    self.api.call("getUpdates", params, timeout=self.timeout + POLL_SLACK)
+                )
             except Exception as e:  # handed to the main thread, which decides
                 answer.append(e)
 
@@ -158,8 +186,9 @@ class Presses:
     def _press(self, q: CallbackQuery) -> None:
         chat = q.message.chat.id if q.message else None
         if q.sender.id not in self.allowed and chat not in self.allowed:
-            self.log.warning("press_refused", user=q.sender.id, chat=chat,
-                             reason="not in allowed_ids")
+            self.log.warning(
+                "press_refused", user=q.sender.id, chat=chat, reason="not in allowed_ids"
+            )
             self._answer(q, REFUSED)
             return
         press = parse_press(q.data)
@@ -170,8 +199,14 @@ class Presses:
         alert, verdict, normal = press
         by = who(q.sender)
         try:
-            recorded = self.store.add_verdict(alert, verdict, normal=normal, source="telegram",
-                                              by=by, note=NEW_NORMAL if normal else "")
+            recorded = self.store.add_verdict(
+                alert,
+                verdict,
+                normal=normal,
+                source="telegram",
+                by=by,
+                note=NEW_NORMAL if normal else "",
+            )
         except UnknownAlert:
             self.log.warning("unknown_alert", alert=alert, user=q.sender.id)
             self._answer(q, f"KIRI has no alert {alert} (yet): try again in a moment.")
@@ -180,19 +215,30 @@ class Presses:
             self.log.info("press_repeated", alert=alert, verdict=verdict, user=q.sender.id)
             self._answer(q, "Already recorded.")
             return
-        self.stream.emit(Verdict(ts=time.time(), alert=alert, verdict=verdict, source="telegram",
-                                 by=by, note=NEW_NORMAL if normal else "", normal=normal))
+        self.stream.emit(
+            Verdict(
+                ts=time.time(),
+                alert=alert,
+                verdict=verdict,
+                source="telegram",
+                by=by,
+                note=NEW_NORMAL if normal else "",
+                normal=normal,
+            )
+        )
         self.stream.flush()
-        self.log.info("verdict_recorded", alert=alert, verdict=verdict, normal=normal,
-                      user=q.sender.id)
+        self.log.info(
+            "verdict_recorded", alert=alert, verdict=verdict, normal=normal, user=q.sender.id
+        )
         self._answer(q, f"{verdict_words(verdict, normal)}. Thank you!")
         self._show(alert, verdict, normal, by)
 
     def _answer(self, q: CallbackQuery, text: str) -> None:
         """Answer a press (it stops the button's spinner); a failure is only logged."""
         try:
-            self.api.send("answerCallbackQuery", {"callback_query_id": q.id, "text": text},
-                          attempts=ATTEMPTS)
+            self.api.send(
+                "answerCallbackQuery", {"callback_query_id": q.id, "text": text}, attempts=ATTEMPTS
+            )
         except HttpError as e:
             self.log.warning("answer_failed", reason=str(e))
 
@@ -203,9 +249,15 @@ class Presses:
             self.log.warning("edit_skipped", alert=alert, reason="no message of it in the store")
             return
         try:
-            self.api.send("editMessageText", {
-                "chat_id": sent.chat, "message_id": sent.message,
-                "text": judged_text(sent.text, verdict, normal, by),
-                "reply_markup": {"inline_keyboard": []}}, attempts=ATTEMPTS)
+            self.api.send(
+                "editMessageText",
+                {
+                    "chat_id": sent.chat,
+                    "message_id": sent.message,
+                    "text": judged_text(sent.text, verdict, normal, by),
+                    "reply_markup": {"inline_keyboard": []},
+                },
+                attempts=ATTEMPTS,
+            )
         except HttpError as e:
             self.log.warning("edit_failed", alert=alert, reason=str(e))

@@ -10,7 +10,7 @@ import math
 
 
 class Value:
-    __slots__ = ("data", "grad", "_children", "_local_grads")
+    __slots__ = ("_children", "_local_grads", "data", "grad")
 
     def __init__(self, data: float, children: tuple = (), local_grads: tuple = ()) -> None:
         self.data = data

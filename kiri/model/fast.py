@@ -171,11 +171,18 @@ class FastGPT:
     def bounded(self) -> list[bool]:
         """Per layer: do the weights keep every attention score within exp()'s range?"""
         c = self.config
-        return [_score_bound(self.w[f"layer{li}.attn_wqkv"], c.n_head, c.head_dim) < EXP_SAFE
-                for li in range(c.n_layer)]
+        return [
+            _score_bound(self.w[f"layer{li}.attn_wqkv"], c.n_head, c.head_dim) < EXP_SAFE
+            for li in range(c.n_layer)
+        ]
 
-    def forward(self, ids: np.ndarray, keep: bool = True, bounded: Sequence[bool] | None = None,
-                start: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, list]:
+    def forward(
+        self,
+        ids: np.ndarray,
+        keep: bool = True,
+        bounded: Sequence[bool] | None = None,
+        start: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> tuple[np.ndarray, list]:
         """Logits (B, T, V) for every position of ids (B, T), and what backward() needs.
 
         keep=False (scoring) keeps nothing for backward, so each temporary is freed at once.
@@ -355,8 +362,9 @@ class FastGPT:
         bounded = self.bounded()
         for lo in range(0, len(ids), size):
             start = None if table is None else self._looked_up(table, rows[lo : lo + size])
-            logits, _ = self.forward(ids[lo : lo + size, : stop - 1], keep=False,
-                                     bounded=bounded, start=start)
+            logits, _ = self.forward(
+                ids[lo : lo + size, : stop - 1], keep=False, bounded=bounded, start=start
+            )
             out[lo : lo + size] = picked_nll(logits[:, first - 1 :], targets[lo : lo + size])
         return out
 

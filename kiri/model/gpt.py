@@ -35,7 +35,8 @@ class GPT:
     def __init__(self, config: Config, matrices: dict[str, list[list[float]]]) -> None:
         self.config = config
         self.state_dict = {
-            name: [[Value(float(x)) for x in row] for row in rows] for name, rows in matrices.items()
+            name: [[Value(float(x)) for x in row] for row in rows]
+            for name, rows in matrices.items()
         }
         self.params = [p for mat in self.state_dict.values() for row in mat for p in row]
         self.m = [0.0] * len(self.params)

@@ -79,7 +79,9 @@ def save(
         version=VERSION,
         config=config,
         vocab=vocab,
-        params={name: np.asarray(matrices[name], float).tolist() for name, _ in matrix_shapes(config)},
+        params={
+            name: np.asarray(matrices[name], float).tolist() for name, _ in matrix_shapes(config)
+        },
         provenance=provenance,
         extra=extra or {},
     )

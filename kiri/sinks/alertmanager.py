@@ -99,6 +99,7 @@ HELP = "Prometheus Alertmanager at [alertmanager] url of config.toml, re-sent wh
 def open_sink(args: argparse.Namespace, log: Any) -> AlertmanagerSink:
     am = alertmanager.settings()
     if am is None:
-        raise ConfigError(f'--sink alertmanager needs url = "http://…:9093" in [alertmanager] '
-                          f"of {config_path()}")
+        raise ConfigError(
+            f'--sink alertmanager needs url = "http://…:9093" in [alertmanager] of {config_path()}'
+        )
     return AlertmanagerSink(am)

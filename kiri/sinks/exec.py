@@ -9,13 +9,12 @@ process group, so a timeout kills the command and anything it started.
 from __future__ import annotations
 
 import argparse
-
 import contextlib
 import os
 import signal
 import subprocess
 import tempfile
-from typing import Any, IO
+from typing import IO, Any
 
 from kiri.records import Decision
 from kiri.sinks import Sink, SinkError
@@ -45,7 +44,10 @@ class ExecSink(Sink):
         """Run the command on `line` within the timeout; its exit status."""
         try:
             proc = subprocess.Popen(
-                self.argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err,
+                self.argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
                 start_new_session=True,
             )
         except OSError as e:

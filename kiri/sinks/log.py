@@ -9,7 +9,6 @@ processes never interleave. Each delivery is also logged as a structlog line on 
 from __future__ import annotations
 
 import argparse
-
 import os
 from typing import Any
 
@@ -42,8 +41,12 @@ class LogSink(Sink):
             raise SinkError(f"short write to {self.path} ({written} of {len(line)} bytes)")
         level = self.log.warning if decision.action == "alert" else self.log.info
         level(
-            decision.action, id=decision.id, atom=decision.atom, host=decision.host,
-            severity=decision.severity, summary=decision.summary,
+            decision.action,
+            id=decision.id,
+            atom=decision.atom,
+            host=decision.host,
+            severity=decision.severity,
+            summary=decision.summary,
         )
         return str(self.path)
 

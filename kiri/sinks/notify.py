@@ -26,8 +26,11 @@ from kiri.render import printable, summary
 from kiri.sinks import Sink, SinkError
 
 TIMEOUT = 10.0  # seconds a notifier may take; they return at once when a desktop is there
-APPLESCRIPT = ["on run argv", "display notification (item 2 of argv) with title (item 1 of argv)",
-               "end run"]
+APPLESCRIPT = [
+    "on run argv",
+    "display notification (item 2 of argv) with title (item 1 of argv)",
+    "end run",
+]
 URGENCY = {"critical": "critical", "warning": "normal"}
 SKIPPED = "skipped: no notifier"
 
@@ -45,16 +48,27 @@ class NotifySink(Sink):
         if self.notifier.endswith("osascript"):
             argv = [self.notifier, *(a for s in APPLESCRIPT for a in ("-e", s)), title, message]
         else:
-            argv = [self.notifier, "--app-name=KIRI", f"--urgency={_urgency(decision)}", "--",
-                    title, html.escape(message, quote=False)]
+            argv = [
+                self.notifier,
+                "--app-name=KIRI",
+                f"--urgency={_urgency(decision)}",
+                "--",
+                title,
+                html.escape(message, quote=False),
+            ]
         _run(argv)
         return f"{argv[0]}: {title}"
 
 
 def _run(argv: list[str]) -> None:
     try:
-        done = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, timeout=TIMEOUT)
+        done = subprocess.run(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            timeout=TIMEOUT,
+        )
     except OSError as e:
         raise SinkError(f"cannot run {argv[0]}: {e.strerror}") from e
     except subprocess.TimeoutExpired:
@@ -95,6 +109,9 @@ HELP = "a desktop notification (notify-send on Linux, osascript on macOS)"
 def open_sink(args: argparse.Namespace, log: Any) -> NotifySink:
     notifier = find_notifier()
     if notifier is None:
-        log.warning("notify_unavailable", reason="neither notify-send nor osascript is on PATH: "
-                    "alerts are not shown on the desktop")
+        log.warning(
+            "notify_unavailable",
+            reason="neither notify-send nor osascript is on PATH: "
+            "alerts are not shown on the desktop",
+        )
     return NotifySink(notifier)

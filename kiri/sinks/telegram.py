@@ -55,8 +55,9 @@ class TelegramSink(Sink):
         except HttpError as e:
             raise SinkError.from_http(e) from None
         except (TypeError, KeyError, ValueError):  # sent, most likely: do not send it again
-            raise SinkError("telegram sendMessage: the answer has no message_id",
-                            retry=False) from None
+            raise SinkError(
+                "telegram sendMessage: the answer has no message_id", retry=False
+            ) from None
         self._remember(decision, message, text)
         return f"message {message} in chat {self.chat}"
 
@@ -65,38 +66,55 @@ class TelegramSink(Sink):
         if decision.action == "alert":
             buttons = keyboard(decision.id)
             if buttons is None:
-                self.log.warning("telegram_no_buttons", id=decision.id,
-                                 reason="the alert id is too long for a button's data")
+                self.log.warning(
+                    "telegram_no_buttons",
+                    id=decision.id,
+                    reason="the alert id is too long for a button's data",
+                )
                 return {}
             return {"reply_markup": buttons}
         thread = self.store.telegram_thread(decision.incident) if decision.incident else None
         if thread is None or thread.chat != self.chat:
             return {}
-        return {"reply_parameters": {"message_id": thread.message,
-                                     "allow_sending_without_reply": True}}
+        return {
+            "reply_parameters": {"message_id": thread.message, "allow_sending_without_reply": True}
+        }
 
     def _remember(self, decision: Decision, message: int, text: str) -> None:
         """Keep the message for the buttons and resolves. The message is out: failing here
         must not fail the delivery, or a retry would send it twice."""
         try:
-            self.store.record_telegram_message(TelegramMessage(
-                alert=decision.id, incident=decision.incident, action=decision.action,
-                chat=self.chat, message=message, text=text, ts=time.time()))
+            self.store.record_telegram_message(
+                TelegramMessage(
+                    alert=decision.id,
+                    incident=decision.incident,
+                    action=decision.action,
+                    chat=self.chat,
+                    message=message,
+                    text=text,
+                    ts=time.time(),
+                )
+            )
         except (StoreError, sqlite3.Error) as e:
-            self.log.warning("telegram_not_remembered", id=decision.id, message=message,
-                             reason=str(e))
+            self.log.warning(
+                "telegram_not_remembered", id=decision.id, message=message, reason=str(e)
+            )
 
     def close(self) -> None:
         self.store.close()
 
 
-HELP = ("a Telegram chat ([telegram] in config.toml): alerts with Confirm, Dismiss and "
-        "New normal buttons, resolves as replies")
+HELP = (
+    "a Telegram chat ([telegram] in config.toml): alerts with Confirm, Dismiss and "
+    "New normal buttons, resolves as replies"
+)
 
 
 def open_sink(args: argparse.Namespace, log: Any) -> TelegramSink:
     config = load_telegram_config()
     if config is None:
-        raise SinkError(f"--sink telegram needs a [telegram] table in {config_path()} "
-                        f"(token_env or token_file, and chat_id)")
+        raise SinkError(
+            f"--sink telegram needs a [telegram] table in {config_path()} "
+            f"(token_env or token_file, and chat_id)"
+        )
     return TelegramSink(config, log)

@@ -11,7 +11,6 @@ host name or summary cannot drive the terminal.
 from __future__ import annotations
 
 import argparse
-
 import contextlib
 import sys
 import time
@@ -96,8 +95,6 @@ def _clock(ts: float) -> str:
 
 def _who(d: Decision) -> str:
     return f"{printable(d.atom)}@{printable(d.host)}"
-
-
 
 
 HELP = "this terminal (stderr), with a live status line"

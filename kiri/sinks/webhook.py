@@ -27,7 +27,7 @@ import urllib.parse
 from typing import Any
 
 from kiri import __version__
-from kiri.config import ConfigError, config_path, http_url, load_config, secret, seconds
+from kiri.config import ConfigError, config_path, http_url, load_config, seconds, secret
 from kiri.http import HttpError, request
 from kiri.records import Decision
 from kiri.sinks import Sink, SinkError
@@ -45,8 +45,14 @@ class WebhookSink(Sink):
     def deliver(self, decision: Decision, line: bytes) -> str:
         body = line.rstrip(b"\n")
         try:
-            answer = request("POST", self.url, body=body, headers=self.headers(decision, body),
-                             timeout=self.timeout, name=self.where)
+            answer = request(
+                "POST",
+                self.url,
+                body=body,
+                headers=self.headers(decision, body),
+                timeout=self.timeout,
+                name=self.where,
+            )
         except HttpError as e:
             raise SinkError.from_http(e) from None
         return f"{self.where}: HTTP {answer.status}"
@@ -72,10 +78,12 @@ def settings() -> tuple[str, str | None, float]:
     [webhook] in config.toml."""
     section = load_config().get("webhook")
     if not isinstance(section, dict) or not section.get("url"):
-        raise ConfigError(f'--sink webhook needs url = "https://…" in [webhook] of '
-                          f"{config_path()}")
-    return (http_url(section, "url", "[webhook]"), secret(section, "secret", "[webhook]"),
-            seconds(section, "timeout", DEFAULT_TIMEOUT, "[webhook]"))
+        raise ConfigError(f'--sink webhook needs url = "https://…" in [webhook] of {config_path()}')
+    return (
+        http_url(section, "url", "[webhook]"),
+        secret(section, "secret", "[webhook]"),
+        seconds(section, "timeout", DEFAULT_TIMEOUT, "[webhook]"),
+    )
 
 
 HELP = "POST the decision's JSON to [webhook] url of config.toml, HMAC-signed with its secret"

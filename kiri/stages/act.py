@@ -59,8 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_count,
         default=2,
         metavar="N",
-        help="retries of a failed delivery, after 0.5 s, then twice as long each time "
-        "(default: 2)",
+        help="retries of a failed delivery, after 0.5 s, then twice as long each time (default: 2)",
     )
     for module in SINKS.values():
         if hasattr(module, "add_options"):
@@ -153,7 +152,11 @@ def deliver(
         except Exception as e:  # a sink must never stop the stream, whatever it raises
             error = _error(e)
             log.warning(
-                "sink_failed", sink=sink.name, id=decision.id, attempt=tried, error=error,
+                "sink_failed",
+                sink=sink.name,
+                id=decision.id,
+                attempt=tried,
+                error=error,
                 exc_info=not isinstance(e, SinkError),
             )
             if isinstance(e, SinkError) and not e.retry:
@@ -165,9 +168,7 @@ def deliver(
 
 
 def _outcome(decision: Decision, sink: Sink, **fields: Any) -> Outcome:
-    return Outcome(
-        ts=time.time(), id=decision.id, action=decision.action, sink=sink.name, **fields
-    )
+    return Outcome(ts=time.time(), id=decision.id, action=decision.action, sink=sink.name, **fields)
 
 
 def _observe(sink: Sink, decision: Decision, log: Any) -> None:

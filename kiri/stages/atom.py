@@ -21,8 +21,8 @@ import msgspec
 from kiri.atoms import UnknownAtom, atom_spec, known_atoms, weights_path
 from kiri.detector import Detector
 from kiri.model.weights import WeightsError
-from kiri.records import Obs, Score
 from kiri.recordings import Recorder
+from kiri.records import Obs, Score
 from kiri.stream import Stream, UserError, add_stream_options, run_main, setup_logging
 from kiri.training_jobs import start_training, train_log
 
@@ -31,14 +31,29 @@ RELOAD_EVERY = 1.0  # seconds between checks of the weights file
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kiri-atom", description="Score observations: obs -> score.")
-    p.add_argument("atom", metavar="ATOM",
-                   help=f"the atom: {', '.join(known_atoms())}, or one trained from its data")
-    p.add_argument("--weights", type=Path, metavar="PATH",
-                   help="weights file (default: $KIRI_HOME/atoms/ATOM/weights.json)")
-    p.add_argument("--learn", action="store_true",
-                   help="with no weights yet, record a warm-up window, train, then score")
-    p.add_argument("--warmup", type=int, default=120, metavar="N",
-                   help="observations to record before training, with --learn")
+    p.add_argument(
+        "atom",
+        metavar="ATOM",
+        help=f"the atom: {', '.join(known_atoms())}, or one trained from its data",
+    )
+    p.add_argument(
+        "--weights",
+        type=Path,
+        metavar="PATH",
+        help="weights file (default: $KIRI_HOME/atoms/ATOM/weights.json)",
+    )
+    p.add_argument(
+        "--learn",
+        action="store_true",
+        help="with no weights yet, record a warm-up window, train, then score",
+    )
+    p.add_argument(
+        "--warmup",
+        type=int,
+        default=120,
+        metavar="N",
+        help="observations to record before training, with --learn",
+    )
     add_stream_options(p)
     return p
 
@@ -75,8 +90,9 @@ class Weights:
                 raise UserError(str(e)) from None
             self.log.error("weights_rejected", reason=str(e), keeping=self.detector.id)
             return
-        self.log.info("weights_loaded", path=str(self.path), model=detector.id,
-                      threshold=detector.threshold)
+        self.log.info(
+            "weights_loaded", path=str(self.path), model=detector.id, threshold=detector.threshold
+        )
         self.detector = detector
 
 
@@ -98,14 +114,19 @@ class Learner:
         if self.proc is None and self.seen >= self.warmup:
             self._start_training()
         elif self.proc is not None and self.proc.poll() not in (None, 0):
-            self.log.error("training_failed", status=self.proc.returncode,
-                           log=str(train_log(self.atom)))
+            self.log.error(
+                "training_failed", status=self.proc.returncode, log=str(train_log(self.atom))
+            )
             self.proc, self.seen = None, 0  # try again after another warm-up window
 
     def _start_training(self) -> None:
         self.proc = start_training(self.atom, self.out)
-        self.log.info("training_started", observations=self.seen, pid=self.proc.pid,
-                      log=str(train_log(self.atom)))
+        self.log.info(
+            "training_started",
+            observations=self.seen,
+            pid=self.proc.pid,
+            log=str(train_log(self.atom)),
+        )
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -121,8 +142,10 @@ def score_stream(args: argparse.Namespace, stream: Stream, log: Any) -> None:
     learner = None
     if model.detector is None:
         if not args.learn:
-            raise UserError(f"atom {atom} has no weights at {path}: run `kiri train {atom}`, "
-                            "or start kiri-atom with --learn")
+            raise UserError(
+                f"atom {atom} has no weights at {path}: run `kiri train {atom}`, "
+                "or start kiri-atom with --learn"
+            )
         learner = Learner(atom, args.warmup, path, log)
         log.info("learning", atom=atom, warmup=args.warmup)
     try:

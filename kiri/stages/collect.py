@@ -22,11 +22,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("pulse", help="this host's CPU, memory, disk, swap, load and network")
     add_poll_options(p, "pulse", 5.0)
-    p.add_argument("--warmup", type=int, default=0, metavar="N",
-                   help="while the pulse atom has no weights, take the first N observations "
-                   "every --warmup-interval seconds, so it can learn sooner")
-    p.add_argument("--warmup-interval", type=float, default=1.0, metavar="S",
-                   help="seconds between warm-up observations")
+    p.add_argument(
+        "--warmup",
+        type=int,
+        default=0,
+        metavar="N",
+        help="while the pulse atom has no weights, take the first N observations "
+        "every --warmup-interval seconds, so it can learn sooner",
+    )
+    p.add_argument(
+        "--warmup-interval",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="seconds between warm-up observations",
+    )
     add_stream_options(p)
     p.set_defaults(collect=collect_pulse)
 
@@ -51,8 +61,14 @@ def collect_pulse(args: argparse.Namespace, stream: Stream) -> None:
 
     fast = args.warmup if args.warmup and not weights_path("pulse").exists() else 0
     pulse.prime()
-    poll(args, stream, "pulse", lambda: [pulse.sample(args.host)], fast=fast,
-         fast_interval=args.warmup_interval)
+    poll(
+        args,
+        stream,
+        "pulse",
+        lambda: [pulse.sample(args.host)],
+        fast=fast,
+        fast_interval=args.warmup_interval,
+    )
 
 
 def replay(args: argparse.Namespace, stream: Stream) -> None:
@@ -62,9 +78,7 @@ def replay(args: argparse.Namespace, stream: Stream) -> None:
         fd = _open(name)
         try:
             # Unpaced, every record passes straight through the loop untouched.
-            for record, raw in stream.records(
-                fd, source=name, consumes=ALL_KINDS if paced else ()
-            ):
+            for record, raw in stream.records(fd, source=name, consumes=ALL_KINDS if paced else ()):
                 first = first or (record.ts, time.monotonic())
                 wait = first[1] + (record.ts - first[0]) / args.speed - time.monotonic()
                 if wait > 0:

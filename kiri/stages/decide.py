@@ -29,24 +29,53 @@ from kiri.stream import Stream, add_stream_options, run_main, setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="kiri-decide",
-                                description="Decide what to do about scores: score -> decision.")
+    p = argparse.ArgumentParser(
+        prog="kiri-decide", description="Decide what to do about scores: score -> decision."
+    )
     p.add_argument("--k", type=int, default=3, help="alert when k of the last n are unusual")
     p.add_argument("--n", type=int, default=5, help="the window of observations k counts in")
-    p.add_argument("--sensitivity", type=float, default=1.0,
-                   help="scale: 2 halves every threshold (more alerts), 0.5 doubles it")
-    p.add_argument("--repeat", type=float, default=3600.0, metavar="S",
-                   help="re-notify an open incident after S seconds")
-    p.add_argument("--feedback", type=Path, metavar="PATH",
-                   help="read rule and verdict records from this FIFO (created if missing), "
-                   "never blocking the main stream")
-    p.add_argument("--group-wait", type=float, default=30.0, metavar="S",
-                   help="hold an alert up to S seconds so that other atoms alerting on the same "
-                   "host join it: one alert instead of several (0: never wait)")
-    p.add_argument("--nerve-min", type=int, default=20, metavar="N",
-                   help="ask the Nerve atom once it is trained on at least N verdicts")
-    p.add_argument("--nerve-confidence", type=float, default=0.7, metavar="P",
-                   help="follow Nerve only when it gives its choice at least probability P")
+    p.add_argument(
+        "--sensitivity",
+        type=float,
+        default=1.0,
+        help="scale: 2 halves every threshold (more alerts), 0.5 doubles it",
+    )
+    p.add_argument(
+        "--repeat",
+        type=float,
+        default=3600.0,
+        metavar="S",
+        help="re-notify an open incident after S seconds",
+    )
+    p.add_argument(
+        "--feedback",
+        type=Path,
+        metavar="PATH",
+        help="read rule and verdict records from this FIFO (created if missing), "
+        "never blocking the main stream",
+    )
+    p.add_argument(
+        "--group-wait",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="hold an alert up to S seconds so that other atoms alerting on the same "
+        "host join it: one alert instead of several (0: never wait)",
+    )
+    p.add_argument(
+        "--nerve-min",
+        type=int,
+        default=20,
+        metavar="N",
+        help="ask the Nerve atom once it is trained on at least N verdicts",
+    )
+    p.add_argument(
+        "--nerve-confidence",
+        type=float,
+        default=0.7,
+        metavar="P",
+        help="follow Nerve only when it gives its choice at least probability P",
+    )
     add_stream_options(p)
     return p
 
@@ -96,10 +125,16 @@ class Feedback:
             self.policy.rules.add(record)
             self.log.info("rule_added", rule=record.id, atom=record.atom, match=record.match)
         elif isinstance(record, Rule) and record.action == "retrain":
-            self.stream.emit(Decision(
-                ts=time.time(), id=self.policy.new_id(), atom=record.atom, action="retrain",
-                summary=f"retrain {record.atom}: {record.reason}", atoms=[record.atom],
-            ))
+            self.stream.emit(
+                Decision(
+                    ts=time.time(),
+                    id=self.policy.new_id(),
+                    atom=record.atom,
+                    action="retrain",
+                    summary=f"retrain {record.atom}: {record.reason}",
+                    atoms=[record.atom],
+                )
+            )
 
 
 def standing_rules() -> list[Rule]:

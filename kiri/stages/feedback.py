@@ -24,8 +24,8 @@ import msgspec
 from kiri.atoms import UnknownAtom, atom_spec, examples_path, nerve
 from kiri.home import private_dir
 from kiri.patterns import named_culprits, pattern_key
-from kiri.records import Decision, Outcome, Rule, Verdict
 from kiri.recordings import Recorder
+from kiri.records import Decision, Outcome, Rule, Verdict
 from kiri.store import Store, VerdictRow
 from kiri.stream import Stream, add_stream_options, run_main, setup_logging
 
@@ -36,15 +36,36 @@ LABELS = {"dismiss": "suppress", "confirm": "alert"}  # what the person says KIR
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="kiri-feedback",
-        description="Record delivered alerts; turn verdicts into rules, retrains and examples.")
-    p.add_argument("--after", type=int, default=2, metavar="N",
-                   help="write a suppression rule once a pattern is dismissed N times")
-    p.add_argument("--expires", type=float, default=7 * 86400, metavar="S",
-                   help="suppression rules expire after S seconds (default 7 days)")
-    p.add_argument("--poll", type=float, default=0.5, metavar="S",
-                   help="check the store for new verdicts every S seconds")
-    p.add_argument("--nerve-every", type=int, default=5, metavar="N",
-                   help="ask for the Nerve atom to be trained again after every N verdicts")
+        description="Record delivered alerts; turn verdicts into rules, retrains and examples.",
+    )
+    p.add_argument(
+        "--after",
+        type=int,
+        default=2,
+        metavar="N",
+        help="write a suppression rule once a pattern is dismissed N times",
+    )
+    p.add_argument(
+        "--expires",
+        type=float,
+        default=7 * 86400,
+        metavar="S",
+        help="suppression rules expire after S seconds (default 7 days)",
+    )
+    p.add_argument(
+        "--poll",
+        type=float,
+        default=0.5,
+        metavar="S",
+        help="check the store for new verdicts every S seconds",
+    )
+    p.add_argument(
+        "--nerve-every",
+        type=int,
+        default=5,
+        metavar="N",
+        help="ask for the Nerve atom to be trained again after every N verdicts",
+    )
     add_stream_options(p)
     return p
 
@@ -73,8 +94,7 @@ class Learner:
         del self.pending[outcome.id]
         named = named_culprits(decision.culprits, decision.threshold)
         self.store.record_alert(decision, pattern_key(named))
-        self.log.info("alert_recorded", id=decision.id, action=decision.action,
-                      atom=decision.atom)
+        self.log.info("alert_recorded", id=decision.id, action=decision.action, atom=decision.atom)
 
     # -- verdicts -----------------------------------------------------------------------------
 
@@ -86,8 +106,17 @@ class Learner:
 
     def on_verdict(self, v: VerdictRow) -> None:
         decision = msgspec.json.decode(v.decision, type=Decision)
-        self.stream.emit(Verdict(ts=v.ts, alert=v.alert, verdict=v.verdict, source=v.source,
-                                 by=v.by, note=v.note, normal=v.normal))
+        self.stream.emit(
+            Verdict(
+                ts=v.ts,
+                alert=v.alert,
+                verdict=v.verdict,
+                source=v.source,
+                by=v.by,
+                note=v.note,
+                normal=v.normal,
+            )
+        )
         self._nerve_example(v, decision)
         if v.normal:
             self._new_normal(v, decision)
@@ -102,8 +131,12 @@ class Learner:
             return
         now = time.time()
         rule = Rule(
-            ts=now, id=rule_id, atom=v.atom, match=v.pattern.split(),
-            action="suppress", expires=now + self.args.expires,
+            ts=now,
+            id=rule_id,
+            atom=v.atom,
+            match=v.pattern.split(),
+            action="suppress",
+            expires=now + self.args.expires,
             reason=f"{v.pattern} dismissed {count} times",
         )
         self.store.add_rule(rule)
@@ -116,16 +149,25 @@ class Learner:
             path = examples_path(decision.atom)
             private_dir(path.parent)
             with path.open("ab") as f:
-                f.write(msgspec.json.encode({"tokens": tokens, "alert": v.alert, "ts": v.ts}) + b"\n")
-        rule = Rule(ts=time.time(), id=f"retrain-{v.alert}", atom=decision.atom, match=tokens,
-                    action="retrain", reason=f"alert {v.alert} is the new normal")
+                f.write(
+                    msgspec.json.encode({"tokens": tokens, "alert": v.alert, "ts": v.ts}) + b"\n"
+                )
+        rule = Rule(
+            ts=time.time(),
+            id=f"retrain-{v.alert}",
+            atom=decision.atom,
+            match=tokens,
+            action="retrain",
+            reason=f"alert {v.alert} is the new normal",
+        )
         self.stream.emit(rule)
         self.log.info("retrain_requested", atom=decision.atom, alert=v.alert)
 
     def _nerve_example(self, v: VerdictRow, decision: Decision) -> None:
         """What the person says KIRI should have done in that state, for Nerve to learn."""
         state = decision.state or {
-            decision.atom: decision.surprise / decision.threshold if decision.threshold else 0.0}
+            decision.atom: decision.surprise / decision.threshold if decision.threshold else 0.0
+        }
         label = "retrain" if v.normal else LABELS[v.verdict]
         obs = nerve.example(state, decision.ts, decision.host, label, "verdict", v.alert)
         obs.ts = max(v.ts, decision.ts)  # its own time: the policy's example of it stays apart
@@ -133,9 +175,15 @@ class Learner:
         self.nerve.append(obs.ts, self.encode(obs) + b"\n")
         self.verdicts += 1
         if self.args.nerve_every > 0 and self.verdicts % self.args.nerve_every == 0:
-            self.stream.emit(Rule(ts=time.time(), id=f"retrain-nerve-{self.verdicts}",
-                                  atom="nerve", action="retrain",
-                                  reason=f"{self.verdicts} verdicts to learn from"))
+            self.stream.emit(
+                Rule(
+                    ts=time.time(),
+                    id=f"retrain-nerve-{self.verdicts}",
+                    atom="nerve",
+                    action="retrain",
+                    reason=f"{self.verdicts} verdicts to learn from",
+                )
+            )
             self.log.info("retrain_requested", atom="nerve", verdicts=self.verdicts)
 
 
