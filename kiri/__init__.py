@@ -7,4 +7,20 @@ import os
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-__version__ = "0.1.0"
+import argparse  # noqa: E402  (after the thread limits, which must come first)
+from importlib import metadata  # noqa: E402
+
+try:
+    __version__ = metadata.version("kiri")
+except metadata.PackageNotFoundError:  # a checkout on sys.path without being installed
+    __version__ = "0+unknown"
+
+
+def add_version_option(parser: argparse.ArgumentParser) -> None:
+    """`--version` on a command: its name and KIRI's version, from the package metadata."""
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"%(prog)s {__version__}",
+        help="print the program's name and KIRI's version, then exit",
+    )

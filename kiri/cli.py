@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from kiri import __version__, atom_commands, service, status, tasks, verdicts
+from kiri import add_version_option, atom_commands, service, status, tasks, verdicts
 from kiri.home import kiri_home
 from kiri.model import weights
 from kiri.model.config import Config, num_params
@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="KIRI, a personal anomaly detector. "
         f"`kiri STAGE ARGS…` runs a stage ({', '.join(STAGES)}), like kiri-STAGE.",
     )
-    parser.add_argument("--version", action="version", version=f"kiri {__version__}")
+    add_version_option(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     t = sub.add_parser("train", help="train an atom, or a character-level model (--text)")

@@ -56,6 +56,7 @@ from typing import Any
 import msgspec
 import psutil
 
+from kiri import add_version_option
 from kiri.home import atomic_write, kiri_home, private_dir
 from kiri.pipeline import (
     DEFAULT_PIPELINE,
@@ -577,6 +578,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the stages of a pipeline file: hold their pipes, restart them when "
         "they die, stop them in order on SIGTERM, and keep $KIRI_HOME/status.json.",
     )
+    add_version_option(parser)
     parser.add_argument(
         "pipeline",
         nargs="?",

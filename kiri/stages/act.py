@@ -21,6 +21,7 @@ import sys
 import time
 from typing import Any
 
+from kiri import add_version_option
 from kiri.records import Decision, Outcome
 from kiri.sinks import Sink, SinkError, sink_modules
 from kiri.sinks.retrain import RetrainSink
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="CMD: the exec sink's command and its arguments, after --. It runs without a "
         "shell, with the decision's JSON line on stdin.",
     )
+    add_version_option(parser)
     parser.add_argument(
         "--sink",
         action="append",

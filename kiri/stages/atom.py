@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 
+from kiri import add_version_option
 from kiri.atoms import UnknownAtom, atom_spec, known_atoms, weights_path
 from kiri.detector import Detector
 from kiri.model.weights import WeightsError
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ATOM",
         help=f"the atom: {', '.join(known_atoms())}, or one trained from its data",
     )
+    add_version_option(p)
     p.add_argument(
         "--weights",
         type=Path,

@@ -7,6 +7,7 @@ import os
 import sys
 import time
 
+from kiri import add_version_option
 from kiri.collectors import add_parsers, add_poll_options, poll
 from kiri.records import KINDS
 from kiri.stream import Stream, UserError, add_stream_options, run_main, setup_logging
@@ -18,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kiri-collect", description="Emit observations as NDJSON records on stdout."
     )
+    add_version_option(parser)
     sub = parser.add_subparsers(dest="source", required=True, metavar="SOURCE")
 
     p = sub.add_parser("pulse", help="this host's CPU, memory, disk, swap, load and network")

@@ -21,6 +21,7 @@ from typing import Any
 
 import msgspec
 
+from kiri import add_version_option
 from kiri.atoms.nerve import NerveAdvisor, PolicyExamples
 from kiri.policy import Policy
 from kiri.records import Decision, Record, Rule, Score
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="kiri-decide", description="Decide what to do about scores: score -> decision."
     )
+    add_version_option(p)
     p.add_argument("--k", type=int, default=3, help="alert when k of the last n are unusual")
     p.add_argument("--n", type=int, default=5, help="the window of observations k counts in")
     p.add_argument(

@@ -21,6 +21,7 @@ from typing import Any
 
 import msgspec
 
+from kiri import add_version_option
 from kiri.atoms import UnknownAtom, atom_spec, examples_path, nerve
 from kiri.home import private_dir
 from kiri.patterns import named_culprits, pattern_key
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="kiri-feedback",
         description="Record delivered alerts; turn verdicts into rules, retrains and examples.",
     )
+    add_version_option(p)
     p.add_argument(
         "--after",
         type=int,
