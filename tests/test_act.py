@@ -324,17 +324,12 @@ def test_a_missing_program_is_reported_and_the_stream_goes_on():
         input=ndjson(ALERT, VERDICT),
     )
     assert out.returncode == 0
-    assert got == [
-        ALERT,
-        outcome(
-            ALERT,
-            "exec",
-            ok=False,
-            detail="attempts: 1",
-            error="cannot run /nonexistent/kiri-pager: No such file or directory",
-        ),
-        VERDICT,
-    ]
+    # KIRI names the program; why it could not run is the system's wording (strerror).
+    error = got[1].pop("error")
+    assert error.startswith("cannot run /nonexistent/kiri-pager: ")
+    assert error.removeprefix("cannot run /nonexistent/kiri-pager: ").strip()
+    got[1]["error"] = ""
+    assert got == [ALERT, outcome(ALERT, "exec", ok=False, detail="attempts: 1"), VERDICT]
 
 
 def test_a_failed_delivery_is_retried_after_a_backoff_until_it_works(tmp_path):
@@ -408,8 +403,8 @@ def test_bad_lines_among_good_ones_are_reported_by_line_and_skipped(kiri_home):
     ]
     rejected = events(out.stderr, "bad_record")
     assert [e["line"] for e in rejected] == [2, 4]
-    assert rejected[0]["reason"].startswith("JSON is malformed")
-    assert rejected[1]["reason"] == "Expected `float`, got `str` - at `$.surprise`"
+    # The reasons are msgspec's wording, passed through: that each has one is KIRI's part.
+    assert all(isinstance(e["reason"], str) and e["reason"].strip() for e in rejected)
 
 
 def test_closed_reader_exits_zero_without_traceback(tmp_path):
@@ -463,17 +458,21 @@ def test_sigterm_mid_stream_flushes_what_was_read_and_exits_zero(kiri_home):
         (["--sink", "exec"], "--sink exec needs a command: -- CMD [ARG ...]"),
         (["--sink", "exec", "--"], "--sink exec needs a command: -- CMD [ARG ...]"),
         (["--", "true"], "a command after -- is only used with --sink exec"),
-        (["--sink", "pager"], "argument --sink: invalid choice: 'pager'"),
-        (["--retries", "-1"], "argument --retries: must be 0 or more, not -1"),
-        (["--exec-timeout", "0"], "argument --exec-timeout: must be a number of seconds above 0"),
-        (["extra"], "unrecognized arguments: extra"),
+        (["--retries", "-1"], "must be 0 or more, not -1"),
+        (["--exec-timeout", "0"], "must be a number of seconds above 0, not 0"),
+        # argparse's own refusals: their wording is argparse's, only the exit status is KIRI's.
+        (["--sink", "pager"], None),
+        (["extra"], None),
     ],
 )
 def test_usage_errors_exit_2(capsys, argv, message):
     with pytest.raises(SystemExit) as e:
         parse_args(argv)
     assert e.value.code == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.strip()
+    if message is not None:
+        assert message in err
 
 
 def test_the_real_command_exits_2_on_a_usage_error():

@@ -298,7 +298,8 @@ def test_an_alertmanager_that_does_not_answer_fails_the_delivery(kiri_home, host
     configure(kiri_home, f"http://127.0.0.1:{free_port()}")
     [outcome] = deliver(decision(host))
     assert not outcome["ok"]
-    assert outcome["error"].startswith("POST /api/v2/alerts: ") and "refused" in outcome["error"]
+    assert outcome["error"].startswith("POST /api/v2/alerts: ")
+    assert outcome["error"].removeprefix("POST /api/v2/alerts: ").strip()  # the system's reason
 
 
 def test_a_refusal_is_not_sent_again_and_a_busy_alertmanager_is(kiri_home, host):
@@ -394,4 +395,4 @@ def test_a_duration_is_a_number_and_a_unit_or_several(kiri_home):
     ]
     out = run("kiri.cli", "feedback", "dismiss", "d-1", "--for", "2 hours")
     assert out.returncode == 2
-    assert "argument --for: not a duration such as 30m, 2h or 1d: '2 hours'" in out.stderr.decode()
+    assert "not a duration such as 30m, 2h or 1d: '2 hours'" in out.stderr.decode()

@@ -121,16 +121,19 @@ def test_replay_as_fast_as_possible_by_default(tmp_path):
 
 
 def test_replay_of_a_missing_file_is_a_one_line_error(tmp_path):
-    out = run("kiri.stages.collect", "replay", str(tmp_path / "nope.ndjson"))
-    assert out.returncode == 1
-    assert out.stderr.decode().strip().endswith("No such file or directory")
-    assert out.stderr.decode().count("\n") == 1
+    missing = tmp_path / "nope.ndjson"
+    out = run("kiri.stages.collect", "replay", str(missing))
+    assert out.returncode == 1 and out.stdout == b""
+    [line] = out.stderr.decode().splitlines()
+    # KIRI's prefix and the file; why it cannot be read is the system's wording (strerror).
+    assert line.startswith(f"Error: cannot read {missing}: ")
+    assert line.removeprefix(f"Error: cannot read {missing}: ").strip()
 
 
 def test_an_unknown_source_is_a_usage_error():
     out = run("kiri.stages.collect", "router9000")
-    assert out.returncode == 2
-    assert b"invalid choice: 'router9000'" in out.stderr
+    # argparse words the refusal; the exit status and that nothing was collected are KIRI's.
+    assert out.returncode == 2 and out.stdout == b"" and out.stderr.strip()
 
 
 def test_kiri_home_defaults_to_dot_kiri_created_private(tmp_path):

@@ -275,8 +275,9 @@ def test_an_error_answer_and_a_scalar_are_refused_with_their_reason():
 @pytest.mark.parametrize(
     "args, message",
     [
-        ((), "one of the arguments --queries --query is required"),
-        (("--queries", "pulse", "--query", "x=up"), "not allowed with argument"),
+        # argparse's own refusals (one of the two, not both): their wording is argparse's
+        ((), None),
+        (("--queries", "pulse", "--query", "x=up"), None),
         (("--query", "up"), "expected NAME=PROMQL, got 'up'"),
         (("--query", "a b=up"), "'a b': a field name is letters"),
         (("--queries", "pulse", "--start", "yesterday"), "not a time: 'yesterday'"),
@@ -285,8 +286,9 @@ def test_an_error_answer_and_a_scalar_are_refused_with_their_reason():
 )
 def test_usage_errors_exit_2(args, message):
     out = collect("--url", "http://127.0.0.1:9", *args)
-    assert out.returncode == 2
-    assert message in out.stderr.decode()
+    assert out.returncode == 2 and out.stdout == b"" and out.stderr.strip()
+    if message is not None:
+        assert message in out.stderr.decode()
 
 
 def test_setting_errors_are_one_line():
@@ -311,8 +313,10 @@ def test_bad_promql_is_reported_and_ends_both_modes(prom):
         out = collect("--url", prom, "--query", "ok=up", "--query", "x=rate(up[1m]", *mode)
         assert out.returncode == 1 and out.stdout == b""
         [error] = errors(out)
-        assert error.startswith(f"Error: 127.0.0.1:{port} query x: HTTP 400 ")
-        assert "HTTP 400 bad_data: " in error and "parse error" in error
+        # KIRI names the server, the query and the status; then Prometheus's errorType (part of
+        # its HTTP API) and its own wording of the reason, which is only checked to be there.
+        assert error.startswith(f"Error: 127.0.0.1:{port} query x: HTTP 400 bad_data: ")
+        assert error.removeprefix(f"Error: 127.0.0.1:{port} query x: HTTP 400 bad_data: ").strip()
         assert b"Traceback" not in out.stderr
 
 
@@ -322,7 +326,9 @@ def test_prometheus_down_ends_a_backfill_with_one_line():
     started = time.monotonic()
     out = collect("--url", f"http://127.0.0.1:{port}", "--queries", "pulse", "--start", "1h")
     assert out.returncode == 1 and out.stdout == b""
-    assert errors(out) == [f"Error: 127.0.0.1:{port} query cpu: [Errno 111] Connection refused"]
+    [error] = errors(out)  # KIRI's prefix, then the system's reason (strerror)
+    assert error.startswith(f"Error: 127.0.0.1:{port} query cpu: ")
+    assert error.removeprefix(f"Error: 127.0.0.1:{port} query cpu: ").strip()
     assert time.monotonic() - started >= 1.5  # retried twice, after 0.5 s and 1 s
 
 
@@ -342,7 +348,8 @@ def test_prometheus_down_is_logged_once_while_live_polling_backs_off():
     )
     assert out.returncode == 0 and out.stdout == b""
     [failed] = [e for e in log_events(out.stderr) if e["event"] == "query_failed"]
-    assert failed["reason"] == f"127.0.0.1:{port} query cpu: [Errno 111] Connection refused"
+    assert failed["reason"].startswith(f"127.0.0.1:{port} query cpu: ")
+    assert failed["reason"].removeprefix(f"127.0.0.1:{port} query cpu: ").strip()
     # polls after 0.2 s, then 0.2 + 0.2 and 0.2 + 0.4 s: each failure waits twice as long
     assert time.monotonic() - started >= 1.4
 

@@ -40,17 +40,20 @@ def test_a_kind_alone_decodes_every_kind():
         assert decoder.decode(b'{"kind":"%s"}' % kind.encode()) == cls()
 
 
-def test_a_wrong_type_is_rejected_with_msgspecs_message():
-    with pytest.raises(msgspec.ValidationError, match=r"Expected `float \| null`, got `str`"):
+# Well-formed JSON that does not fit a record is a ValidationError, whose wording is msgspec's.
+
+
+def test_a_wrong_type_is_rejected():
+    with pytest.raises(msgspec.ValidationError):
         decoder.decode(b'{"kind":"obs","values":{"cpu":"high"}}')
-    with pytest.raises(msgspec.ValidationError, match=r"Expected `bool`, got `int` - at `\$.ok`"):
+    with pytest.raises(msgspec.ValidationError):
         decoder.decode(b'{"kind":"outcome","ok":1}')
 
 
 def test_an_unknown_kind_and_a_missing_kind_are_rejected():
-    with pytest.raises(msgspec.ValidationError, match="Invalid value 'alarm' - at `\\$.kind`"):
+    with pytest.raises(msgspec.ValidationError):
         decoder.decode(b'{"kind":"alarm"}')
-    with pytest.raises(msgspec.ValidationError, match="missing required field `kind`"):
+    with pytest.raises(msgspec.ValidationError):
         decoder.decode(b'{"atom":"pulse"}')
 
 

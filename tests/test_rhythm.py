@@ -278,8 +278,7 @@ def test_commits_in_the_last_hour_across_branches_by_the_person(repo, tmp_path):
     assert records[0].meta["repos"] == "1"
     skipped = [e for e in logs if e["event"] == "repo_skipped"]
     assert [e["repo"] for e in skipped] == [str(tmp_path / "gone"), str(tmp_path)]  # once each
-    assert "No such file or directory" in skipped[0]["reason"]
-    assert "not a git repository" in skipped[1]["reason"]
+    assert all(e["reason"].strip() for e in skipped)  # why is git's wording, passed through
 
 
 def test_repositories_come_from_config_toml_with_home_expanded(repo, kiri_home, monkeypatch):

@@ -127,19 +127,12 @@ def events_file(tmp_path: Path) -> list[str]:
 # -- the pipeline file ---------------------------------------------------------------------
 
 STAGE_A = '[[stage]]\nname = "a"\nargv = ["true"]\n'
+# KIRI's own messages are matched whole. Where msgspec or tomllib words the problem, only what
+# the README promises is checked: that the message names it (the key), or that there is one ("").
 BAD = {
-    "unknown top-level key": (
-        'colour = "red"\n' + STAGE_A,
-        "Object contains unknown field `colour`",
-    ),
-    "unknown stage key": (
-        STAGE_A + 'input = ["b"]\n',
-        "Object contains unknown field `input` - at `$.stage[0]`",
-    ),
-    "unknown restart key": (
-        "[restart]\ndelays = 2\n" + STAGE_A,
-        "Object contains unknown field `delays` - at `$.restart`",
-    ),
+    "unknown top-level key": ('colour = "red"\n' + STAGE_A, "colour"),
+    "unknown stage key": (STAGE_A + 'input = ["b"]\n', "input"),
+    "unknown restart key": ("[restart]\ndelays = 2\n" + STAGE_A, "delays"),
     "unknown input": (
         STAGE_A + '[[stage]]\nname = "b"\nargv = ["true"]\ninputs = ["zz"]\n',
         "stage 'b': input 'zz' is not a stage",
@@ -166,15 +159,9 @@ BAD = {
         '[[stage]]\nname = "a"\nargv = ["no-such-command-kiri"]\n',
         "stage 'a': command 'no-such-command-kiri' not found",
     ),
-    "bad output": (
-        STAGE_A + 'output = "stdout"\n',
-        "Invalid enum value 'stdout' - at `$.stage[0].output`",
-    ),
-    "zero delay": (
-        "[restart]\ndelay = 0\n" + STAGE_A,
-        "Expected `float` > 0.0 - at `$.restart.delay`",
-    ),
-    "not TOML": ("[[stage]\n", "Expected ']]' at the end of an array declaration (at line 1"),
+    "bad output": (STAGE_A + 'output = "stdout"\n', "output"),
+    "zero delay": ("[restart]\ndelay = 0\n" + STAGE_A, "delay"),
+    "not TOML": ("[[stage]\n", ""),
 }
 
 
@@ -187,7 +174,8 @@ def test_a_bad_pipeline_is_rejected_before_anything_starts(case, tmp_path, kiri_
     assert out.returncode == 2
     errors = out.stderr.decode().splitlines()
     assert errors and all(e.startswith(f"Error: {path}: ") for e in errors)
-    assert any(message in e for e in errors), errors
+    reasons = [e.removeprefix(f"Error: {path}: ") for e in errors]
+    assert all(r.strip() for r in reasons) and any(message in r for r in reasons), errors
     assert not (kiri_home / "status.json").exists() and not (kiri_home / "logs").exists()
 
 

@@ -100,7 +100,8 @@ def test_a_receiver_that_does_not_answer_in_time_fails_the_delivery(signed):
     started = time.monotonic()
     out, [outcome] = act(ALERT, retries="0")
     assert time.monotonic() - started < 2.0
-    assert outcome["ok"] is False and outcome["error"] == f"POST to {where}: timed out"
+    assert outcome["ok"] is False and outcome["error"].startswith(f"POST to {where}: ")
+    assert outcome["error"].removeprefix(f"POST to {where}: ").strip()  # the socket's reason
     assert SECRET.encode() not in out.stdout + out.stderr
 
 

@@ -83,7 +83,7 @@ CASES = {
     ),
     "string number": (
         lambda p: corrupt(p, lambda d: d["params"]["wte"][0].__setitem__(0, "1")),
-        "Expected `float`, got `str`",
+        "not a readable weights file: ",  # then msgspec's reason
     ),
 }
 
@@ -106,8 +106,10 @@ def test_a_non_finite_value_is_rejected_even_if_it_parses(tmp_path):
     w = weights.load(path)
     w.matrices["wte"][0, 0] = np.inf
     weights.save(path, CONFIG, VOCAB, w.matrices, w.provenance)  # encodes inf as null
-    with pytest.raises(weights.WeightsError, match="Expected `float`, got `null`"):
+    with pytest.raises(weights.WeightsError) as err:
         weights.load(path)
+    prefix = f"{path}: not a readable weights file: "  # then msgspec's reason
+    assert str(err.value).startswith(prefix) and str(err.value).removeprefix(prefix).strip()
 
 
 def test_a_missing_file_names_the_file(tmp_path):
@@ -157,6 +159,6 @@ def test_cli_on_a_corrupt_file_is_one_error_line(tmp_path):
     for cmd in ("info", "generate"):
         out = run("kiri.cli", cmd, str(path))
         assert out.returncode == 1
-        assert out.stderr.decode().splitlines() == [
-            f"Error: {path}: not a readable weights file: Input data was truncated"
-        ]
+        [line] = out.stderr.decode().splitlines()  # KIRI's prefix, then msgspec's reason
+        assert line.startswith(f"Error: {path}: not a readable weights file: ")
+        assert line.removeprefix(f"Error: {path}: not a readable weights file: ").strip()
