@@ -22,6 +22,7 @@ import msgspec
 from kiri import durations
 from kiri.http import HttpError, request, retrying
 from kiri.records import Obs
+from kiri.stream import Log
 
 MAX_POINTS = 11_000  # Prometheus refuses a range query with more points than this per series
 MAX_ANSWER = 64 << 20  # bytes; a range of 11,000 points is ~400 KB per series
@@ -162,7 +163,7 @@ class Prometheus:
     Transient failures are retried `attempts` times in all, waiting with `sleep` between."""
 
     def __init__(
-        self, url: str, timeout: float, log: Any, sleep: Callable[[float], Any], attempts: int = 1
+        self, url: str, timeout: float, log: Log, sleep: Callable[[float], Any], attempts: int = 1
     ) -> None:
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:

@@ -3,7 +3,8 @@
 One JSON object per line, tagged by ``kind``. Every field has a default and decoders ignore
 unknown fields, so a stage reads streams written by older and newer versions alike. Times are
 Unix seconds. JSON cannot carry NaN and msgspec rejects numbers out of float range, so every
-decoded number is finite; the encoder writes a non-finite float as null, a missing value. Field names are an interface: add fields, never rename them.
+decoded number is finite; the encoder writes a non-finite float as null, a missing value. Field
+names are an interface: add fields, never rename them.
 """
 
 from __future__ import annotations
@@ -90,4 +91,4 @@ class Rule(_Record, tag="rule"):
 
 
 Record = Obs | Score | Decision | Outcome | Verdict | Rule
-KINDS: dict[str, type] = {cls.__struct_config__.tag: cls for cls in Record.__args__}
+KINDS: dict[str, type[Record]] = {cls.__struct_config__.tag: cls for cls in Record.__args__}

@@ -4,9 +4,8 @@ an alert that every sink shows (its summary and its top culprits)."""
 from __future__ import annotations
 
 import time
-from typing import Any
 
-from kiri.records import Decision, Obs, Outcome, Rule, Score, Verdict
+from kiri.records import Decision, Obs, Outcome, Record, Rule, Score, Verdict
 
 TOP_CULPRITS = 3  # culprits shown with an alert
 
@@ -36,7 +35,7 @@ def _number(x: float | None) -> str:
     return f"{x:.3g}"
 
 
-def render(rec: Any) -> str:
+def render(rec: Record) -> str:
     """Render any record kind as one human line."""
     head = f"{_clock(rec.ts)} {type(rec).__struct_config__.tag:<8}"
     if isinstance(rec, Obs):

@@ -23,10 +23,12 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
-from typing import IO, Any
+from types import FrameType, TracebackType
+from typing import IO, TextIO, TypeAlias, TypeVar, final
 
 import msgspec
 import structlog
+from structlog.typing import FilteringBoundLogger
 
 from kiri.records import Record
 
@@ -34,14 +36,18 @@ MAX_LINE = 1 << 20  # longer lines are rejected without being held in memory
 READ_SIZE = 1 << 16
 FLUSH_SIZE = 1 << 18  # flush mid-backlog once this much output is waiting
 
-Check = Callable[[Any], str | None]
+Log: TypeAlias = FilteringBoundLogger
+"""The logger every stage passes around: what setup_logging() configures structlog to give."""
+
+R = TypeVar("R", bound=Record)  # the record kinds a stage consumes
+Check: TypeAlias = Callable[[R], str | None]
 
 
 class UserError(Exception):
     """A failure the user can act on: printed as one `Error: …` line, exit status 1."""
 
 
-def setup_logging(stage: str, stream: IO[str] | None = None) -> Any:
+def setup_logging(stage: str, stream: TextIO | None = None) -> Log:
     """Configure structlog once per process: JSON lines on stderr, console lines on a terminal."""
     stream = stream or sys.stderr
     level = getattr(logging, os.environ.get("KIRI_LOG_LEVEL", "INFO").upper(), logging.INFO)
@@ -61,7 +67,8 @@ def setup_logging(stage: str, stream: IO[str] | None = None) -> Any:
         logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=True,
     )
-    return structlog.get_logger().bind(stage=stage)
+    log: Log = structlog.get_logger().bind(stage=stage)  # make_filtering_bound_logger's class
+    return log
 
 
 def add_stream_options(parser: argparse.ArgumentParser) -> None:
@@ -107,7 +114,7 @@ class Stream:
 
     def __init__(
         self,
-        log: Any,
+        log: Log,
         *,
         fmt: str | None = None,
         dead_letter: str | None = None,
@@ -139,7 +146,12 @@ class Stream:
     def __enter__(self) -> Stream:
         return self
 
-    def __exit__(self, exc_type: Any, *_: Any) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         try:
             if exc_type is None or not issubclass(exc_type, BrokenPipeError):
                 self.flush()
@@ -163,13 +175,13 @@ class Stream:
             stopped=self.stopping,
         )
 
-    def _on_signal(self, signum: int, _frame: Any) -> None:
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         # Only set a flag: the wakeup fd interrupts any wait, and the loop finishes what it holds.
         self.stopping = True
 
     # -- output ----------------------------------------------------------------------------
 
-    def emit(self, record: Any) -> None:
+    def emit(self, record: Record) -> None:
         """Queue one record for output."""
         if self.pretty:
             from kiri.render import render
@@ -182,7 +194,7 @@ class Stream:
         if len(self._out) >= FLUSH_SIZE:
             self.flush()
 
-    def emit_raw(self, record: Any, raw: bytes) -> None:
+    def emit_raw(self, record: Record, raw: bytes) -> None:
         """Queue a record that came in as `raw`, unchanged (rendered, when output is pretty)."""
         if self.pretty:
             self.emit(record)
@@ -258,18 +270,18 @@ class Stream:
                 return
             yield chunk
 
-    def _line_batches(self, fd: int) -> Iterator[list[bytes | str]]:
+    def _line_batches(self, fd: int) -> Iterator[list[bytes | _Dropped]]:
         """Split reads into lists of lines; a line over MAX_LINE becomes the reason (a str)."""
         pending = b""
         skipping = 0  # bytes of an over-long line seen so far, while skipping to its end
         for chunk in self._chunks(fd):
-            batch: list[bytes | str] = []
+            batch: list[bytes | _Dropped] = []
             if skipping:
                 end = chunk.find(b"\n")
                 if end < 0:
                     skipping += len(chunk)
                     continue
-                batch.append(_too_long(skipping + end))
+                batch.append(_Dropped(_too_long(skipping + end)))
                 skipping, chunk = 0, chunk[end + 1 :]
             lines = (pending + chunk).split(b"\n")
             pending = lines.pop()
@@ -280,7 +292,7 @@ class Stream:
         if self.stopping:
             return  # what is left is part of a line the writer had not finished
         if skipping:
-            yield [_too_long(skipping)]
+            yield [_Dropped(_too_long(skipping))]
         elif pending:
             yield [pending]
 
@@ -289,9 +301,9 @@ class Stream:
         fd: int = 0,
         *,
         source: str = "-",
-        consumes: tuple[type, ...] = (),
-        check: Check | None = None,
-    ) -> Iterator[tuple[Any, bytes]]:
+        consumes: tuple[type[R], ...] = (),
+        check: Check[R] | None = None,
+    ) -> Iterator[tuple[R, bytes]]:
         """Yield (record, raw line) for each valid record of a consumed kind.
 
         Records of other kinds go straight to the output, unchanged. `check` may reject a
@@ -306,9 +318,9 @@ class Stream:
         fd: int = 0,
         *,
         source: str = "-",
-        consumes: tuple[type, ...] = (),
-        check: Check | None = None,
-    ) -> Iterator[list[tuple[Any, bytes, int]]]:
+        consumes: tuple[type[R], ...] = (),
+        check: Check[R] | None = None,
+    ) -> Iterator[list[tuple[R, bytes, int]]]:
         """Like records(), but yields the consumed records in groups of (record, raw, line).
 
         A group holds what arrived together, so a stage can handle it in one vectorized step.
@@ -316,13 +328,13 @@ class Stream:
         so the stage emits the group's results before that record goes out.
         """
         decode, out = self.decoder.decode, self._out
-        group: list[tuple[Any, bytes, int]] = []
+        group: list[tuple[R, bytes, int]] = []
         for batch in self._line_batches(fd):
             for line in batch:
                 self.lines += 1
                 if not line:
                     continue
-                if line.__class__ is str:  # the reason an over-long line was dropped
+                if type(line) is _Dropped:  # the reason an over-long line was dropped
                     self.reject(source, self.lines, line, b"")
                     continue
                 if len(line) > MAX_LINE:
@@ -370,6 +382,12 @@ class Stream:
             }
             self._dead_letter.write(msgspec.json.encode(entry) + b"\n")
             self._dead_letter.flush()
+
+
+@final
+class _Dropped(str):
+    """The reason an over-long line was dropped, in its place among the lines. Final, so that
+    the stage loop's `type(line) is _Dropped` (quicker than isinstance) leaves the others bytes."""
 
 
 def _too_long(n: int) -> str:

@@ -70,7 +70,7 @@ from kiri.pipeline import (
 from kiri.records import Decision, Score
 from kiri.relay import READ_SIZE, Inbox, Outlet, RotatingLog
 from kiri.status import AtomStatus, StageStatus, Status, status_path, table
-from kiri.stream import UserError, run_main, setup_logging
+from kiri.stream import Log, UserError, run_main, setup_logging
 
 DONT_RESTART = 125  # s6's exit status for "do not restart me"
 EXEC_FAILED = 127  # the status a stage gets when its command cannot be run
@@ -123,7 +123,7 @@ class Supervisor:
     """Runs one checked pipeline: starts its stages, relays their pipes, restarts them when
     they die and stops them in order."""
 
-    def __init__(self, pipeline: Pipeline, path: Path, log: Any) -> None:
+    def __init__(self, pipeline: Pipeline, path: Path, log: Log) -> None:
         self.pipeline, self.path, self.log = pipeline, path, log
         home = kiri_home()
         self.fifo_path = home / "feedback.fifo"

@@ -19,6 +19,7 @@ import numpy as np
 from kiri.atoms import AtomSpec
 from kiri.records import Obs
 from kiri.schema import Field, Schema
+from kiri.stream import Log
 
 ATOMS = ("pulse", "rhythm", "drift", "mikrotik")  # each has its own field; the rest share OTHER
 OTHER = "other"
@@ -108,7 +109,7 @@ class NerveAdvisor:
     trained on at least `minimum` verdicts and gives that action at least `confidence`.
     Its weights are loaded again whenever `kiri train nerve` replaces them."""
 
-    def __init__(self, minimum: int, confidence: float, log) -> None:
+    def __init__(self, minimum: int, confidence: float, log: Log) -> None:
         self.minimum, self.confidence, self.log = minimum, confidence, log
         self._detector = None
         self._mtime = 0.0

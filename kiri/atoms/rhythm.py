@@ -21,11 +21,11 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 from kiri.atoms import AtomSpec
 from kiri.records import Obs
 from kiri.schema import Field, Schema
+from kiri.stream import Log
 
 # H0–H23 W0–W6 (context) K0–K1 I0–I5 G0–G5 F0–F5: 51 tokens + BOS.
 SCHEMA = Schema(
@@ -219,7 +219,7 @@ class IdleProbe:
     """Asks the idle sources in order each time, and says which one answers only when that
     changes (the first time, or when a display comes or goes), not at every observation."""
 
-    def __init__(self, log: Any, sources: list[Source] | None = None) -> None:
+    def __init__(self, log: Log, sources: list[Source] | None = None) -> None:
         self.log = log
         self.sources = idle_sources() if sources is None else sources
         self.current: str | None = None  # the source that answered last; "none" when none did
@@ -262,7 +262,7 @@ class Commits:
     user.email, when set, says whose commits count, so work fetched from others does not; a
     repository that cannot be read is reported once and skipped."""
 
-    def __init__(self, log: Any, repos: Sequence[Path]) -> None:
+    def __init__(self, log: Log, repos: Sequence[Path]) -> None:
         self.log = log
         self.repos = list(repos)
         self._reported: set[Path] = set()
@@ -353,7 +353,7 @@ def clock(ts: float) -> tuple[int, int]:
 class Rhythm:
     """The rhythm collector: its idle probe, its repositories and the current streak."""
 
-    def __init__(self, log: Any, repos: Sequence[Path], host: str | None = None) -> None:
+    def __init__(self, log: Log, repos: Sequence[Path], host: str | None = None) -> None:
         self.host = host or socket.gethostname()
         self.idle = IdleProbe(log)
         self.commits = Commits(log, repos)

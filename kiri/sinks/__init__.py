@@ -18,11 +18,11 @@ import importlib
 import pkgutil
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from types import ModuleType
-from typing import Any
+from typing import Protocol, cast
 
 from kiri.http import HttpError
 from kiri.records import Decision
+from kiri.stream import Log
 
 NOTIFY = frozenset({"alert", "resolve"})
 """Actions that notify people. `suppress` is logged, not notified; `retrain` and `spawn` are
@@ -61,24 +61,35 @@ class Sink(ABC):
 
     def observe(self, decision: Decision) -> None:
         """See a decision this sink does not deliver; most sinks have nothing to do with it."""
+        return  # by default, nothing
 
     def wait_with(self, sleep: Callable[[float], bool]) -> None:
         """kiri-act hands each sink its stage's sleep, which a stop signal cuts short (it then
         returns False); a sink that waits, for a rate limit say, waits with it."""
+        return  # by default the sink never waits
 
     def close(self) -> None:
         """Release what the sink holds (files, the terminal)."""
+        return  # by default it holds nothing
 
 
-def sink_modules() -> dict[str, ModuleType]:
+class SinkModule(Protocol):
+    """A sink module, as kiri-act sees it (and perhaps `add_options(parser)` besides)."""
+
+    HELP: str
+
+    def open_sink(self, args: argparse.Namespace, log: Log) -> Sink: ...
+
+
+def sink_modules() -> dict[str, SinkModule]:
     """The sinks people can choose, by name, in name order."""
     modules = {}
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
         module = importlib.import_module(f"{__name__}.{info.name}")
         if hasattr(module, "open_sink"):
-            modules[info.name] = module
+            modules[info.name] = cast(SinkModule, module)  # it has open_sink: it is one
     return modules
 
 
-def open_sink(name: str, args: argparse.Namespace, log: Any) -> Sink:
+def open_sink(name: str, args: argparse.Namespace, log: Log) -> Sink:
     return sink_modules()[name].open_sink(args, log)

@@ -23,17 +23,18 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any
 
 from kiri import alertmanager
 from kiri.config import ConfigError, config_path
 from kiri.http import HttpError
 from kiri.records import Decision
 from kiri.sinks import Sink, SinkError
+from kiri.stream import Log
 
 EXPIRY = 4  # an alert's endsAt is this many re-send intervals ahead, as Prometheus does it
 
 Key = tuple[str, str]  # (incident, atom)
+Alert = dict[str, object]  # a postable alert, as Alertmanager's API takes it
 
 
 class AlertmanagerSink(Sink):
@@ -41,8 +42,8 @@ class AlertmanagerSink(Sink):
 
     def __init__(self, am: alertmanager.Settings) -> None:
         self.am = am
-        self.open: dict[Key, dict[str, Any]] = {}  # the firing alerts, without their endsAt
-        self.ended: list[dict[str, Any]] = []  # resolved alerts Alertmanager has not yet taken
+        self.open: dict[Key, Alert] = {}  # the firing alerts, without their endsAt
+        self.ended: list[Alert] = []  # resolved alerts Alertmanager has not yet taken
         self.next_send = 0.0
 
     def deliver(self, decision: Decision, line: bytes) -> str:
@@ -64,8 +65,8 @@ class AlertmanagerSink(Sink):
             self._send(now)
 
     def _fire(self, decision: Decision, atom: str, now: float) -> None:
-        alert = alertmanager.alert(decision, atom, self.am, now)
-        key = (alert["labels"]["incident"], atom)
+        alert: Alert = alertmanager.alert(decision, atom, self.am, now)
+        key = (alertmanager.labels(decision, atom)["incident"], atom)  # the alert's own label
         old = self.open.get(key)
         if old and old["labels"] == alert["labels"]:
             alert["startsAt"] = old["startsAt"]  # the same alert, with fresh annotations
@@ -73,7 +74,7 @@ class AlertmanagerSink(Sink):
             self._end(old, now)
         self.open[key] = alert
 
-    def _end(self, alert: dict[str, Any], now: float) -> None:
+    def _end(self, alert: Alert, now: float) -> None:
         self.ended.append({**alert, "endsAt": alertmanager.timestamp(now)})
 
     def _send(self, now: float) -> str:
@@ -96,7 +97,7 @@ class AlertmanagerSink(Sink):
 HELP = "Prometheus Alertmanager at [alertmanager] url of config.toml, re-sent while open"
 
 
-def open_sink(args: argparse.Namespace, log: Any) -> AlertmanagerSink:
+def open_sink(args: argparse.Namespace, log: Log) -> AlertmanagerSink:
     am = alertmanager.settings()
     if am is None:
         raise ConfigError(

@@ -14,10 +14,11 @@ import os
 import signal
 import subprocess
 import tempfile
-from typing import IO, Any
+from typing import IO
 
 from kiri.records import Decision
 from kiri.sinks import Sink, SinkError
+from kiri.stream import Log
 
 STDERR_TAIL = 4096  # bytes of the command's stderr kept to explain a failure
 
@@ -80,5 +81,5 @@ def _last_line(err: IO[bytes]) -> str:
 HELP = "the command after --, with the decision's JSON line on stdin"
 
 
-def open_sink(args: argparse.Namespace, log: Any) -> ExecSink:
+def open_sink(args: argparse.Namespace, log: Log) -> ExecSink:
     return ExecSink(args.command, args.exec_timeout)

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
 
 from kiri.home import kiri_home, private_dir
 from kiri.records import Decision
 from kiri.sinks import Sink, SinkError
+from kiri.stream import Log
 
 
 class LogSink(Sink):
     name = "log"
 
-    def __init__(self, log: Any) -> None:
+    def __init__(self, log: Log) -> None:
         self.log = log
         try:
             self.path = private_dir(kiri_home() / "logs") / "alerts.ndjson"
@@ -57,5 +57,5 @@ class LogSink(Sink):
 HELP = "$KIRI_HOME/logs/alerts.ndjson, every action"
 
 
-def open_sink(args: argparse.Namespace, log: Any) -> LogSink:
+def open_sink(args: argparse.Namespace, log: Log) -> LogSink:
     return LogSink(log)

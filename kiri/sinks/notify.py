@@ -19,11 +19,11 @@ import html
 import shutil
 import subprocess
 import sys
-from typing import Any
 
 from kiri.records import Decision
 from kiri.render import printable, summary
 from kiri.sinks import Sink, SinkError
+from kiri.stream import Log
 
 TIMEOUT = 10.0  # seconds a notifier may take; they return at once when a desktop is there
 APPLESCRIPT = [
@@ -106,7 +106,7 @@ def find_notifier() -> str | None:
 HELP = "a desktop notification (notify-send on Linux, osascript on macOS)"
 
 
-def open_sink(args: argparse.Namespace, log: Any) -> NotifySink:
+def open_sink(args: argparse.Namespace, log: Log) -> NotifySink:
     notifier = find_notifier()
     if notifier is None:
         log.warning(

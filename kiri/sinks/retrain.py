@@ -17,7 +17,7 @@ class RetrainSink(Sink):
     name = "retrain"
 
     def __init__(self) -> None:
-        self.running: dict[str, subprocess.Popen] = {}
+        self.running: dict[str, subprocess.Popen[bytes]] = {}
 
     def accepts(self, decision: Decision) -> bool:
         return decision.action == "retrain"

@@ -22,20 +22,20 @@ import argparse
 import sqlite3
 import time
 from collections.abc import Callable
-from typing import Any
 
 from kiri.config import config_path
 from kiri.http import HttpError
 from kiri.records import Decision
 from kiri.sinks import Sink, SinkError
 from kiri.store import Store, StoreError, TelegramMessage
+from kiri.stream import Log
 from kiri.telegram import BotAPI, TelegramConfig, keyboard, load_telegram_config, message_text
 
 
 class TelegramSink(Sink):
     name = "telegram"
 
-    def __init__(self, config: TelegramConfig, log: Any) -> None:
+    def __init__(self, config: TelegramConfig, log: Log) -> None:
         self.chat, self.log = config.chat_id, log
         self.api = BotAPI(config)
         try:
@@ -61,7 +61,7 @@ class TelegramSink(Sink):
         self._remember(decision, message, text)
         return f"message {message} in chat {self.chat}"
 
-    def _extras(self, decision: Decision) -> dict[str, Any]:
+    def _extras(self, decision: Decision) -> dict[str, object]:
         """An alert's buttons, or the message a resolve replies to."""
         if decision.action == "alert":
             buttons = keyboard(decision.id)
@@ -110,7 +110,7 @@ HELP = (
 )
 
 
-def open_sink(args: argparse.Namespace, log: Any) -> TelegramSink:
+def open_sink(args: argparse.Namespace, log: Log) -> TelegramSink:
     config = load_telegram_config()
     if config is None:
         raise SinkError(

@@ -14,11 +14,12 @@ import argparse
 import contextlib
 import sys
 import time
-from typing import Any, TextIO
+from typing import TextIO
 
 from kiri.records import Decision
 from kiri.render import printable, summary, top_culprits
 from kiri.sinks import Sink, SinkError
+from kiri.stream import Log
 
 CLEAR = "\r\x1b[K"  # back to the first column, erase to the end of the line
 RESET = "\x1b[0m"
@@ -100,5 +101,5 @@ def _who(d: Decision) -> str:
 HELP = "this terminal (stderr), with a live status line"
 
 
-def open_sink(args: argparse.Namespace, log: Any) -> TerminalSink:
+def open_sink(args: argparse.Namespace, log: Log) -> TerminalSink:
     return TerminalSink()

@@ -19,13 +19,12 @@ import contextlib
 import math
 import sys
 import time
-from typing import Any
 
 from kiri import add_version_option
 from kiri.records import Decision, Outcome
 from kiri.sinks import Sink, SinkError, sink_modules
 from kiri.sinks.retrain import RetrainSink
-from kiri.stream import Stream, UserError, add_stream_options, run_main, setup_logging
+from kiri.stream import Log, Stream, UserError, add_stream_options, run_main, setup_logging
 
 SINKS = sink_modules()
 FIRST_BACKOFF = 0.5  # seconds before the first retry; doubled for each one after
@@ -110,7 +109,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def open_sink(name: str, args: argparse.Namespace, log: Any) -> Sink:
+def open_sink(name: str, args: argparse.Namespace, log: Log) -> Sink:
     """Open a sink before any input is read, so a sink that cannot work fails the start."""
     try:
         return SINKS[name].open_sink(args, log)
@@ -118,7 +117,7 @@ def open_sink(name: str, args: argparse.Namespace, log: Any) -> Sink:
         raise UserError(str(e)) from e
 
 
-def act(stream: Stream, sinks: list[Sink], retries: int, log: Any) -> None:
+def act(stream: Stream, sinks: list[Sink], retries: int, log: Log) -> None:
     """Route each decision to the sinks; emit an outcome for each delivery."""
     for sink in sinks:
         sink.wait_with(stream.sleep)
@@ -137,7 +136,7 @@ def act(stream: Stream, sinks: list[Sink], retries: int, log: Any) -> None:
 
 
 def deliver(
-    stream: Stream, sink: Sink, decision: Decision, line: bytes, retries: int, log: Any
+    stream: Stream, sink: Sink, decision: Decision, line: bytes, retries: int, log: Log
 ) -> Outcome:
     """Deliver one decision to one sink, retrying with backoff (or the wait the receiver
     asked for) unless the sink says retrying cannot help; say how it went."""
@@ -169,11 +168,21 @@ def deliver(
     return _outcome(decision, sink, ok=False, error=error, detail=f"attempts: {tried}")
 
 
-def _outcome(decision: Decision, sink: Sink, **fields: Any) -> Outcome:
-    return Outcome(ts=time.time(), id=decision.id, action=decision.action, sink=sink.name, **fields)
+def _outcome(
+    decision: Decision, sink: Sink, *, ok: bool, error: str = "", detail: str = ""
+) -> Outcome:
+    return Outcome(
+        ts=time.time(),
+        id=decision.id,
+        action=decision.action,
+        sink=sink.name,
+        ok=ok,
+        error=error,
+        detail=detail,
+    )
 
 
-def _observe(sink: Sink, decision: Decision, log: Any) -> None:
+def _observe(sink: Sink, decision: Decision, log: Log) -> None:
     """Show a sink a decision it does not deliver; a failure there is logged, nothing more."""
     try:
         sink.observe(decision)

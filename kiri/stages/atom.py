@@ -13,8 +13,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import msgspec
 
@@ -24,7 +24,8 @@ from kiri.detector import Detector
 from kiri.model.weights import WeightsError
 from kiri.recordings import Recorder
 from kiri.records import Obs, Score
-from kiri.stream import Stream, UserError, add_stream_options, run_main, setup_logging
+from kiri.schema import SchemaError
+from kiri.stream import Log, Stream, UserError, add_stream_options, run_main, setup_logging
 from kiri.training_jobs import start_training, train_log
 
 RELOAD_EVERY = 1.0  # seconds between checks of the weights file
@@ -63,13 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
 class Weights:
     """The atom's current detector, reloaded whenever the weights file changes."""
 
-    def __init__(self, path: Path, log: Any) -> None:
+    def __init__(self, path: Path, log: Log) -> None:
         self.path, self.log = path, log
         self.detector: Detector | None = None
-        self._stamp: tuple | None = None
+        self._stamp: tuple[int, int, int] | None = None
         self._checked = 0.0
 
-    def _file_stamp(self) -> tuple | None:
+    def _file_stamp(self) -> tuple[int, int, int] | None:
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
@@ -101,11 +102,11 @@ class Weights:
 class Learner:
     """--learn: records a warm-up window, then trains the atom in a background process."""
 
-    def __init__(self, atom: str, warmup: int, out: Path, log: Any) -> None:
+    def __init__(self, atom: str, warmup: int, out: Path, log: Log) -> None:
         self.atom, self.warmup, self.out, self.log = atom, warmup, out, log
         self.recorder = Recorder(atom)
         self.seen = 0
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
         self._encode = msgspec.json.Encoder().encode
 
     def observe(self, obs: Obs) -> None:
@@ -136,7 +137,7 @@ class Learner:
         self.recorder.close()
 
 
-def score_stream(args: argparse.Namespace, stream: Stream, log: Any) -> None:
+def score_stream(args: argparse.Namespace, stream: Stream, log: Log) -> None:
     atom = args.atom
     path = args.weights or weights_path(atom)
     model = Weights(path, log)
@@ -154,7 +155,9 @@ def score_stream(args: argparse.Namespace, stream: Stream, log: Any) -> None:
         for group in stream.batches(0, consumes=(Obs,)):
             model.refresh(force=learner is not None and learner.proc is not None)
             mine = [(rec, raw, n) for rec, raw, n in group if rec.atom == atom]
+            results: Sequence[Score | SchemaError | None]
             if model.detector is None:
+                assert learner is not None  # no weights at the start: --learn made one
                 for rec, _raw, _n in mine:
                     learner.observe(rec)
                 results = [None] * len(mine)
@@ -166,7 +169,12 @@ def score_stream(args: argparse.Namespace, stream: Stream, log: Any) -> None:
             learner.stop()
 
 
-def _emit(stream: Stream, group: list, results, atom: str) -> None:
+def _emit(
+    stream: Stream,
+    group: list[tuple[Obs, bytes, int]],
+    results: Iterator[Score | SchemaError | None],
+    atom: str,
+) -> None:
     """Emit each record of a group in order: its score, its rejection, or itself."""
     for rec, raw, lineno in group:
         result = next(results) if rec.atom == atom else None

@@ -17,7 +17,6 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import msgspec
 
@@ -26,7 +25,7 @@ from kiri.atoms.nerve import NerveAdvisor, PolicyExamples
 from kiri.policy import Policy
 from kiri.records import Decision, Record, Rule, Score
 from kiri.store import Store, db_path
-from kiri.stream import Stream, add_stream_options, run_main, setup_logging
+from kiri.stream import Log, Stream, add_stream_options, run_main, setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,7 +101,7 @@ class Feedback:
     non-blocking, so the main stream never waits for it.
     """
 
-    def __init__(self, path: Path, policy: Policy, stream: Stream, log: Any) -> None:
+    def __init__(self, path: Path, policy: Policy, stream: Stream, log: Log) -> None:
         self.policy, self.stream, self.log = policy, stream, log
         if not path.exists():
             os.mkfifo(path, 0o600)
@@ -122,7 +121,7 @@ class Feedback:
             except (msgspec.MsgspecError, UnicodeDecodeError) as e:
                 self.log.warning("bad_feedback_record", reason=str(e))
 
-    def handle(self, record: Any) -> None:
+    def handle(self, record: Record) -> None:
         if isinstance(record, Rule) and record.action == "suppress":
             self.policy.rules.add(record)
             self.log.info("rule_added", rule=record.id, atom=record.atom, match=record.match)

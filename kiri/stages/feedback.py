@@ -17,7 +17,6 @@ import argparse
 import hashlib
 import sys
 import time
-from typing import Any
 
 import msgspec
 
@@ -28,7 +27,7 @@ from kiri.patterns import named_culprits, pattern_key
 from kiri.recordings import Recorder
 from kiri.records import Decision, Outcome, Rule, Verdict
 from kiri.store import Store, VerdictRow
-from kiri.stream import Stream, add_stream_options, run_main, setup_logging
+from kiri.stream import Log, Stream, add_stream_options, run_main, setup_logging
 
 CURSOR = "feedback.verdicts_seen"
 LABELS = {"dismiss": "suppress", "confirm": "alert"}  # what the person says KIRI should have done
@@ -75,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
 class Learner:
     """Everything kiri-feedback does with one store and one output stream."""
 
-    def __init__(self, store: Store, stream: Stream, args: argparse.Namespace, log: Any) -> None:
+    def __init__(self, store: Store, stream: Stream, args: argparse.Namespace, log: Log) -> None:
         self.store, self.stream, self.args, self.log = store, stream, args, log
         self.pending: dict[str, Decision] = {}  # delivered decisions awaiting an ok outcome
         self.seen = int(store.get_state(CURSOR, "0"))
@@ -217,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             for record, _raw in stream.records(0, consumes=(Decision, Outcome)):
                 if isinstance(record, Decision):
                     learner.on_decision(record)
-                else:
+                elif isinstance(record, Outcome):
                     learner.on_outcome(record)
 
     return run_main(body)
