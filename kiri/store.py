@@ -99,15 +99,15 @@ class StoreError(Exception):
     """The store cannot be used; the message says why and what to do."""
 
 
-class UnknownAlert(StoreError):
+class UnknownAlertError(StoreError):
     pass
 
 
-class UnknownTask(StoreError):
+class UnknownTaskError(StoreError):
     pass
 
 
-class TaskAlreadyDone(StoreError):
+class TaskAlreadyDoneError(StoreError):
     pass
 
 
@@ -189,10 +189,11 @@ class Store:
             )
         for number in range(version, VERSION):
             self.db.executescript(  # one transaction per migration, with its version
-                f"BEGIN IMMEDIATE; {MIGRATIONS[number]}; PRAGMA user_version = {number + 1}; COMMIT;"
+                f"BEGIN IMMEDIATE; {MIGRATIONS[number]}; "
+                f"PRAGMA user_version = {number + 1}; COMMIT;"
             )
 
-    def _write(self):
+    def _write(self) -> _Transaction:
         """A write transaction taken at once (BEGIN IMMEDIATE), so writers queue, not deadlock."""
         return _Transaction(self.db)
 
@@ -224,7 +225,10 @@ class Store:
             " LEFT JOIN verdicts v ON v.alert = a.id ORDER BY a.ts DESC, a.rowid DESC LIMIT ?",
             (limit,),
         ).fetchall()
-        return [AlertRow(*r[:9], normal=bool(r[9])) for r in rows]
+        return [
+            AlertRow(id_, ts, atom, host, action, incident, summary, pattern, verdict, bool(normal))
+            for id_, ts, atom, host, action, incident, summary, pattern, verdict, normal in rows
+        ]
 
     # -- verdicts -----------------------------------------------------------------------------
 
@@ -248,7 +252,7 @@ class Store:
             raise StoreError(f"a verdict is confirm or dismiss, not {verdict!r}")
         with self._write():
             if not self.db.execute("SELECT 1 FROM alerts WHERE id = ?", (alert,)).fetchone():
-                raise UnknownAlert(f"no alert with id {alert!r} (see `kiri alerts`)")
+                raise UnknownAlertError(f"no alert with id {alert!r} (see `kiri alerts`)")
             old = self.db.execute(
                 "SELECT verdict, normal FROM verdicts WHERE alert = ?", (alert,)
             ).fetchone()
@@ -272,18 +276,20 @@ class Store:
         return [VerdictRow(r[0], r[1], r[2], r[3], bool(r[4]), *r[5:]) for r in rows]
 
     def last_verdict_seq(self) -> int:
-        return self.db.execute("SELECT coalesce(max(rowid), 0) FROM verdicts").fetchone()[0]
+        seq: int = self.db.execute("SELECT coalesce(max(rowid), 0) FROM verdicts").fetchone()[0]
+        return seq
 
     def dismissals(self, atom: str, pattern: str, upto: int) -> int:
         """How many alerts of this atom and culprit pattern people dismissed as noise (a "new
         normal" dismissal asks for a retrain instead, so it does not count), up to verdict seq
         `upto`: a reader following the verdicts counts what it has seen so far."""
-        return self.db.execute(
+        count: int = self.db.execute(
             "SELECT count(*) FROM verdicts v JOIN alerts a ON a.id = v.alert"
             " WHERE v.verdict = 'dismiss' AND NOT v.normal AND a.atom = ? AND a.pattern = ?"
             " AND v.rowid <= ?",
             (atom, pattern, upto),
         ).fetchone()[0]
+        return count
 
     # -- rules --------------------------------------------------------------------------------
 
@@ -332,6 +338,7 @@ class Store:
                 "INSERT INTO tasks (title, project, created) VALUES (?, ?, ?)",
                 (title, project, time.time() if ts is None else ts),
             )
+        assert cur.lastrowid is not None  # an INSERT sets it
         return cur.lastrowid
 
     def finish_task(self, task: int, ts: float | None = None) -> TaskRow:
@@ -341,13 +348,14 @@ class Store:
                 "SELECT id, title, project, created, done FROM tasks WHERE id = ?", (task,)
             ).fetchone()
             if row is None:
-                raise UnknownTask(f"no task with id {task} (see `kiri task list`)")
+                raise UnknownTaskError(f"no task with id {task} (see `kiri task list`)")
             if row[4] is not None:
                 when = time.strftime("%Y-%m-%d %H:%M", time.localtime(row[4]))
-                raise TaskAlreadyDone(f"task {task} is already done (since {when})")
+                raise TaskAlreadyDoneError(f"task {task} is already done (since {when})")
             done = time.time() if ts is None else ts
             self.db.execute("UPDATE tasks SET done = ? WHERE id = ?", (done, task))
-        return TaskRow(*row[:4], done=done)
+        task_id, title, project, created, _ = row
+        return TaskRow(task_id, title, project, created, done)
 
     def tasks(self, include_done: bool = False) -> list[TaskRow]:
         """Open tasks (and done ones too, if asked), oldest first."""
@@ -414,14 +422,16 @@ class Store:
 
     def get_state(self, key: str, default: str = "") -> str:
         row = self.db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else default
+        value: str = row[0] if row else default
+        return value
 
     def set_state(self, key: str, value: str) -> None:
         with self._write():
             self.db.execute("INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", (key, value))
 
     def integrity(self) -> str:
-        return self.db.execute("PRAGMA integrity_check").fetchone()[0]
+        result: str = self.db.execute("PRAGMA integrity_check").fetchone()[0]
+        return result
 
 
 class _Transaction:

@@ -6,7 +6,7 @@ import sqlite3
 import pytest
 
 from kiri.records import Decision, Rule
-from kiri.store import VERSION, Store, StoreError, UnknownAlert, db_path
+from kiri.store import VERSION, Store, StoreError, UnknownAlertError, db_path
 
 
 def decision(i, atom="pulse"):
@@ -56,7 +56,7 @@ def test_a_verdict_is_one_per_alert_and_a_repeat_is_idempotent(kiri_home):
 
 def test_an_unknown_alert_or_verdict_is_refused(kiri_home):
     with Store() as store:
-        with pytest.raises(UnknownAlert, match="no alert with id 'zz'"):
+        with pytest.raises(UnknownAlertError, match="no alert with id 'zz'"):
             store.add_verdict("zz", "dismiss")
         store.record_alert(decision(0), "C9")
         with pytest.raises(StoreError, match="confirm or dismiss"):

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import threading
 import time
-from typing import Any
 
 import msgspec
 
@@ -33,7 +32,7 @@ from kiri.collectors import NOT_RESTARTED
 from kiri.config import config_path
 from kiri.http import HttpError
 from kiri.records import Verdict
-from kiri.store import Store, UnknownAlert
+from kiri.store import Store, UnknownAlertError
 from kiri.stream import Stream, UserError
 from kiri.telegram import (
     NEW_NORMAL,
@@ -56,7 +55,7 @@ STOP_CHECK = 0.1  # seconds between looks at the stop flag while a long poll is 
 REFUSED = "Sorry, this KIRI does not take verdicts from you."
 
 
-def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "telegram",
         help="verdicts from the Confirm / Dismiss / New normal "
@@ -134,14 +133,14 @@ class Presses:
         username = me.get("username", "") if isinstance(me, dict) else ""
         self.log.info("listening", bot=username, allowed=sorted(self.allowed), offset=self.offset)
 
-    def _long_poll(self) -> list[Any] | None:
+    def _long_poll(self) -> list[object] | None:
         """getUpdates after the offset; None when the stage is stopping meanwhile."""
         params = {
             "offset": self.offset,
             "timeout": self.timeout,
             "allowed_updates": ["callback_query"],
         }
-        answer: list[Any] = []
+        answer: list[object] = []  # the updates, or what went wrong
 
         def fetch() -> None:
             try:
@@ -163,7 +162,7 @@ class Presses:
             raise HttpError("telegram getUpdates: the answer is not a list of updates")
         return answer[0]
 
-    def _handle(self, raw: Any) -> None:
+    def _handle(self, raw: object) -> None:
         """One update, then the offset moves past it: it is never handled again."""
         try:
             update = msgspec.convert(raw, Update)
@@ -207,7 +206,7 @@ class Presses:
                 by=by,
                 note=NEW_NORMAL if normal else "",
             )
-        except UnknownAlert:
+        except UnknownAlertError:
             self.log.warning("unknown_alert", alert=alert, user=q.sender.id)
             self._answer(q, f"KIRI has no alert {alert} (yet): try again in a moment.")
             return
