@@ -17,7 +17,7 @@ import structlog
 from conftest import FIXTURES, log_events, run, stage_cmd
 
 from kiri.atoms import rhythm
-from kiri.atoms.rhythm import NoAnswer, Unparsable
+from kiri.atoms.rhythm import NoAnswerError, UnparsableError
 from kiri.records import Obs, Score
 
 decode = msgspec.json.Decoder(Obs).decode
@@ -48,13 +48,13 @@ def test_ioreg_without_hididletime_is_unparsable():
         for line in output("ioreg-IOHIDSystem.txt").splitlines(True)
         if '"HIDIdleTime"' not in line
     )
-    with pytest.raises(Unparsable, match="no HIDIdleTime"):
+    with pytest.raises(UnparsableError, match="no HIDIdleTime"):
         rhythm.parse_ioreg(tree)
 
 
 def test_xprintidle_prints_milliseconds():
     assert rhythm.parse_xprintidle(output("xprintidle.txt")) == pytest.approx(1.451)
-    with pytest.raises(Unparsable, match="couldn't open display.*, not milliseconds"):
+    with pytest.raises(UnparsableError, match="couldn't open display.*, not milliseconds"):
         rhythm.parse_xprintidle("couldn't open display\n")
 
 
@@ -65,16 +65,16 @@ def test_logind_active_session_reads_zero_and_idle_one_counts_from_its_hint():
 
 
 def test_logind_cannot_tell_when_the_hint_was_never_set():
-    with pytest.raises(NoAnswer, match="never set its idle hint"):
+    with pytest.raises(NoAnswerError, match="never set its idle hint"):
         rhythm.parse_logind(output("loginctl-show-session-unset.txt"), now=1718620000.0)
-    with pytest.raises(Unparsable, match="IdleHint is None"):
+    with pytest.raises(UnparsableError, match="IdleHint is None"):
         rhythm.parse_logind("Failed to get session: No session '9' known\n", now=1718620000.0)
     assert rhythm.parse_properties(output("loginctl-show-user.txt")) == {"Display": "2"}
 
 
 def test_mutter_reply_is_milliseconds():
     assert rhythm.parse_mutter(output("gdbus-mutter-idletime.txt")) == pytest.approx(12.345)
-    with pytest.raises(Unparsable, match="not \\(uint64 MS,\\)"):
+    with pytest.raises(UnparsableError, match="not \\(uint64 MS,\\)"):
         rhythm.parse_mutter("(@t 12345,)\n")
 
 
@@ -192,7 +192,7 @@ def test_no_source_answering_is_unknown_said_once_never_idle(linux_desktop, monk
 def test_a_wayland_session_does_not_trust_xwayland(monkeypatch):
     monkeypatch.setenv("WAYLAND_DISPLAY", "wayland-0")
     monkeypatch.setenv("DISPLAY", ":0")
-    with pytest.raises(NoAnswer, match="Wayland"):
+    with pytest.raises(NoAnswerError, match="Wayland"):
         rhythm.x11_idle()
 
 
@@ -201,11 +201,11 @@ def test_the_probe_speaks_when_the_source_changes_not_every_poll():
 
     def x11():
         if not display["up"]:
-            raise NoAnswer("DISPLAY is not set")
+            raise NoAnswerError("DISPLAY is not set")
         return 3.0
 
     def broken():
-        raise Unparsable("garbage")
+        raise UnparsableError("garbage")
 
     with structlog.testing.capture_logs() as logs:
         probe = rhythm.IdleProbe(structlog.get_logger(), [("x11", x11), ("mutter", broken)])
@@ -304,7 +304,7 @@ def test_commit_counting_holds_the_window_edge_and_rejects_garbage():
     log = f"1000 {ME}\n999 {ME}\n1500 {TEAMMATE.upper()}\n"
     assert rhythm.count_commits(log, since=1000) == 2
     assert rhythm.count_commits(log, since=1000, email=TEAMMATE) == 1
-    with pytest.raises(Unparsable):
+    with pytest.raises(UnparsableError):
         rhythm.count_commits("warning: refname 'x' is ambiguous\n", since=0)
 
 

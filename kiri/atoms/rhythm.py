@@ -49,17 +49,17 @@ BREAK = 300.0  # seconds idle that end a focus streak
 WINDOW = 3600.0  # commits are counted over the last hour
 
 
-class NoAnswer(Exception):
+class NoAnswerError(Exception):
     """A source cannot tell here: its command is missing, failed or timed out, or it has no
     session or display to ask."""
 
 
-class Unparsable(ValueError):
+class UnparsableError(ValueError):
     """A source answered, but not in a form that says how long the person has been idle."""
 
 
 def run_command(argv: Sequence[str], timeout: float = COMMAND_TIMEOUT) -> str:
-    """The command's stdout; NoAnswer with the reason when it does not run cleanly."""
+    """The command's stdout; NoAnswerError with the reason when it does not run cleanly."""
     try:
         done = subprocess.run(
             argv,
@@ -68,16 +68,17 @@ def run_command(argv: Sequence[str], timeout: float = COMMAND_TIMEOUT) -> str:
             text=True,
             errors="replace",
             timeout=timeout,
+            check=False,  # the status is looked at below
         )
     except FileNotFoundError:
-        raise NoAnswer(f"{argv[0]} is not installed") from None
+        raise NoAnswerError(f"{argv[0]} is not installed") from None
     except subprocess.TimeoutExpired:
-        raise NoAnswer(f"{argv[0]} did not answer within {timeout:g} s") from None
+        raise NoAnswerError(f"{argv[0]} did not answer within {timeout:g} s") from None
     except OSError as e:
-        raise NoAnswer(f"{argv[0]}: {e.strerror}") from None
+        raise NoAnswerError(f"{argv[0]}: {e.strerror}") from None
     if done.returncode != 0:
         said = done.stderr.strip().splitlines()
-        raise NoAnswer(
+        raise NoAnswerError(
             f"{argv[0]} exited with status {done.returncode}"
             + (f": {said[0][:200]}" if said else "")
         )
@@ -95,14 +96,14 @@ def parse_ioreg(text: str) -> float:
     several IOHIDSystem entries lists one each; the smallest is the latest input."""
     found = IOREG_IDLE.findall(text)
     if not found:
-        raise Unparsable("no HIDIdleTime in ioreg's output")
+        raise UnparsableError("no HIDIdleTime in ioreg's output")
     return min(int(n) for n in found) / 1e9
 
 
 def parse_xprintidle(text: str) -> float:
     """`xprintidle`: milliseconds since the X server last saw input."""
     if not text.strip().isdecimal():
-        raise Unparsable(f"xprintidle printed {text.strip()[:40]!r}, not milliseconds")
+        raise UnparsableError(f"xprintidle printed {text.strip()[:40]!r}, not milliseconds")
     return int(text) / 1000
 
 
@@ -110,7 +111,7 @@ def parse_mutter(text: str) -> float:
     """`gdbus call … org.gnome.Mutter.IdleMonitor.GetIdletime`: `(uint64 MS,)`."""
     match = MUTTER_REPLY.fullmatch(text.strip())
     if not match:
-        raise Unparsable(f"Mutter replied {text.strip()[:40]!r}, not (uint64 MS,)")
+        raise UnparsableError(f"Mutter replied {text.strip()[:40]!r}, not (uint64 MS,)")
     return int(match[1]) / 1000
 
 
@@ -130,11 +131,11 @@ def parse_logind(text: str, now: float) -> float:
     props = parse_properties(text)
     hint, since = props.get("IdleHint"), props.get("IdleSinceHint", "")
     if hint not in ("yes", "no"):
-        raise Unparsable(f"IdleHint is {hint!r}, not yes or no")
+        raise UnparsableError(f"IdleHint is {hint!r}, not yes or no")
     if not since.isdecimal():
-        raise Unparsable(f"IdleSinceHint is {since!r}, not microseconds")
+        raise UnparsableError(f"IdleSinceHint is {since!r}, not microseconds")
     if int(since) == 0:
-        raise NoAnswer("the session has never set its idle hint")
+        raise NoAnswerError("the session has never set its idle hint")
     return max(0.0, now - int(since) / 1e6) if hint == "yes" else 0.0
 
 
@@ -149,9 +150,9 @@ def ioreg_idle() -> float:
 
 def x11_idle() -> float:
     if not os.environ.get("DISPLAY"):
-        raise NoAnswer("DISPLAY is not set")
+        raise NoAnswerError("DISPLAY is not set")
     if os.environ.get("WAYLAND_DISPLAY"):  # XWayland sees only the input sent to X windows
-        raise NoAnswer("a Wayland session: X11 does not see all input")
+        raise NoAnswerError("a Wayland session: X11 does not see all input")
     return parse_xprintidle(run_command(["xprintidle"]))
 
 
@@ -160,7 +161,7 @@ def logind_idle() -> float:
     one a collector started by a service manager, outside any session, should ask about)."""
     session = os.environ.get("XDG_SESSION_ID") or _display_session()
     if not SESSION_ID.fullmatch(session):
-        raise Unparsable(f"session id {session[:40]!r} is not a logind session id")
+        raise UnparsableError(f"session id {session[:40]!r} is not a logind session id")
     out = run_command(
         [
             "loginctl",
@@ -181,7 +182,7 @@ def _display_session() -> str:
     out = run_command(["loginctl", "show-user", str(os.getuid()), "-p", "Display"])
     session = parse_properties(out).get("Display", "")
     if not session:
-        raise NoAnswer("the user has no display session")
+        raise NoAnswerError("the user has no display session")
     return session
 
 
@@ -231,9 +232,9 @@ class IdleProbe:
         for name, read in self.sources:
             try:
                 idle = read()
-            except NoAnswer as e:
+            except NoAnswerError as e:
                 silent[name] = str(e)
-            except Unparsable as e:
+            except UnparsableError as e:
                 silent[name] = str(e)
                 if (name, str(e)) not in self._unparsable:
                     self._unparsable.add((name, str(e)))
@@ -278,7 +279,7 @@ class Commits:
         for repo in self.repos:
             try:
                 total += self._count(repo, now - WINDOW)
-            except (NoAnswer, Unparsable) as e:
+            except (NoAnswerError, UnparsableError) as e:
                 if repo not in self._reported:
                     self._reported.add(repo)
                     self.log.warning("repo_skipped", repo=str(repo), reason=str(e))
@@ -300,7 +301,7 @@ def _user_email(repo: Path) -> str:
         return run_command(
             ["git", "-C", str(repo), "config", "user.email"], timeout=GIT_TIMEOUT
         ).strip()
-    except NoAnswer:  # unset (status 1), or not a repository: the log says which
+    except NoAnswerError:  # unset (status 1), or not a repository: the log says which
         return ""
 
 
@@ -311,7 +312,7 @@ def count_commits(log_text: str, since: float, email: str = "") -> int:
     for line in log_text.splitlines():
         stamp, _, committer = line.partition(" ")
         if not stamp.isdecimal():
-            raise Unparsable(f"git log printed {line[:60]!r}, not a commit time")
+            raise UnparsableError(f"git log printed {line[:60]!r}, not a commit time")
         if int(stamp) >= since and (not email or committer.lower() == email.lower()):
             n += 1
     return n
