@@ -23,7 +23,9 @@ from kiri.stream import Stream, UserError
 NOT_RESTARTED = 125  # exit status telling the supervisor a source is absent: do not restart
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> list[argparse.ArgumentParser]:
+def add_parsers(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> list[argparse.ArgumentParser]:
     """Every source module's subcommand, in name order."""
     return [
         importlib.import_module(f"{__name__}.{info.name}").add_parser(sub)

@@ -18,6 +18,7 @@ from kiri import durations
 from kiri.atoms import drift
 from kiri.collectors import add_poll_options, poll
 from kiri.recordings import Recorder
+from kiri.records import Obs
 from kiri.store import Store, StoreError
 from kiri.stream import Stream, UserError
 from kiri.tasks import TaskHistory
@@ -25,7 +26,7 @@ from kiri.tasks import TaskHistory
 GRACE = 0.5  # seconds after a window's end before it is read: a task logged at :59.9 counts
 
 
-def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "drift",
         conflict_handler="resolve",
@@ -106,7 +107,7 @@ def follow(args: argparse.Namespace, stream: Stream, host: str) -> None:
     now = time.time()
     pending, first_end = drift.window_of(now, args.window)  # the next window to emit
 
-    def ended() -> list:
+    def ended() -> list[Obs]:
         nonlocal pending
         out, history = [], _history()
         for start, end in drift.windows(pending, time.time(), args.window):

@@ -51,7 +51,7 @@ BACKFILL_ATTEMPTS = 3
 MAX_BACKOFF = 60.0  # seconds a failing Prometheus adds between polls, at most
 
 
-def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "prometheus",
         conflict_handler="resolve",
@@ -227,7 +227,8 @@ def backfill(args: argparse.Namespace, stream: Stream, fleet: Fleet) -> None:
         raise UserError("--start must be before --end")
     recorder = Recorder(fleet.queries.atom) if args.record else None
     encode = msgspec.json.Encoder().encode
-    emitted, skipped = 0, Counter()
+    emitted = 0
+    skipped: Counter[str] = Counter()
     try:
         for first, last in range_chunks(start, end, args.step):
             if stream.stopping:
