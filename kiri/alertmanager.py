@@ -15,9 +15,9 @@ incident: alertname "KiriAnomaly", host, atom, incident and severity.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from kiri.config import ConfigError, config_path, http_url, load_config, seconds
 from kiri.http import HttpError, post_json
@@ -70,9 +70,9 @@ def labels(decision: Decision, atom: str) -> dict[str, str]:
     }
 
 
-def alert(decision: Decision, atom: str, am: Settings, starts: float) -> dict[str, Any]:
+def alert(decision: Decision, atom: str, am: Settings, starts: float) -> dict[str, object]:
     """A postable alert for one atom of an alert decision, without its endsAt."""
-    body: dict[str, Any] = {
+    body: dict[str, object] = {
         "labels": labels(decision, atom),
         "annotations": {
             "summary": decision.summary,
@@ -86,7 +86,7 @@ def alert(decision: Decision, atom: str, am: Settings, starts: float) -> dict[st
     return body
 
 
-def post_alerts(am: Settings, alerts: list[dict[str, Any]]) -> None:
+def post_alerts(am: Settings, alerts: Sequence[Mapping[str, object]]) -> None:
     """Send alerts, firing and resolved alike; raises HttpError."""
     post_json(f"{am.url}/api/v2/alerts", alerts, timeout=am.timeout)
 
@@ -104,15 +104,21 @@ def silence(am: Settings, decision: Decision, starts: float, ends: float, commen
         "createdBy": "kiri",
         "comment": comment,
     }
-    answer = post_json(f"{am.url}/api/v2/silences", body, timeout=am.timeout).json()
-    if not isinstance(answer, dict) or not isinstance(answer.get("silenceID"), str):
+    answer: object = post_json(f"{am.url}/api/v2/silences", body, timeout=am.timeout).json()
+    silence_id: object = answer.get("silenceID") if isinstance(answer, dict) else None
+    if not isinstance(silence_id, str):
         raise HttpError("POST /api/v2/silences: the answer has no silenceID")
-    return answer["silenceID"]
+    return silence_id
 
 
-def matchers(host: str, atoms: list[str]) -> list[dict[str, Any]]:
+def matchers(host: str, atoms: list[str]) -> list[dict[str, str | bool]]:
     """alertname and host equal, and atom equal to the one atom or matching any of several."""
-    atom = {"name": "atom", "value": atoms[0], "isRegex": False, "isEqual": True}
+    atom: dict[str, str | bool] = {
+        "name": "atom",
+        "value": atoms[0],
+        "isRegex": False,
+        "isEqual": True,
+    }
     if len(atoms) > 1:  # Alertmanager anchors regex matchers: this is exactly one of them
         atom.update(value="|".join(map(re.escape, atoms)), isRegex=True)
     return [

@@ -25,7 +25,7 @@ import ipaddress
 import re
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import msgspec
@@ -141,16 +141,19 @@ class BotAPI:
         config: TelegramConfig,
         *,
         timeout: float = 10.0,
-        sleep: Callable[[float], Any] = time.sleep,
+        sleep: Callable[[float], object] = time.sleep,
     ) -> None:
         self._base = f"{config.api_url}/bot{config.token}/"
         self.timeout, self.sleep = timeout, sleep
         self.limits = RateLimits()
 
-    def call(self, method: str, params: dict[str, Any], *, timeout: float | None = None) -> Any:
-        """One request; its `result`. HttpError, named `telegram METHOD`, when it fails."""
+    def call(
+        self, method: str, params: Mapping[str, object], *, timeout: float | None = None
+    ) -> object:
+        """One request; its `result`, as JSON decodes it. HttpError, named `telegram METHOD`,
+        when it fails."""
         name = f"telegram {method}"
-        answer = post_json(
+        answer: object = post_json(
             self._base + method, params, timeout=timeout or self.timeout, name=name
         ).json()
         if not isinstance(answer, dict):
@@ -161,14 +164,16 @@ class BotAPI:
                 f"{name}: {answer.get('description') or 'the answer is not ok'}",
                 code if isinstance(code, int) else 0,
             )
-        return answer.get("result")
+        result: object = answer.get("result")
+        return result
 
-    def send(self, method: str, params: dict[str, Any], *, attempts: int = 1) -> Any:
+    def send(self, method: str, params: Mapping[str, object], *, attempts: int = 1) -> object:
         """call(), paced when it posts into a chat; with attempts > 1, retried with backoff
         while it fails transiently (a 429's retry_after is the wait)."""
 
-        def attempt() -> Any:
-            if "chat_id" in params and not self._pace(params["chat_id"]):
+        def attempt() -> object:
+            chat = params.get("chat_id")
+            if isinstance(chat, int) and not self._pace(chat):
                 raise HttpError(f"telegram {method}: stopped while waiting for the rate limit")
             return self.call(method, params)
 
@@ -289,7 +294,7 @@ def _plain(text: str) -> str:
     return "".join(c if c.isprintable() or c == "\n" else " " for c in text)
 
 
-def keyboard(alert: str) -> dict[str, Any] | None:
+def keyboard(alert: str) -> dict[str, list[list[dict[str, str]]]] | None:
     """The Confirm / Dismiss / New normal buttons of an alert; None when its id is too long
     to fit in a button's data."""
     row = [{"text": label, "callback_data": f"{code}:{alert}"} for code, label in BUTTONS]

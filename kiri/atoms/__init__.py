@@ -61,7 +61,7 @@ class AtomSpec(msgspec.Struct, frozen=True):
         return Config(schema.vocab_size, self.n_layer, self.n_embd, self.n_head, block)
 
 
-class UnknownAtom(KeyError):
+class UnknownAtom(KeyError):  # noqa: N818 (the name every lookup catches)
     def __str__(self) -> str:
         return f"unknown atom {self.args[0]!r} (known: {', '.join(known_atoms())})"
 

@@ -45,11 +45,11 @@ STDERR_KEPT = 1000  # bytes of the command's stderr kept to quote its last line 
 CHECK_STOP = 0.1  # seconds between checks for SIGTERM while a command runs
 
 
-class RunFailed(Exception):
+class RunFailedError(Exception):
     """One run of the command that gave no observation; the message says why."""
 
 
-def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "exec",
         conflict_handler="resolve",
@@ -100,7 +100,7 @@ def collect(args: argparse.Namespace, stream: Stream) -> None:
             if out is None:  # stopped meanwhile
                 return []
             values = parse_metrics(out, needed)
-        except RunFailed as e:
+        except RunFailedError as e:
             stream.log.warning("run_failed", atom=args.atom, command=argv[0], reason=str(e))
             return []
         return [Obs(ts=time.time(), atom=args.atom, host=host, values=values)]
@@ -153,7 +153,7 @@ def _needed_fields(atom: str) -> list[str]:
 
 def run_command(argv: list[str], timeout: float, stopping: Callable[[], bool]) -> bytes | None:
     """The command's stdout, once it has exited with status 0; None if stopping() turned true
-    meanwhile. RunFailed says why there is no output."""
+    meanwhile. RunFailedError says why there is no output."""
     try:  # its own session, so a timeout kills whatever it started too
         proc = subprocess.Popen(
             argv,
@@ -163,7 +163,7 @@ def run_command(argv: list[str], timeout: float, stopping: Callable[[], bool]) -
             start_new_session=True,
         )
     except OSError as e:
-        raise RunFailed(f"cannot run it: {e.strerror}") from None
+        raise RunFailedError(f"cannot run it: {e.strerror}") from None
     deadline = time.monotonic() + timeout
     try:
         out, err = _read(proc, deadline, timeout, stopping)
@@ -172,7 +172,7 @@ def run_command(argv: list[str], timeout: float, stopping: Callable[[], bool]) -
         try:
             status = proc.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            raise RunFailed(f"timed out after {timeout:g} s") from None
+            raise RunFailedError(f"timed out after {timeout:g} s") from None
     finally:
         _end(proc)
     if status:
@@ -182,14 +182,15 @@ def run_command(argv: list[str], timeout: float, stopping: Callable[[], bool]) -
             else f"was killed by {signal.Signals(-status).name}"
         )
         last = err.decode("utf-8", "replace").strip().splitlines()[-1:]
-        raise RunFailed(how + (f": {last[0]}" if last else ""))
+        raise RunFailedError(how + (f": {last[0]}" if last else ""))
     return out
 
 
 def _read(
-    proc: subprocess.Popen, deadline: float, timeout: float, stopping: Callable[[], bool]
+    proc: subprocess.Popen[bytes], deadline: float, timeout: float, stopping: Callable[[], bool]
 ) -> tuple[bytes | None, bytes]:
     """Read stdout and stderr to their ends: (stdout, stderr's tail); stdout None if stopped."""
+    assert proc.stdout is not None and proc.stderr is not None  # run_command made both pipes
     out, err = bytearray(), bytearray()
     pending = {proc.stdout.fileno(): out, proc.stderr.fileno(): err}
     while pending:
@@ -197,7 +198,7 @@ def _read(
             return None, bytes(err)
         left = deadline - time.monotonic()
         if left <= 0:
-            raise RunFailed(f"timed out after {timeout:g} s")
+            raise RunFailedError(f"timed out after {timeout:g} s")
         ready, _, _ = select.select(list(pending), [], [], min(left, CHECK_STOP))
         for fd in ready:
             chunk = os.read(fd, 1 << 16)
@@ -209,40 +210,44 @@ def _read(
             if buf is err:
                 del err[:-STDERR_KEPT]  # only its last line is ever quoted
             elif len(out) > MAX_OUTPUT:
-                raise RunFailed(f"printed more than {MAX_OUTPUT} bytes")
+                raise RunFailedError(f"printed more than {MAX_OUTPUT} bytes")
     return bytes(out), bytes(err)
 
 
-def _end(proc: subprocess.Popen) -> None:
+def _end(proc: subprocess.Popen[bytes]) -> None:
     """Kill the command's process group unless it has already exited, and close its pipes."""
     if proc.returncode is None:  # not reaped yet, so its group id cannot have been reused
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    proc.stdout.close()
-    proc.stderr.close()
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
 
 
-def parse_metrics(out: bytes, needed: Sequence[str]) -> dict[str, float]:
-    """The values in a command's output: one JSON object of numbers."""
+def parse_metrics(out: bytes, needed: Sequence[str]) -> dict[str, float | None]:
+    """The values in a command's output: one JSON object of numbers (none of them None, which
+    an observation's values may hold: a value not known)."""
     if not out.strip():
-        raise RunFailed("printed nothing (expected a JSON object of numbers)")
+        raise RunFailedError("printed nothing (expected a JSON object of numbers)")
     try:
         doc = msgspec.json.decode(out)
     except (msgspec.MsgspecError, UnicodeDecodeError) as e:
-        raise RunFailed(f"printed something that is not JSON ({e}): {_preview(out)}") from None
+        raise RunFailedError(f"printed something that is not JSON ({e}): {_preview(out)}") from None
     if not isinstance(doc, dict) or not doc:
-        raise RunFailed(f"printed JSON that is not an object of numbers: {_preview(out)}")
-    values = {}
+        raise RunFailedError(f"printed JSON that is not an object of numbers: {_preview(out)}")
+    values: dict[str, float | None] = {}
     for key, x in doc.items():
         if isinstance(x, bool) or not isinstance(x, (int, float)):
-            raise RunFailed(f"value of {key!r} is not a number: {_preview(msgspec.json.encode(x))}")
+            raise RunFailedError(
+                f"value of {key!r} is not a number: {_preview(msgspec.json.encode(x))}"
+            )
         try:
             values[key] = float(x)
         except OverflowError:  # an integer literal beyond any float
-            raise RunFailed(f"value of {key!r} is out of range") from None
+            raise RunFailedError(f"value of {key!r} is out of range") from None
     if missing := [f for f in needed if f not in values]:
-        raise RunFailed(
+        raise RunFailedError(
             f"no value for {', '.join(map(repr, missing))}, which the atom's schema needs"
         )
     return values

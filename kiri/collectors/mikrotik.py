@@ -41,7 +41,7 @@ READ_SIZE = 1 << 16
 PRIME_WAIT = 1.0  # seconds between a run's first two readings, when --interval is longer
 
 
-def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     p = sub.add_parser("mikrotik", help="a MikroTik RouterOS v7 router over its REST API")
     p.add_argument(
         "--url",
@@ -199,7 +199,7 @@ class RouterAPI:
         finally:
             conn.close()
 
-    def _get(self, conn: http.client.HTTPSConnection, path: str) -> Any:
+    def _get(self, conn: http.client.HTTPSConnection, path: str) -> object:
         from kiri.atoms.mikrotik import RouterError
 
         deadline = time.monotonic() + self.timeout
@@ -215,7 +215,7 @@ class RouterAPI:
             body = _body(response, deadline)
         except (OSError, http.client.HTTPException) as e:
             raise RouterError(path, self._why(e)) from None
-        except _TooBig as e:
+        except _TooBigError as e:
             raise RouterError(path, str(e)) from None
         try:
             return msgspec.json.decode(body)
@@ -239,7 +239,7 @@ class RouterAPI:
         return e.strerror if isinstance(e, OSError) and e.strerror else str(e)
 
 
-class _TooBig(Exception):
+class _TooBigError(Exception):
     pass
 
 
@@ -247,12 +247,12 @@ def _body(response: http.client.HTTPResponse, deadline: float) -> bytes:
     """The response body, refused once it would exceed MAX_BODY or take past the deadline."""
     length = response.getheader("Content-Length", "")
     if length.isdigit() and int(length) > MAX_BODY:
-        raise _TooBig(f"the answer is {length} bytes, over the limit of {MAX_BODY}")
+        raise _TooBigError(f"the answer is {length} bytes, over the limit of {MAX_BODY}")
     body = bytearray()
     while chunk := response.read(READ_SIZE):
         body += chunk
         if len(body) > MAX_BODY:
-            raise _TooBig(f"the answer is over the limit of {MAX_BODY} bytes")
+            raise _TooBigError(f"the answer is over the limit of {MAX_BODY} bytes")
         if time.monotonic() > deadline:
             raise TimeoutError
     return bytes(body)

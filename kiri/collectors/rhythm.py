@@ -17,7 +17,7 @@ from kiri.config import ConfigError, config_path, load_config
 from kiri.stream import Stream
 
 
-def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "rhythm",
         help="the person's activity: idle time, git commits, focus streak",

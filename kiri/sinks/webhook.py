@@ -24,7 +24,6 @@ import argparse
 import hashlib
 import hmac
 import urllib.parse
-from typing import Any
 
 from kiri import __version__
 from kiri.config import ConfigError, config_path, http_url, load_config, seconds, secret
@@ -89,5 +88,5 @@ def settings() -> tuple[str, str | None, float]:
 HELP = "POST the decision's JSON to [webhook] url of config.toml, HMAC-signed with its secret"
 
 
-def open_sink(args: argparse.Namespace, log: Any) -> WebhookSink:
+def open_sink(args: argparse.Namespace, log: object) -> WebhookSink:
     return WebhookSink(*settings())
