@@ -44,7 +44,10 @@ Check: TypeAlias = Callable[[R], str | None]
 
 
 class UserError(Exception):
-    """A failure the user can act on: printed as one `Error: …` line, exit status 1."""
+    """A failure the user can act on: printed as one `Error: …` line, exit status `status`:
+    1, or 2 for a usage error (such as a config.toml that does not decode)."""
+
+    status = 1
 
 
 def setup_logging(stage: str, stream: TextIO | None = None) -> Log:
@@ -89,15 +92,19 @@ def add_stream_options(parser: argparse.ArgumentParser) -> None:
 
 
 def run_main(body: Callable[[], int | None]) -> int:
-    """Run a stage's body with KIRI's exit conventions: 0 done, 1 failure, 2 usage."""
+    """Run a stage's body with KIRI's exit conventions: 0 done, 1 failure, 2 usage. config.toml
+    is decoded and checked first, so that no stage starts half-configured."""
+    from kiri.config import load_config  # which needs UserError from here
+
     try:
+        load_config()
         return body() or 0
     except BrokenPipeError:
         _discard_stdout()
         return 0
     except UserError as e:
         print(f"Error: {e}", file=sys.stderr)
-        return 1
+        return e.status
     except KeyboardInterrupt:
         return 0
 
