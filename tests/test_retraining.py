@@ -1,0 +1,34 @@
+"""The retraining schedule kiri-atom and the online benchmarks share."""
+
+import pytest
+
+from kiri.retraining import DEFAULT, Schedule
+
+
+def test_the_default_retrains_daily_on_the_last_week_of_minutes() -> None:
+    assert (DEFAULT.every, DEFAULT.window) == (1440, 10_080)
+
+
+def test_a_retrain_is_due_every_n_observations_after_the_last() -> None:
+    s = Schedule(every=10, window=25)
+    assert not s.due(seen=109, trained_at=100)
+    assert s.due(seen=110, trained_at=100)
+
+
+def test_the_window_is_the_most_recent_observations_seen_never_later_ones() -> None:
+    s = Schedule(every=10, window=25)
+    assert s.window_of(100) == range(75, 100)
+    assert s.window_of(7) == range(7)
+
+
+def test_the_plan_starts_with_the_first_model_and_stops_before_the_stream_ends() -> None:
+    s = Schedule(every=10, window=25)
+    assert s.plan(first=30, total=60) == [30, 40, 50]
+    assert s.plan(first=30, total=61) == [30, 40, 50, 60]
+    assert s.plan(first=30, total=31) == [30]
+
+
+@pytest.mark.parametrize(("every", "window"), [(0, 10), (10, 0)])
+def test_a_schedule_must_move_forward(every: int, window: int) -> None:
+    with pytest.raises(ValueError, match="every >= 1 and window >= 1"):
+        Schedule(every=every, window=window)
