@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from kiri.config import ConfigError, config_path, http_url, load_config, seconds
+from kiri.config import load_config
 from kiri.http import HttpError, post_json
 from kiri.records import Decision
 from kiri.render import top_culprits
@@ -37,23 +37,10 @@ class Settings:
 
 def settings() -> Settings | None:
     """[alertmanager] of config.toml, or None when it names no url."""
-    section = load_config().get("alertmanager")
-    if section is None:
+    section = load_config().alertmanager
+    if section is None or section.url is None:
         return None
-    if not isinstance(section, dict):
-        raise ConfigError(f"{config_path()}: alertmanager must be an [alertmanager] table")
-    if section.get("url") is None:
-        return None
-    url = http_url(section, "url", "[alertmanager]")
-    generator_url = section.get("generator_url", "")
-    if not isinstance(generator_url, str):
-        raise ConfigError("[alertmanager] generator_url must be a string")
-    return Settings(
-        url,
-        generator_url,
-        seconds(section, "resend", 60.0, "[alertmanager]"),
-        seconds(section, "timeout", 10.0, "[alertmanager]"),
-    )
+    return Settings(section.url, section.generator_url, section.resend, section.timeout)
 
 
 # -- alerts ---------------------------------------------------------------------------------------

@@ -623,9 +623,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Error: {line}", file=sys.stderr)
         return 2
     path = args.pipeline.resolve()
-    if args.check:
-        print("\n".join(describe(pipeline, path)))
-        return 0
+    if args.check:  # config.toml too, which run_main checks as every stage does
+        return run_main(lambda: print("\n".join(describe(pipeline, path))))
 
     def body() -> None:
         with exclusive(kiri_home()):

@@ -15,28 +15,23 @@ The bot token is part of every request's URL path (`/bot<token>/METHOD`), so it 
 into a URL here: requests are named by their method alone (`telegram sendMessage`) in errors and
 logs, and the token is left out of the settings' repr. Plain http:// is accepted for a loopback
 address only (a local Bot API server, or a fake one in tests); anywhere else it would carry the
-token in the clear.
+token in the clear. The section is declared, and checked, with the others in kiri/config.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import re
 import time
-import urllib.parse
 from collections.abc import Callable, Mapping
-from typing import Any
 
 import msgspec
 
-from kiri.config import ConfigError, config_path, load_config, secret
+from kiri.config import ConfigError, TelegramSection, load_config, secret
 from kiri.http import HttpError, post_json, retrying
 from kiri.records import Decision
 from kiri.render import summary, top_culprits
 
-DEFAULT_API = "https://api.telegram.org"
-KEYS = {"token_env", "token_file", "chat_id", "allowed_ids", "api_url"}
 TOKEN = re.compile(r"^[0-9]+:[A-Za-z0-9_-]+$")  # what @BotFather hands out
 MAX_SUMMARY = 3000  # characters of a summary in a message; Telegram takes 4096 in all
 MAX_CALLBACK_DATA = 64  # bytes, Telegram's limit for a button's data
@@ -64,69 +59,25 @@ class TelegramConfig:
 
 
 def load_telegram_config() -> TelegramConfig | None:
-    """The [telegram] settings of config.toml; None when there is no [telegram] table."""
-    section = load_config().get("telegram")
+    """The [telegram] settings of config.toml, with the bot token read; None when there is no
+    [telegram] table."""
+    section = load_config().telegram
     if section is None:
         return None
-    where = f"[telegram] in {config_path()}"
-    if not isinstance(section, dict):
-        raise ConfigError(f"{config_path()}: telegram must be a [telegram] table")
-    if unknown := sorted(set(section) - KEYS):
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(KEYS))})")
-    chat_id = section.get("chat_id")
-    if not _is_int(chat_id):
-        raise ConfigError(f"{where}: chat_id must be the number of the chat alerts go to")
-    allowed = section.get("allowed_ids", [chat_id])
-    if not isinstance(allowed, list) or not all(_is_int(i) for i in allowed):
-        raise ConfigError(f"{where}: allowed_ids must be a list of chat or user ids (numbers)")
-    return TelegramConfig(
-        _token(section, where),
-        chat_id,
-        frozenset(allowed),
-        _api_url(section.get("api_url", DEFAULT_API), where),
-    )
+    allowed = section.allowed_ids if section.allowed_ids is not None else [section.chat_id]
+    return TelegramConfig(_token(section), section.chat_id, frozenset(allowed), section.api_url)
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _token(section: dict[str, Any], where: str) -> str:
-    token = secret(section, "token", "[telegram]")
-    if token is None:
-        raise ConfigError(
-            f"{where}: no bot token: give token_env (an environment variable "
-            f"holding it) or token_file (a file of mode 0600)"
-        )
+def _token(section: TelegramSection) -> str:
+    token = secret("[telegram]", "token", section.token_env, section.token_file)
+    if token is None:  # config.toml's check says so already
+        raise ConfigError("config.toml: [telegram] no bot token: give token_env or token_file")
     if not TOKEN.match(token):  # said without the token, which may be a real one mistyped
         raise ConfigError(
-            f"{where}: the bot token does not look like one from @BotFather "
-            f"(digits, a colon, letters)"
+            "config.toml: [telegram] the bot token does not look like one from @BotFather "
+            "(digits, a colon, letters)"
         )
     return token
-
-
-def _api_url(url: Any, where: str) -> str:
-    try:
-        parts = urllib.parse.urlsplit(url)
-        valid = parts.scheme in ("https", "http") and bool(parts.hostname) and parts.port != 0
-    except (TypeError, AttributeError, ValueError):  # not a string, or a port not a number
-        valid = False
-    if not valid:
-        raise ConfigError(f"{where}: api_url must be https://HOST[:PORT], not {url!r}")
-    if parts.scheme == "http" and not _loopback(parts.hostname):
-        raise ConfigError(
-            f"{where}: api_url {url!r} would send the bot token unencrypted: use "
-            f"https:// (http:// is for a server on this machine only)"
-        )
-    return url.rstrip("/")
-
-
-def _loopback(host: str) -> bool:
-    try:
-        return host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 # -- the client -------------------------------------------------------------------------------

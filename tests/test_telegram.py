@@ -384,36 +384,52 @@ def test_without_a_telegram_table_the_collector_says_so_and_asks_not_to_be_resta
     "stage", [("kiri.stages.act", "--sink", "telegram"), ("kiri.stages.collect", "telegram")]
 )
 @pytest.mark.parametrize(
-    "config, error",
+    "config, status, error",
     [
         (
             'token_env = "KIRI_NO_SUCH_TOKEN"\nchat_id = 1',
-            "[telegram]: token_env names $KIRI_NO_SUCH_TOKEN, which is not set",
+            1,
+            "config.toml: [telegram] token_env names $KIRI_NO_SUCH_TOKEN, which is not set",
         ),
         (
             'token_file = "{home}/token"\nchat_id = 1',
-            "[telegram]: token_file {home}/token is readable by others (mode 644); chmod 600 it",
+            1,
+            "config.toml: [telegram] token_file {home}/token is readable by others (mode 644); "
+            "chmod 600 it",
         ),
         (
             'token_env = "KIRI_TELEGRAM_TOKEN"\nchat_id = 1\napi_url = "http://telegram.example"',
-            "api_url 'http://telegram.example' would send the bot token unencrypted",
+            2,
+            "config.toml: [telegram] api_url 'http://telegram.example' would send the bot token "
+            "unencrypted",
         ),
         (
             'token_env = "KIRI_MANGLED_TOKEN"\nchat_id = 1',
-            "the bot token does not look like one from @BotFather",
+            1,
+            "config.toml: [telegram] the bot token does not look like one from @BotFather",
+        ),
+        (
+            'token_env = "KIRI_TELEGRAM_TOKEN"\nchat_id = 1\nallowed_id = [1]',
+            2,
+            "config.toml: [telegram] unknown key 'allowed_id' (did you mean 'allowed_ids'?)",
+        ),
+        (
+            'token_env = "KIRI_TELEGRAM_TOKEN"',
+            2,
+            "config.toml: [telegram] missing required key 'chat_id'",
         ),
     ],
 )
-def test_bad_config_is_one_clear_error_line(stage, config, error, kiri_home, monkeypatch):
+def test_bad_config_is_one_clear_error_line(stage, config, status, error, kiri_home, monkeypatch):
     monkeypatch.setenv("KIRI_TELEGRAM_TOKEN", TOKEN)
     monkeypatch.setenv("KIRI_MANGLED_TOKEN", TOKEN.replace(":", "/"))
     write_config(kiri_home, config.format(home=kiri_home))
     (kiri_home / "token").write_text(TOKEN)
     (kiri_home / "token").chmod(0o644)
     out = run(*stage)
-    assert out.returncode == 1 and out.stdout == b""
+    assert out.returncode == status and out.stdout == b""
     [line] = out.stderr.decode().splitlines()
-    assert line.startswith("Error: ") and error.format(home=kiri_home) in line
+    assert line.startswith("Error: " + error.format(home=kiri_home)), line
     assert_no_token(line)
 
 

@@ -115,25 +115,33 @@ def test_without_a_secret_the_body_goes_unsigned(kiri_home, receiver):
 
 
 @pytest.mark.parametrize(
-    "config, error",
+    "config, status, error",
     [
-        ("", 'Error: --sink webhook needs url = "https://…" in [webhook] of '),
+        ("", 1, 'Error: --sink webhook needs url = "https://…" in [webhook] of '),
         (
             '[webhook]\nurl = "file:///etc/passwd"\n',
-            "Error: [webhook] url must be an http:// or https:// URL",
+            2,
+            "Error: config.toml: [webhook] url must be an http:// or https:// URL",
         ),
         (
             '[webhook]\nurl = "https://example.org/"\ntimeout = 0\n',
-            "Error: [webhook] timeout must be a number of seconds above 0, not 0",
+            2,
+            "Error: config.toml: [webhook] timeout must be a number of seconds above 0, not 0",
         ),
         (
             '[webhook]\nurl = "https://example.org/"\nsecret_env = "KIRI_NO_SUCH_VAR"\n',
-            "Error: [webhook]: secret_env names $KIRI_NO_SUCH_VAR, which is not set",
+            1,
+            "Error: config.toml: [webhook] secret_env names $KIRI_NO_SUCH_VAR, which is not set",
+        ),
+        (
+            '[webhook]\nurl = "https://example.org/"\nsecert_env = "KIRI_WEBHOOK_SECRET"\n',
+            2,
+            "Error: config.toml: [webhook] unknown key 'secert_env' (did you mean 'secret_env'?)",
         ),
     ],
 )
-def test_a_webhook_that_cannot_work_fails_the_start(kiri_home, config, error):
+def test_a_webhook_that_cannot_work_fails_the_start(kiri_home, config, status, error):
     configure(kiri_home, config)
     out, outcomes = act(ALERT)
-    assert out.returncode == 1 and outcomes == []
+    assert out.returncode == status and outcomes == [] and out.stdout == b""
     assert out.stderr.decode().startswith(error)

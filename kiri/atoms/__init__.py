@@ -20,16 +20,14 @@ from __future__ import annotations
 
 import functools
 import importlib
-import math
 import pkgutil
-import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import msgspec
 
-from kiri.config import ConfigError, load_config
+from kiri.config import FIELD_NAME as FIELD_NAME  # what a field name is, for every atom
+from kiri.config import AtomSection, ConfigError, FieldSpec, load_config
 from kiri.home import kiri_home, valid_name
 from kiri.model.config import Config
 from kiri.records import Obs
@@ -38,10 +36,6 @@ from kiri.schema import Field, Schema
 AUTO_LEVELS = 10  # quantile buckets per field of an atom fitted from its data
 AUTO_TAILS = 4  # graded tokens beyond the bulk of the training values, on each side
 AUTO_STEPS = 2000  # wide atoms keep learning their fields' joint structure past 1000 steps
-FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")  # its tokens must not hold a space
-FIELD_KEYS = {"lo", "hi", "levels", "label", "unit", "context"}  # of a fixed config field
-FIXED_LEVELS = 10  # a fixed config field's buckets, unless it gives `levels`
-MAX_LEVELS = 100  # more buckets than this for one field is a typo, not a schema
 
 
 class AtomSpec(msgspec.Struct, frozen=True):
@@ -64,13 +58,6 @@ class AtomSpec(msgspec.Struct, frozen=True):
 class UnknownAtom(KeyError):  # noqa: N818 (the name every lookup catches)
     def __str__(self) -> str:
         return f"unknown atom {self.args[0]!r} (known: {', '.join(known_atoms())})"
-
-
-class AtomConfigError(ConfigError, ValueError):
-    """An atom defined in config.toml that cannot be built; the message names the key.
-
-    A ValueError too, like an invalid atom name, so every command that looks atoms up reports it
-    as one line."""
 
 
 @functools.cache
@@ -116,89 +103,42 @@ def _user_spec(name: str, fields: list[Field]) -> AtomSpec:
 
 
 def known_atoms() -> list[str]:
-    """Built-in atoms and those config.toml defines (a broken config.toml defines none here:
-    it is reported when one of its atoms is used)."""
+    """Built-in atoms and those config.toml defines (a broken config.toml defines none here, so
+    that --help still works: every stage reports it when it starts)."""
     try:
-        defined = [n for n, t in _config_atoms().items() if isinstance(t, dict) and "fields" in t]
+        defined = [name for name, table in load_config().atoms.items() if table.fields]
     except ConfigError:
         defined = []
     return sorted(set(_specs()) | set(defined))
 
 
-def config_atom(name: str) -> dict[str, Any]:
-    """The [atoms.NAME] table of config.toml; {} when there is none."""
-    table = _config_atoms().get(name, {})
-    if not isinstance(table, dict):
-        raise AtomConfigError(f"config.toml: atoms.{name} must be a table")
-    return table
-
-
-def _config_atoms() -> dict[str, Any]:
-    try:
-        atoms = load_config().get("atoms", {})
-    except ConfigError as e:  # unreadable: said the way every atom lookup says it
-        raise AtomConfigError(str(e)) from None
-    if not isinstance(atoms, dict):
-        raise AtomConfigError("config.toml: atoms must be a table of atoms ([atoms.NAME])")
-    return atoms
+def config_atom(name: str) -> AtomSection:
+    """The [atoms.NAME] table of config.toml; an empty one when there is none."""
+    return load_config().atoms.get(name) or AtomSection()
 
 
 def _config_spec(name: str) -> AtomSpec | None:
     """The atom [atoms.NAME] defines in config.toml, or None when it defines no fields."""
-    fields = config_atom(name).get("fields")
+    fields = config_atom(name).fields
     if fields is None:
         return None
-    where = f"config.toml: atoms.{name}.fields"
-    if not isinstance(fields, dict) or not fields:
-        raise AtomConfigError(f"{where} must be a table of at least one field")
-    built = [_config_field(f, spec, f"{where}.{f}") for f, spec in fields.items()]
-    if all(f.context for f in built):
-        raise AtomConfigError(f"{where}: every field is context; score at least one")
-    try:
-        return _user_spec(name, built)
-    except ValueError as e:  # an invalid atom name
-        raise AtomConfigError(f"config.toml: atoms.{name}: {e}") from None
+    return _user_spec(name, [_config_field(f, spec) for f, spec in fields.items()])
 
 
-def _config_field(name: str, spec: Any, where: str) -> Field:
-    """One field of a config atom: "auto", or a table { lo, hi, levels, … }."""
-    if not FIELD_NAME.match(name):
-        raise AtomConfigError(
-            f"{where}: a field name is letters, digits, '_', '.' and '-', "
-            "starting with a letter or '_'"
-        )
+def _config_field(name: str, spec: FieldSpec) -> Field:
+    """One field of a config atom: "auto", or a fixed range (kiri/config.py checked both)."""
     if spec == "auto":
         return _auto_field(name)
-    if not isinstance(spec, dict) or not {"lo", "hi"} <= spec.keys():
-        raise AtomConfigError(
-            f'{where}: expected "auto" or a table like '
-            f"{{ lo = 0, hi = 100, levels = 10 }}, got {spec!r}"
-        )
-    if unknown := sorted(spec.keys() - FIELD_KEYS):
-        raise AtomConfigError(
-            f"{where}: unknown keys {', '.join(unknown)} (known: {', '.join(sorted(FIELD_KEYS))})"
-        )
-    lo, hi, levels = spec["lo"], spec["hi"], spec.get("levels", FIXED_LEVELS)
-    if not all(_is_number(x) for x in (lo, hi)) or not lo < hi:
-        raise AtomConfigError(f"{where}: lo and hi must be numbers, lo < hi")
-    if not isinstance(levels, int) or isinstance(levels, bool) or not 1 <= levels <= MAX_LEVELS:
-        raise AtomConfigError(f"{where}: levels must be a whole number from 1 to {MAX_LEVELS}")
-    if not isinstance(spec.get("context", False), bool):
-        raise AtomConfigError(f"{where}: context must be true or false")
     return Field(
         name,
         f"{name}:",
-        levels,
-        float(lo),
-        float(hi),
-        context=spec.get("context", False),
-        label=str(spec.get("label", name)),
-        unit=str(spec.get("unit", "")),
+        spec.levels,
+        spec.lo,
+        spec.hi,
+        context=spec.context,
+        label=name if spec.label is None else spec.label,
+        unit=spec.unit,
     )
-
-
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def weights_path(atom: str) -> Path:

@@ -26,13 +26,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import msgspec
 
-from kiri.atoms import AtomConfigError, UnknownAtom, atom_spec, config_atom
+from kiri.atoms import UnknownAtom, atom_spec, config_atom
 from kiri.collectors import NOT_RESTARTED, add_poll_options, poll
-from kiri.config import seconds
+from kiri.config import setting
 from kiri.home import valid_name
 from kiri.records import Obs
 from kiri.stream import Stream, UserError
@@ -110,37 +109,22 @@ def collect(args: argparse.Namespace, stream: Stream) -> None:
 
 def _settings(args: argparse.Namespace) -> tuple[list[str], float]:
     """The command and its timeout, from the command line or else the atom's config.toml
-    table; sets args.interval the same way."""
+    table, or else the defaults; sets args.interval the same way."""
     try:
         valid_name(args.atom)
     except ValueError as e:
         raise UserError(str(e)) from None
-    table, where = config_atom(args.atom), f"config.toml: [atoms.{args.atom}]"
-    if args.interval is None:
-        args.interval = seconds(table, "interval", DEFAULT_INTERVAL, where)
     if args.timeout is not None and args.timeout <= 0:
         raise UserError("--timeout must be greater than 0")
-    timeout = args.timeout or seconds(table, "timeout", DEFAULT_TIMEOUT, where)
-    return args.command or _configured_command(table, args.atom), timeout
-
-
-def _configured_command(table: dict[str, Any], atom: str) -> list[str]:
-    command = table.get("command")
+    atom = config_atom(args.atom)
+    args.interval = setting(args.interval, atom.interval, DEFAULT_INTERVAL)
+    command = setting(args.command or None, atom.command, None)
     if command is None:
         raise UserError(
-            f"no command to run: give one after -- (kiri-collect exec --atom {atom} "
-            f"-- CMD ARGS…), or set `command` in [atoms.{atom}] of config.toml"
+            f"no command to run: give one after -- (kiri-collect exec --atom {args.atom} "
+            f"-- CMD ARGS…), or set `command` in [atoms.{args.atom}] of config.toml"
         )
-    if (
-        not isinstance(command, list)
-        or not command
-        or not all(isinstance(a, str) and a for a in command)
-    ):
-        raise AtomConfigError(
-            f"config.toml: atoms.{atom}.command must be a list of strings, "
-            "the command and its arguments (it never runs through a shell)"
-        )
-    return command
+    return command, setting(args.timeout, atom.timeout, DEFAULT_TIMEOUT)
 
 
 def _needed_fields(atom: str) -> list[str]:

@@ -1,9 +1,10 @@
 """kiri-collect mikrotik: poll a RouterOS v7 router's REST API (what it observes:
 kiri/atoms/mikrotik.py).
 
-The router comes from the command line when --url is given, and config.toml is not read then
-(a password configured for one router never goes to another). Without --url it comes from
-[mikrotik] in $KIRI_HOME/config.toml, where options given on the command line win. With no
+The router comes from the command line when --url is given, and [mikrotik] of config.toml is
+not used then (a password configured for one router never goes to another). Without --url it
+comes from [mikrotik] in $KIRI_HOME/config.toml, where options given on the command line win, as
+everywhere (kiri.config.setting); --ca and --insecure are one setting there. With no
 router at all the source is absent: one log line and exit status 125, so a supervisor leaves
 it stopped instead of restarting it again and again.
 
@@ -24,12 +25,12 @@ import ssl
 import time
 import urllib.parse
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from kiri.collectors import NOT_RESTARTED, add_poll_options, poll
-from kiri.config import ConfigError, config_path, load_config, read_secret_file, secret
+from kiri.config import MikrotikSection, config_path, load_config, read_secret_file, secret, setting
 from kiri.records import Obs
 from kiri.stream import Stream, UserError
 
@@ -46,7 +47,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
     p.add_argument(
         "--url",
         help="the router, https://HOST[:PORT] (default: url in [mikrotik] "
-        "of $KIRI_HOME/config.toml, which is not read when --url is given)",
+        "of $KIRI_HOME/config.toml, which is not used when --url is given)",
     )
     p.add_argument("--user", help="the router user to log in as (a read-only one is enough)")
     password = p.add_mutually_exclusive_group()
@@ -112,38 +113,23 @@ def collect(args: argparse.Namespace, stream: Stream) -> None:
 
 
 def configured_router(args: argparse.Namespace) -> Router | None:
-    """The router to poll, from the command line or config.toml; None when there is none."""
-    section = {} if args.url else _config_section()
-    url = args.url or _setting(section, "url", str)
+    """The router to poll, from the command line or config.toml; None when there is none.
+    [mikrotik] is one router: with --url, which names another, none of it is used."""
+    section = MikrotikSection() if args.url else (load_config().mikrotik or MikrotikSection())
+    url = setting(args.url, section.url, None)
     if not url:
         return None
-    user = args.user or _setting(section, "user", str)
+    user = setting(args.user, section.user, None)
     if user is None:
         raise UserError("no router user: give --user NAME, or user in [mikrotik] of config.toml")
-    if args.ca or args.insecure:
+    if args.ca or args.insecure:  # how to trust the router is one setting: --ca or --insecure
         ca, insecure = args.ca, args.insecure
     else:
-        ca, insecure = _setting(section, "ca", str), _setting(section, "insecure", bool) or False
-        if ca and insecure:
-            raise ConfigError("[mikrotik]: give ca or insecure, not both")
+        ca, insecure = section.ca, section.insecure
     return Router(url, user, _password(args, section), ca, insecure)
 
 
-def _config_section() -> dict[str, Any]:
-    section = load_config().get("mikrotik", {})
-    if not isinstance(section, dict):
-        raise ConfigError(f"{config_path()}: mikrotik must be a [mikrotik] table")
-    return section
-
-
-def _setting(section: dict[str, Any], key: str, kind: type) -> Any:
-    value = section.get(key)
-    if value is not None and not isinstance(value, kind):
-        raise ConfigError(f"[mikrotik] {key} in {config_path()} must be a {kind.__name__}")
-    return value
-
-
-def _password(args: argparse.Namespace, section: dict[str, Any]) -> str:
+def _password(args: argparse.Namespace, section: MikrotikSection) -> str:
     if args.password_env:
         value = os.environ.get(args.password_env)
         if not value:
@@ -151,7 +137,7 @@ def _password(args: argparse.Namespace, section: dict[str, Any]) -> str:
         return value
     if args.password_file:
         return read_secret_file(Path(args.password_file).expanduser(), "--password-file")
-    value = secret(section, "password", "[mikrotik]")
+    value = secret("[mikrotik]", "password", section.password_env, section.password_file)
     if value is None:
         raise UserError(
             "no router password: give --password-env VAR or --password-file PATH, "

@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 from kiri.collectors import add_poll_options, poll
-from kiri.config import ConfigError, config_path, load_config
+from kiri.config import RhythmSection, load_config, setting
 from kiri.stream import Stream
 
 
@@ -29,7 +29,6 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
     p.add_argument(
         "--repo",
         action="append",
-        default=[],
         metavar="PATH",
         help="count commits in this git repository (repeatable; "
         "default: [rhythm] repos in config.toml)",
@@ -45,11 +44,7 @@ def collect(args: argparse.Namespace, stream: Stream) -> None:
     poll(args, stream, "rhythm", lambda: [rhythm.sample()])
 
 
-def repositories(given: list[str]) -> list[Path]:
+def repositories(given: list[str] | None) -> list[Path]:
     """The --repo paths, or else the configured ones; `~` is the user's home."""
-    if not given:
-        section = load_config().get("rhythm", {})
-        given = section.get("repos", []) if isinstance(section, dict) else None
-        if not isinstance(given, list) or not all(isinstance(p, str) for p in given):
-            raise ConfigError(f"{config_path()}: [rhythm] repos must be a list of paths")
-    return [Path(p).expanduser() for p in given]
+    section = load_config().rhythm or RhythmSection()
+    return [Path(p).expanduser() for p in setting(given, section.repos, [])]

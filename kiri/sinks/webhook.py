@@ -26,12 +26,10 @@ import hmac
 import urllib.parse
 
 from kiri import __version__
-from kiri.config import ConfigError, config_path, http_url, load_config, seconds, secret
+from kiri.config import ConfigError, config_path, load_config, secret
 from kiri.http import HttpError, request
 from kiri.records import Decision
 from kiri.sinks import Sink, SinkError
-
-DEFAULT_TIMEOUT = 10.0
 
 
 class WebhookSink(Sink):
@@ -75,14 +73,11 @@ def signature(key: str, body: bytes) -> str:
 def settings() -> tuple[str, str | None, float]:
     """The receiver's URL, the signing secret (None: unsigned) and the timeout, from
     [webhook] in config.toml."""
-    section = load_config().get("webhook")
-    if not isinstance(section, dict) or not section.get("url"):
+    section = load_config().webhook
+    if section is None:
         raise ConfigError(f'--sink webhook needs url = "https://…" in [webhook] of {config_path()}')
-    return (
-        http_url(section, "url", "[webhook]"),
-        secret(section, "secret", "[webhook]"),
-        seconds(section, "timeout", DEFAULT_TIMEOUT, "[webhook]"),
-    )
+    key = secret("[webhook]", "secret", section.secret_env, section.secret_file)
+    return section.url, key, section.timeout
 
 
 HELP = "POST the decision's JSON to [webhook] url of config.toml, HMAC-signed with its secret"

@@ -20,6 +20,7 @@ import msgspec
 
 from kiri import add_version_option
 from kiri.atoms import UnknownAtom, atom_spec, known_atoms, weights_path
+from kiri.config import ConfigError
 from kiri.detector import Detector
 from kiri.model.weights import WeightsError
 from kiri.recordings import Recorder
@@ -191,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         atom_spec(args.atom)
+    except ConfigError:
+        pass  # config.toml is wrong: run_main says so in one line, as every stage does
     except UnknownAtom as e:  # fine for an atom fitted from its data: it has weights, or learns
         if not (args.learn or args.weights or weights_path(args.atom).exists()):
             parser.error(str(e))
