@@ -60,7 +60,46 @@ sys.path.insert(0, str(ROOT))
 from kiri.detector import Detector  # noqa: E402
 from kiri.records import Obs  # noqa: E402
 
-COLUMNS = ["cpu_r", "load_1", "load_5", "load_15", "mem_shmem", "mem_u", "mem_u_e", "total_mem", "disk_q", "disk_r", "disk_rb", "disk_svc", "disk_u", "disk_w", "disk_wa", "disk_wb", "si", "so", "eth1_fi", "eth1_fo", "eth1_pi", "eth1_po", "tcp_tw", "tcp_use", "active_opens", "curr_estab", "in_errs", "in_segs", "listen_overflows", "out_rsts", "out_segs", "passive_opens", "retransegs", "tcp_timeouts", "udp_in_dg", "udp_out_dg", "udp_rcv_buf_errs", "udp_snd_buf_errs"]
+COLUMNS = [
+    "cpu_r",
+    "load_1",
+    "load_5",
+    "load_15",
+    "mem_shmem",
+    "mem_u",
+    "mem_u_e",
+    "total_mem",
+    "disk_q",
+    "disk_r",
+    "disk_rb",
+    "disk_svc",
+    "disk_u",
+    "disk_w",
+    "disk_wa",
+    "disk_wb",
+    "si",
+    "so",
+    "eth1_fi",
+    "eth1_fo",
+    "eth1_pi",
+    "eth1_po",
+    "tcp_tw",
+    "tcp_use",
+    "active_opens",
+    "curr_estab",
+    "in_errs",
+    "in_segs",
+    "listen_overflows",
+    "out_rsts",
+    "out_segs",
+    "passive_opens",
+    "retransegs",
+    "tcp_timeouts",
+    "udp_in_dg",
+    "udp_out_dg",
+    "udp_rcv_buf_errs",
+    "udp_snd_buf_errs",
+]
 ATOM = "smd"
 STEP_SECONDS = 60
 BATCH = 4096
@@ -156,7 +195,7 @@ def point_adjusted_f1(scores: np.ndarray, labels: np.ndarray) -> float:
     per segment, scored by its highest row and weighing its length, and one per normal row."""
     edges = np.flatnonzero(np.diff(np.r_[0, labels.astype(np.int8), 0]))
     starts, ends = edges[::2], edges[1::2]
-    seg_scores = np.array([scores[a:b].max() for a, b in zip(starts, ends)])
+    seg_scores = np.array([scores[a:b].max() for a, b in zip(starts, ends, strict=True)])
     items = np.r_[seg_scores, scores[~labels]]
     positive = np.r_[np.ones(len(starts), bool), np.zeros((~labels).sum(), bool)]
     weights = np.r_[ends - starts, np.ones((~labels).sum())]
@@ -164,7 +203,8 @@ def point_adjusted_f1(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 def auprc(scores: np.ndarray, labels: np.ndarray) -> float:
-    from sklearn.metrics import average_precision_score
+    # scikit-learn (and threadpoolctl, which comes with it) ships no type stubs
+    from sklearn.metrics import average_precision_score  # type: ignore[import-untyped]
 
     return float(average_precision_score(labels, scores))
 
@@ -212,7 +252,7 @@ def observations(rows: np.ndarray, host: str, first_row: int) -> list[Obs]:
             ts=float((first_row + i) * STEP_SECONDS),
             atom=ATOM,
             host=host,
-            values=dict(zip(COLUMNS, row)),
+            values=dict(zip(COLUMNS, row, strict=True)),
         )
         for i, row in enumerate(rows.astype(float).tolist())
     ]
@@ -236,7 +276,7 @@ def kiri_train(m: Machine, home: Path, extra: list[str]) -> tuple[Path, float]:
     ]
     env = dict(os.environ, KIRI_HOME=str(home), KIRI_LOG_LEVEL="warning")
     t = time.perf_counter()
-    done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - t
     if done.returncode:
         raise SystemExit(f"kiri train failed on {m.name}:\n{done.stdout}{done.stderr}")
@@ -250,7 +290,7 @@ def kiri(m: Machine, home: Path, extra: list[str], workers: int) -> tuple[Figure
     jobs = [(weights, m.test[p], m.name, len(m.train) + int(p[0])) for p in parts]
     with multiprocessing.get_context("fork").Pool(workers) as pool:
         scored = pool.starmap(kiri_score, jobs)
-    surprise, threshold, z, seconds = (np.concatenate(a) for a in zip(*scored))
+    surprise, threshold, z, seconds = (np.concatenate(a) for a in zip(*scored, strict=True))
     figures = detection(surprise, threshold, m.labels)
     # the workers score side by side: the slowest one's time is the wall time of the scoring
     figures.train_s, figures.rows_per_s = train_s, len(m.test) / seconds.max()
@@ -271,7 +311,7 @@ def kiri_score(weights: Path, rows: np.ndarray, host: str, first_row: int) -> tu
     """One worker: Detector.score, the code kiri-atom runs, on its share of the test rows.
     Returns each row's surprise, threshold and per-field z (the culprit ranking), and the
     seconds Detector.score took."""
-    from threadpoolctl import threadpool_limits  # installed with scikit-learn
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # with sklearn
 
     # this process imported numpy before kiri could ask BLAS for one thread per process, and
     # two workers each running BLAS on two threads thrash two cores
@@ -284,10 +324,11 @@ def kiri_score(weights: Path, rows: np.ndarray, host: str, first_row: int) -> tu
     refused = [s for s in scores if isinstance(s, Exception)]
     if refused:
         raise SystemExit(f"{host}: the atom refused {len(refused)} rows, first: {refused[0]}")
+    scored = [s for s in scores if not isinstance(s, Exception)]
     return (
-        np.array([s.surprise for s in scores]),
-        np.array([s.threshold for s in scores]),
-        np.array([s.z for s in scores]),
+        np.array([s.surprise for s in scored]),
+        np.array([s.threshold for s in scored]),
+        np.array([s.z for s in scored]),
         np.array([seconds]),
     )
 
@@ -306,7 +347,7 @@ def z_reference(m: Machine) -> Figures:
 
 
 def pca(train: np.ndarray) -> tuple[Callable, np.ndarray]:
-    from sklearn.decomposition import PCA
+    from sklearn.decomposition import PCA  # type: ignore[import-untyped]
 
     model = PCA(n_components=PCA_K).fit(train)
 
@@ -317,14 +358,14 @@ def pca(train: np.ndarray) -> tuple[Callable, np.ndarray]:
 
 
 def isolation_forest(train: np.ndarray) -> tuple[Callable, np.ndarray]:
-    from sklearn.ensemble import IsolationForest
+    from sklearn.ensemble import IsolationForest  # type: ignore[import-untyped]
 
     model = IsolationForest(random_state=0).fit(train)
     return (lambda x: -model.score_samples(x)), -model.score_samples(train)
 
 
 def nearest_neighbour(train: np.ndarray) -> tuple[Callable, np.ndarray]:
-    from sklearn.neighbors import NearestNeighbors
+    from sklearn.neighbors import NearestNeighbors  # type: ignore[import-untyped]
 
     model = NearestNeighbors(n_neighbors=1).fit(train)
     on_train = model.kneighbors()[0][:, 0]  # with no query, each row's nearest *other* row
@@ -363,7 +404,10 @@ def table(rows: list[tuple[str, Figures]], first: str, with_flagged: bool) -> li
     n = len(HEADERS) - (not with_flagged)
     body = [
         [name]
-        + [fmt.format(v) if v is not None else "-" for fmt, v in zip(FORMATS[:n], astuple(fig))]
+        + [
+            fmt.format(v) if v is not None else "-"
+            for fmt, v in zip(FORMATS[:n], astuple(fig)[:n], strict=True)
+        ]
         for name, fig in rows
     ]
     head = [first, *HEADERS[:n]]
@@ -371,7 +415,8 @@ def table(rows: list[tuple[str, Figures]], first: str, with_flagged: bool) -> li
 
     def line(cells: list[str]) -> str:
         padded = [
-            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
         ]
         return "| " + " | ".join(padded) + " |"
 
@@ -384,7 +429,7 @@ def git_state() -> str:
 
     def git(*args: str) -> str:
         return subprocess.run(
-            ["git", *args], cwd=ROOT, capture_output=True, text=True
+            ["git", *args], cwd=ROOT, capture_output=True, text=True, check=False
         ).stdout.strip()
 
     dirty = (

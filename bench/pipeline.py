@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import psutil
+import psutil  # type: ignore[import-untyped]  # psutil ships no type stubs
 from recorded import FIXTURES, write_cycled
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,9 +55,11 @@ def run_chain(stream: Path, env: dict) -> tuple[float, list[tuple[str, float]], 
             upstream.close()
         upstream = p.stdout
         procs.append(p)
-    outcomes = len(procs[-1].stdout.read().splitlines())
+    last = procs[-1].stdout
+    assert last is not None
+    outcomes = len(last.read().splitlines())
     rss = []
-    for (name, _), p in zip(stages, procs):
+    for (name, _), p in zip(stages, procs, strict=True):
         _, status, usage = os.wait4(p.pid, 0)
         if status != 0:
             raise SystemExit(f"{name} exited with status {status}")

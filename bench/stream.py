@@ -32,7 +32,7 @@ def ensure_jq() -> str | None:
     if shutil.which("jq"):
         return shutil.which("jq")
     print("jq is missing: installing it with apt-get", file=sys.stderr)
-    subprocess.run(["apt-get", "install", "-y", "-q", "jq"], stdout=subprocess.DEVNULL)
+    subprocess.run(["apt-get", "install", "-y", "-q", "jq"], stdout=subprocess.DEVNULL, check=False)
     return shutil.which("jq")
 
 
@@ -41,6 +41,7 @@ def hop_seconds(cmd: list[str], path: Path, expect_lines: int) -> float:
     t = time.perf_counter()
     feed = subprocess.Popen(["cat", str(path)], stdout=subprocess.PIPE)
     hop = subprocess.Popen(cmd, stdin=feed.stdout, stdout=subprocess.PIPE, cwd=ROOT)
+    assert feed.stdout is not None and hop.stdout is not None
     feed.stdout.close()
     lines = 0
     while chunk := hop.stdout.read(1 << 20):
@@ -57,6 +58,7 @@ def trickle_latency(samples: int = 100) -> list[float]:
     """Seconds for one record, written alone, to leave a two-stage chain."""
     a = subprocess.Popen(HOP, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT)
     b = subprocess.Popen(HOP, stdin=a.stdout, stdout=subprocess.PIPE, cwd=ROOT)
+    assert a.stdin is not None and a.stdout is not None and b.stdout is not None
     a.stdout.close()
     line = (ROOT / "tests/fixtures/pulse.ndjson").read_bytes().splitlines()[0] + b"\n"
     fd, out = b.stdout.fileno(), []
@@ -105,7 +107,8 @@ def main() -> None:
 
     lat = sorted(trickle_latency())
     print(
-        f"trickle latency, one record through two stages: median {statistics.median(lat) * 1e3:.2f} ms, "
+        "trickle latency, one record through two stages: "
+        f"median {statistics.median(lat) * 1e3:.2f} ms, "
         f"p95 {lat[int(len(lat) * 0.95)] * 1e3:.2f} ms, max {lat[-1] * 1e3:.2f} ms  (goal: < 5 ms)"
     )
 

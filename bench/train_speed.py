@@ -43,7 +43,7 @@ def pulse_docs(n: int, seed: int = 0) -> list[list[int]]:
         for levels in PULSE_LEVELS:
             doc.append(offset + min(levels - 1, int(abs(r.gauss(0, levels / 4)))))
             offset += levels
-        docs.append(doc + [bos])
+        docs.append([*doc, bos])
     return docs
 
 
