@@ -22,8 +22,9 @@ import numpy as np
 
 from kiri.atoms import AtomSpec
 from kiri.model import weights
-from kiri.model.fast import FastGPT
-from kiri.model.training import new_engine, train
+from kiri.model.config import init_matrices
+from kiri.model.fast import FastGPT, FloatArray, IntArray
+from kiri.model.training import train
 from kiri.records import Obs, Score
 from kiri.schema import Schema, SchemaError
 
@@ -44,9 +45,10 @@ class Calibration(msgspec.Struct):
     field_mean: list[float] = []  # each scored field's mean -log p, held out
     field_std: list[float] = []  # and its standard deviation (at least STD_FLOOR)
 
-    def z(self, nll: np.ndarray) -> np.ndarray:
+    def z(self, nll: FloatArray) -> FloatArray:
         """Each token's -log p against its field's held-out distribution, (N, fields)."""
-        return (nll - np.asarray(self.field_mean)) / np.asarray(self.field_std)
+        z: FloatArray = (nll - np.asarray(self.field_mean)) / np.asarray(self.field_std)
+        return z
 
 
 class Detector:
@@ -102,7 +104,7 @@ class Detector:
     def threshold(self) -> float:
         return self.calibration.threshold
 
-    def token_nll(self, docs: Sequence[Sequence[int]]) -> np.ndarray:
+    def token_nll(self, docs: Sequence[Sequence[int]] | IntArray) -> FloatArray:
         """-log p of each scored token, (N, fields), for documents of this schema."""
         s = self.schema.scored
         return self.engine.token_nll(np.asarray(docs), first=s.start, stop=s.stop)
@@ -113,19 +115,24 @@ class Detector:
             [o.values for o in observations], [o.meta for o in observations]
         )
         valid = [i for i in range(len(observations)) if i not in errors]
-        out: list = [errors.get(i) for i in range(len(observations))]
         if not valid:
-            return out
+            return [errors[i] for i in range(len(observations))]
         docs = ids[valid]
         nll = self.token_nll(docs)
         z = self.calibration.z(nll)
         tokens = self._tokens[docs[:, self.schema.scored]].tolist()
         rows = zip(
-            valid, tokens, nll.round(4).tolist(), z.round(3).tolist(), z.max(1).round(4).tolist()
+            valid,
+            tokens,
+            nll.round(4).tolist(),
+            z.round(3).tolist(),
+            z.max(1).round(4).tolist(),
+            strict=True,
         )
+        scores: dict[int, Score] = {}
         for i, toks, row, zs, s in rows:
             obs = observations[i]
-            out[i] = Score(
+            scores[i] = Score(
                 ts=obs.ts,
                 atom=obs.atom,
                 host=obs.host,
@@ -137,10 +144,10 @@ class Detector:
                 threshold=self.threshold,
                 model=self.id,
             )
-        return out
+        return [scores[i] if i in scores else errors[i] for i in range(len(observations))]
 
 
-def calibrate(nll: np.ndarray, trained: np.ndarray) -> Calibration:
+def calibrate(nll: FloatArray, trained: FloatArray) -> Calibration:
     """Per-field figures and the alert threshold from held-out -log p, (N, fields), and the
     -log p of recent trained-on observations.
 
@@ -198,8 +205,9 @@ def train_detector(
         repeat = max(1, round(EXAMPLES_SHARE * len(train_docs) / len(examples)))
         train_docs = train_docs + [schema.ids(e) for e in examples] * repeat
     rng = random.Random(seed)
+    config = spec.config(schema)
     detector = Detector(
-        spec.name, schema, new_engine("fast", spec.config(schema), rng), Calibration(0.0, "")
+        spec.name, schema, FastGPT(config, init_matrices(config, rng)), Calibration(0.0, "")
     )
     shuffled = list(train_docs)
     rng.shuffle(shuffled)

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 
 import msgspec
 import numpy as np
+from numpy.typing import NDArray
 
 
 class SchemaError(ValueError):
@@ -48,13 +49,11 @@ class Field(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         i = int((x - self.lo) / (self.hi - self.lo) * self.levels)
         return min(max(i, 0), self.levels - 1)
 
-    def buckets(self, x: np.ndarray) -> np.ndarray:
+    def buckets(self, x: NDArray[np.float64]) -> NDArray[np.intp]:
         """bucket() for many finite values at once."""
         if self.auto:
             return np.searchsorted(self.edges, x, side="right")
-        i = ((x - self.lo) / (self.hi - self.lo) * self.levels).astype(
-            np.intp
-        )  # truncates, as int()
+        i = ((x - self.lo) / (self.hi - self.lo) * self.levels).astype(np.intp)  # as int() does
         return np.clip(i, 0, self.levels - 1)
 
     def describe(self, value: float | None) -> str:
@@ -97,7 +96,7 @@ class Schema(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=True)
         return len(self.fields) + 2
 
     @functools.cached_property
-    def scored(self) -> slice:
+    def scored(self) -> slice[int, int, None]:
         """Positions of the scored tokens within a document."""
         return slice(1 + self.n_context, 1 + len(self.fields))
 
@@ -105,7 +104,10 @@ class Schema(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=True)
     def groups(self) -> list[range]:
         """The token ids that can follow each document position: a field's own tokens, then
         BOS after the last field. The model's softmax at each position runs over just these."""
-        fields = [range(first, first + f.size) for f, first in zip(self.ordered, self._first_ids)]
+        fields = [
+            range(first, first + f.size)
+            for f, first in zip(self.ordered, self._first_ids, strict=True)
+        ]
         bos = self.vocab_size - 1
         return [*fields, range(bos, bos + 1)]
 
@@ -127,20 +129,20 @@ class Schema(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=True)
             bos,
             *(
                 first + f.bucket(self._value(f, values, meta))
-                for f, first in zip(self.ordered, self._first_ids)
+                for f, first in zip(self.ordered, self._first_ids, strict=True)
             ),
             bos,
         ]
 
     def encode_many(
         self, values: Sequence[Mapping[str, float | None]], metas: Sequence[Mapping[str, str]]
-    ) -> tuple[np.ndarray, dict[int, SchemaError]]:
+    ) -> tuple[NDArray[np.intp], dict[int, SchemaError]]:
         """encode() for many observations at once: ids (N, doc_len), and the SchemaError of
         each row that has none (its ids row is then meaningless)."""
         ids = np.full((len(values), self.doc_len), self.vocab_size - 1, dtype=np.intp)
         bad = np.zeros(len(values), dtype=bool)
         table = self._table(values)
-        for j, (f, first) in enumerate(zip(self.ordered, self._first_ids), start=1):
+        for j, (f, first) in enumerate(zip(self.ordered, self._first_ids, strict=True), start=1):
             x = table[:, j - 1]
             if f.per:
                 d = np.array([_number(m.get(f.per)) for m in metas])
@@ -157,7 +159,7 @@ class Schema(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=True)
                 errors[i] = e
         return ids, errors
 
-    def _table(self, values: Sequence[Mapping[str, float | None]]) -> np.ndarray:
+    def _table(self, values: Sequence[Mapping[str, float | None]]) -> NDArray[np.float64]:
         """Every field's value, (N, fields) in document order; NaN where missing or not a
         number. One conversion for the whole table; per value only when something is odd."""
         names = [f.name for f in self.ordered]
@@ -213,7 +215,7 @@ class Schema(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=True)
                 f"expected {len(expected)} tokens ({' '.join(p + 'N' for p in expected)})"
             )
         index = self._index
-        for token, f in zip(tokens, self.ordered):
+        for token, f in zip(tokens, self.ordered, strict=True):  # lengths checked above
             if token not in index or self.field_of(token) is not f:
                 raise SchemaError(
                     f"{token!r} is not a {f.label or f.name} token "
@@ -232,13 +234,16 @@ class Schema(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=True)
         fields = []
         for f in self.fields:
             if f.auto:
-                xs = np.array([self._value(f, v, m) for v, m in zip(values, metas)])
-                f = msgspec.structs.replace(f, edges=_fitted_edges(xs, f.levels, f.tails))
-            fields.append(f)
+                xs = np.array([self._value(f, v, m) for v, m in zip(values, metas, strict=True)])
+                fields.append(
+                    msgspec.structs.replace(f, edges=_fitted_edges(xs, f.levels, f.tails))
+                )
+            else:
+                fields.append(f)
         return Schema(fields)
 
 
-def _number(x: object) -> float:
+def _number(x: float | str | None) -> float:
     """A value or meta field as a float; NaN for anything missing or not a number."""
     if x is None:
         return math.nan
@@ -252,7 +257,7 @@ BULK = 0.001  # the share of training values at each end left out of a field's "
 TAIL_STEPS = (0.0, 0.25, 1.0, 4.0)  # tail edges beyond the bulk, in units of its width
 
 
-def _fitted_edges(xs: np.ndarray, levels: int, tails: int) -> list[float]:
+def _fitted_edges(xs: NDArray[np.float64], levels: int, tails: int) -> list[float]:
     """Edges for `levels` equally likely buckets over the bulk of the training values, plus
     `tails` graded edges beyond each end of the bulk.
 
@@ -266,7 +271,9 @@ def _fitted_edges(xs: np.ndarray, levels: int, tails: int) -> list[float]:
     lo, hi = (float(q) for q in np.quantile(xs, [BULK, 1 - BULK]))
     # a constant bulk: measure distance by the whole range, or by the value's own size
     width = hi - lo or float(xs.max() - xs.min()) or max(abs(hi), 1.0) * 0.01
-    inner = np.quantile(xs, BULK + (1 - 2 * BULK) * np.arange(1, levels) / levels).tolist()
+    inner: list[float] = np.quantile(
+        xs, BULK + (1 - 2 * BULK) * np.arange(1, levels) / levels
+    ).tolist()
     steps = TAIL_STEPS[:tails]
     below = [lo - width * d for d in reversed(steps)]
     above = [hi + width * d for d in steps]

@@ -12,7 +12,9 @@ import math
 class Value:
     __slots__ = ("_children", "_local_grads", "data", "grad")
 
-    def __init__(self, data: float, children: tuple = (), local_grads: tuple = ()) -> None:
+    def __init__(
+        self, data: float, children: tuple[Value, ...] = (), local_grads: tuple[float, ...] = ()
+    ) -> None:
         self.data = data
         self.grad = 0.0
         self._children = children
@@ -78,5 +80,5 @@ class Value:
                 stack.extend((c, False) for c in reversed(v._children))
         self.grad = 1.0
         for v in reversed(topo):
-            for child, local in zip(v._children, v._local_grads):
+            for child, local in zip(v._children, v._local_grads, strict=True):
                 child.grad += local * v.grad

@@ -15,11 +15,17 @@ import ctypes
 import ctypes.util
 import random
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple, TypeAlias
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from kiri.model.config import BETA1, BETA2, EPS_ADAM, EPS_NORM, Config, matrix_shapes
+
+FloatArray: TypeAlias = NDArray[np.float64]
+IntArray: TypeAlias = NDArray[np.intp]
 
 # Scoring: each forward pass takes as many documents as keep its attention weights
 # (docs x heads x T x T) to about 2 MB, so the temporaries stay in cache; larger chunks win
@@ -46,19 +52,20 @@ def _keep_freed_memory() -> None:
 _keep_freed_memory()
 
 
-def rmsnorm(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def rmsnorm(x: FloatArray) -> tuple[FloatArray, FloatArray]:
     """x / rms(x) over the last axis; also returns the scale, for the backward pass."""
     ms = np.einsum("...i,...i->...", x, x)[..., None] / x.shape[-1]  # faster than (x*x).mean
-    scale = (ms + EPS_NORM) ** -0.5
+    scale: FloatArray = (ms + EPS_NORM) ** -0.5
     return x * scale, scale
 
 
-def rmsnorm_backward(dy: np.ndarray, x: np.ndarray, scale: np.ndarray) -> np.ndarray:
+def rmsnorm_backward(dy: FloatArray, x: FloatArray, scale: FloatArray) -> FloatArray:
     xdy = np.einsum("...i,...i->...", x, dy)[..., None]
-    return scale * dy - x * (scale**3 / x.shape[-1] * xdy)
+    dx: FloatArray = scale * dy - x * (scale**3 / x.shape[-1] * xdy)
+    return dx
 
 
-def causal_exp(att: np.ndarray, causal: np.ndarray, lower: np.ndarray | None = None) -> np.ndarray:
+def causal_exp(att: FloatArray, causal: FloatArray, lower: FloatArray | None = None) -> FloatArray:
     """exp() of att (..., T, T) under the causal mask (0 or -inf), in place, each row scaled by
     exp(-its max) or not at all: the softmax before its division by the row sums.
 
@@ -80,7 +87,7 @@ def causal_exp(att: np.ndarray, causal: np.ndarray, lower: np.ndarray | None = N
     return np.exp(att, out=att)
 
 
-def row_sums(x: np.ndarray) -> np.ndarray:
+def row_sums(x: FloatArray) -> FloatArray:
     """x.sum(-1), as a product with ones: several times faster along a short last axis."""
     return x @ np.ones(x.shape[-1])
 
@@ -88,7 +95,7 @@ def row_sums(x: np.ndarray) -> np.ndarray:
 EXP_SAFE = 700.0  # exp(x) neither overflows nor underflows to 0 for |x| below this
 
 
-def _score_bound(wqkv: np.ndarray, H: int, D: int) -> float:
+def _score_bound(wqkv: FloatArray, H: int, D: int) -> float:
     """An upper bound on every attention score |q . k| / sqrt(D), from the weights alone.
 
     The attention input is rmsnormed, so its length is at most sqrt(C), and each head's q and k
@@ -99,17 +106,18 @@ def _score_bound(wqkv: np.ndarray, H: int, D: int) -> float:
     return float((norms[0] * norms[1]).max() * C * D**-0.5)
 
 
-def log_softmax(logits: np.ndarray) -> np.ndarray:
+def log_softmax(logits: FloatArray) -> FloatArray:
     shifted = logits - logits.max(-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+    logp: FloatArray = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+    return logp
 
 
-def picked_nll(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
+def picked_nll(logits: FloatArray, targets: IntArray) -> FloatArray:
     """-log softmax(logits)[target] along the last axis, without the whole log-softmax.
 
     The log-sum-exp skips the shift by each row's max (a slow reduction along a short axis)
     unless exp() over- or underflowed somewhere; then it is computed again, shifted."""
-    picked = np.take_along_axis(logits, targets[..., None], -1)[..., 0]
+    picked: FloatArray = np.take_along_axis(logits, targets[..., None], -1)[..., 0]
     with np.errstate(over="ignore", divide="ignore"):
         lse = np.log(row_sums(np.exp(logits)))
     if not np.isfinite(lse).all():
@@ -118,10 +126,49 @@ def picked_nll(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return lse - picked
 
 
+class _Slots(NamedTuple):
+    """restrict_outputs()' tables: slot s at position t is token ids[t, s]; mask[t, s] is 0, or
+    -inf for a padding slot of a field with fewer tokens than the widest; first[t] is
+    groups[t].start."""
+
+    ids: IntArray  # (T, S)
+    mask: FloatArray  # (T, S)
+    first: IntArray  # (T,)
+
+
+class _Layer(NamedTuple):
+    """One layer's activations in forward(), as backward() needs them."""
+
+    x_res: FloatArray
+    xn: FloatArray
+    s1: FloatArray
+    q: FloatArray
+    k: FloatArray
+    v: FloatArray
+    att: FloatArray
+    y: FloatArray
+    x_mid: FloatArray
+    xn2: FloatArray
+    s2: FloatArray
+    a: FloatArray
+
+
+@dataclass
+class Cache:
+    """What forward() keeps for backward(): the input ids, the embedding before its rmsnorm
+    and the norm's scale, the last layer's output x, and each layer's activations."""
+
+    ids: IntArray
+    x_emb: FloatArray
+    scale: FloatArray
+    x: FloatArray
+    layers: list[_Layer]
+
+
 class FastGPT:
     """microgpt over batches, in numpy: training, scoring and sampling."""
 
-    def __init__(self, config: Config, matrices: dict[str, Sequence]) -> None:
+    def __init__(self, config: Config, matrices: Mapping[str, ArrayLike]) -> None:
         self.config = config
         shapes = matrix_shapes(config)
         self.theta = np.concatenate([np.asarray(matrices[n], float).ravel() for n, _ in shapes])
@@ -134,7 +181,7 @@ class FastGPT:
         c = config
         self._causal = np.triu(np.full((c.block_size, c.block_size), -np.inf), 1)  # (T, T)
         self._lower = np.tril(np.ones((c.block_size, c.block_size)))  # the same mask as 1/0
-        self._slots: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._slots: _Slots | None = None
 
     def restrict_outputs(self, groups: Sequence[range]) -> None:
         """Let position t predict only among the token ids in groups[t].
@@ -149,11 +196,17 @@ class FastGPT:
         width = max(len(g) for g in groups)
         ids = np.array([[g.start + min(s, len(g) - 1) for s in range(width)] for g in groups])
         mask = np.array([[0.0 if s < len(g) else -np.inf for s in range(width)] for g in groups])
-        self._slots = (ids, mask, np.array([g.start for g in groups]))
+        self._slots = _Slots(ids, mask, np.array([g.start for g in groups]))
 
-    def _views(self, flat: np.ndarray) -> dict[str, np.ndarray]:
+    def _restricted(self) -> _Slots:
+        """The slot tables, for code that runs only once restrict_outputs() has made them."""
+        assert self._slots is not None, "restrict_outputs() makes the slots"
+        return self._slots
+
+    def _views(self, flat: FloatArray) -> dict[str, FloatArray]:
         """Named matrix views into a flat vector; wq, wk, wv also as one stacked (3C, C) view."""
-        views, offset = {}, 0
+        views: dict[str, FloatArray] = {}
+        offset = 0
         for name, (rows, cols) in matrix_shapes(self.config):
             views[name] = flat[offset : offset + rows * cols].reshape(rows, cols)
             if name.endswith("attn_wq"):  # wq, wk and wv lie next to each other in the vector
@@ -163,7 +216,7 @@ class FastGPT:
             offset += rows * cols
         return views
 
-    def matrices(self) -> dict[str, np.ndarray]:
+    def matrices(self) -> dict[str, FloatArray]:
         return {name: self.w[name].copy() for name, _ in matrix_shapes(self.config)}
 
     # -- forward -----------------------------------------------------------------------------
@@ -178,11 +231,11 @@ class FastGPT:
 
     def forward(
         self,
-        ids: np.ndarray,
+        ids: IntArray,
         keep: bool = True,
         bounded: Sequence[bool] | None = None,
-        start: tuple[np.ndarray, np.ndarray] | None = None,
-    ) -> tuple[np.ndarray, list]:
+        start: tuple[FloatArray, FloatArray] | None = None,
+    ) -> tuple[FloatArray, Cache | None]:
         """Logits (B, T, V) for every position of ids (B, T), and what backward() needs.
 
         keep=False (scoring) keeps nothing for backward, so each temporary is freed at once.
@@ -198,7 +251,7 @@ class FastGPT:
             x, scale = rmsnorm(x_emb)
         else:
             x, qkv0 = start
-        cache: list = [(ids, x_emb, scale)] if keep else []
+        layers: list[_Layer] = []
         causal = self._causal[:T, :T]
         for li in range(c.n_layer):
             p = f"layer{li}."
@@ -231,12 +284,11 @@ class FastGPT:
             x = (a @ w[p + "mlp_fc2"].T).reshape(B, T, C)
             x += x_mid
             if keep:
-                cache.append((x_res, xn, s1, q, k, v, att, y, x_mid, xn2, s2, a))
-        if keep:
-            cache.append(x)
+                layers.append(_Layer(x_res, xn, s1, q, k, v, att, y, x_mid, xn2, s2, a))
+        cache = Cache(ids, x_emb, scale, x, layers) if keep else None
         if self._slots is not None:
-            ids, mask, _ = self._slots
-            head = w["lm_head"][ids[:T]]  # (T, S, C): each position's own output rows
+            slot_ids, mask, _ = self._slots
+            head = w["lm_head"][slot_ids[:T]]  # (T, S, C): each position's own output rows
             logits = (x.transpose(1, 0, 2) @ head.transpose(0, 2, 1)).transpose(1, 0, 2)
             if np.isinf(mask[:T]).any():  # some field has fewer tokens than the widest
                 logits += mask[:T]
@@ -244,15 +296,15 @@ class FastGPT:
         logits = x.reshape(B * T, C) @ w["lm_head"].T
         return logits.reshape(B, T, -1), cache
 
-    def _slot(self, targets: np.ndarray) -> np.ndarray:
+    def _slot(self, targets: IntArray) -> IntArray:
         """Token ids (B, T) as slots of their positions' groups (0 where out of range: padding)."""
-        ids, _, first = self._slots
+        ids, _, first = self._restricted()
         slot = targets - first[: targets.shape[1]]
         return np.where((slot >= 0) & (slot < ids.shape[1]), slot, 0)
 
     # -- backward ----------------------------------------------------------------------------
 
-    def backward(self, dlogits: np.ndarray, cache: list) -> None:
+    def backward(self, dlogits: FloatArray, cache: Cache) -> None:
         """Accumulate d(loss)/d(theta) into self.grad, given d(loss)/d(logits) (B, T, V)."""
         c, w, g = self.config, self.w, self.g
         B, T, V = dlogits.shape
@@ -260,15 +312,15 @@ class FastGPT:
         if self._slots is not None:
             ids = self._slots[0][:T]
             dl = dlogits.transpose(1, 0, 2)  # (T, B, S)
-            np.add.at(g["lm_head"], ids, dl.transpose(0, 2, 1) @ cache[-1].transpose(1, 0, 2))
+            np.add.at(g["lm_head"], ids, dl.transpose(0, 2, 1) @ cache.x.transpose(1, 0, 2))
             dx = (dl @ w["lm_head"][ids]).transpose(1, 0, 2)
         else:
             dl = dlogits.reshape(B * T, V)
-            g["lm_head"] += dl.T @ cache[-1].reshape(B * T, C)
+            g["lm_head"] += dl.T @ cache.x.reshape(B * T, C)
             dx = (dl @ w["lm_head"]).reshape(B, T, C)
         for li in reversed(range(c.n_layer)):
             p = f"layer{li}."
-            x_res, xn, s1, q, k, v, att, y, x_mid, xn2, s2, a = cache[1 + li]
+            x_res, xn, s1, q, k, v, att, y, x_mid, xn2, s2, a = cache.layers[li]
             # 2) MLP: x = fc2(relu(fc1(rmsnorm(x_mid)))) + x_mid
             d2 = dx.reshape(B * T, C)
             g[p + "mlp_fc2"] += d2.T @ a
@@ -289,20 +341,20 @@ class FastGPT:
             g[p + "attn_wqkv"] += dqkv.T @ xn.reshape(B * T, C)
             dxn = (dqkv @ w[p + "attn_wqkv"]).reshape(B, T, C)
             dx = dx + rmsnorm_backward(dxn, x_res, s1)
-        ids, x_emb, scale = cache[0]
+        ids, x_emb, scale = cache.ids, cache.x_emb, cache.scale
         demb = rmsnorm_backward(dx, x_emb, scale)  # (B, T, C)
         np.add.at(g["wte"], ids.ravel(), demb.reshape(B * T, C))
         g["wpe"][:T] += demb.sum(0)
 
     # -- training ----------------------------------------------------------------------------
 
-    def _batch(self, docs: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _batch(self, docs: Sequence[Sequence[int]]) -> tuple[IntArray, IntArray, FloatArray]:
         """Inputs (B, T), targets (B, T) and loss weights (B, T), padded to the longest doc."""
         n = [min(self.config.block_size, len(d) - 1) for d in docs]
         T = max(n)
         ids = np.zeros((len(docs), T + 1), dtype=np.intp)
         weights = np.zeros((len(docs), T))
-        for b, (doc, nb) in enumerate(zip(docs, n)):
+        for b, (doc, nb) in enumerate(zip(docs, n, strict=True)):
             ids[b, : nb + 1] = doc[: nb + 1]
             weights[b, :nb] = 1.0 / (nb * len(docs))  # mean over positions, then over docs
         return ids[:, :-1], ids[:, 1:], weights
@@ -311,6 +363,7 @@ class FastGPT:
         """The batch loss (mean of document losses); leaves its gradient in self.grad."""
         ids, targets, weights = self._batch(docs)
         logits, cache = self.forward(ids)
+        assert cache is not None  # forward() keeps it by default
         if self._slots is not None:
             targets = self._slot(targets)
         logp = log_softmax(logits)  # (B, T, V)
@@ -338,7 +391,7 @@ class FastGPT:
 
     # -- scoring and sampling ----------------------------------------------------------------
 
-    def token_nll(self, ids: np.ndarray, first: int = 1, stop: int | None = None) -> np.ndarray:
+    def token_nll(self, ids: IntArray, first: int = 1, stop: int | None = None) -> FloatArray:
         """-log p of tokens ids[:, first:stop] given all tokens before them, for many documents.
 
         ids is (N, L) with every document the same length; the result is (N, stop - first).
@@ -361,18 +414,22 @@ class FastGPT:
         table = None if rows is None else self._first_layer_table(stop - 1)
         bounded = self.bounded()
         for lo in range(0, len(ids), size):
-            start = None if table is None else self._looked_up(table, rows[lo : lo + size])
+            start = (
+                None
+                if table is None or rows is None
+                else self._looked_up(table, rows[lo : lo + size])
+            )
             logits, _ = self.forward(
                 ids[lo : lo + size, : stop - 1], keep=False, bounded=bounded, start=start
             )
             out[lo : lo + size] = picked_nll(logits[:, first - 1 :], targets[lo : lo + size])
         return out
 
-    def _table_rows(self, inputs: np.ndarray, slots: np.ndarray) -> np.ndarray | None:
+    def _table_rows(self, inputs: IntArray, slots: IntArray) -> IntArray | None:
         """Each input token's row in _first_layer_table, (N, T). None when the documents are no
         more than the slots (building the table would cost more than it saves), or when one
         holds a token outside its position's field."""
-        ids, _, _ = self._slots
+        ids, _, _ = self._restricted()
         N, T = inputs.shape
         S = ids.shape[1]
         if N <= S:
@@ -382,14 +439,15 @@ class FastGPT:
             return None
         if not (inputs[:, 0] == self.config.vocab_size - 1).all():  # BOS first
             return None
-        return np.arange(T) * S + in_slots
+        rows: IntArray = np.arange(T) * S + in_slots
+        return rows
 
-    def _first_layer_table(self, T: int) -> np.ndarray:
+    def _first_layer_table(self, T: int) -> FloatArray:
         """Layer 0's input x and q, k, v for every token each of positions 0..T-1 can hold, as
         rows (T * S, 4C): they depend on the position and the token alone, and an atom's
         position holds BOS or one of its field's few tokens."""
         c, w = self.config, self.w
-        ids, _, _ = self._slots
+        ids, _, _ = self._restricted()
         S = ids.shape[1]
         inputs = np.vstack([np.full((1, S), c.vocab_size - 1), ids[: T - 1]])  # (T, S)
         x, _ = rmsnorm(w["wte"][inputs] + w["wpe"][:T, None])
@@ -397,18 +455,19 @@ class FastGPT:
         qkv = xn.reshape(T * S, -1) @ w["layer0.attn_wqkv"].T
         return np.hstack([x.reshape(T * S, -1), qkv])
 
-    def _looked_up(self, table: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _looked_up(self, table: FloatArray, rows: IntArray) -> tuple[FloatArray, FloatArray]:
         """forward()'s start for documents whose table rows are rows (B, T): x (B, T, C), and
         q, k, v (B*T, 3C)."""
         C = self.config.n_embd
         found = table[rows.ravel()]
         return found[:, :C].reshape(*rows.shape, C), found[:, C:]
 
-    def next_logits(self, prefix: Sequence[int]) -> np.ndarray:
+    def next_logits(self, prefix: Sequence[int]) -> FloatArray:
         """Logits (V,) for the token after prefix (-inf for tokens outside its group)."""
         logits, _ = self.forward(np.asarray([prefix], dtype=np.intp))
         if self._slots is None:
-            return logits[0, -1]
+            last: FloatArray = logits[0, -1]
+            return last
         ids, mask, _ = self._slots
         real = np.isfinite(mask[len(prefix) - 1])  # padding slots repeat a real id: skip them
         full = np.full(self.config.vocab_size, -np.inf)

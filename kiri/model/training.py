@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, TypeAlias
 
 from kiri.model.config import Config, init_matrices
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+
+    # Every parameter matrix by name: as nested lists (init_matrices, gpt.py) or arrays (fast.py).
+    Matrices: TypeAlias = Mapping[str, Sequence[Sequence[float]] | NDArray[np.float64]]
 
 
 class Engine(Protocol):
@@ -17,10 +24,10 @@ class Engine(Protocol):
 
     def sample(self, rng: random.Random, temperature: float) -> list[int]: ...
 
-    def matrices(self) -> dict: ...
+    def matrices(self) -> Matrices: ...
 
 
-def engine_class(name: str) -> type:
+def engine_class(name: str) -> Callable[[Config, Matrices], Engine]:
     if name == "pure":
         from kiri.model.gpt import GPT
 

@@ -11,13 +11,17 @@ from __future__ import annotations
 import hashlib
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import msgspec
 import numpy as np
+from numpy.typing import NDArray
 
 from kiri.home import atomic_write, private_dir
 from kiri.model.config import Config, matrix_shapes, num_params
+
+if TYPE_CHECKING:
+    from kiri.model.training import Matrices
 
 FORMAT = "kiri-weights"
 VERSION = 1
@@ -46,7 +50,7 @@ class WeightsFile(msgspec.Struct):
     vocab: list[str]
     params: dict[str, list[list[float]]]
     provenance: Provenance = msgspec.field(default_factory=Provenance)
-    extra: dict[str, Any] = {}
+    extra: dict[str, object] = {}
 
 
 class Weights(msgspec.Struct):
@@ -54,9 +58,9 @@ class Weights(msgspec.Struct):
 
     config: Config
     vocab: list[str]
-    matrices: dict[str, np.ndarray]
+    matrices: dict[str, NDArray[np.float64]]
     provenance: Provenance
-    extra: dict[str, Any]
+    extra: dict[str, object]
     id: str  # short content hash, carried in score records as the model that scored
 
 
@@ -67,9 +71,9 @@ def save(
     path: Path,
     config: Config,
     vocab: list[str],
-    matrices: dict[str, Any],
+    matrices: Matrices,
     provenance: Provenance,
-    extra: dict[str, Any] | None = None,
+    extra: dict[str, object] | None = None,
 ) -> str:
     """Write a weights file atomically with mode 0600; returns its id."""
     if not provenance.created:
@@ -114,6 +118,12 @@ def load(path: Path) -> Weights:
 
 
 def _problem(doc: WeightsFile) -> str | None:
+    """What makes a decoded weights file unusable, if anything: the first problem found."""
+    return _header_problem(doc) or _params_problem(doc)
+
+
+def _header_problem(doc: WeightsFile) -> str | None:
+    """Format, version, config and vocabulary."""
     if doc.format != FORMAT:
         return f"not a KIRI weights file (format {doc.format!r}, expected {FORMAT!r})"
     if doc.version > VERSION:
@@ -127,6 +137,11 @@ def _problem(doc: WeightsFile) -> str | None:
         )
     if len(set(doc.vocab)) != len(doc.vocab):
         return "vocabulary has duplicate tokens"
+    return None
+
+
+def _params_problem(doc: WeightsFile) -> str | None:
+    """Every parameter matrix the config names, each of its shape."""
     expected = dict(matrix_shapes(doc.config))
     if set(doc.params) != set(expected):
         missing = sorted(set(expected) - set(doc.params))
