@@ -17,7 +17,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Protocol, TypeVar
 
 MAX_BODY = 1 << 20  # bytes read from any answer; a longer one is refused
 T = TypeVar("T")
@@ -29,7 +29,8 @@ class Response:
     headers: Mapping[str, str]
     body: bytes
 
-    def json(self) -> Any:
+    def json(self) -> object:
+        """The body decoded, not yet checked: the caller narrows it to what it expects."""
         try:
             return json.loads(self.body)
         except (ValueError, UnicodeDecodeError) as e:
@@ -81,7 +82,7 @@ def request(
 
 def post_json(
     url: str,
-    payload: Any,
+    payload: object,
     *,
     headers: Mapping[str, str] | None = None,
     timeout: float = 10.0,
@@ -106,7 +107,7 @@ def retrying(
     attempts: int = 3,
     backoff: float = 0.5,
     max_backoff: float = 60.0,
-    sleep: Callable[[float], Any] = time.sleep,
+    sleep: Callable[[float], object] = time.sleep,
 ) -> T:
     """call(), again after backoff (doubling) while it fails transiently, at most `attempts`
     times in all; a server's requested wait replaces the backoff. `sleep` may return False
@@ -124,7 +125,13 @@ def retrying(
     raise AssertionError("unreachable")
 
 
-def _read(answer: Any, limit: int, where: str) -> bytes:
+class _Body(Protocol):
+    """An answer's body: an HTTPResponse, or the HTTPError that stands for one."""
+
+    def read(self, size: int, /) -> bytes: ...
+
+
+def _read(answer: _Body, limit: int, where: str) -> bytes:
     data = answer.read(limit + 1)
     if len(data) > limit:
         raise HttpError(f"{where}: answer larger than {limit} bytes")

@@ -10,12 +10,12 @@ zero, and an instance without a value for every query at a time has no observati
 
 from __future__ import annotations
 
+import enum
 import math
 import re
 import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
 
 import msgspec
 
@@ -123,17 +123,17 @@ class _Vector(msgspec.Struct, tag_field="resultType", tag="vector"):
 
 
 class _Scalar(msgspec.Struct, tag_field="resultType", tag="scalar"):
-    result: Any
+    result: object  # not read: such an answer is refused
 
 
 class _String(msgspec.Struct, tag_field="resultType", tag="string"):
-    result: Any
+    result: object
 
 
 class _Answer(msgspec.Struct):
     status: str
     data: _Matrix | _Vector | _Scalar | _String | None = None
-    errorType: str = ""  # Prometheus's name
+    error_type: str = msgspec.field(default="", name="errorType")
     error: str = ""
     warnings: list[str] = []
 
@@ -148,7 +148,7 @@ def parse_answer(body: bytes) -> tuple[list[Series], list[str]]:
     except msgspec.MsgspecError as e:
         raise PromError(f"not a Prometheus answer ({e})") from None
     if answer.status != "success":
-        raise PromError(f"{answer.errorType or answer.status}: {answer.error}", fatal=True)
+        raise PromError(f"{answer.error_type or answer.status}: {answer.error}", fatal=True)
     data = answer.data
     if isinstance(data, _Matrix):
         return [Series(s.metric, s.values) for s in data.result], answer.warnings
@@ -163,7 +163,12 @@ class Prometheus:
     Transient failures are retried `attempts` times in all, waiting with `sleep` between."""
 
     def __init__(
-        self, url: str, timeout: float, log: Log, sleep: Callable[[float], Any], attempts: int = 1
+        self,
+        url: str,
+        timeout: float,
+        log: Log,
+        sleep: Callable[[float], object],
+        attempts: int = 1,
     ) -> None:
         parts = urllib.parse.urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -213,7 +218,15 @@ class Prometheus:
 
 # -- joining answers into observations ------------------------------------------------------
 
-_SEVERAL = object()  # a cell's value when a query gave more than one series for its instance
+
+class _Several(enum.Enum):
+    """A cell's value when a query gave more than one series for its instance."""
+
+    SEVERAL = enum.auto()
+
+
+_SEVERAL = _Several.SEVERAL
+Cell = dict[str, str | _Several]  # query name -> the value as Prometheus wrote it
 
 
 class Table:
@@ -222,7 +235,7 @@ class Table:
 
     def __init__(self, queries: QuerySet) -> None:
         self.queries = queries
-        self.cells: dict[tuple[float, str], dict[str, Any]] = {}  # (time, instance) -> answers
+        self.cells: dict[tuple[float, str], Cell] = {}  # (time, instance) -> answers
         self.unlabelled: Counter[str] = Counter()  # query name -> series without an instance
 
     def add(self, name: str, series: Iterable[Series]) -> None:
@@ -239,13 +252,14 @@ class Table:
         """Observations in time order, and why others were left out: each reason with the
         number of observations (or of series without an instance label) it left out."""
         hosts = host_names({instance for _, instance in self.cells})
-        out, skipped = [], Counter()
+        out: list[Obs] = []
+        skipped: Counter[str] = Counter()
         for name, n in self.unlabelled.items():
             skipped[f"series of {name} without an instance label (aggregate it by (instance))"] = n
         for ts, instance in sorted(self.cells, key=lambda key: (key[0], hosts[key[1]])):
             cell = self.cells[ts, instance]
             try:
-                values = {n: _number(n, cell) for n in self.queries.values}
+                values: dict[str, float | None] = {n: _number(n, cell) for n in self.queries.values}
                 meta = {n: _meta(n, cell) for n in self.queries.meta}
             except ValueError as e:
                 skipped[str(e)] += 1
@@ -262,12 +276,17 @@ class Table:
         return out, skipped
 
 
-def _number(name: str, cell: dict[str, Any]) -> float:
+def _raw(name: str, cell: Cell) -> str:
     raw = cell.get(name)
     if raw is None:
         raise ValueError(f"no value for {name}")
     if raw is _SEVERAL:
         raise ValueError(f"several series for {name}: aggregate it by (instance)")
+    return raw
+
+
+def _number(name: str, cell: Cell) -> float:
+    raw = _raw(name, cell)
     try:
         x = float(raw)
     except ValueError:
@@ -277,10 +296,10 @@ def _number(name: str, cell: dict[str, Any]) -> float:
     return x
 
 
-def _meta(name: str, cell: dict[str, Any]) -> str:
+def _meta(name: str, cell: Cell) -> str:
     """A meta entry is a string, as Prometheus wrote it, once it is known to be a number."""
     _number(name, cell)
-    return cell[name]
+    return _raw(name, cell)
 
 
 def host_names(instances: Iterable[str]) -> dict[str, str]:

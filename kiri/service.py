@@ -35,7 +35,7 @@ def this_platform() -> str:
     return "macos" if sys.platform == "darwin" else "linux"
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     s = sub.add_parser("service", help="run kiri-supervise as a launchd or systemd user service")
     actions = s.add_subparsers(dest="action", required=True, metavar="ACTION")
     install = actions.add_parser("install", help="write the service file and start the service")
@@ -187,7 +187,8 @@ def status(args: argparse.Namespace) -> int:
 def program(platform: str, path: Path) -> list[str]:
     """The command line an installed service file runs."""
     if platform == "macos":
-        return plistlib.loads(path.read_bytes())["ProgramArguments"]
+        arguments: object = plistlib.loads(path.read_bytes())["ProgramArguments"]
+        return [str(a) for a in arguments] if isinstance(arguments, list) else []
     for line in path.read_text().splitlines():
         if line.startswith("ExecStart="):
             return shlex.split(line.removeprefix("ExecStart=").replace("%%", "%"))
@@ -207,13 +208,14 @@ def manage(commands: list[list[str]]) -> bool:
     return True
 
 
-def _run(command: list[str]) -> subprocess.CompletedProcess | None:
+def _run(command: list[str]) -> subprocess.CompletedProcess[str] | None:
     """Run a command, capturing its output; None if it is not installed."""
     if shutil.which(command[0]) is None:
         return None
-    return subprocess.run(command, capture_output=True, text=True, timeout=60)
+    # the callers look at the exit status
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
 
 
-def _reason(done: subprocess.CompletedProcess) -> str:
+def _reason(done: subprocess.CompletedProcess[str]) -> str:
     lines = (done.stderr or done.stdout).strip().splitlines()
     return lines[0] if lines else f"exit status {done.returncode}"

@@ -24,7 +24,6 @@ only its own fields, which every router has.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import msgspec
 
@@ -116,18 +115,18 @@ def parse_uptime(text: str) -> float:
     raise ValueError(f"uptime {text!r} is not a RouterOS duration like 2d20h12m20s")
 
 
-def reading(resource: Any, interfaces: Any, at: float, ts: float) -> Reading:
+def reading(resource: object, interfaces: object, at: float, ts: float) -> Reading:
     """One reading from the two decoded documents; RouterError names what is missing or wrong."""
     res = _resource(resource)
     try:
         uptime = parse_uptime(_text(res, "uptime"))
     except ValueError as e:
         raise RouterError(RESOURCE, str(e)) from None
-    meta = {
-        k: res[key]
-        for k, key in (("version", "version"), ("board", "board-name"))
-        if isinstance(res.get(key), str)
-    }
+    meta: dict[str, str] = {}
+    for k, key in (("version", "version"), ("board", "board-name")):
+        value = res.get(key)
+        if isinstance(value, str):
+            meta[k] = value
     return Reading(
         at=at,
         ts=ts,
@@ -160,7 +159,7 @@ def observe(before: Reading, now: Reading, host: str) -> Obs:
             delta = (value - previous) / (elapsed if counter in RATES else 1)
             per_interface[f"{name}:{key}"] = delta
             sums[total] += delta
-    values = {
+    values: dict[str, float | None] = {
         "cpu": now.cpu,
         "mem": now.mem,
         "disk": now.disk,
@@ -171,7 +170,7 @@ def observe(before: Reading, now: Reading, host: str) -> Obs:
     return Obs(ts=now.ts, atom="mikrotik", host=host, values=values, meta=now.meta)
 
 
-def _resource(doc: Any) -> dict[str, Any]:
+def _resource(doc: object) -> dict[str, object]:
     if isinstance(doc, list) and len(doc) == 1:
         doc = doc[0]
     if not isinstance(doc, dict):
@@ -179,34 +178,34 @@ def _resource(doc: Any) -> dict[str, Any]:
     return doc
 
 
-def _text(doc: dict[str, Any], key: str) -> str:
+def _text(doc: dict[str, object], key: str) -> str:
     value = doc.get(key)
     if value is None:
         raise RouterError(RESOURCE, f"missing {key}")
     return str(value)
 
 
-def _number(doc: dict[str, Any], key: str, path: str) -> float:
+def _number(doc: dict[str, object], key: str, path: str) -> float:
     value = doc.get(key)
     if value is None:
         raise RouterError(path, f"missing {key}")
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
+    try:  # a list or an object is no number either
+        x = float(value) if isinstance(value, str | int | float) else math.nan
+    except ValueError:
         x = math.nan
     if not math.isfinite(x) or isinstance(value, bool):
         raise RouterError(path, f"{key} is {value!r}, not a number")
     return x
 
 
-def _used_percent(doc: dict[str, Any], free: str, total: str) -> float:
+def _used_percent(doc: dict[str, object], free: str, total: str) -> float:
     size = _number(doc, total, RESOURCE)
     if size <= 0:
         raise RouterError(RESOURCE, f"{total} is {doc[total]!r}")
     return (size - _number(doc, free, RESOURCE)) / size * 100
 
 
-def _interfaces(doc: Any) -> dict[str, Interface]:
+def _interfaces(doc: object) -> dict[str, Interface]:
     if not isinstance(doc, list) or not all(isinstance(i, dict) for i in doc):
         raise RouterError(INTERFACES, "expected a list of interfaces")
     interfaces = {}
@@ -219,16 +218,26 @@ def _interfaces(doc: Any) -> dict[str, Interface]:
     return interfaces
 
 
-def _counters(entry: dict[str, Any], name: str) -> dict[str, int]:
+def _counters(entry: dict[str, object], name: str) -> dict[str, int]:
     """The counters an interface reports; one it leaves out simply has no delta."""
     counters = {}
     for counter in COUNTERS:
         value = entry.get(counter)
         if value is None:
             continue
-        try:
-            counters[counter] = int(value)
-        except (TypeError, ValueError):
+        count = _count(value)
+        if count is None:
             reason = f"{counter} of {name} is {value!r}, not a count"
-            raise RouterError(INTERFACES, reason) from None
+            raise RouterError(INTERFACES, reason)
+        counters[counter] = count
     return counters
+
+
+def _count(value: object) -> int | None:
+    """int(value) for a number or a string of one; None for what int() refuses."""
+    if not isinstance(value, str | int | float):
+        return None  # a list or an object
+    try:
+        return int(value)
+    except ValueError:
+        return None

@@ -51,6 +51,8 @@ class TelegramSink(Sink):
         params = {"chat_id": self.chat, "text": text, **self._extras(decision)}
         try:
             sent = self.api.send("sendMessage", params)
+            if not isinstance(sent, dict):
+                raise TypeError("the answer is not an object")
             message = int(sent["message_id"])
         except HttpError as e:
             raise SinkError.from_http(e) from None
