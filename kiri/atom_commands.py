@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import msgspec
-import psutil
+import psutil  # type: ignore[import-untyped]  # psutil ships no type stubs
 
 from kiri.atoms import AtomSpec, UnknownAtom, atom_spec, auto_spec, examples_path, weights_path
 from kiri.detector import Detector, train_detector
@@ -16,10 +18,14 @@ from kiri.model.config import matrix_shapes, num_params
 from kiri.progress import Progress
 from kiri.recordings import load_observations, recording_files
 from kiri.records import Obs
-from kiri.schema import SchemaError
+from kiri.schema import Field, SchemaError
 from kiri.stream import UserError
 
+if TYPE_CHECKING:
+    from kiri.model.fast import FloatArray
+
 MIN_OBSERVATIONS = 10
+T = TypeVar("T")
 
 
 def _spec(name: str, files: list[Path] | None = None) -> AtomSpec:
@@ -79,7 +85,8 @@ def train(args: argparse.Namespace) -> None:
     if len(loaded.observations) < MIN_OBSERVATIONS:
         raise UserError(
             f"atom {spec.name} needs at least {MIN_OBSERVATIONS} observations to train, "
-            f"found {len(loaded.observations)}: record some with `kiri-collect {spec.name} --record`"
+            f"found {len(loaded.observations)}: "
+            f"record some with `kiri-collect {spec.name} --record`"
         )
     batch = args.batch or 32
     steps = spec.steps if args.steps is None else args.steps
@@ -115,7 +122,7 @@ def train(args: argparse.Namespace) -> None:
     print(f"trained in {provenance.seconds:.1f} s; weights saved to {out} (id {model_id})")
 
 
-def _examples(spec) -> list[list[str]]:
+def _examples(spec: AtomSpec) -> list[list[str]]:
     """The atom's "new normal" examples that still fit its schema's vocabulary."""
     path = examples_path(spec.name)
     if not path.exists():
@@ -152,13 +159,14 @@ def score(args: argparse.Namespace) -> None:
     print(f"surprise {surprise:.2f} (threshold {detector.threshold:.2f}): {verdict}")
     print(f"{'token':<14}{'-log p':>8}{'z':>8}   most likely instead")
     first = schema.scored.start
-    rows = [(pos, tokens[pos - 1], x, zx) for pos, x, zx in zip(range(first, len(ids)), nll, z)]
+    scored = range(first, schema.scored.stop)  # each scored token's position in the document
+    rows = [(pos, tokens[pos - 1], x, zx) for pos, x, zx in zip(scored, nll, z, strict=True)]
     for pos, token, x, zx in sorted(rows, key=lambda r: -r[3]):
         best, p = _likeliest(detector, ids[:pos], schema.field_of(token))
         print(f"{token:<14}{x:>8.2f}{zx:>8.2f}   {best} (p {p:.2f})")
 
 
-def _likeliest(detector: Detector, prefix: list[int], field) -> tuple[str, float]:
+def _likeliest(detector: Detector, prefix: list[int], field: Field) -> tuple[str, float]:
     """The most probable token of this field after prefix, and its probability."""
     logits = detector.engine.next_logits(prefix)
     probs = _softmax(logits)
@@ -168,14 +176,15 @@ def _likeliest(detector: Detector, prefix: list[int], field) -> tuple[str, float
     return vocab[best], float(probs[best])
 
 
-def _softmax(z):
+def _softmax(z: FloatArray) -> FloatArray:
     import numpy as np
 
     e = np.exp(z - z.max())
-    return e / e.sum()
+    p: FloatArray = e / e.sum()
+    return p
 
 
-def _pairs(text: str, cast) -> dict:
+def _pairs(text: str, cast: Callable[[str], T]) -> dict[str, T]:
     out = {}
     for part in filter(None, text.split(",")):
         name, sep, value = part.partition("=")

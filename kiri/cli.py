@@ -8,6 +8,7 @@ import importlib
 import random
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from kiri import add_version_option, atom_commands, service, status, tasks, verdicts
@@ -133,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _task_parser(sub: argparse._SubParsersAction) -> None:
+def _task_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     k = sub.add_parser("task", help="keep a task log (the drift atom watches it)")
     actions = k.add_subparsers(dest="action", required=True, metavar="ACTION")
     a = actions.add_parser("add", help="add a task; prints its id")
@@ -162,7 +163,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     if (args.atom is None) == (args.text is None):
         raise UserError("name an ATOM to train, or give --text FILE")
     if args.atom:
-        return atom_commands.train(args)
+        atom_commands.train(args)
+        return
     args.batch = args.batch or 1
     args.steps = 1000 if args.steps is None else args.steps
     if args.steps < 1 or args.batch < 1:
@@ -230,7 +232,8 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 def cmd_info(args: argparse.Namespace) -> None:
     if "/" not in args.weights and not args.weights.endswith(".json"):
-        return atom_commands.info(args.weights)
+        atom_commands.info(args.weights)
+        return
     path = Path(args.weights)
     for line in weights.describe(_load(path), path):
         print(line)
@@ -238,7 +241,7 @@ def cmd_info(args: argparse.Namespace) -> None:
 
 COMMANDS = {
     "train": cmd_train,
-    "score": lambda args: atom_commands.score(args),
+    "score": atom_commands.score,
     "generate": cmd_generate,
     "info": cmd_info,
     "alerts": verdicts.cmd_alerts,
@@ -252,7 +255,8 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in STAGES:
-        return importlib.import_module(STAGES[argv[0]]).main(argv[1:])
+        stage: Callable[[list[str]], int] = importlib.import_module(STAGES[argv[0]]).main
+        return stage(argv[1:])
     args = build_parser().parse_args(argv)
     return run_main(lambda: COMMANDS[args.command](args))
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 MAX_NAMED = 3
 
 
-def named_culprits(culprits: Sequence[Sequence], threshold: float) -> list[str]:
+def named_culprits(culprits: Sequence[tuple[str, float]], threshold: float) -> list[str]:
     """The culprit tokens an alert is about, most surprising first (never empty if any)."""
     if not culprits:
         return []

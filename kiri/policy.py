@@ -120,7 +120,9 @@ class Policy:
         track.recent.append(score.surprise > threshold)
         track.ratio, track.seen = round(score.surprise / threshold, 4), score.ts
         # most surprising first; the stable sort keeps the schema's order among equals
-        culprits = sorted(zip(score.tokens, score.z or score.nll), key=_by_surprise, reverse=True)
+        culprits = sorted(
+            zip(score.tokens, score.z or score.nll, strict=True), key=_by_surprise, reverse=True
+        )
         action = self._action(track, score.ts)
         if action == "alert" and not track.incident and self._joins_group(score, track):
             return self._held(score, track, culprits, threshold)

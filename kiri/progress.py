@@ -8,7 +8,8 @@ from typing import TextIO
 
 
 class Progress:
-    """Reports `step {s:4d} / {n:4d} | loss {x:.4f}` for step 1, every `every` steps and the last."""
+    """Reports `step {s:4d} / {n:4d} | loss {x:.4f}` for step 1, every `every` steps and the
+    last."""
 
     def __init__(self, steps: int, every: int, out: TextIO | None = None) -> None:
         self.steps, self.every = steps, max(every, 1)

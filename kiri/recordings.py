@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -72,7 +73,13 @@ def load_observations(atom: str, files: list[Path], schema: Schema, limit: int =
     return loaded
 
 
-def _problem(decode, line: bytes, atom: str, schema: Schema, seen: dict) -> str | None:
+def _problem(
+    decode: Callable[[bytes], Record],
+    line: bytes,
+    atom: str,
+    schema: Schema,
+    seen: dict[tuple[str, float], Obs],
+) -> str | None:
     from kiri.schema import SchemaError
 
     if not line.strip():

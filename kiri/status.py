@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import msgspec
-import psutil
+import psutil  # type: ignore[import-untyped]  # psutil ships no type stubs
 
 from kiri.home import kiri_home
 from kiri.stream import UserError
@@ -67,7 +67,8 @@ def read(path: Path) -> Status:
 def supervisor_alive(status: Status) -> bool:
     """Whether the process that wrote the status is still running (and is not a reused pid)."""
     try:
-        return abs(psutil.Process(status.pid).create_time() - status.started) < 1.0
+        created: float = psutil.Process(status.pid).create_time()
+        return abs(created - status.started) < 1.0
     except psutil.Error:
         return False
 
@@ -102,8 +103,9 @@ def stage_rows(status: Status, now: float, alive: bool) -> list[list[str]]:
     usage = measure([s.pid for s in status.stages if s.pid]) if alive else {}
     rows = [["STAGE", "STATE", "PID", "RESTARTS", "UPTIME", "CPU%", "RSS", "LAST EXIT"]]
     for s in status.stages:
-        live = alive and s.pid is not None
-        cpu, rss = usage.get(s.pid, ("-", "-")) if live else ("-", "-")
+        pid = s.pid if alive else None  # shown while the supervisor runs
+        live = pid is not None
+        cpu, rss = ("-", "-") if pid is None else usage.get(pid, ("-", "-"))
         rows.append(
             [
                 s.name,
@@ -170,4 +172,7 @@ def duration(seconds: float) -> str:
 
 def table(rows: list[list[str]]) -> list[str]:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    return [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in rows
+    ]

@@ -283,14 +283,15 @@ class Stream:
         skipping = 0  # bytes of an over-long line seen so far, while skipping to its end
         for chunk in self._chunks(fd):
             batch: list[bytes | _Dropped] = []
+            rest = chunk  # what is left of it once the end of a skipped line is cut off
             if skipping:
                 end = chunk.find(b"\n")
                 if end < 0:
                     skipping += len(chunk)
                     continue
                 batch.append(_Dropped(_too_long(skipping + end)))
-                skipping, chunk = 0, chunk[end + 1 :]
-            lines = (pending + chunk).split(b"\n")
+                skipping, rest = 0, chunk[end + 1 :]
+            lines = (pending + rest).split(b"\n")
             pending = lines.pop()
             batch += lines
             if len(pending) > MAX_LINE:
@@ -341,11 +342,8 @@ class Stream:
                 self.lines += 1
                 if not line:
                     continue
-                if type(line) is _Dropped:  # the reason an over-long line was dropped
-                    self.reject(source, self.lines, line, b"")
-                    continue
-                if len(line) > MAX_LINE:
-                    self.reject(source, self.lines, _too_long(len(line)), line[:4096])
+                if type(line) is _Dropped or len(line) > MAX_LINE:
+                    self._reject_long(source, line)
                     continue
                 try:
                     record = decode(line)
@@ -373,6 +371,13 @@ class Stream:
                 group = []
             if len(out) >= FLUSH_SIZE:
                 self.flush()
+
+    def _reject_long(self, source: str, line: bytes | _Dropped) -> None:
+        """Reject the current line, too long to use: as it is, or dropped already (a reason)."""
+        if type(line) is _Dropped:  # the reason an over-long line was dropped
+            self.reject(source, self.lines, line, b"")
+        else:
+            self.reject(source, self.lines, _too_long(len(line)), line[:4096])
 
     def reject(self, source: str, lineno: int, reason: str, raw: bytes) -> None:
         """Report, count and dead-letter one bad input line."""

@@ -51,10 +51,10 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
-from typing import Any
+from types import FrameType
 
 import msgspec
-import psutil
+import psutil  # type: ignore[import-untyped]  # psutil ships no type stubs
 
 from kiri import add_version_option
 from kiri.home import atomic_write, kiri_home, private_dir
@@ -90,7 +90,7 @@ class Stage:
         self.inbox: Inbox | None = None  # its stdin, when something writes into it
         self.producers: list[Stage] = []
         self.consumers: list[Inbox] = []  # where its stdout goes
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
         self.outlet: Outlet | None = None
         self.err_fd: int | None = None
         self.log_error = ""
@@ -153,11 +153,12 @@ class Supervisor:
 
     def _connect(self) -> None:
         for stage in self.stages.values():
-            if stage.spec.inputs or stage.name == self.pipeline.alerts:
-                stage.inbox = Inbox()
+            inbox = Inbox() if stage.spec.inputs or stage.name == self.pipeline.alerts else None
+            stage.inbox = inbox
             stage.producers = [self.stages[name] for name in stage.spec.inputs]
-            for producer in stage.producers:
-                producer.consumers.append(stage.inbox)
+            for producer in stage.producers:  # a stage with inputs has an inbox
+                assert inbox is not None
+                producer.consumers.append(inbox)
             if stage.spec.output == "fifo":
                 stage.consumers.append(self.fifo)
         self.inboxes = [s.inbox for s in self.stages.values() if s.inbox] + [self.fifo]
@@ -198,9 +199,9 @@ class Supervisor:
         self._kill_overdue(now)
         self._write_status(now)
 
-    def _interest(self) -> dict[int, tuple[int, Callable[[], None]]]:
+    def _interest(self) -> dict[int, tuple[int, Callable[[], object]]]:
         """What to wait for: readable outputs whose consumers have room, queued inputs."""
-        fds: dict[int, tuple[int, Callable[[], None]]] = {
+        fds: dict[int, tuple[int, Callable[[], object]]] = {
             self.wake_fd: (select.POLLIN, self._drain_wakeups)
         }
         for stage in self.stages.values():
@@ -542,7 +543,7 @@ class Supervisor:
             os.close(r)
             os.close(w)
 
-    def _on_signal(self, signum: int, _frame: Any) -> None:
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         if signum != signal.SIGCHLD:  # SIGCHLD only wakes the loop up to reap
             self.signals.append(signum)
 

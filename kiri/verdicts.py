@@ -20,7 +20,7 @@ from kiri.store import Store, StoreError
 from kiri.stream import UserError
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     a = sub.add_parser("alerts", help="list recent alerts with their ids and verdicts")
     a.add_argument("--limit", type=int, default=20, help="how many, newest first")
 
@@ -81,7 +81,7 @@ def cmd_alerts(args: argparse.Namespace) -> None:
 
 
 def cmd_feedback(args: argparse.Namespace) -> None:
-    silence = getattr(args, "silence", None)  # only dismiss has --for
+    silence: float | None = getattr(args, "silence", None)  # only dismiss has --for
     # Checked before the verdict is recorded, so a --for that cannot work changes nothing.
     am = _alertmanager() if silence else None
     try:
@@ -100,7 +100,7 @@ def cmd_feedback(args: argparse.Namespace) -> None:
     what = f"{args.verdict}ed" if args.verdict == "confirm" else "dismissed"
     extra = ", as the new normal" if args.normal else ""
     print(f"alert {args.alert} {what}{extra}" + ("" if changed else " (already recorded)"))
-    if am and decision:
+    if am and decision and silence:  # am is there only with --for
         _silence(am, decision, silence, args.note or f"dismissed by {args.by} with kiri feedback")
 
 

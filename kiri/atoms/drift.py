@@ -69,5 +69,8 @@ def windows(since: float, until: float, seconds: float) -> Iterator[tuple[float,
 
 def observation(history: TaskHistory, start: float, end: float, host: str) -> Obs:
     """The observation of one window of the task log."""
-    values = {"hour": float(dt.datetime.fromtimestamp(start).hour), **history.window(start, end)}
+    values: dict[str, float | None] = {
+        "hour": float(dt.datetime.fromtimestamp(start).hour),
+        **history.window(start, end),
+    }
     return Obs(ts=end, atom="drift", host=host, values=values, meta={"window": f"{end - start:g}"})

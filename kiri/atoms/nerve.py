@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import msgspec
 import numpy as np
 
 from kiri.atoms import AtomSpec
-from kiri.records import Obs
+from kiri.records import Decision, Obs
 from kiri.schema import Field, Schema
 from kiri.stream import Log
+
+if TYPE_CHECKING:
+    from kiri.detector import Detector
 
 ATOMS = ("pulse", "rhythm", "drift", "mikrotik")  # each has its own field; the rest share OTHER
 OTHER = "other"
@@ -35,9 +39,9 @@ SCHEMA = Schema(
 )
 
 
-def state_values(state: Mapping[str, float], ts: float) -> dict[str, float]:
+def state_values(state: Mapping[str, float], ts: float) -> dict[str, float | None]:
     """The schema's values for a host's state (atom -> surprise / threshold) at time ts."""
-    values = {a: float(state.get(a, 0.0)) for a in ATOMS}
+    values: dict[str, float | None] = {a: float(state.get(a, 0.0)) for a in ATOMS}
     others = [r for a, r in state.items() if a not in ATOMS]
     values[OTHER] = float(max(others, default=0.0))
     values["hour"] = float(time.localtime(ts).tm_hour)
@@ -81,7 +85,7 @@ SPEC = AtomSpec(
 )
 
 
-def advise(detector, state: Mapping[str, float], ts: float) -> dict[str, float]:
+def advise(detector: Detector, state: Mapping[str, float], ts: float) -> dict[str, float]:
     """p(action | state, hour) from a trained Nerve detector."""
     values = state_values(state, ts)
     values["action"] = 0.0  # a placeholder: only the tokens before it are read
@@ -111,7 +115,7 @@ class NerveAdvisor:
 
     def __init__(self, minimum: int, confidence: float, log: Log) -> None:
         self.minimum, self.confidence, self.log = minimum, confidence, log
-        self._detector = None
+        self._detector: Detector | None = None
         self._mtime = 0.0
 
     def __call__(self, state: Mapping[str, float], ts: float) -> str | None:
@@ -119,11 +123,11 @@ class NerveAdvisor:
         if detector is None:
             return None
         p = advise(detector, state, ts)
-        action = max(p, key=p.get)
+        action = max(p, key=p.__getitem__)
         self.log.info("nerve_advised", p={a: round(x, 3) for a, x in p.items()}, state=dict(state))
         return action if p[action] >= self.confidence else None
 
-    def _load(self):
+    def _load(self) -> Detector | None:
         from kiri.atoms import weights_path
         from kiri.detector import Detector
         from kiri.model.weights import WeightsError
@@ -163,10 +167,10 @@ class PolicyExamples:
     def __enter__(self) -> PolicyExamples:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.recorder.close()
 
-    def add(self, decision) -> None:
+    def add(self, decision: Decision) -> None:
         if decision.by != "policy" or decision.action not in ACTIONS or not decision.state:
             return
         if decision.action == "ok":

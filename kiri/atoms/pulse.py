@@ -6,7 +6,7 @@ import os
 import socket
 import time
 
-import psutil
+import psutil  # type: ignore[import-untyped]  # psutil ships no type stubs
 
 from kiri.atoms import AtomSpec
 from kiri.records import Obs

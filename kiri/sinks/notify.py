@@ -68,6 +68,7 @@ def _run(argv: list[str]) -> None:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             timeout=TIMEOUT,
+            check=False,  # the status is looked at below
         )
     except OSError as e:
         raise SinkError(f"cannot run {argv[0]}: {e.strerror}") from e
