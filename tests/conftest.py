@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import msgspec
@@ -30,6 +31,14 @@ def log_events(stderr: bytes | str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
 
+def measured(values: Mapping[str, float | None]) -> dict[str, float]:
+    """An observation's values, checked to be all there: a missing one (None) fails the test
+    here, not later in a comparison with a number."""
+    known = {name: value for name, value in values.items() if value is not None}
+    assert known.keys() == values.keys(), f"no value for {sorted(set(values) - set(known))}"
+    return known
+
+
 @pytest.fixture(autouse=True)
 def kiri_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test gets its own KIRI_HOME, also inherited by the stages it starts."""
@@ -43,7 +52,12 @@ def run(
     module: str, *args: str, input: bytes = b"", timeout: float = 30
 ) -> subprocess.CompletedProcess:
     return subprocess.run(
-        stage_cmd(module, *args), input=input, capture_output=True, timeout=timeout, env=os.environ
+        stage_cmd(module, *args),
+        input=input,
+        capture_output=True,
+        timeout=timeout,
+        env=os.environ,
+        check=False,
     )
 
 

@@ -15,6 +15,7 @@ import json
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,22 +141,33 @@ class FakeTelegram:
             self.changed.notify_all()
             if self.failures.get(method):
                 return self.failures[method].pop(0)
-        serve = getattr(self, f"_{method}", None)
+        serve = self._served().get(method)
         if serve is None:
             return 404, {"ok": False, "error_code": 404, "description": "Not Found"}
         try:
             return 200, {"ok": True, "result": serve(params)}
-        except BadRequest as e:
+        except BadRequestError as e:
             return 400, {"ok": False, "error_code": 400, "description": f"Bad Request: {e}"}
 
-    def _getMe(self, params: dict) -> dict:
+    def _served(self) -> dict[str, Callable[[dict], Any]]:
+        """The Bot API methods this fake answers, by name."""
+        return {
+            "getMe": self._get_me,
+            "sendMessage": self._send_message,
+            "getUpdates": self._get_updates,
+            "answerCallbackQuery": self._answer_callback_query,
+            "editMessageText": self._edit_message_text,
+            "editMessageReplyMarkup": self._edit_message_reply_markup,
+        }
+
+    def _get_me(self, params: dict) -> dict:
         return BOT
 
-    def _sendMessage(self, p: dict) -> dict:
+    def _send_message(self, p: dict) -> dict:
         if not p.get("text"):
-            raise BadRequest("message text is empty")
+            raise BadRequestError("message text is empty")
         if len(p["text"]) > 4096:
-            raise BadRequest("message is too long")
+            raise BadRequestError("message is too long")
         with self.changed:
             message = {
                 "message_id": self.next_message_id,
@@ -175,7 +187,7 @@ class FakeTelegram:
             self.changed.notify_all()
         return message
 
-    def _getUpdates(self, p: dict) -> list[dict]:
+    def _get_updates(self, p: dict) -> list[dict]:
         offset, deadline = p.get("offset", 0), time.monotonic() + p.get("timeout", 0)
         with self.changed:
             self.updates = [u for u in self.updates if u["update_id"] >= offset]
@@ -183,37 +195,39 @@ class FakeTelegram:
                 self.changed.wait(deadline - time.monotonic())
             return list(self.updates[: p.get("limit", 100)])
 
-    def _answerCallbackQuery(self, p: dict) -> bool:
+    def _answer_callback_query(self, p: dict) -> bool:
         if "callback_query_id" not in p:
-            raise BadRequest("query is too old and response timeout expired or query ID is invalid")
+            raise BadRequestError(
+                "query is too old and response timeout expired or query ID is invalid"
+            )
         return True
 
-    def _editMessageText(self, p: dict) -> dict:
+    def _edit_message_text(self, p: dict) -> dict:
         with self.changed:
             message = self._message_to_edit(p)
             if message["text"] == p["text"] and message.get("reply_markup") == p.get(
                 "reply_markup"
             ):
-                raise BadRequest("message is not modified")
+                raise BadRequestError("message is not modified")
             message["text"] = p["text"]
             _set_keyboard(message, p)
             self.changed.notify_all()
         return message
 
-    def _editMessageReplyMarkup(self, p: dict) -> dict:
+    def _edit_message_reply_markup(self, p: dict) -> dict:
         with self.changed:
             message = self._message_to_edit(p)
             _set_keyboard(message, p)
         return message
 
     def _message_to_edit(self, p: dict) -> dict:
-        message = self.messages.get((p.get("chat_id"), p.get("message_id")))
+        message = self.messages.get((p.get("chat_id", 0), p.get("message_id", 0)))
         if message is None:
-            raise BadRequest("message to edit not found")
+            raise BadRequestError("message to edit not found")
         return message
 
 
-class BadRequest(Exception):
+class BadRequestError(Exception):
     pass
 
 

@@ -6,15 +6,16 @@ from __future__ import annotations
 import http.server
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from types import MappingProxyType
 from typing import NamedTuple
 
 
 class Answer(NamedTuple):
     status: int
     body: bytes = b""
-    headers: dict = {}
+    headers: Mapping[str, str] = MappingProxyType({})  # one default, shared: read-only
     delay: float = 0.0  # seconds before answering
 
 

@@ -39,7 +39,7 @@ class Loop:
         self.file = tmp_path / "loop.toml"
         self.file.write_text(loop_pipeline(f'["kiri-collect", "replay", "{self.source}"]'))
         self.ts = time.time() - 100_000
-        self.proc = None
+        self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self):
         self.proc = subprocess.Popen(
@@ -47,7 +47,8 @@ class Loop:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
-        self.writer = open(self.source, "wb", buffering=0)  # waits for the replay stage
+        # opening waits for the replay stage; the FIFO stays open until stop()
+        self.writer = open(self.source, "wb", buffering=0)  # noqa: SIM115
 
     def feed(self, obs, n):
         lines = []
@@ -61,7 +62,11 @@ class Loop:
         self.feed(obs, 5)
         self.feed(NORMAL, 6)
 
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
     def stop(self):
+        assert self.proc is not None, "not started"
         self.writer.close()
         self.proc.send_signal(signal.SIGTERM)
         _, err = self.proc.communicate(timeout=30)
@@ -88,7 +93,7 @@ def loop(installed_pulse, kiri_home, tmp_path):
     loop = Loop(kiri_home, tmp_path)
     loop.start()
     yield loop
-    if loop.proc.poll() is None:
+    if loop.running():
         loop.stop()
 
 
@@ -103,7 +108,7 @@ def test_dismissed_twice_is_suppressed_and_confirmed_keeps_alerting(loop):
         assert other.action == "alert" and "D9" in other.pattern
         assert run("kiri.cli", "feedback", "confirm", other.id).returncode == 0
     with Store() as store:
-        wait_for("a suppression rule", lambda: store.active_rules())
+        wait_for("a suppression rule", store.active_rules)
     time.sleep(0.5)  # the rule travels the FIFO to kiri-decide
     for n in range(2):
         loop.occurrence(STRESS)
@@ -118,7 +123,7 @@ def test_rules_and_verdicts_survive_a_restart_of_every_stage(loop, kiri_home, tm
         loop.occurrence(STRESS)
         run("kiri.cli", "feedback", "dismiss", newest_alert(n + 1).id)
     with Store() as store:
-        wait_for("a suppression rule", lambda: store.active_rules())
+        wait_for("a suppression rule", store.active_rules)
     loop.stop()
     loop.start()  # every stage starts afresh: rules come from the store
     loop.occurrence(STRESS)
