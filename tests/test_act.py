@@ -8,13 +8,16 @@ import signal
 import subprocess
 import sys
 import time
+from typing import cast
 
 import pytest
 from conftest import fixture_bytes, log_events, stage_cmd
+from structlog.typing import FilteringBoundLogger
 
 from kiri.records import Decision
 from kiri.sinks import Sink, SinkError
 from kiri.stages.act import deliver, parse_args
+from kiri.stream import Stream
 
 ACT = "kiri.stages.act"
 LINES = fixture_bytes("decisions.ndjson").splitlines()
@@ -40,7 +43,12 @@ def act(*args: str, input: bytes = STREAM) -> tuple[subprocess.CompletedProcess,
     """Run kiri-act without a controlling terminal; return it and its output (see `records`)."""
     started = time.time()
     out = subprocess.run(
-        stage_cmd(ACT, *args), input=input, capture_output=True, timeout=30, start_new_session=True
+        stage_cmd(ACT, *args),
+        input=input,
+        capture_output=True,
+        timeout=30,
+        start_new_session=True,
+        check=False,
     )
     return out, records(out.stdout, started, time.time())
 
@@ -103,7 +111,7 @@ def outcomes(got: list) -> list[dict]:
 
 
 def human_lines(stderr: bytes) -> list[str]:
-    return [l for l in stderr.decode().splitlines() if not l.startswith("{")]
+    return [line for line in stderr.decode().splitlines() if not line.startswith("{")]
 
 
 def events(stderr: bytes, name: str) -> list[dict]:
@@ -219,6 +227,7 @@ def test_on_a_terminal_ok_updates_a_status_line_that_an_alert_clears_first():
         start_new_session=True,
     )
     os.close(follower)
+    assert proc.stdin is not None and proc.stdout is not None
     proc.stdin.write(ndjson(OK0, OK2, ALERT, OK0))
     proc.stdin.close()
     screen = b""
@@ -350,7 +359,7 @@ def test_retries_back_off_twice_as_long_each_time_then_report_the_last_error(tmp
     tries = tmp_path / "tries"
     code = "import sys; open(sys.argv[1], 'a').write('x'); sys.exit('still down')"
     started = time.monotonic()
-    out, got = act(*exec_args(code, str(tries), retries="2"), input=ndjson(ALERT, RULE))
+    _, got = act(*exec_args(code, str(tries), retries="2"), input=ndjson(ALERT, RULE))
     assert time.monotonic() - started >= 1.5  # waited 0.5 s, then 1 s
     assert got == [
         ALERT,
@@ -369,6 +378,7 @@ def test_sigterm_during_a_backoff_stops_at_once_and_reports_the_failure(tmp_path
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
+    assert proc.stdin is not None
     proc.stdin.write(ndjson(ALERT))
     proc.stdin.flush()
     deadline = time.monotonic() + 10
@@ -415,6 +425,7 @@ def test_closed_reader_exits_zero_without_traceback(tmp_path):
         ["bash", "-c", f'{cmd} < {big} | head -n 1; echo "status=${{PIPESTATUS[0]}}"'],
         capture_output=True,
         timeout=30,
+        check=False,
     )
     assert out.stdout.splitlines() == [OBS, b"status=0"]
     assert b"Traceback" not in out.stderr and b"BrokenPipe" not in out.stderr
@@ -424,6 +435,7 @@ def test_sigterm_mid_stream_flushes_what_was_read_and_exits_zero(kiri_home):
     proc = subprocess.Popen(
         stage_cmd(ACT), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
+    assert proc.stdin is not None and proc.stdout is not None
     proc.stdin.write(STREAM + ALERT[:40])  # ends mid-record
     proc.stdin.flush()
     got = b""
@@ -514,15 +526,17 @@ def test_a_refusal_is_not_retried_and_a_requested_wait_replaces_the_backoff():
             pass
 
     decision = Decision(id="d-1", action="alert")
-    stream = Sleeps()
-    out = deliver(stream, Answers(SinkError("no", retry=False)), decision, b"", 3, Log())
-    assert (out.ok, out.detail, stream.waits) == (False, "attempts: 1", [])
+    sleeps = Sleeps()
+    # stand-ins with only what deliver uses of a Stream and of a logger
+    stream, log = cast(Stream, sleeps), cast(FilteringBoundLogger, Log())
+    out = deliver(stream, Answers(SinkError("no", retry=False)), decision, b"", 3, log)
+    assert (out.ok, out.detail, sleeps.waits) == (False, "attempts: 1", [])
     out = deliver(
         stream,
         Answers(SinkError("slow down", wait=7.0), SinkError("busy")),
         decision,
         b"",
         3,
-        Log(),
+        log,
     )
-    assert out.ok and stream.waits == [7.0, 1.0]  # asked-for wait, then the usual backoff
+    assert out.ok and sleeps.waits == [7.0, 1.0]  # asked-for wait, then the usual backoff

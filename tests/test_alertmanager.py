@@ -16,6 +16,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from datetime import datetime
+from typing import IO
 
 import pytest
 from conftest import fixture_bytes, run, stage_cmd
@@ -67,17 +68,18 @@ receivers:
         send_resolved: true
 """)
     port = free_port()
-    proc = subprocess.Popen(
-        [
-            ALERTMANAGER,
-            f"--config.file={data / 'am.yml'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            f"--storage.path={data}",
-            "--cluster.listen-address=",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=open(data / "am.log", "wb"),
-    )
+    with open(data / "am.log", "wb") as log:  # the server keeps its own copy
+        proc = subprocess.Popen(
+            [
+                ALERTMANAGER,
+                f"--config.file={data / 'am.yml'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                f"--storage.path={data}",
+                "--cluster.listen-address=",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: _ready(url), what="Alertmanager ready", timeout=15)
@@ -173,15 +175,19 @@ class Act:
             stderr=subprocess.PIPE,
             env=os.environ,
         )
-        self.lines: queue.Queue = queue.Queue()
-        threading.Thread(
-            target=lambda: [self.lines.put(l) for l in self.proc.stdout], daemon=True
-        ).start()
+        assert self.proc.stdin and self.proc.stdout and self.proc.stderr
+        self.stdin, self.stderr = self.proc.stdin, self.proc.stderr
+        self.lines: queue.Queue[bytes] = queue.Queue()
+        threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True).start()
         return self
 
+    def _read(self, stdout: IO[bytes]) -> None:
+        for line in stdout:
+            self.lines.put(line)
+
     def send(self, *lines: bytes) -> None:
-        self.proc.stdin.write(b"".join(line + b"\n" for line in lines))
-        self.proc.stdin.flush()
+        self.stdin.write(b"".join(line + b"\n" for line in lines))
+        self.stdin.flush()
 
     def outcome(self) -> dict:
         while (record := json.loads(self.lines.get(timeout=10)))["kind"] != "outcome":
@@ -189,9 +195,9 @@ class Act:
         return record
 
     def __exit__(self, *exc):
-        self.proc.stdin.close()
-        assert self.proc.wait(10) == 0, self.proc.stderr.read().decode()
-        self.proc.stderr.close()
+        self.stdin.close()
+        assert self.proc.wait(10) == 0, self.stderr.read().decode()
+        self.stderr.close()
 
 
 def deliver(*lines: bytes) -> list[dict]:
@@ -263,7 +269,7 @@ def test_an_incidents_atoms_are_grouped_and_notified_together_then_resolved(
         assert [a["status"] for a in resolved["alerts"]] == ["resolved", "resolved"]
 
 
-def test_re_sending_keeps_an_open_alert_active_past_its_first_endsAt(am, host, kiri_home):
+def test_re_sending_keeps_an_open_alert_active_past_its_first_ends_at(am, host, kiri_home):
     configure(kiri_home, am, resend=0.3)  # endsAt: 1.2 s ahead
     with Act() as act:
         act.send(decision(host))

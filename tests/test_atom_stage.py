@@ -26,11 +26,11 @@ def bad_events(stderr):
 def test_each_observation_becomes_a_score_in_order(installed_pulse):
     out = run("kiri.stages.atom", "pulse", input=b"\n".join(NORMAL[:50] + STRESS[-5:]) + b"\n")
     assert out.returncode == 0, out.stderr
-    scores = [decode_score(l) for l in out.stdout.splitlines()]
+    scores = [decode_score(line) for line in out.stdout.splitlines()]
     assert len(scores) == 55
-    obs = [json.loads(l) for l in NORMAL[:50] + STRESS[-5:]]
+    obs = [json.loads(line) for line in NORMAL[:50] + STRESS[-5:]]
     assert [s.ts for s in scores] == [o["ts"] for o in obs]
-    for s, o in zip(scores, obs):
+    for s, o in zip(scores, obs, strict=True):
         assert s.atom == "pulse" and s.host == o["host"] and s.values == o["values"]
         assert len(s.tokens) == len(s.nll) == len(s.z) == 6
         assert s.surprise == pytest.approx(max(s.z), abs=1e-3)
@@ -43,7 +43,8 @@ def test_other_kinds_and_other_atoms_pass_through_in_order(installed_pulse):
     lines = [NORMAL[0], KINDS[2], other, NORMAL[1], KINDS[4]]
     out = run("kiri.stages.atom", "pulse", input=b"\n".join(lines) + b"\n")
     got = out.stdout.splitlines()
-    assert [json.loads(l)["kind"] for l in got] == ["score", "decision", "obs", "score", "verdict"]
+    kinds = [json.loads(line)["kind"] for line in got]
+    assert kinds == ["score", "decision", "obs", "score", "verdict"]
     assert got[1] == KINDS[2] and got[2] == other and got[4] == KINDS[4]
 
 
@@ -94,6 +95,7 @@ def test_closed_reader_exits_zero(installed_pulse, tmp_path):
         ["bash", "-c", f"{cmd} < {f} | head -n 1; echo status=${{PIPESTATUS[0]}}"],
         capture_output=True,
         timeout=60,
+        check=False,
     )
     lines = out.stdout.splitlines()
     assert decode_score(lines[0]).atom == "pulse" and lines[1] == b"status=0"
@@ -167,7 +169,7 @@ def test_learn_records_a_warmup_trains_and_then_scores(kiri_home):
     proc.stdin.write(b"\n".join(NORMAL[:30]) + b"\n")
     proc.stdin.flush()
     passed = read_lines(proc, 30)  # warming up: observations pass through
-    assert all(json.loads(l)["kind"] == "obs" for l in passed)
+    assert all(json.loads(line)["kind"] == "obs" for line in passed)
     weights = kiri_home / "atoms" / "pulse" / "weights.json"
     deadline = time.monotonic() + 60
     while not weights.exists() and time.monotonic() < deadline:
@@ -180,7 +182,7 @@ def test_learn_records_a_warmup_trains_and_then_scores(kiri_home):
     proc.stdin.close()
     err = proc.stderr.read()
     assert proc.wait(10) == 0
-    assert [json.loads(l)["kind"] for l in scored] == ["score"] * 5
+    assert [json.loads(line)["kind"] for line in scored] == ["score"] * 5
     recorded = b"".join(p.read_bytes() for p in (kiri_home / "data" / "pulse").glob("*.ndjson"))
     assert recorded.splitlines() == NORMAL[:30]
     events = [e["event"] for e in log_events(err)]

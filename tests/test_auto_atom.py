@@ -3,7 +3,7 @@
 import random
 
 import msgspec
-from conftest import run
+from conftest import measured, run
 
 from kiri.records import Obs, Score
 
@@ -40,9 +40,10 @@ def test_train_fits_an_auto_schema_and_the_atom_scores_with_it(tmp_path, kiri_ho
     assert "req_rate:0-req_rate:17" in info and "quantile edges" in info
     assert "vocab size: 55" in info and "block_size 4" in info  # follows from the schema
 
-    normal = {"req_rate": 140.0, "p99_ms": 56.0, "errors": 0.5}
-    odd = {"req_rate": 140.0, "p99_ms": 20.0, "errors": 0.5}  # fast answers under a heavy load
-    far = {"req_rate": 140.0, "p99_ms": 900.0, "errors": 0.5}  # far beyond anything seen
+    normal: dict[str, float | None] = {"req_rate": 140.0, "p99_ms": 56.0, "errors": 0.5}
+    # fast answers under a heavy load, then far beyond anything seen
+    odd: dict[str, float | None] = {"req_rate": 140.0, "p99_ms": 20.0, "errors": 0.5}
+    far: dict[str, float | None] = {"req_rate": 140.0, "p99_ms": 900.0, "errors": 0.5}
     lines = [
         encode(Obs(ts=1e6 + i, atom="web", host="api-1", values=v))
         for i, v in enumerate([normal, odd, far])
@@ -50,14 +51,14 @@ def test_train_fits_an_auto_schema_and_the_atom_scores_with_it(tmp_path, kiri_ho
     scored = run("kiri.stages.atom", "web", input=b"\n".join(lines) + b"\n")
     assert scored.returncode == 0, scored.stderr
     calm, spike, excursion = [
-        msgspec.json.decode(l, type=Score) for l in scored.stdout.splitlines()
+        msgspec.json.decode(line, type=Score) for line in scored.stdout.splitlines()
     ]
     assert calm.tokens[:2] == ["req_rate:13", "p99_ms:13"]
     assert spike.tokens == ["req_rate:13", "p99_ms:3", calm.tokens[2]]  # just below the bulk
     assert excursion.tokens[1] == "p99_ms:17"
     for odd_one in (spike, excursion):
         assert odd_one.surprise > calm.surprise + 1
-        assert max(zip(odd_one.nll, odd_one.tokens))[1] == odd_one.tokens[1]
+        assert max(zip(odd_one.nll, odd_one.tokens, strict=True))[1] == odd_one.tokens[1]
 
 
 def test_an_unknown_atom_without_data_or_weights_is_a_clear_error(kiri_home):
@@ -74,7 +75,7 @@ def test_retraining_refits_the_schema_to_the_new_data(tmp_path, kiri_home):
     lines = []
     for line in old.read_bytes().splitlines():  # the same service, now ten times busier
         obs = msgspec.json.decode(line, type=Obs)
-        obs.values = {k: v * 10 for k, v in obs.values.items()}
+        obs.values = {k: v * 10 for k, v in measured(obs.values).items()}
         lines.append(encode(obs))
     new.write_bytes(b"\n".join(lines) + b"\n")
     for path in (old, new):

@@ -8,7 +8,7 @@ import time
 
 import msgspec
 import pytest
-from conftest import fixture_bytes, log_events, run, stage_cmd
+from conftest import fixture_bytes, log_events, measured, run, stage_cmd
 
 from kiri.records import Obs
 
@@ -19,15 +19,16 @@ GOOD = fixture_bytes("pulse.ndjson").splitlines()
 def test_pulse_reads_this_host_into_obs_records():
     out = run("kiri.stages.collect", "pulse", "--count", "3", "--interval", "0.1")
     assert out.returncode == 0, out.stderr
-    records = [decode(l) for l in out.stdout.splitlines()]
+    records = [decode(line) for line in out.stdout.splitlines()]
     assert len(records) == 3
     for obs in records:
         assert obs.atom == "pulse" and obs.host
-        assert set(obs.values) == {"cpu", "mem", "disk", "swap", "load", "net"}
+        values = measured(obs.values)
+        assert set(values) == {"cpu", "mem", "disk", "swap", "load", "net"}
         for field in ("cpu", "mem", "disk", "swap"):
-            assert 0.0 <= obs.values[field] <= 100.0
-        assert obs.values["mem"] > 0 and obs.values["disk"] > 0
-        assert obs.values["load"] >= 0 and obs.values["net"] in (0.0, 1.0)
+            assert 0.0 <= values[field] <= 100.0
+        assert values["mem"] > 0 and values["disk"] > 0
+        assert values["load"] >= 0 and values["net"] in (0.0, 1.0)
     assert records[0].ts < records[1].ts < records[2].ts
 
 
@@ -37,7 +38,7 @@ def test_pulse_sees_a_busy_cpu():
         out = run("kiri.stages.collect", "pulse", "--count", "2", "--interval", "0.5")
     finally:
         burner.kill()
-    cpu = [decode(l).values["cpu"] for l in out.stdout.splitlines()]
+    cpu = [measured(decode(line).values)["cpu"] for line in out.stdout.splitlines()]
     assert max(cpu) >= 40.0  # one of two cores spinning
 
 
@@ -66,6 +67,7 @@ def test_pulse_stops_on_sigterm_while_waiting():
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
+    assert proc.stdout is not None
     first = proc.stdout.readline()  # the first observation comes after at most a second
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=5)

@@ -34,7 +34,7 @@ def score(ts, surprise, host="vm", threshold=1.0, tokens=None, nll=None):
 def decide(lines, *args):
     out = run("kiri.stages.decide", *args, input=b"\n".join(lines) + b"\n")
     assert out.returncode == 0, out.stderr
-    return [decode(l) for l in out.stdout.splitlines()], out
+    return [decode(line) for line in out.stdout.splitlines()], out
 
 
 def actions(decisions):
@@ -139,6 +139,7 @@ def test_closed_reader_and_sigterm():
         input=many,
         capture_output=True,
         timeout=60,
+        check=False,
     )
     assert out.stdout.splitlines()[-1] == b"status=0" and b"Traceback" not in out.stderr
 
@@ -148,13 +149,14 @@ def test_closed_reader_and_sigterm():
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
+    assert proc.stdin is not None and proc.stdout is not None
     proc.stdin.write(b"\n".join(score(i, 0.1) for i in range(5)) + b"\n")
     proc.stdin.flush()
     got = [proc.stdout.readline() for _ in range(5)]
     proc.send_signal(signal.SIGTERM)
     rest, err = proc.communicate(timeout=10)
     assert proc.returncode == 0 and rest == b"" and b"Traceback" not in err
-    assert [json.loads(l)["action"] for l in got] == ["ok"] * 5
+    assert [json.loads(line)["action"] for line in got] == ["ok"] * 5
 
 
 # -- the feedback FIFO and standing rules ------------------------------------------------------
@@ -166,8 +168,8 @@ import time  # noqa: E402
 from kiri.records import Rule  # noqa: E402
 from kiri.store import Store  # noqa: E402
 
-C9 = dict(tokens=["C9", "M1", "D2", "S0", "L1", "N1"], nll=[9.0, 0.5, 0.1, 0.1, 0.3, 0.0])
-M9 = dict(tokens=["C1", "M9", "D2", "S0", "L1", "N1"], nll=[0.2, 9.0, 0.1, 0.1, 0.3, 0.0])
+C9 = {"tokens": ["C9", "M1", "D2", "S0", "L1", "N1"], "nll": [9.0, 0.5, 0.1, 0.1, 0.3, 0.0]}
+M9 = {"tokens": ["C1", "M9", "D2", "S0", "L1", "N1"], "nll": [0.2, 9.0, 0.1, 0.1, 0.3, 0.0]}
 
 
 def rule(match, action="suppress", expires=None, atom="pulse"):
@@ -196,28 +198,30 @@ class Decide:
             stderr=subprocess.PIPE,
             bufsize=0,
         )  # select sees every line
+        assert self.proc.stdin and self.proc.stdout and self.proc.stderr
+        self.stdin, self.stdout, self.stderr = self.proc.stdin, self.proc.stdout, self.proc.stderr
         deadline = time.monotonic() + 10
         while not fifo.exists() and time.monotonic() < deadline:
             time.sleep(0.02)
 
     def control(self, *lines):
         fd = os.open(self.fifo, os.O_WRONLY)  # a writer that comes and goes, like kiri-feedback
-        os.write(fd, b"".join(l + b"\n" for l in lines))
+        os.write(fd, b"".join(line + b"\n" for line in lines))
         os.close(fd)
 
     def scores(self, *lines):
-        self.proc.stdin.write(b"".join(l + b"\n" for l in lines))
-        self.proc.stdin.flush()
+        self.stdin.write(b"".join(line + b"\n" for line in lines))
+        self.stdin.flush()
         return [decode(self.line()) for _ in lines]
 
     def line(self):
-        assert select.select([self.proc.stdout], [], [], 10)[0], "kiri-decide said nothing"
-        return self.proc.stdout.readline()
+        assert select.select([self.stdout], [], [], 10)[0], "kiri-decide said nothing"
+        return self.stdout.readline()
 
     def close(self):
-        self.proc.stdin.close()
-        rest = self.proc.stdout.read()
-        err = self.proc.stderr.read()
+        self.stdin.close()
+        rest = self.stdout.read()
+        err = self.stderr.read()
         assert self.proc.wait(10) == 0
         return rest, err
 
@@ -236,7 +240,7 @@ def test_a_rule_from_the_fifo_suppresses_only_its_pattern(tmp_path):
     assert first[2].summary.endswith("suppressed by rule r-C9 (dismissed 2 times)")
     other = [score(10 + i, 3.0, host="db", **M9) for i in range(3)]  # vm's incident is open
     assert [x.action for x in d.scores(*other)] == ["ok", "ok", "alert"]
-    rest, err = d.close()
+    _, err = d.close()
     assert any(e["event"] == "rule_added" for e in log_events(err))
 
 

@@ -10,7 +10,7 @@ import time
 
 import msgspec
 import pytest
-from conftest import log_events, run, stage_cmd
+from conftest import log_events, measured, run, stage_cmd
 
 from kiri.atoms import drift
 from kiri.records import Obs, Score
@@ -96,9 +96,9 @@ def test_windows_follow_the_local_clock_from_midnight():
     assert spans == [(local(day, h), local(day, h + 1)) for h in (9, 10, 11)]  # whole ones only
     for seconds in (1800, 3600, 7200, 86400, 2):
         assert drift.check_window(seconds) == seconds
-    for seconds in (0, 0.5, 7 * 60, 5 * 3600, 2 * 86400):
+    for uneven in (0, 0.5, 7 * 60, 5 * 3600, 2 * 86400):
         with pytest.raises(ValueError, match="must divide the day evenly"):
-            drift.check_window(seconds)
+            drift.check_window(uneven)
 
 
 def test_window_and_time_options_are_checked(kiri_home):
@@ -166,6 +166,7 @@ def test_live_emits_each_window_as_it_ends(kiri_home):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
+    assert proc.stdout is not None
     first = decode_obs(proc.stdout.readline())
     assert 0 < time.time() - first.ts < 1.5  # just after its window ended
     with Store() as store:
@@ -174,7 +175,7 @@ def test_live_emits_each_window_as_it_ends(kiri_home):
     rest = [decode_obs(line) for line in proc.stdout]
     assert proc.wait(10) == 0
     assert [o.ts for o in rest] == [first.ts + 2, first.ts + 4]  # one per window, none skipped
-    assert sum(o.values["added"] for o in rest) == 2 and rest[-1].values["backlog"] == 2
+    assert sum(measured(o.values)["added"] for o in rest) == 2 and rest[-1].values["backlog"] == 2
 
 
 def test_live_stops_at_once_on_sigterm_while_waiting(kiri_home):
@@ -196,7 +197,10 @@ def test_backfill_into_a_closed_reader_ends_quietly(kiri_home):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    head = subprocess.run(["head", "-n", "1"], stdin=collector.stdout, capture_output=True)
+    assert collector.stdout is not None and collector.stderr is not None
+    head = subprocess.run(
+        ["head", "-n", "1"], stdin=collector.stdout, capture_output=True, check=False
+    )
     collector.stdout.close()
     err = collector.stderr.read()
     assert collector.wait(10) == 0

@@ -70,7 +70,14 @@ def running_pid(home, name, timeout=10):
 def test_kill_9_twenty_times_while_50000_records_stream(installed_pulse, kiri_home, tmp_path):
     stream, out = tmp_path / "stream.ndjson", tmp_path / "decisions.ndjson"
     encode = msgspec.json.Encoder().encode
-    base = {"cpu": 1.0, "mem": 1.4, "disk": 22.0, "swap": 0.0, "load": 0.1, "net": 1.0}
+    base: dict[str, float | None] = {
+        "cpu": 1.0,
+        "mem": 1.4,
+        "disk": 22.0,
+        "swap": 0.0,
+        "load": 0.1,
+        "net": 1.0,
+    }
     with stream.open("wb") as f:
         for i in range(RECORDS):
             f.write(
@@ -122,7 +129,8 @@ def test_kill_9_twenty_times_while_50000_records_stream(installed_pulse, kiri_ho
     assert sup.returncode == 0, err.decode()[-3000:]
 
     lines = out.read_bytes().splitlines()
-    decisions = [json.loads(l) for l in lines]  # every line whole: one malformed line fails here
+    # every line whole: one malformed line fails here
+    decisions = [json.loads(line) for line in lines]
     assert all(d["kind"] == "decision" for d in decisions)
     seen = {d["ts"] for d in decisions}
     lost = RECORDS - len(seen)

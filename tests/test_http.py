@@ -26,7 +26,7 @@ def test_429_waits_as_asked_then_succeeds_and_404_is_not_retried(server):
         Answer(429, b'{"ok":false,"parameters":{"retry_after":3}}'),
         Answer(200, b"{}"),
     ]
-    waits = []
+    waits: list[float] = []
     assert (
         retrying(lambda: request("GET", url + "/x"), attempts=3, sleep=waits.append).status == 200
     )
@@ -40,7 +40,7 @@ def test_429_waits_as_asked_then_succeeds_and_404_is_not_retried(server):
 def test_server_errors_back_off_doubling_then_the_last_error_is_raised(server):
     url, h = server
     h.script += [Answer(503, b"busy")] * 3
-    waits = []
+    waits: list[float] = []
     with pytest.raises(HttpError, match="HTTP 503 busy"):
         retrying(lambda: request("GET", url + "/y"), attempts=3, backoff=0.5, sleep=waits.append)
     assert waits == [0.5, 1.0]

@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import msgspec
 import pytest
-from conftest import FIXTURES, log_events, run, stage_cmd
+from conftest import FIXTURES, log_events, measured, run, stage_cmd
 
 from kiri.atoms.mikrotik import parse_uptime
 from kiri.records import Obs, Score
@@ -89,7 +89,7 @@ class FakeRouter:
         served = []
         for iface in self.interfaces:
             name, grown = iface["name"], {}
-            for counter, rate in zip(BYTES, RATES.get(iface["name"], (0, 0))):
+            for counter, rate in zip(BYTES, RATES.get(iface["name"], (0, 0)), strict=True):
                 seconds = now - self.since[name, counter]
                 grown[counter] = str(int(iface[counter]) + int(rate * seconds))
             served.append(dict(iface, **grown))
@@ -104,7 +104,8 @@ class RouterHandler(BaseHTTPRequestHandler):
         auth = self.headers.get("Authorization")
         router.requests.append((self.path, auth))
         if auth != "Basic " + _b64(f"{USER}:{PASSWORD}"):
-            return self._answer(401, b'{"error":401,"message":"Unauthorized"}')
+            self._answer(401, b'{"error":401,"message":"Unauthorized"}')
+            return
         if self.path == "/rest/system/resource":
             router.polls += 1
             if router.polls in router.changes:
@@ -208,7 +209,11 @@ def collector(
 
 def collect(router: FakeRouter, *args: str, **options) -> subprocess.CompletedProcess:
     out = subprocess.run(
-        collector(router, *args, **options), capture_output=True, timeout=30, env=os.environ
+        collector(router, *args, **options),
+        capture_output=True,
+        timeout=30,
+        env=os.environ,
+        check=False,
     )
     assert b"Traceback" not in out.stderr, out.stderr.decode()
     assert PASSWORD.encode() not in out.stdout + out.stderr
@@ -254,13 +259,14 @@ def test_rates_are_counter_deltas_over_the_real_time_between_readings(router):
     for obs in records:
         assert obs.atom == "mikrotik" and obs.host == "127.0.0.1"
         assert obs.meta == {"version": "7.14 (stable)", "board": "RB5009UG+S+"}
-        assert (obs.values["cpu"], obs.values["mem"], obs.values["disk"]) == (7.0, 25.0, 25.0)
-        assert obs.values["reboot"] == 0.0
+        values = measured(obs.values)
+        assert (values["cpu"], values["mem"], values["disk"]) == (7.0, 25.0, 25.0)
+        assert values["reboot"] == 0.0
         assert_rates(obs)
-        assert obs.values["ether3:rx"] == obs.values["ether3:tx"] == 0.0
-        assert obs.values["rx"] == pytest.approx(sum(obs.values[f"ether{i}:rx"] for i in (1, 2, 3)))
-        assert obs.values["tx"] == pytest.approx(sum(obs.values[f"ether{i}:tx"] for i in (1, 2, 3)))
-        assert (obs.values["ether1:running"], obs.values["ether3:running"]) == (1.0, 0.0)
+        assert values["ether3:rx"] == values["ether3:tx"] == 0.0
+        assert values["rx"] == pytest.approx(sum(values[f"ether{i}:rx"] for i in (1, 2, 3)))
+        assert values["tx"] == pytest.approx(sum(values[f"ether{i}:tx"] for i in (1, 2, 3)))
+        assert (values["ether1:running"], values["ether3:running"]) == (1.0, 0.0)
     quiet, troubled = records[0].values, records[1].values
     assert (quiet["errors"], quiet["drops"], quiet["link_downs"]) == (0.0, 0.0, 0.0)
     assert (troubled["errors"], troubled["drops"], troubled["link_downs"]) == (12.0, 2.0, 1.0)
@@ -313,7 +319,7 @@ def test_a_counter_that_goes_backwards_gives_no_rate_for_that_interval(router):
     assert during.values["rx"] == 0.0  # ether1's and ether2's left out, ether3 idle
     assert during.values["tx"] == during.values["ether1:tx"]
     for obs in (before, during, after):
-        assert min(v for v in obs.values.values()) >= 0.0
+        assert min(measured(obs.values).values()) >= 0.0
     assert after.values["reboot"] == during.values["reboot"] == 0.0
 
 
@@ -502,6 +508,7 @@ def test_a_router_url_that_would_expose_the_password_is_refused(router, url, err
 
 def test_sigterm_while_polling_exits_cleanly_on_a_whole_line(router):
     proc = subprocess.Popen(collector(router), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None
     first = proc.stdout.readline()
     proc.stdout.readline()
     with open(f"/proc/{proc.pid}/cmdline", "rb") as f:
@@ -516,6 +523,7 @@ def test_sigterm_while_polling_exits_cleanly_on_a_whole_line(router):
 
 def test_a_closed_reader_ends_the_collector_quietly(router):
     proc = subprocess.Popen(collector(router), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
     proc.stdout.readline()
     proc.stdout.close()
     assert proc.wait(timeout=5) == 0
@@ -550,12 +558,12 @@ def test_kiri_trains_on_recorded_observations_and_the_atom_scores_them(router, k
     flood = msgspec.structs.replace(
         usual,
         ts=usual.ts + 1,
-        values={**usual.values, "rx": usual.values["rx"] * 100, "reboot": 1.0},
+        values={**usual.values, "rx": measured(usual.values)["rx"] * 100, "reboot": 1.0},
     )
     stream = b"".join(msgspec.json.encode(o) + b"\n" for o in (usual, flood))
     scored = run("kiri.stages.atom", "mikrotik", input=stream)
     assert scored.returncode == 0, scored.stderr.decode()
-    calm, alarming = [msgspec.json.decode(l, type=Score) for l in scored.stdout.splitlines()]
+    calm, alarming = [msgspec.json.decode(s, type=Score) for s in scored.stdout.splitlines()]
     assert len(calm.tokens) == 9 and calm.tokens[-1] == "R0"
     assert alarming.tokens[-1] == "R1" and alarming.tokens[3] == "rx:17"
     assert alarming.surprise > calm.surprise + 1

@@ -7,12 +7,34 @@ import pytest
 from conftest import FIXTURES, run
 
 from kiri.model.config import Config, init_matrices, num_params
+from kiri.model.engine import Value
 from kiri.model.fast import FastGPT
 from kiri.model.gpt import GPT, softmax
 from kiri.model.training import TextDocs
 
 NAMES = FIXTURES / "names.txt"  # the makemore names, as in ../shared/data
-MICROGPT_SAMPLES = ["kamon", "ann", "karai", "jaire", "vialan", "karia", "yeran", "anna", "areli", "kaina", "konna", "keylen", "liole", "alerin", "earan", "lenne", "kana", "lara", "alela", "anton"]
+MICROGPT_SAMPLES = [
+    "kamon",
+    "ann",
+    "karai",
+    "jaire",
+    "vialan",
+    "karia",
+    "yeran",
+    "anna",
+    "areli",
+    "kaina",
+    "konna",
+    "keylen",
+    "liole",
+    "alerin",
+    "earan",
+    "lenne",
+    "kana",
+    "lara",
+    "alela",
+    "anton",
+]
 
 
 def names_setup(steps_rng_seed=42):
@@ -33,7 +55,7 @@ def test_kiri_train_reproduces_the_published_microgpt_run(tmp_path):
         "step    1 / 1000 | loss 3.3660",
     ]
     assert "step 1000 / 1000 | loss 2.6497" in lines
-    samples = [l for l in lines if l.startswith("sample ")]
+    samples = [line for line in lines if line.startswith("sample ")]
     assert samples == [f"sample {i + 1:2d}: {name}" for i, name in enumerate(MICROGPT_SAMPLES)]
     assert (tmp_path / "w.json").exists()
 
@@ -54,7 +76,9 @@ def test_progress_lines_at_step_one_every_n_and_the_last(tmp_path):
         str(tmp_path / "w.json"),
     )
     steps = [
-        l.split("|")[0].strip() for l in out.stdout.decode().splitlines() if l.startswith("step")
+        line.split("|")[0].strip()
+        for line in out.stdout.decode().splitlines()
+        if line.startswith("step")
     ]
     assert steps == ["step    1 /   10", "step    4 /   10", "step    8 /   10", "step   10 /   10"]
 
@@ -98,6 +122,14 @@ def random_case(seed):
     return config, init_matrices(config, random.Random(seed + 1000)), docs
 
 
+Cache = list[list[list[Value]]]  # per layer, a key (or value) vector for each position so far
+
+
+def empty_cache(config: Config) -> tuple[Cache, Cache]:
+    """GPT.forward's keys and values at the start of a document."""
+    return [[] for _ in range(config.n_layer)], [[] for _ in range(config.n_layer)]
+
+
 @pytest.mark.parametrize("seed", range(8))
 def test_fast_gradients_equal_the_value_engine_gradients(seed):
     config, mats, docs = random_case(seed)
@@ -116,7 +148,7 @@ def test_fast_gradients_equal_the_value_engine_gradients(seed):
 def test_batched_adam_steps_track_the_reference():
     config, mats, docs = random_case(3)
     pure, fast = GPT(config, mats), FastGPT(config, mats)
-    for step in range(4):
+    for _ in range(4):
         assert fast.train_step(docs, 0.01) == pytest.approx(pure.train_step(docs, 0.01), rel=1e-9)
     for name, m in pure.matrices().items():
         np.testing.assert_allclose(fast.w[name], m, rtol=1e-8, atol=1e-12)
@@ -126,19 +158,22 @@ def test_token_nll_is_the_reference_minus_log_p_and_skips_context():
     config, mats, _ = random_case(5)
     bos = config.vocab_size - 1
     r = random.Random(7)
-    L = min(config.block_size, 6) + 1
-    ids = np.array([[bos] + [r.randrange(bos) for _ in range(L - 2)] + [bos] for _ in range(5)])
+    length = min(config.block_size, 6) + 1
+    ids = np.array(
+        [[bos] + [r.randrange(bos) for _ in range(length - 2)] + [bos] for _ in range(5)]
+    )
     fast, pure = FastGPT(config, mats), GPT(config, mats)
     nll = fast.token_nll(ids)
-    assert nll.shape == (5, L - 1)
+    assert nll.shape == (5, length - 1)
     for b in range(5):
-        keys = [[] for _ in range(config.n_layer)]
-        values = [[] for _ in range(config.n_layer)]
-        for pos in range(L - 1):
+        keys, values = empty_cache(config)
+        for pos in range(length - 1):
             probs = softmax(pure.forward(int(ids[b, pos]), pos, keys, values))
             assert nll[b, pos] == pytest.approx(-np.log(probs[ids[b, pos + 1]].data), rel=1e-9)
     np.testing.assert_allclose(fast.token_nll(ids, first=3), nll[:, 2:], rtol=1e-12)
-    np.testing.assert_allclose(fast.token_nll(ids, first=2, stop=L - 1), nll[:, 1:-1], rtol=1e-12)
+    np.testing.assert_allclose(
+        fast.token_nll(ids, first=2, stop=length - 1), nll[:, 1:-1], rtol=1e-12
+    )
     one_by_one = np.vstack([fast.token_nll(ids[b : b + 1]) for b in range(5)])
     np.testing.assert_allclose(one_by_one, nll, rtol=1e-12)
 
@@ -152,7 +187,7 @@ def test_attention_scores_too_large_for_exp_still_match_the_reference():
     ids = np.array([[bos, 0, 1, 2, 1, bos][: config.block_size + 1]])
     fast, pure = FastGPT(config, mats), GPT(config, mats)
     nll = fast.token_nll(ids)
-    keys, values = [[] for _ in range(config.n_layer)], [[] for _ in range(config.n_layer)]
+    keys, values = empty_cache(config)
     for pos in range(ids.shape[1] - 1):
         probs = softmax(pure.forward(int(ids[0, pos]), pos, keys, values))
         assert nll[0, pos] == pytest.approx(-np.log(probs[ids[0, pos + 1]].data), rel=1e-6)
@@ -166,7 +201,7 @@ def test_logits_too_large_for_exp_still_give_the_reference_minus_log_p():
     fast, pure = FastGPT(config, mats), GPT(config, mats)
     nll = fast.token_nll(ids)
     assert np.isfinite(nll).all()
-    keys, values = [[] for _ in range(config.n_layer)], [[] for _ in range(config.n_layer)]
+    keys, values = empty_cache(config)
     for pos in range(ids.shape[1] - 1):
         logits = np.array([v.data for v in pure.forward(int(ids[0, pos]), pos, keys, values)])
         expected = (

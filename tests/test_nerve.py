@@ -50,7 +50,7 @@ def stream(unusual, ts0=NOON, normal_before=3, unusual_for=5, normal_after=6, at
 def decide(data, *args):
     out = run("kiri.stages.decide", *args, input=data)
     assert out.returncode == 0, out.stderr
-    return [decode(l) for l in out.stdout.splitlines()], out
+    return [decode(line) for line in out.stdout.splitlines()], out
 
 
 def notable(decisions):
@@ -79,15 +79,16 @@ def test_act_notifies_once_for_the_group(kiri_home):
     act = subprocess.Popen(
         stage_cmd("kiri.stages.act", "--sink", "log"), stdin=decide_p.stdout, stdout=subprocess.PIPE
     )
+    assert decide_p.stdin is not None and decide_p.stdout is not None
     decide_p.stdout.close()
     decide_p.stdin.write(stream({"pulse", "rhythm", "drift"}))
     decide_p.stdin.close()
     out, _ = act.communicate(timeout=30)
     assert decide_p.wait(30) == 0 and act.returncode == 0
-    outcomes = [json.loads(l) for l in out.splitlines() if b'"outcome"' in l]
+    outcomes = [json.loads(line) for line in out.splitlines() if b'"outcome"' in line]
     assert [o["action"] for o in outcomes] == ["alert", "resolve"]
     logged = [
-        json.loads(l) for l in (kiri_home / "logs" / "alerts.ndjson").read_text().splitlines()
+        json.loads(line) for line in (kiri_home / "logs" / "alerts.ndjson").read_text().splitlines()
     ]
     assert [d["action"] for d in logged] == ["alert", "resolve"]
     assert sorted(logged[0]["atoms"]) == ["drift", "pulse", "rhythm"]
@@ -143,6 +144,7 @@ def test_kiri_train_nerve_learns_a_verdict_instead_of_the_policys_decision_on_th
     decided = nerve.example(state, NOON, "vm", "alert", "policy", "a1")
     judged = nerve.example(state, NOON + 60, "vm", "suppress", "verdict", "a1")
     other = nerve.example(state, NOON, "vm", "alert", "policy", "a2")
+    assert nerve.SPEC.training_set is not None
     assert nerve.SPEC.training_set([decided, judged, other]) == [judged, other]
 
 
@@ -173,7 +175,7 @@ def test_nerve_waits_for_enough_verdicts(kiri_home):
 def test_the_policy_records_its_decisions_as_nerve_examples(kiri_home):
     decide(stream({"pulse", "rhythm"}))
     lines = b"".join(p.read_bytes() for p in (kiri_home / "data" / "nerve").glob("*.ndjson"))
-    examples = [json.loads(l) for l in lines.splitlines()]
+    examples = [json.loads(line) for line in lines.splitlines()]
     labels = [e["meta"]["label"] for e in examples]
     assert labels == ["ok", "alert"]  # one ok per host per 5 minutes, and each alert
     assert examples[1]["values"]["rhythm"] == 2.4 and examples[1]["meta"]["source"] == "policy"

@@ -39,27 +39,28 @@ def fake(bin_dir, name: str, status: int = 0, stderr: str = "") -> None:
 
 def calls(bin_dir, name: str) -> list[list[str]]:
     path = bin_dir / f"{name}.calls"
-    return [json.loads(l) for l in path.read_text().splitlines()] if path.exists() else []
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def act(bin_dir, *lines: bytes) -> tuple[subprocess.CompletedProcess, list[dict]]:
     """kiri-act --sink notify with PATH holding only `bin_dir`."""
     out = subprocess.run(
         stage_cmd("kiri.stages.act", "--sink", "notify", "--retries", "0"),
-        input=b"".join(l + b"\n" for l in lines),
+        input=b"".join(line + b"\n" for line in lines),
         capture_output=True,
         timeout=30,
         env={**os.environ, "PATH": str(bin_dir)},
+        check=False,
     )
     assert out.returncode == 0, out.stderr
-    return out, [json.loads(l) for l in out.stdout.splitlines() if b'"outcome"' in l]
+    return out, [json.loads(line) for line in out.stdout.splitlines() if b'"outcome"' in line]
 
 
 def test_notify_send_gets_title_urgency_and_message_as_argv(bin_dir):
     fake(bin_dir, "notify-send")
     critical = decision(ALERT, severity="critical")
     tricky = decision(ALERT, id="d-9", summary=TRICKY)
-    out, outcomes = act(bin_dir, OK, ALERT, critical, tricky, RESOLVE)
+    _, outcomes = act(bin_dir, OK, ALERT, critical, tricky, RESOLVE)
     app = "--app-name=KIRI"
     assert calls(bin_dir, "notify-send") == [
         [app, "--urgency=normal", "--", "KIRI: pulse unusual on vm (warning)", SUMMARY],
@@ -106,7 +107,7 @@ def test_osascript_reads_the_text_from_its_arguments_never_from_its_script(bin_d
 
 def test_a_failing_notifier_fails_the_delivery_with_its_reason(bin_dir):
     fake(bin_dir, "notify-send", status=1, stderr="Cannot autolaunch D-Bus without X11 $DISPLAY\n")
-    out, [outcome] = act(bin_dir, ALERT)
+    _, [outcome] = act(bin_dir, ALERT)
     assert outcome["ok"] is False
     assert outcome["error"] == (
         f"{bin_dir}/notify-send: Cannot autolaunch D-Bus without X11 $DISPLAY"

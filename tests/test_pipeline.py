@@ -19,21 +19,23 @@ def chain(*stages, stdin=None):
             upstream.close()
         upstream = p.stdout
         procs.append(p)
-    out = procs[-1].stdout.read()
+    last = procs[-1].stdout
+    assert last is not None
+    out = last.read()
     assert [p.wait(60) for p in procs] == [0] * len(procs)
     return out.splitlines()
 
 
 def ts_range(name):
-    ts = [json.loads(l)["ts"] for l in (FIXTURES / name).read_bytes().splitlines()]
+    ts = [json.loads(line)["ts"] for line in (FIXTURES / name).read_bytes().splitlines()]
     return min(ts), max(ts)
 
 
 def test_normal_then_stress_opens_one_incident_and_resolves_it(installed_pulse, kiri_home):
     files = [str(FIXTURES / p) for p in PARTS]
     decisions = [
-        json.loads(l)
-        for l in chain(
+        json.loads(line)
+        for line in chain(
             ("kiri.stages.collect", "replay", *files),
             ("kiri.stages.atom", "pulse"),
             ("kiri.stages.decide",),
@@ -52,8 +54,8 @@ def test_normal_then_stress_opens_one_incident_and_resolves_it(installed_pulse, 
 def test_act_delivers_the_incident_once_to_the_log(installed_pulse, kiri_home):
     files = [str(FIXTURES / p) for p in PARTS]
     out = [
-        json.loads(l)
-        for l in chain(
+        json.loads(line)
+        for line in chain(
             ("kiri.stages.collect", "replay", *files),
             ("kiri.stages.atom", "pulse"),
             ("kiri.stages.decide",),
@@ -68,7 +70,7 @@ def test_act_delivers_the_incident_once_to_the_log(installed_pulse, kiri_home):
         ("resolve", "log", True),
     ]
     logged = [
-        json.loads(l) for l in (kiri_home / "logs" / "alerts.ndjson").read_text().splitlines()
+        json.loads(line) for line in (kiri_home / "logs" / "alerts.ndjson").read_text().splitlines()
     ]
     assert [d["action"] for d in logged] == ["alert", "resolve"]
     assert [d["id"] for d in logged] == [o["id"] for o in outcomes]

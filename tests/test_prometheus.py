@@ -19,15 +19,18 @@ import time
 import urllib.parse
 import urllib.request
 from collections import Counter
+from collections.abc import Iterator
+from itertools import pairwise
 
 import msgspec
 import pytest
 import structlog
-from conftest import log_events, run, stage_cmd
+from conftest import log_events, measured, run, stage_cmd
 
 from kiri.durations import duration, moment
 from kiri.prometheus import (
     PromError,
+    Prometheus,
     QuerySet,
     Table,
     host_names,
@@ -75,7 +78,7 @@ def wait_for(what: str, check, timeout: float = 20.0) -> None:
 
 
 @pytest.fixture(scope="module")
-def prom(tmp_path_factory) -> str:
+def prom(tmp_path_factory) -> Iterator[str]:
     """A Prometheus scraping a node_exporter every second; its URL."""
     tmp = tmp_path_factory.mktemp("prometheus")
     node, port = free_port(), free_port()
@@ -181,7 +184,7 @@ def test_long_ranges_are_split_under_the_point_limit_on_one_grid():
     points = [(b - a) / 1.0 + 1 for a, b in chunks]
     assert chunks[0][0] == 1000.0 and chunks[-1][1] == 31_000.0
     assert max(points) <= 11_000 and sum(points) == 30_001
-    for (_, end), (start, _) in zip(chunks, chunks[1:]):
+    for (_, end), (start, _) in pairwise(chunks):
         assert start == end + 1.0  # the next point of the grid: no overlap, no gap
     assert list(range_chunks(0.0, 10.0, 3.0, max_points=2)) == [(0.0, 3.0), (6.0, 9.0)]
     assert list(range_chunks(5.0, 5.0, 60.0)) == [(5.0, 5.0)]
@@ -259,7 +262,7 @@ def test_answers_join_per_instance_and_time_and_non_numbers_are_no_value():
 
 def test_an_error_answer_and_a_scalar_are_refused_with_their_reason():
     body = b'{"status":"error","errorType":"bad_data","error":"1:6: parse error"}'
-    with pytest.raises(PromError, match="^bad_data: 1:6: parse error$") as e:
+    with pytest.raises(PromError, match=r"^bad_data: 1:6: parse error$") as e:
         parse_answer(body)
     assert e.value.fatal
     with pytest.raises(PromError, match="a scalar, not series"):
@@ -363,17 +366,18 @@ def test_backfill_gives_pulse_observations_per_instance_in_time_order(scraped):
     assert set(by_host) == {"127.0.0.1", "localhost"} and min(by_host.values()) >= 5
     times = [o.ts for o in observations]
     assert times == sorted(times) and all(t == int(t) for t in times)  # on the 1 s grid
-    assert len(set((o.ts, o.host) for o in observations)) == len(observations)
+    assert len({(o.ts, o.host) for o in observations}) == len(observations)
     assert time.time() - 12 <= times[0] and times[-1] <= time.time()
     for obs in observations:
         assert obs.atom == "pulse"
-        assert set(obs.values) == {"cpu", "mem", "disk", "swap", "load", "net"}
+        values = measured(obs.values)
+        assert set(values) == {"cpu", "mem", "disk", "swap", "load", "net"}
         assert obs.meta["instance"].startswith(obs.host + ":")
         assert int(obs.meta["cpus"]) >= 1
         for field in ("cpu", "mem", "disk", "swap"):
-            assert 0.0 <= obs.values[field] <= 100.0, (field, obs)
-        assert 0 < obs.values["mem"] < 100 and 0 < obs.values["disk"] < 100
-        assert obs.values["load"] >= 0 and obs.values["net"] in (0.0, 1.0)
+            assert 0.0 <= values[field] <= 100.0, (field, obs)
+        assert 0 < values["mem"] < 100 and 0 < values["disk"] < 100
+        assert values["load"] >= 0 and values["net"] in (0.0, 1.0)
     [done] = [e for e in log_events(out.stderr) if e["event"] == "backfilled"]
     assert done["observations"] == len(observations)
 
@@ -387,14 +391,15 @@ def test_a_backfill_asked_for_in_pieces_gives_the_same_stream(scraped, monkeypat
     window = ("--url", scraped, *PULSE, "--start", str(end - 8), "--end", str(end))
     whole = collect(*window)
     assert whole.returncode == 0 and len(whole.stdout.splitlines()) >= 10
-    asked = []
-    real_range = source.Prometheus.range
+    asked: list[tuple[float, float]] = []
+    real_range = Prometheus.range
+
+    def range_asked(self, name, q, a, b, s):
+        asked.append((a, b))
+        return real_range(self, name, q, a, b, s)
+
     monkeypatch.setattr(source, "range_chunks", functools.partial(range_chunks, max_points=3))
-    monkeypatch.setattr(
-        source.Prometheus,
-        "range",
-        lambda self, name, q, a, b, s: asked.append((a, b)) or real_range(self, name, q, a, b, s),
-    )
+    monkeypatch.setattr(Prometheus, "range", range_asked)
     try:
         assert main(["prometheus", *window]) == 0
     finally:
@@ -412,7 +417,7 @@ def test_live_polling_emits_each_instance_at_each_poll(scraped):
     first, second = observations[0].ts, observations[2].ts
     assert observations[1].ts == first and observations[3].ts == second
     assert second - first >= 0.4 and abs(time.time() - second) < 5
-    assert all(0 <= o.values["cpu"] <= 100 and o.meta["cpus"] for o in observations)
+    assert all(0 <= measured(o.values)["cpu"] <= 100 and o.meta["cpus"] for o in observations)
 
 
 @needs_servers
@@ -438,8 +443,8 @@ def test_custom_queries_make_an_atom_of_prometheus_string_values(scraped):
     assert len(observations) >= 5 and {o.host for o in observations} == {"localhost"}
     for obs in observations:
         assert obs.atom == "prometheus" and obs.meta == {"instance": obs.meta["instance"]}
-        assert obs.values["up"] == 1.0 and obs.values["half"] == 0.5
-        assert obs.values["load"] >= 0.0
+        values = measured(obs.values)
+        assert values["up"] == 1.0 and values["half"] == 0.5 and values["load"] >= 0.0
     out = collect(
         "--url",
         scraped,
@@ -479,8 +484,8 @@ def test_nan_and_infinity_are_no_value_and_the_observation_is_left_out(scraped):
     assert [e["reasons"] for e in skipped] == [{"inf is +Inf": 2}]  # once while it lasts
     out = collect("--url", scraped, "--query", "nan=up * (0 / 0)", "--start", "3s", "--step", "1s")
     assert out.returncode == 0 and out.stdout == b""
-    [skipped] = [e for e in log_events(out.stderr) if e["event"] == "observations_skipped"]
-    assert skipped["reasons"]["nan is NaN"] >= 4
+    [backfill] = [e for e in log_events(out.stderr) if e["event"] == "observations_skipped"]
+    assert backfill["reasons"]["nan is NaN"] >= 4
 
 
 @needs_servers
@@ -490,6 +495,7 @@ def test_sigterm_while_polling_exits_0_with_whole_lines(scraped):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
+    assert proc.stdout is not None
     first = [proc.stdout.readline(), proc.stdout.readline()]
     proc.send_signal(signal.SIGTERM)
     rest, err = proc.communicate(timeout=10)
@@ -506,7 +512,10 @@ def test_a_closed_reader_ends_it_quietly(scraped):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    head = subprocess.run(["head", "-n", "1"], stdin=proc.stdout, capture_output=True, timeout=10)
+    assert proc.stdout is not None
+    head = subprocess.run(
+        ["head", "-n", "1"], stdin=proc.stdout, capture_output=True, timeout=10, check=False
+    )
     proc.stdout.close()
     _, err = proc.communicate(timeout=10)
     assert proc.returncode == 0

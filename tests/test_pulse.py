@@ -9,26 +9,33 @@ from conftest import FIXTURES, observations, run
 
 from kiri.detector import Detector
 from kiri.model.weights import WeightsError
-from kiri.records import Obs
+from kiri.records import Obs, Score
 
 decode = msgspec.json.Decoder(Obs).decode
 
 
+def scores(detector: Detector, name: str) -> list[Score]:
+    """Detector.score on a recording whose every observation it must accept."""
+    scored = detector.score(observations(name))
+    assert not [s for s in scored if isinstance(s, Exception)]
+    return [s for s in scored if isinstance(s, Score)]
+
+
 def test_stress_is_far_more_surprising_than_normal_and_names_cpu_and_memory(pulse_weights):
     detector = Detector.load(pulse_weights)
-    normal = [s.surprise for s in detector.score(observations("pulse-normal.ndjson"))]
-    stress = detector.score(observations("pulse-stress.ndjson"))
+    normal = [s.surprise for s in scores(detector, "pulse-normal.ndjson")]
+    stress = scores(detector, "pulse-stress.ndjson")
     median = float(np.median(normal))
     assert np.median([s.surprise for s in stress]) >= 5 * median
     for s in stress[-20:]:  # once the load average has caught up with the burners too
-        ranked = [t for t, _ in sorted(zip(s.tokens, s.nll), key=lambda c: -c[1])]
+        ranked = [t for t, _ in sorted(zip(s.tokens, s.nll, strict=True), key=lambda c: -c[1])]
         assert ranked[0][0] in "CM" and {"C", "M"} <= {t[0] for t in ranked[:3]}
         assert s.surprise > detector.threshold
 
 
 def test_calibration_keeps_normal_below_the_threshold(pulse_weights):
     detector = Detector.load(pulse_weights)
-    normal = [s.surprise for s in detector.score(observations("pulse-normal.ndjson"))]
+    normal = [s.surprise for s in scores(detector, "pulse-normal.ndjson")]
     assert np.mean(np.array(normal) > detector.threshold) < 0.02
     cal = detector.calibration
     assert cal.held_out == 24 and cal.quantiles["p50"] <= cal.quantiles["max"]
@@ -52,9 +59,10 @@ def test_kiri_train_pulse_from_files_says_what_it_did(kiri_home):
     assert lines[0] == "loaded 241 observations from 2 files"
     assert lines[1] == "step    1 /  200 | loss " + lines[1].split("loss ")[1]
     assert any(
-        l.startswith("calibrated on the most recent 24 observations: surprise p50") for l in lines
+        line.startswith("calibrated on the most recent 24 observations: surprise p50")
+        for line in lines
     )
-    assert any(l.startswith("threshold ") and ": " in l for l in lines)
+    assert any(line.startswith("threshold ") and ": " in line for line in lines)
     assert (kiri_home / "atoms" / "pulse" / "weights.json").stat().st_mode & 0o777 == 0o600
 
 
@@ -64,7 +72,7 @@ def test_kiri_train_pulse_reads_the_recordings(kiri_home):
     normal = (FIXTURES / "pulse-normal.ndjson").read_bytes().splitlines()
     (day / "2026-11-20.ndjson").write_bytes(b"\n".join(normal[:100]) + b"\n")
     # the same observations recorded twice (collector and atom) count once; junk is skipped
-    (day / "2026-11-21.ndjson").write_bytes(b"\n".join(normal[50:150] + [b"junk"]) + b"\n")
+    (day / "2026-11-21.ndjson").write_bytes(b"\n".join([*normal[50:150], b"junk"]) + b"\n")
     out = run("kiri.cli", "train", "pulse", "--steps", "50", timeout=120)
     assert out.returncode == 0, out.stderr
     lines = out.stdout.decode().splitlines()
@@ -96,7 +104,7 @@ def test_kiri_score_explains_which_token_is_unusual(installed_pulse):
     lines = out.stdout.decode().splitlines()
     assert lines[0].startswith("surprise ") and lines[0].endswith(": unusual")
     assert lines[1].split() == ["token", "-log", "p", "z", "most", "likely", "instead"]
-    rows = {l.split()[0]: l.split() for l in lines[2:]}
+    rows = {line.split()[0]: line.split() for line in lines[2:]}
     assert sorted(rows) == sorted(["C9", "M9", "D2", "S0", "L4", "N1"])
     z = [float(r[2]) for r in rows.values()]
     assert z == sorted(z, reverse=True)  # most surprising first
@@ -137,5 +145,5 @@ def test_weights_calibrated_without_per_field_figures_ask_for_a_retrain(pulse_we
     del w["extra"]["calibration"]["field_mean"]
     old = tmp_path / "weights.json"
     old.write_text(json.dumps(w))
-    with pytest.raises(WeightsError, match="older KIRI.*kiri train pulse"):
+    with pytest.raises(WeightsError, match=r"older KIRI.*kiri train pulse"):
         Detector.load(old)

@@ -20,7 +20,7 @@ def test_every_kind_round_trips_byte_for_byte(line):
 
 
 def test_each_fixture_line_is_a_different_kind():
-    kinds = [type(decoder.decode(l)) for l in fixture_bytes("kinds.ndjson").splitlines()]
+    kinds = [type(decoder.decode(line)) for line in fixture_bytes("kinds.ndjson").splitlines()]
     assert kinds == [Obs, Score, Decision, Outcome, Verdict, Rule]
 
 
@@ -65,5 +65,5 @@ def test_non_finite_numbers_never_decode(number):
 
 def test_a_missing_value_stays_missing_not_zero():
     rec = decoder.decode(b'{"kind":"obs","values":{"cpu":null,"mem":0}}')
-    assert rec.values == {"cpu": None, "mem": 0.0}
+    assert isinstance(rec, Obs) and rec.values == {"cpu": None, "mem": 0.0}
     assert encoder.encode(Obs(values={"cpu": float("nan")})).count(b'"cpu":null') == 1

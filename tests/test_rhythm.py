@@ -54,7 +54,7 @@ def test_ioreg_without_hididletime_is_unparsable():
 
 def test_xprintidle_prints_milliseconds():
     assert rhythm.parse_xprintidle(output("xprintidle.txt")) == pytest.approx(1.451)
-    with pytest.raises(UnparsableError, match="couldn't open display.*, not milliseconds"):
+    with pytest.raises(UnparsableError, match=r"couldn't open display.*, not milliseconds"):
         rhythm.parse_xprintidle("couldn't open display\n")
 
 
@@ -382,8 +382,9 @@ def xvfb(monkeypatch):
 def test_idle_time_from_a_real_x_server(xvfb):
     [obs], logs = collect_rhythm("--count", "1")
     assert obs.atom == "rhythm" and obs.meta["idle_source"] == "x11"
+    idle = obs.values["idle"]  # the server started moments ago, with no input since
     assert obs.values["idle_known"] == 1.0
-    assert 0.0 <= obs.values["idle"] < 1.0  # the server started moments ago, with no input since
+    assert idle is not None and 0.0 <= idle < 1.0
     assert [e["source"] for e in logs if e["event"] == "idle_source"] == ["x11"]
 
 
@@ -394,6 +395,7 @@ def test_sigterm_in_the_middle_of_a_stream_ends_it_cleanly(linux_desktop):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
+    assert proc.stdout is not None
     first = [proc.stdout.readline() for _ in range(3)]
     proc.send_signal(signal.SIGTERM)
     rest, err = proc.communicate(timeout=10)
@@ -410,6 +412,7 @@ def test_a_closed_reader_ends_it_quietly(linux_desktop):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
+    assert proc.stdout is not None and proc.stderr is not None
     assert decode(proc.stdout.readline()).atom == "rhythm"
     proc.stdout.close()  # `| head -n 1`
     assert proc.wait(10) == 0
@@ -422,10 +425,14 @@ def test_a_closed_reader_ends_it_quietly(linux_desktop):
 # -- learning a person's week -------------------------------------------------------------------
 
 
-def workday(ts: float, r: random.Random) -> dict[str, float]:
+def workday(ts: float, r: random.Random) -> dict[str, float | None]:
     """A person who works 9 to 18 on weekdays with an hour's lunch, and is away otherwise."""
     hour, weekday = rhythm.clock(ts)
-    values = {"hour": float(hour), "weekday": float(weekday), "idle_known": 1.0}
+    values: dict[str, float | None] = {
+        "hour": float(hour),
+        "weekday": float(weekday),
+        "idle_known": 1.0,
+    }
     if weekday < 5 and 9 <= hour < 18 and hour != 12:
         began = time.mktime((*time.localtime(ts)[:3], 13 if hour >= 13 else 9, 0, 0, 0, 0, -1))
         return values | {
@@ -468,7 +475,7 @@ def test_a_trained_rhythm_finds_3am_sunday_work_surprising(tmp_path):
                 ts=ts,
                 atom="rhythm",
                 host="laptop",
-                values={"hour": float(h), "weekday": float(w)} | at_work,
+                values={"hour": float(h), "weekday": float(w), **at_work},
             )
         )
         for ts, (h, w) in ((ts, rhythm.clock(ts)) for ts in (wednesday_3pm, sunday_3am))
@@ -478,4 +485,5 @@ def test_a_trained_rhythm_finds_3am_sunday_work_surprising(tmp_path):
     usual, burst = [msgspec.json.decode(line, type=Score) for line in scored.stdout.splitlines()]
     assert usual.tokens == burst.tokens == ["K1", "I0", "G2", "F4"]  # only the context differs
     assert usual.surprise < usual.threshold < burst.surprise
-    assert max(zip(burst.z, burst.tokens))[1] == "I0"  # at the keyboard, when asleep is usual
+    # at the keyboard, when asleep is usual
+    assert max(zip(burst.z, burst.tokens, strict=True))[1] == "I0"

@@ -54,7 +54,7 @@ def test_uniform_buckets_clamp_at_the_edges():
 def test_load_is_per_cpu():
     assert SCHEMA.tokenize(values(load=2.0), {"cpus": "2"})[4] == "L4"
     assert SCHEMA.tokenize(values(load=2.0), {"cpus": "8"})[4] == "L1"
-    with pytest.raises(SchemaError, match="meta.cpus is missing"):
+    with pytest.raises(SchemaError, match=r"meta\.cpus is missing"):
         SCHEMA.tokenize(values(), {})
 
 
@@ -74,7 +74,7 @@ def test_missing_or_non_finite_values_are_rejected_not_zeroed(bad, reason):
 def test_an_absent_field_is_missing():
     v = values()
     del v["swap"]
-    with pytest.raises(SchemaError, match="values.swap is missing"):
+    with pytest.raises(SchemaError, match=r"values\.swap is missing"):
         SCHEMA.tokenize(v, META)
 
 
@@ -125,12 +125,13 @@ def test_a_schema_survives_json():
 
 
 def test_encoding_many_at_once_matches_one_at_a_time():
-    rows = [values(cpu=c, load=l) for c in (0, 9.99, 10, 55.5, 100, 140, -3) for l in (0, 0.3, 9)]
+    cpus, loads = (0, 9.99, 10, 55.5, 100, 140, -3), (0, 0.3, 9)
+    rows = [values(cpu=cpu, load=load) for cpu in cpus for load in loads]
     metas = [META] * len(rows)
     rows += [values(cpu=None), values(mem=float("nan")), values()]
     metas += [META, META, {"cpus": "zero"}]
     ids, errors = SCHEMA.encode_many(rows, metas)
-    for i, (v, m) in enumerate(zip(rows, metas)):
+    for i, (v, m) in enumerate(zip(rows, metas, strict=True)):
         try:
             assert ids[i].tolist() == SCHEMA.encode(v, m)
         except SchemaError as e:

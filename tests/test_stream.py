@@ -63,7 +63,7 @@ def test_dead_letter_file_holds_each_bad_line_with_its_reason(tmp_path):
     lines = [GOOD[0], b"oops", b"\xff\xfe", GOOD[1]]
     out = run(*REPLAY, "--dead-letter", str(dead), input=b"\n".join(lines) + b"\n")
     assert out.returncode == 0
-    entries = [json.loads(l) for l in dead.read_text().splitlines()]
+    entries = [json.loads(line) for line in dead.read_text().splitlines()]
     assert [(e["line"], e["raw"]) for e in entries] == [(2, "oops"), (3, "\\xff\\xfe")]
     assert all(e["reason"] and e["source"] == "-" for e in entries)
     assert dead.stat().st_mode & 0o777 == 0o600
@@ -94,12 +94,14 @@ def test_an_endless_line_is_not_read_into_memory():
     proc = subprocess.Popen(
         stage_cmd(*REPLAY), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
+    assert proc.stdin is not None
     block = b"x" * (1 << 20)
     for _ in range(64):
         proc.stdin.write(block)
     proc.stdin.write(b"\n" + GOOD[0] + b"\n")
     proc.stdin.flush()
-    rss_kib = int(open(f"/proc/{proc.pid}/status").read().split("VmHWM:")[1].split()[0])
+    with open(f"/proc/{proc.pid}/status") as status:
+        rss_kib = int(status.read().split("VmHWM:")[1].split()[0])
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0
     assert out == GOOD[0] + b"\n"
@@ -125,6 +127,7 @@ def test_closed_reader_exits_zero_without_traceback(tmp_path):
         ["bash", "-c", f'{cmd} | head -n 1; echo "status=${{PIPESTATUS[0]}}"'],
         capture_output=True,
         timeout=30,
+        check=False,
     )
     lines = out.stdout.splitlines()
     assert lines == [GOOD[0], b"status=0"]
@@ -135,6 +138,7 @@ def test_a_lone_record_is_passed_on_while_input_stays_open():
     # Two hops; the writer keeps the pipe open, so only an idle flush can deliver the record.
     a = subprocess.Popen(stage_cmd(*REPLAY), stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     b = subprocess.Popen(stage_cmd(*REPLAY), stdin=a.stdout, stdout=subprocess.PIPE)
+    assert a.stdin is not None and a.stdout is not None and b.stdout is not None
     a.stdout.close()
     try:
         for line in GOOD[:3]:
@@ -152,6 +156,7 @@ def test_sigterm_mid_stream_flushes_what_was_read_and_exits_zero():
     proc = subprocess.Popen(
         stage_cmd(*REPLAY), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
+    assert proc.stdin is not None and proc.stdout is not None
     proc.stdin.write(b"\n".join(GOOD[:10]) + b"\n" + GOOD[10][:40])  # ends mid-record
     proc.stdin.flush()
     got = b""
@@ -170,6 +175,7 @@ def test_sigint_behaves_like_sigterm():
     proc = subprocess.Popen(
         stage_cmd(*REPLAY), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
+    assert proc.stdin is not None and proc.stdout is not None
     proc.stdin.write(GOOD[0] + b"\n")
     proc.stdin.flush()
     assert proc.stdout.readline() == GOOD[0] + b"\n"
@@ -186,10 +192,12 @@ def run_loop(tmp_path, data: bytes, consumes=(), transform=None):
     src.write_bytes(data)
     fd_in, fd_out = os.open(src, os.O_RDONLY), os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     try:
-        with structlog.testing.capture_logs() as logs:
-            with Stream(structlog.get_logger(), fmt="json", out_fd=fd_out) as stream:
-                for rec, _raw in stream.records(fd_in, consumes=consumes):
-                    stream.emit(transform(rec))
+        with (
+            structlog.testing.capture_logs() as logs,
+            Stream(structlog.get_logger(), fmt="json", out_fd=fd_out) as stream,
+        ):
+            for rec, _raw in stream.records(fd_in, consumes=consumes):
+                stream.emit(transform(rec))
     finally:
         os.close(fd_in)
         os.close(fd_out)
@@ -200,9 +208,9 @@ def test_a_stage_consumes_its_kind_and_passes_the_others_in_order(tmp_path):
     def to_score(obs):
         return Score(ts=obs.ts, atom=obs.atom, host=obs.host, surprise=1.0)
 
-    out, logs = run_loop(tmp_path, b"\n".join(KINDS) + b"\n", consumes=(Obs,), transform=to_score)
+    out, _ = run_loop(tmp_path, b"\n".join(KINDS) + b"\n", consumes=(Obs,), transform=to_score)
     decode = msgspec.json.Decoder().decode
-    assert [decode(l)["kind"] for l in out] == [
+    assert [decode(line)["kind"] for line in out] == [
         "score",
         "score",
         "decision",
@@ -219,14 +227,20 @@ def test_check_rejects_a_consumed_record_with_its_reason(tmp_path):
     out_path = tmp_path / "out"
     fd_in = os.open(src, os.O_RDONLY)
     fd_out = os.open(out_path, os.O_WRONLY | os.O_CREAT)
-    with structlog.testing.capture_logs() as logs:
-        with Stream(structlog.get_logger(), fmt="json", out_fd=fd_out) as stream:
-            check = lambda o: None if o.atom == "pulse" else f"unknown atom {o.atom!r}"
-            for rec, raw in stream.records(fd_in, consumes=(Obs,), check=check):
-                stream.emit_raw(rec, raw)
-    os.close(fd_in), os.close(fd_out)
+
+    def check(o: Obs) -> str | None:
+        return None if o.atom == "pulse" else f"unknown atom {o.atom!r}"
+
+    with (
+        structlog.testing.capture_logs() as logs,
+        Stream(structlog.get_logger(), fmt="json", out_fd=fd_out) as stream,
+    ):
+        for rec, raw in stream.records(fd_in, consumes=(Obs,), check=check):
+            stream.emit_raw(rec, raw)
+    os.close(fd_in)
+    os.close(fd_out)
     assert out_path.read_bytes().splitlines() == GOOD[:2]
-    [bad] = [l for l in logs if l["event"] == "bad_record"]
+    [bad] = [e for e in logs if e["event"] == "bad_record"]
     assert bad["line"] == 2 and bad["reason"] == "unknown atom 'mystery'"
 
 
@@ -252,4 +266,4 @@ def test_arbitrary_junk_never_crashes_and_never_costs_a_valid_record(tmp_path, r
     out, logs = run_loop(tmp_path, b"\n".join(lines) + b"\n")
     assert out == expected
     junk_count = sum(1 for keep, _, junk in rows if not keep and junk)
-    assert len([l for l in logs if l["event"] == "bad_record"]) == junk_count
+    assert len([e for e in logs if e["event"] == "bad_record"]) == junk_count

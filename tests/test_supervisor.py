@@ -1,6 +1,7 @@
 """kiri-supervise, run for real (python -m kiri.supervisor) on pipeline files written per test,
 with stand-in stages from fixtures/supervise-helper.py and, for one test, the real stages."""
 
+import contextlib
 import json
 import os
 import re
@@ -10,10 +11,11 @@ import socket
 import subprocess
 import sys
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import msgspec
-import psutil
+import psutil  # type: ignore[import-untyped]  # psutil ships no type stubs
 import pytest
 from conftest import FIXTURES, ROOT, log_events, run, stage_cmd
 
@@ -99,10 +101,8 @@ class Supervised:
             self.proc.wait()
         for s in self.status().get("stages", []):
             if s.get("pid"):
-                try:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(s["pid"], signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
 
 
 @pytest.fixture
@@ -292,8 +292,8 @@ def test_fan_in_never_interleaves_lines_longer_than_pipe_buf(supervise, tmp_path
         char = line[:1]
         assert line == line[:7] + char * (size - 8) and char in (b"A", b"B")
     for char in (b"A", b"B"):
-        assert [int(l[1:7]) for l in lines if l[:1] == char] == list(range(count))
-    runs = sum(1 for prev, line in zip(lines, lines[1:]) if prev[:1] != line[:1])
+        assert [int(line[1:7]) for line in lines if line[:1] == char] == list(range(count))
+    runs = sum(1 for prev, line in pairwise(lines) if prev[:1] != line[:1])
     assert runs >= 2  # both producers really wrote at the same time
 
 
@@ -363,7 +363,7 @@ def test_a_crash_looping_stage_fails_with_an_alert_and_the_rest_keeps_running(su
     failed = sv.wait_state("crasher", "failed")
     assert (failed["restarts"], failed["exit_status"], failed["pid"]) == (2, 3, None)
     alerts = wait_until(
-        lambda: [json.loads(l) for l in lines_of(out) if json.loads(l)["kind"] == "decision"],
+        lambda: [r for r in map(json.loads, lines_of(out)) if r["kind"] == "decision"],
         what="the alert",
     )
     assert len(alerts) == 1
@@ -405,7 +405,7 @@ def test_exit_status_125_is_not_restarted_and_raises_no_alert(supervise, tmp_pat
     sv.wait_state("crasher", "failed")  # several restart delays have passed by now
     quitter = sv.stage("quitter")
     assert (quitter["state"], quitter["restarts"], quitter["exit_status"]) == ("stopped", 0, 125)
-    summaries = [json.loads(l)["summary"] for l in lines_of(out) if b'"decision"' in l]
+    summaries = [json.loads(line)["summary"] for line in lines_of(out) if b'"decision"' in line]
     assert summaries and all("stage crasher failed" in s for s in summaries)
     assert not [e for e in sv.events() if e.get("name") == "quitter" and e["level"] != "info"]
     assert sv.stop() == 0
@@ -428,7 +428,7 @@ def test_the_restart_delay_doubles_up_to_its_cap_and_resets_after_a_healthy_run(
     sv.wait_state("quick", "failed")
     sv.wait_state("slow", "backoff", restarts=2)
     assert sv.stop() == 0
-    delays = {}
+    delays: dict[str, list[float]] = {}
     for e in sv.events():
         if e["event"] == "stage_died":
             delays.setdefault(e["name"], []).append(e["restart_in"])

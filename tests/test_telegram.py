@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import time
+from itertools import pairwise
 
 import msgspec
 import pytest
@@ -65,8 +66,8 @@ def telegram(fake, kiri_home, monkeypatch):
 
 
 def assert_no_token(*texts):
-    for text in texts:
-        text = text.decode() if isinstance(text, bytes) else text
+    for given in texts:
+        text = given.decode() if isinstance(given, bytes) else given
         assert TOKEN not in text and TOKEN.split(":")[1] not in text
 
 
@@ -75,7 +76,8 @@ def assert_argv_clean(proc):
     assert_no_token(" ".join(proc.args))
     cmdline = f"/proc/{proc.pid}/cmdline"
     if os.path.exists(cmdline):
-        assert_no_token(open(cmdline, "rb").read())
+        with open(cmdline, "rb") as f:
+            assert_no_token(f.read())
 
 
 def act(*decisions):
@@ -100,6 +102,7 @@ def deliver(*decisions):
         capture_output=True,
         input=b"".join(encode(d) + b"\n" for d in decisions),
         timeout=30,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr.decode()
     assert run("kiri.stages.feedback", input=proc.stdout).returncode == 0
@@ -192,6 +195,7 @@ def test_an_alert_is_plain_text_with_three_buttons_and_its_resolve_a_reply(teleg
     assert resolve.at - alert.at >= 0.95  # about one message a second in a chat
     with Store() as store:
         remembered = store.telegram_message("3f9a2c1")
+    assert remembered is not None
     assert (remembered.chat, remembered.message, remembered.text) == (
         CHAT,
         100,
@@ -263,7 +267,7 @@ def most_in_a_window(times, window):
 def test_rate_limits_keep_to_telegrams_published_limits():
     private, group = send_fast([CHAT], 60), send_fast([-5], 180)
     for times in (private, group):
-        assert all(b - a >= 1 - 1e-9 for a, b in zip(times, times[1:]))  # one a second
+        assert all(b - a >= 1 - 1e-9 for a, b in pairwise(times))  # one a second
     assert len(private) == 61
     assert most_in_a_window(group, 60) <= 20 and len(group) >= 45  # 20 a minute, not fewer
     assert most_in_a_window(send_fast(range(1, 101), 3), 1) <= 30  # 30 a second in all
@@ -473,7 +477,7 @@ def telegram_loop(telegram, installed_pulse, kiri_home, tmp_path):
     loop = TelegramLoop(kiri_home, tmp_path)
     loop.start()
     yield loop
-    if loop.proc.poll() is None:
+    if loop.running():
         loop.stop()
 
 
@@ -485,12 +489,12 @@ def test_two_dismiss_presses_suppress_the_pattern_so_the_third_is_not_sent(
         loop.occurrence(STRESS)
         alert = newest_alert(n + 1)
         assert alert.action == "alert"
-        message = fake.wait_for("its message", lambda: sent(fake, alert.id))
+        message = fake.wait_for("its message", lambda alert=alert: sent(fake, alert.id))
         assert "reply_markup" in message
         fake.press(ALICE, message, f"d:{alert.id}")
-        fake.wait_for("the edit", lambda: "reply_markup" not in sent(fake, alert.id))
+        fake.wait_for("the edit", lambda alert=alert: "reply_markup" not in sent(fake, alert.id))
     with Store() as store:
-        wait_for("a suppression rule", lambda: store.active_rules())
+        wait_for("a suppression rule", store.active_rules)
     time.sleep(0.5)  # the rule travels the FIFO to kiri-decide
     loop.occurrence(STRESS)
     assert newest_alert(3).action == "suppress"

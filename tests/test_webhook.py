@@ -43,12 +43,13 @@ def signed(kiri_home, receiver, monkeypatch):
 def act(*lines: bytes, retries: str = "2") -> tuple[subprocess.CompletedProcess, list[dict]]:
     out = subprocess.run(
         stage_cmd("kiri.stages.act", "--sink", "webhook", "--retries", retries),
-        input=b"".join(l + b"\n" for l in lines),
+        input=b"".join(line + b"\n" for line in lines),
         capture_output=True,
         timeout=30,
         env=os.environ,
+        check=False,
     )
-    outcomes = [json.loads(l) for l in out.stdout.splitlines() if b'"outcome"' in l]
+    outcomes = [json.loads(line) for line in out.stdout.splitlines() if b'"outcome"' in line]
     return out, outcomes
 
 
@@ -57,7 +58,7 @@ def test_each_alert_and_resolve_is_posted_as_the_decision_itself_signed_with_the
     out, outcomes = act(OK, ALERT, RESOLVE)
     assert out.returncode == 0
     assert [r.body for r in handler.seen] == [ALERT, RESOLVE]  # `ok` is not posted
-    for (_, _, headers, body), line in zip(handler.seen, (ALERT, RESOLVE)):
+    for (_, _, headers, body), line in zip(handler.seen, (ALERT, RESOLVE), strict=True):
         assert headers["Content-Type"] == "application/json"
         assert headers["User-Agent"].startswith("kiri/")
         assert headers["Idempotency-Key"] == json.loads(line)["id"]
@@ -88,7 +89,7 @@ def test_a_503_is_retried_with_the_same_idempotency_key_and_signature(signed):
 def test_a_400_fails_at_once_with_the_receivers_reason(signed):
     where, handler = signed
     handler.script.append(Answer(400, b'{"error": "unknown host vm"}'))
-    out, [outcome] = act(ALERT, retries="2")
+    _, [outcome] = act(ALERT, retries="2")
     assert len(handler.seen) == 1  # refused: kiri-act does not try again
     assert outcome["ok"] is False and outcome["detail"] == "attempts: 1"
     assert outcome["error"] == f"POST to {where}: HTTP 400 unknown host vm"
@@ -108,7 +109,7 @@ def test_a_receiver_that_does_not_answer_in_time_fails_the_delivery(signed):
 def test_without_a_secret_the_body_goes_unsigned(kiri_home, receiver):
     where, handler = receiver
     configure(kiri_home, f'[webhook]\nurl = "http://{where}/"\n')
-    out, [outcome] = act(ALERT)
+    _, [outcome] = act(ALERT)
     assert outcome["ok"] is True
     [(_, _, headers, body)] = handler.seen
     assert body == ALERT and "X-Kiri-Signature" not in headers
