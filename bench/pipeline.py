@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import psutil  # type: ignore[import-untyped]  # psutil ships no type stubs
+import psutil
 from recorded import FIXTURES, write_cycled
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 import msgspec
-import psutil  # type: ignore[import-untyped]  # psutil ships no type stubs
+import psutil
 
 from kiri.atoms import AtomSpec, UnknownAtom, atom_spec, auto_spec, examples_path, weights_path
 from kiri.detector import Detector, train_detector

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import msgspec
-import psutil  # type: ignore[import-untyped]  # psutil ships no type stubs
+import psutil
 
 from kiri.home import kiri_home
 from kiri.stream import UserError

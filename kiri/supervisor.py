@@ -54,7 +54,7 @@ from pathlib import Path
 from types import FrameType
 
 import msgspec
-import psutil  # type: ignore[import-untyped]  # psutil ships no type stubs
+import psutil
 
 from kiri import add_version_option
 from kiri.home import atomic_write, kiri_home, private_dir

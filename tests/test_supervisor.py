@@ -15,7 +15,7 @@ from itertools import pairwise
 from pathlib import Path
 
 import msgspec
-import psutil  # type: ignore[import-untyped]  # psutil ships no type stubs
+import psutil
 import pytest
 from conftest import FIXTURES, ROOT, log_events, run, stage_cmd
 

@@ -6,7 +6,7 @@ import os
 import socket
 import time
 
-import psutil  # type: ignore[import-untyped]  # psutil ships no type stubs
+import psutil
 
 from kiri.atoms import AtomSpec
 from kiri.records import Obs
