@@ -46,7 +46,9 @@ def export(name: str, out: Path) -> None:
 
 def check() -> int:
     """0 when uv.lock matches pyproject.toml and every export matches uv.lock."""
-    stale = subprocess.run([UV, "lock", "--quiet", "--check"], cwd=ROOT).returncode != 0
+    stale = (
+        subprocess.run([UV, "lock", "--quiet", "--check"], cwd=ROOT, check=False).returncode != 0
+    )
     with tempfile.TemporaryDirectory() as tmp:
         for name in SETS:
             fresh = Path(tmp) / f"{name}.txt"
