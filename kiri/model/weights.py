@@ -103,10 +103,8 @@ def load(path: Path) -> Weights:
         raise WeightsError(f"{path}: cannot read weights: {e.strerror}") from e
     try:
         doc = _decoder.decode(data)
-    except msgspec.DecodeError as e:
+    except msgspec.DecodeError as e:  # malformed JSON, and a ValidationError (a subclass) too
         raise WeightsError(f"{path}: not a readable weights file: {e}") from e
-    except msgspec.ValidationError as e:
-        raise WeightsError(f"{path}: invalid weights file: {e}") from e
     problem = _problem(doc)
     if problem:
         raise WeightsError(f"{path}: {problem}")
