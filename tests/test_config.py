@@ -76,30 +76,37 @@ def test_a_key_of_an_atom_and_of_its_fields_is_checked_too(kiri_home):
     [
         (
             '[webhook]\nurl = "https://hooks.example.org/"\ntimeout = "soon"\n',
-            "config.toml: [webhook] timeout: Expected `float`, got `str`",
+            "config.toml: [webhook] timeout: ",
         ),
         (
             '[telegram]\ntoken_env = "T"\nchat_id = "me"\n',
-            "config.toml: [telegram] chat_id: Expected `int`, got `str`",
+            "config.toml: [telegram] chat_id: ",
         ),
         (
             '[rhythm]\nrepos = ["~/src", 7]\n',
-            "config.toml: [rhythm] repos[1]: Expected `str`, got `int`",
+            "config.toml: [rhythm] repos[1]: ",
         ),
         (
             "[mikrotik]\ninsecure = 1\n",
-            "config.toml: [mikrotik] insecure: Expected `bool`, got `int`",
+            "config.toml: [mikrotik] insecure: ",
         ),
         (
             '[atoms.gpu]\ninterval = "30s"\n',
-            "config.toml: [atoms.gpu] interval: Expected `float`, got `str`",
+            "config.toml: [atoms.gpu] interval: ",
         ),
         ("webhook = 3\n", "config.toml: webhook must be a table, not `int`"),
         ("[webhook]\ntimeout = 3\n", "config.toml: [webhook] missing required key 'url'"),
     ],
 )
 def test_a_value_of_the_wrong_type_is_one_line_naming_the_section_and_key(kiri_home, text, message):
-    assert error(kiri_home, text) == message
+    said = error(kiri_home, text)
+    # KIRI's part is the file, the section and the key; the reason after it is msgspec's
+    assert "\n" not in said
+    if message.endswith(": "):
+        assert said.startswith(message)
+        assert said.removeprefix(message).strip()
+    else:
+        assert said == message
 
 
 @pytest.mark.parametrize(
