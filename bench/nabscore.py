@@ -204,30 +204,40 @@ def _read_columns(path: Path, *columns: str) -> list[list[str]]:
 def load_corpus(data_dir: Path, windows_json: Path, names: Sequence[str] | None = None) -> Corpus:
     """The corpus of windows_json (CATEGORY/FILE.csv -> [[start, end], ...]) over data_dir.
 
-    With names, only those files. Window edges are matched to rows by time, so
-    `2014-04-10 07:15:00.000000` finds the row `2014-04-10 07:15:00`.
-    """
-    labels = json.loads(Path(windows_json).read_text())
-    files = {}
-    for name in sorted(labels) if names is None else names:
-        if name not in labels:
+    With names, only those files."""
+    windows = json.loads(Path(windows_json).read_text())
+    timestamps = {}
+    for name in sorted(windows) if names is None else names:
+        if name not in windows:
             raise KeyError(f"{name} is not in {windows_json}")
         (stamps,) = _read_columns(Path(data_dir) / name, "timestamp")
-        timestamps = tuple(parse_time(t) for t in stamps)
+        timestamps[name] = [parse_time(t) for t in stamps]
+    return corpus_of(timestamps, windows)
+
+
+def corpus_of(
+    timestamps: Mapping[str, Sequence[datetime]], windows: Mapping[str, Sequence[Sequence[str]]]
+) -> Corpus:
+    """The corpus of these files' row times and label windows ([start, end] timestamps).
+
+    Window edges are matched to rows by time, so `2014-04-10 07:15:00.000000` finds the row
+    `2014-04-10 07:15:00`."""
+    files = {}
+    for name, stamps in timestamps.items():
         index: dict[datetime, int] = {}
-        for i, t in enumerate(timestamps):
+        for i, t in enumerate(stamps):
             index.setdefault(t, i)  # NAB's timestamps.index(): the first such row
-        windows = []
-        for start, end in labels[name]:
+        rows = []
+        for start, end in windows[name]:
             try:
-                windows.append((index[parse_time(start)], index[parse_time(end)]))
+                rows.append((index[parse_time(start)], index[parse_time(end)]))
             except KeyError as e:
                 raise ValueError(f"{name}: window edge {e} is not a row") from None
-        windows.sort()
-        for (_, r), (left, _) in itertools.pairwise(windows):
+        rows.sort()
+        for (_, r), (left, _) in itertools.pairwise(rows):
             if left <= r:
                 raise ValueError(f"{name}: windows overlap")
-        files[name] = File(name, timestamps, tuple(windows))
+        files[name] = File(name, tuple(stamps), tuple(rows))
     return Corpus(files)
 
 
