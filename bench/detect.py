@@ -1,115 +1,82 @@
-"""KIRI against simple baselines on the Server Machine Dataset, by the protocol of the data README.
+"""KIRI beside classical detectors on server metrics and NAB, by the protocols of the data README.
 
-    .venv/bin/python bench/detect.py --data ../shared/data/smd
-        [--machines machine-1-6 ...] [--kiri-args "--steps 500"] [--workers 2]
-        [--out bench/results/detect.md]
+    bin/bench detect --suite dev [--quick]
+    bin/bench detect --data DIR [--protocol static|online|both] [--machines NAME ...]
+        [--kiri-args "--steps 500"] [--workers 2] [--out FILE]
 
-For each machine-X-Y.npz in --data (arrays train, test, test_label), static figures only:
+`--suite dev` runs every development set beside this checkout (../shared/data): SMD and ASD on
+both protocols, and NAB through bench/nab.py; it prints one table per suite and writes
+bench/results/detection.md. `--quick` runs one machine per dataset and 6 NAB files.
+`--data DIR` runs one folder of machines, any folder of the same layout: NAME.npz with arrays
+`train`, `test` and `test_label`, and NAME.interpretation.txt with the operators' culprits.
+Columns are named by a `columns.txt` beside the files (one name a line), or for a folder named
+smd by the data README's SMD names, or else m01, m02, ... The names only label culprits: every
+dataset runs the same default configuration, and no code path knows which dataset it is on.
 
-* KIRI, through its real code path. Every row becomes an `obs` record of atom "smd" (host = the
-  machine, ts = row index x 60 s, test rows continuing after train, values named by the README's
-  38 columns). `kiri train smd --from TRAIN.ndjson --out WEIGHTS` runs as a subprocess in a
-  temporary KIRI_HOME (it fits an auto schema), then Detector.load(WEIGHTS).score() scores the
-  test rows in batches, the code kiri-atom runs, in --workers processes (default 2, one per
-  core), each with a contiguous share of the rows. Its label-free threshold is the atom's own
-  calibrated one, Score.threshold.
-* Baselines fitted on train: PCA (k = 5, score = squared reconstruction error), IsolationForest
-  (random_state = 0, score = -score_samples), 1-NN (distance to the nearest train row). Their
-  label-free threshold is the max of their own scores on train, no labels (for 1-NN, each train
-  row's distance to its nearest other train row).
+Protocols, for KIRI and for every baseline alike:
+* static: fit on train, score every test row;
+* online: start from the static model, score the test rows in time order, and retrain on
+  kiri.retraining's schedule (the one kiri-atom uses: every 1,440 rows, on the most recent
+  10,080 rows already seen, train rows included), never on labels. Each model scores the rows up
+  to the next retrain, with its own label-free threshold.
+
+KIRI runs through its real code path (bench/atom_runs.py): every row is an `obs` record of atom
+"bench" (host = the machine, ts = row index x 60 s, test rows continuing after train), `kiri
+train bench --from ROWS --out WEIGHTS` trains it as a subprocess, and Detector.score, the code
+kiri-atom runs, scores it. Its label-free threshold is the atom's own, Score.threshold.
+Baselines: PCA (k = 5, squared reconstruction error), IsolationForest (random_state = 0,
+-score_samples), 1-NN (distance to the nearest training row); their label-free threshold is the
+max of their own scores on their training rows (for 1-NN, each row's distance to its nearest
+other row), no labels.
 
 Figures, point-wise, averaged over machines and then shown per machine:
 * label-free F1: a row is flagged when its score is above the label-free threshold;
 * best F1 over all thresholds, and AUPRC (average precision): the ceiling;
-* PA-F1, a reference only: point-adjusted F1 at its best threshold, where a labelled segment
-  counts as wholly detected when any of its rows is flagged (it inflates every method);
-* train s: wall time of fitting plus calibrating (for KIRI, the whole `kiri train` process);
-  score rows/s: test rows scored per second (for KIRI, Detector.score in its --workers
-  processes side by side: all the test rows over the slowest worker's time);
-* culprit hit rate, KIRI and the |z| reference: for each line `start-end:d1,d2,...` of
-  machine-X-Y.interpretation.txt (test rows start to end - 1, the rows test_label marks;
-  1-based columns named by operators, n of them), each row's columns are ranked by their score
-  (KIRI: the score's z, each field's -log p against its held-out distribution, the ranking
-  kiri-decide names culprits by; reference: |z| against the train mean and std), and the share of
-  the named columns among the top n (hit@100%) and the top ceil(1.5 n) (hit@150%) is averaged
-  over the rows, then over the segments. Tied columns share the places left evenly.
+* PA-F1, a reference only: point-adjusted F1 at its best threshold;
+* train s: wall time of one fit (for KIRI, the whole `kiri train` process); score rows/s (static):
+  test rows over the slowest of KIRI's --workers scoring processes;
+* culprit hit@100% / hit@150%: for each operator-named segment, the share of the named columns
+  among each row's top n (ceil(1.5 n)) columns by the method's per-column score (KIRI: the
+  score's z, the ranking decisions name culprits by; reference: |z| against the training rows);
+* flagged: the share of normal (unlabelled) test rows above the label-free threshold.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import multiprocessing
-import os
 import shlex
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import astuple, dataclass, fields
 from datetime import date
 from pathlib import Path
 
-import msgspec
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from kiri.detector import Detector  # noqa: E402
-from kiri.records import Obs  # noqa: E402
+import atom_runs
+from atom_runs import ROOT, Training
 
-COLUMNS = [
-    "cpu_r",
-    "load_1",
-    "load_5",
-    "load_15",
-    "mem_shmem",
-    "mem_u",
-    "mem_u_e",
-    "total_mem",
-    "disk_q",
-    "disk_r",
-    "disk_rb",
-    "disk_svc",
-    "disk_u",
-    "disk_w",
-    "disk_wa",
-    "disk_wb",
-    "si",
-    "so",
-    "eth1_fi",
-    "eth1_fo",
-    "eth1_pi",
-    "eth1_po",
-    "tcp_tw",
-    "tcp_use",
-    "active_opens",
-    "curr_estab",
-    "in_errs",
-    "in_segs",
-    "listen_overflows",
-    "out_rsts",
-    "out_segs",
-    "passive_opens",
-    "retransegs",
-    "tcp_timeouts",
-    "udp_in_dg",
-    "udp_out_dg",
-    "udp_rcv_buf_errs",
-    "udp_snd_buf_errs",
-]
-ATOM = "smd"
+from kiri.retraining import DEFAULT as SCHEDULE
+
+# The data README's names for the SMD columns, in order.
+SMD_COLUMNS = """
+cpu_r load_1 load_5 load_15 mem_shmem mem_u mem_u_e total_mem disk_q disk_r disk_rb disk_svc
+disk_u disk_w disk_wa disk_wb si so eth1_fi eth1_fo eth1_pi eth1_po tcp_tw tcp_use active_opens
+curr_estab in_errs in_segs listen_overflows out_rsts out_segs passive_opens retransegs
+tcp_timeouts udp_in_dg udp_out_dg udp_rcv_buf_errs udp_snd_buf_errs
+"""
+ATOM = "bench"
 STEP_SECONDS = 60
-BATCH = 4096
 PCA_K = 5
-THRESHOLD_RULE = "max of the method's own scores on train"
-REFERENCES = (
-    "best F1: 1-NN 0.491, PCA-k5 0.481",
-    "AUPRC: PCA-k5 0.420, 1-NN 0.408",
-    "label-free F1: 0.274 (Netdata-style per-metric k-means), 0.211 (1-NN)",
-)
+DATA = ROOT.parent / "shared" / "data"
+RESULTS = ROOT / "bench" / "results"
+PROTOCOLS = ("static", "online")
 Z_REF = "z-score vs train (ref)"
 
 
@@ -125,20 +92,13 @@ class Figures:
     rows_per_s: float | None = None
     hit100: float | None = None
     hit150: float | None = None
-    flagged: float | None = None  # share of test rows above the label-free threshold
+    flagged: float | None = None
 
 
 HEADERS = (
-    "label-free F1",
-    "best F1",
-    "AUPRC",
-    "PA-F1 (ref)",
-    "train s",
-    "score rows/s",
-    "culprit hit@100%",
-    "hit@150%",
-    "flagged",
-)
+    "label-free F1", "best F1", "AUPRC", "PA-F1 (ref)", "train s", "score rows/s",
+    "culprit hit@100%", "hit@150%", "flagged normal",
+)  # fmt: skip
 FORMATS = (
     "{:.3f}",
     "{:.3f}",
@@ -160,11 +120,30 @@ class Machine:
     labels: np.ndarray
     culprits: list[tuple[range, list[int]]]  # test rows, 0-based columns named by operators
 
+    @property
+    def rows(self) -> np.ndarray:
+        """Train then test rows: the stream the online protocol reads."""
+        return np.concatenate([self.train, self.test])
+
+
+def column_names(folder: Path, width: int) -> list[str]:
+    listed = folder / "columns.txt"
+    if listed.exists():
+        names = listed.read_text().split()
+    elif folder.name == "smd":
+        names = SMD_COLUMNS.split()
+    else:
+        names = [f"m{i + 1:02d}" for i in range(width)]
+    if len(names) != width:
+        raise SystemExit(f"{folder}: {len(names)} column names for {width} columns")
+    return names
+
 
 def load_machine(path: Path) -> Machine:
     arrays = np.load(path)
     culprits = []
-    for line in path.with_suffix(".interpretation.txt").read_text().split():
+    interpretation = path.with_suffix(".interpretation.txt")
+    for line in interpretation.read_text().split() if interpretation.exists() else []:
         rows, _, columns = line.partition(":")
         start, end = map(int, rows.split("-"))
         culprits.append((range(start, end), [int(d) - 1 for d in columns.split(",")]))
@@ -203,27 +182,27 @@ def point_adjusted_f1(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 def auprc(scores: np.ndarray, labels: np.ndarray) -> float:
-    # scikit-learn (and threadpoolctl, which comes with it) ships no type stubs
     from sklearn.metrics import average_precision_score  # type: ignore[import-untyped]
 
     return float(average_precision_score(labels, scores))
 
 
-def detection(scores: np.ndarray, threshold: float | np.ndarray, labels: np.ndarray) -> Figures:
+def detection(scores: np.ndarray, threshold: np.ndarray, labels: np.ndarray) -> Figures:
     flagged = scores > threshold
     return Figures(
         label_free_f1=f1(flagged, labels),
         best_f1=best_f1(scores, labels, np.ones(len(scores))),
         auprc=auprc(scores, labels),
         pa_f1=point_adjusted_f1(scores, labels),
-        flagged=float(flagged.mean()),
+        flagged=float(flagged[~labels].mean()),
     )
 
 
 def hit_rate(
     column_scores: np.ndarray, culprits: list[tuple[range, list[int]]], factor: float
 ) -> float:
-    """The mean share of named columns among each row's top ceil(factor x n) columns."""
+    """The mean share of named columns among each row's top ceil(factor x n) columns; tied
+    columns share the places left evenly."""
     shares = []
     for rows, named in culprits:
         s = column_scores[rows.start : rows.stop]
@@ -231,140 +210,140 @@ def hit_rate(
         kth = np.sort(s, axis=1)[:, -k, None]
         above, tied = s > kth, s == kth
         is_named = np.isin(np.arange(s.shape[1]), named)
-        hits = (above & is_named).sum(1) + (k - above.sum(1)) / tied.sum(1) * (tied & is_named).sum(
-            1
-        )
+        share_left = (k - above.sum(1)) / tied.sum(1)
+        hits = (above & is_named).sum(1) + share_left * (tied & is_named).sum(1)
         shares.append(float(np.mean(hits / len(named))))
-    return float(np.mean(shares))
+    return float(np.mean(shares)) if shares else float("nan")
 
 
-def culprit_hits(column_scores: np.ndarray, culprits) -> tuple[float, float]:
-    """hit@100% and hit@150%: the named columns' share among the top n and ceil(1.5 n)."""
-    return hit_rate(column_scores, culprits, 1.0), hit_rate(column_scores, culprits, 1.5)
+def with_hits(figures: Figures, column_scores: np.ndarray, m: Machine) -> Figures:
+    figures.hit100 = hit_rate(column_scores, m.culprits, 1.0)
+    figures.hit150 = hit_rate(column_scores, m.culprits, 1.5)
+    return figures
+
+
+# --- the protocols -----------------------------------------------------------------------------
+
+
+@dataclass
+class Segment:
+    """Test rows [start, stop) scored by the model trained on stream rows `window`."""
+
+    start: int
+    stop: int
+    window: range
+
+
+def segments(m: Machine, protocol: str) -> list[Segment]:
+    """Static: one model from train for every test row. Online: the retraining schedule."""
+    n_train, total = len(m.train), len(m.train) + len(m.test)
+    if protocol == "static":
+        return [Segment(0, len(m.test), range(n_train))]
+    points = SCHEDULE.plan(n_train, total)
+    ends = [*points[1:], total]
+    windows = [range(n_train), *(SCHEDULE.window_of(p) for p in points[1:])]
+    return [
+        Segment(p - n_train, e - n_train, w) for p, e, w in zip(points, ends, windows, strict=True)
+    ]
 
 
 # --- KIRI --------------------------------------------------------------------------------------
 
 
-def observations(rows: np.ndarray, host: str, first_row: int) -> list[Obs]:
-    return [
-        Obs(
-            ts=float((first_row + i) * STEP_SECONDS),
-            atom=ATOM,
-            host=host,
-            values=dict(zip(COLUMNS, row, strict=True)),
+def stream_obs(m: Machine, columns: list[str]) -> list[atom_runs.Obs]:
+    rows = m.rows
+    return atom_runs.observations(
+        rows, columns, ATOM, m.name, [i * STEP_SECONDS for i in range(len(rows))]
+    )
+
+
+class Kiri:
+    """KIRI on the machines of one dataset: every training first, side by side, then scoring."""
+
+    def __init__(self, columns: list[str], extra: list[str], workers: int, home: Path) -> None:
+        self.columns, self.extra, self.workers, self.home = columns, extra, workers, home
+
+    def run(
+        self, machines: list[Machine], protocols: Sequence[str]
+    ) -> dict[str, dict[str, Figures]]:
+        """Figures per machine and protocol."""
+        plans = {(m.name, p): segments(m, p) for m in machines for p in protocols}
+        weights: dict[tuple[str, range], Path] = {}
+        jobs: list[Training] = []
+        seconds_of: dict[Path, float] = {}
+        streams = {m.name: stream_obs(m, self.columns) for m in machines}
+        for (name, _), plan in plans.items():
+            for seg in plan:
+                if (name, seg.window) not in weights:  # online starts from the static model
+                    out = self.home / f"{name}-{seg.window.start}-{seg.window.stop}" / "w.json"
+                    out.parent.mkdir(parents=True)
+                    weights[name, seg.window] = out
+                    obs = streams[name][seg.window.start : seg.window.stop]
+                    jobs.append(Training(ATOM, obs, out, self.extra))
+        started = time.perf_counter()
+        for job, s in zip(jobs, atom_runs.train_all(jobs, self.workers), strict=True):
+            seconds_of[job.out] = s
+        print(
+            f"  KIRI: {len(jobs)} trainings in {time.perf_counter() - started:.0f} s",
+            file=sys.stderr,
         )
-        for i, row in enumerate(rows.astype(float).tolist())
-    ]
-
-
-def kiri_train(m: Machine, home: Path, extra: list[str]) -> tuple[Path, float]:
-    """Train the atom with `kiri train` in KIRI_HOME=home: its weights, and the seconds taken."""
-    data, out = home / f"{m.name}.train.ndjson", home / f"{m.name}.weights.json"
-    data.write_bytes(msgspec.json.Encoder().encode_lines(observations(m.train, m.name, 0)))
-    cmd = [
-        sys.executable,
-        "-m",
-        "kiri.cli",
-        "train",
-        ATOM,
-        "--from",
-        str(data),
-        "--out",
-        str(out),
-        *extra,
-    ]
-    env = dict(os.environ, KIRI_HOME=str(home), KIRI_LOG_LEVEL="warning")
-    t = time.perf_counter()
-    done = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, check=False)
-    seconds = time.perf_counter() - t
-    if done.returncode:
-        raise SystemExit(f"kiri train failed on {m.name}:\n{done.stdout}{done.stderr}")
-    return out, seconds
-
-
-def kiri(m: Machine, home: Path, extra: list[str], workers: int) -> tuple[Figures, str]:
-    """KIRI's figures on one machine, and a note on its threshold."""
-    weights, train_s = kiri_train(m, home, extra)
-    parts = np.array_split(np.arange(len(m.test)), workers)
-    jobs = [(weights, m.test[p], m.name, len(m.train) + int(p[0])) for p in parts]
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
-        scored = pool.starmap(kiri_score, jobs)
-    surprise, threshold, z, seconds = (np.concatenate(a) for a in zip(*scored, strict=True))
-    figures = detection(surprise, threshold, m.labels)
-    # the workers score side by side: the slowest one's time is the wall time of the scoring
-    figures.train_s, figures.rows_per_s = train_s, len(m.test) / seconds.max()
-    detector = Detector.load(weights)
-    scored_fields = detector.schema.ordered[detector.schema.n_context :]
-    ranked = np.empty(m.test.shape)
-    ranked[:, [COLUMNS.index(f.name) for f in scored_fields]] = z
-    figures.hit100, figures.hit150 = culprit_hits(ranked, m.culprits)
-    cal = detector.calibration
-    note = (
-        f"KIRI threshold {cal.threshold:.3f} ({cal.method}); test surprise p50 "
-        f"{np.median(surprise):.3f}, max {surprise.max():.3f}"
-    )
-    return figures, note
-
-
-def kiri_score(weights: Path, rows: np.ndarray, host: str, first_row: int) -> tuple:
-    """One worker: Detector.score, the code kiri-atom runs, on its share of the test rows.
-    Returns each row's surprise, threshold and per-field z (the culprit ranking), and the
-    seconds Detector.score took."""
-    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # with sklearn
-
-    # this process imported numpy before kiri could ask BLAS for one thread per process, and
-    # two workers each running BLAS on two threads thrash two cores
-    threadpool_limits(1)
-    detector = Detector.load(weights)
-    test = observations(rows, host, first_row)
-    t = time.perf_counter()
-    scores = [s for i in range(0, len(test), BATCH) for s in detector.score(test[i : i + BATCH])]
-    seconds = time.perf_counter() - t
-    refused = [s for s in scores if isinstance(s, Exception)]
-    if refused:
-        raise SystemExit(f"{host}: the atom refused {len(refused)} rows, first: {refused[0]}")
-    scored = [s for s in scores if not isinstance(s, Exception)]
-    return (
-        np.array([s.surprise for s in scored]),
-        np.array([s.threshold for s in scored]),
-        np.array([s.z for s in scored]),
-        np.array([seconds]),
-    )
-
-
-def z_reference(m: Machine) -> Figures:
-    """Culprit hit rate of ranking columns by |z| against the train mean and std."""
-    mean, std = m.train.mean(0), m.train.std(0)
-    z = np.abs(m.test - mean) / np.maximum(std, 1e-6)
-    hit100, hit150 = culprit_hits(z, m.culprits)
-    return Figures(hit100=hit100, hit150=hit150)
+        results: dict[str, dict[str, Figures]] = {}
+        for m in machines:
+            first = len(m.train)
+            obs = streams[m.name]
+            for protocol in protocols:
+                plan = plans[m.name, protocol]
+                if protocol == "static":  # in --workers shares, to time the scoring
+                    w = weights[m.name, plan[0].window]
+                    shares = np.array_split(np.arange(len(m.test)), self.workers)
+                    jobs_ = [(w, obs[first + int(s[0]) : first + int(s[-1]) + 1]) for s in shares]
+                else:
+                    jobs_ = [
+                        (weights[m.name, seg.window], obs[first + seg.start : first + seg.stop])
+                        for seg in plan
+                    ]
+                scored = atom_runs.score_all(jobs_, self.workers)
+                surprise = np.concatenate([s.surprise for s in scored])
+                threshold = np.concatenate([s.threshold for s in scored])
+                z = np.concatenate([s.z for s in scored])
+                figures = detection(surprise, threshold, m.labels)
+                ranked = np.empty(m.test.shape)
+                ranked[:, [self.columns.index(f) for f in scored[0].fields]] = z
+                with_hits(figures, ranked, m)
+                figures.train_s = float(
+                    np.mean([seconds_of[weights[m.name, seg.window]] for seg in plan])
+                )
+                if protocol == "static":
+                    figures.rows_per_s = len(m.test) / max(s.seconds for s in scored)
+                results.setdefault(m.name, {})[protocol] = figures
+        return results
 
 
 # --- baselines ---------------------------------------------------------------------------------
 
-# Each fits on the train rows and returns its scoring function and its scores on train.
+# Each fits on training rows and returns its scoring function and its scores on those rows.
+Fit = Callable[[np.ndarray], tuple[Callable[[np.ndarray], np.ndarray], np.ndarray]]
 
 
-def pca(train: np.ndarray) -> tuple[Callable, np.ndarray]:
+def pca(train: np.ndarray) -> tuple[Callable[[np.ndarray], np.ndarray], np.ndarray]:
     from sklearn.decomposition import PCA  # type: ignore[import-untyped]
 
     model = PCA(n_components=PCA_K).fit(train)
 
     def score(x: np.ndarray) -> np.ndarray:
-        return np.sum((x - model.inverse_transform(model.transform(x))) ** 2, axis=1)
+        return np.asarray(np.sum((x - model.inverse_transform(model.transform(x))) ** 2, axis=1))
 
     return score, score(train)
 
 
-def isolation_forest(train: np.ndarray) -> tuple[Callable, np.ndarray]:
+def isolation_forest(train: np.ndarray) -> tuple[Callable[[np.ndarray], np.ndarray], np.ndarray]:
     from sklearn.ensemble import IsolationForest  # type: ignore[import-untyped]
 
     model = IsolationForest(random_state=0).fit(train)
     return (lambda x: -model.score_samples(x)), -model.score_samples(train)
 
 
-def nearest_neighbour(train: np.ndarray) -> tuple[Callable, np.ndarray]:
+def nearest_neighbour(train: np.ndarray) -> tuple[Callable[[np.ndarray], np.ndarray], np.ndarray]:
     from sklearn.neighbors import NearestNeighbors  # type: ignore[import-untyped]
 
     model = NearestNeighbors(n_neighbors=1).fit(train)
@@ -372,45 +351,63 @@ def nearest_neighbour(train: np.ndarray) -> tuple[Callable, np.ndarray]:
     return (lambda x: model.kneighbors(x)[0][:, 0]), on_train
 
 
-BASELINES = {"PCA-k5": pca, "IsolationForest": isolation_forest, "1-NN": nearest_neighbour}
+BASELINES: dict[str, Fit] = {
+    "PCA-k5": pca,
+    "IsolationForest": isolation_forest,
+    "1-NN": nearest_neighbour,
+}
 
 
-def baseline(fit: Callable, m: Machine) -> Figures:
-    t = time.perf_counter()
-    score, on_train = fit(m.train)
-    threshold = float(on_train.max())
-    train_s = time.perf_counter() - t
-    t = time.perf_counter()
-    scores = score(m.test)
-    rows_per_s = len(m.test) / (time.perf_counter() - t)
-    figures = detection(scores, threshold, m.labels)
-    figures.train_s, figures.rows_per_s = train_s, rows_per_s
+def baseline(fit: Fit, m: Machine, protocol: str) -> Figures:
+    rows = m.rows
+    scores, thresholds, fit_s, score_s = [], [], [], 0.0
+    for seg in segments(m, protocol):
+        t = time.perf_counter()
+        score, on_train = fit(rows[seg.window.start : seg.window.stop])
+        fit_s.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        scores.append(score(m.test[seg.start : seg.stop]))
+        score_s += time.perf_counter() - t
+        thresholds.append(np.full(seg.stop - seg.start, float(on_train.max())))
+    figures = detection(np.concatenate(scores), np.concatenate(thresholds), m.labels)
+    figures.train_s = float(np.mean(fit_s))
+    if protocol == "static":
+        figures.rows_per_s = len(m.test) / score_s
     return figures
+
+
+def z_reference(m: Machine, protocol: str) -> Figures:
+    """Culprit hit rate of ranking columns by |z| against each model's training rows."""
+    rows, parts = m.rows, []
+    for seg in segments(m, protocol):
+        window = rows[seg.window.start : seg.window.stop]
+        mean, std = window.mean(0), np.maximum(window.std(0), 1e-6)
+        parts.append(np.abs(m.test[seg.start : seg.stop] - mean) / std)
+    return with_hits(Figures(), np.concatenate(parts), m)
 
 
 # --- report ------------------------------------------------------------------------------------
 
 
 def mean_figures(per_machine: list[Figures]) -> Figures:
-    means = {}
+    means: dict[str, float | None] = {}
     for f in fields(Figures):
         values = [getattr(x, f.name) for x in per_machine]
-        means[f.name] = None if None in values else float(np.mean(values))
+        means[f.name] = None if None in values else float(np.nanmean(values))
     return Figures(**means)
 
 
-def table(rows: list[tuple[str, Figures]], first: str, with_flagged: bool) -> list[str]:
+def table(rows: list[tuple[str, Figures]], first: str) -> list[str]:
     """A Markdown table, padded so that it also reads as plain text."""
-    n = len(HEADERS) - (not with_flagged)
     body = [
         [name]
         + [
-            fmt.format(v) if v is not None else "-"
-            for fmt, v in zip(FORMATS[:n], astuple(fig)[:n], strict=True)
+            fmt.format(v) if v is not None and not math.isnan(v) else "-"
+            for fmt, v in zip(FORMATS, astuple(fig), strict=True)
         ]
         for name, fig in rows
     ]
-    head = [first, *HEADERS[:n]]
+    head = [first, *HEADERS]
     widths = [max(len(r[i]) for r in [head, *body]) for i in range(len(head))]
 
     def line(cells: list[str]) -> str:
@@ -428,103 +425,148 @@ def git_state() -> str:
     """The commit, and whether kiri/ differs from it: the figures depend on the working tree."""
 
     def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", *args], cwd=ROOT, capture_output=True, text=True, check=False
-        ).stdout.strip()
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
+        return done.stdout.strip()
 
-    dirty = (
-        " with uncommitted changes in kiri/" if git("status", "--porcelain", "--", "kiri") else ""
+    dirty = git("status", "--porcelain", "--", "kiri", "bench")
+    return f"commit {git('rev-parse', '--short', 'HEAD')}" + (
+        " with uncommitted changes in kiri/ or bench/" if dirty else ""
     )
-    return f"commit {git('rev-parse', '--short', 'HEAD')}{dirty}"
 
 
-def report(
-    results: dict[str, dict[str, Figures]], notes: dict[str, str], kiri_args: str, workers: int
-) -> str:
+Results = dict[str, dict[str, dict[str, Figures]]]  # machine -> protocol -> method -> figures
+
+
+def run_dataset(
+    folder: Path, names: list[str] | None, protocols: Sequence[str], extra: list[str], workers: int
+) -> Results:
+    paths = sorted(folder.glob("*.npz"))
+    if names:
+        paths = [p for p in paths if p.stem in names]
+    if not paths:
+        raise SystemExit(f"no machines to run in {folder}")
+    machines = [load_machine(p) for p in paths]
+    columns = column_names(folder, machines[0].train.shape[1])
+    print(
+        f"{folder.name}: {len(machines)} machines, protocols {', '.join(protocols)}",
+        file=sys.stderr,
+    )
+    with tempfile.TemporaryDirectory() as home:
+        kiri = Kiri(columns, extra, workers, Path(home)).run(machines, protocols)
+    results: Results = {}
+    for m in machines:
+        for protocol in protocols:
+            results.setdefault(m.name, {})[protocol] = {
+                "KIRI": kiri[m.name][protocol],
+                Z_REF: z_reference(m, protocol),
+                **{name: baseline(fit, m, protocol) for name, fit in BASELINES.items()},
+            }
+    return results
+
+
+def dataset_tables(title: str, results: Results, protocol: str) -> list[str]:
     machines = list(results)
-    methods = list(results[machines[0]])
-    mean_rows = [(m, mean_figures([results[x][m] for x in machines])) for m in methods]
-    lines = [
-        "# KIRI on the Server Machine Dataset (static figures)",
+    methods = list(results[machines[0]][protocol])
+    means = [(x, mean_figures([results[m][protocol][x] for m in machines])) for x in methods]
+    per = [(f"{m} {x}", results[m][protocol][x]) for m in machines for x in methods]
+    return [
+        f"## {title}, {protocol} protocol: mean over {len(machines)} machines",
         "",
-        "Reproduce: `.venv/bin/python bench/detect.py --data ../shared/data/smd"
-        + (f" --kiri-args {shlex.quote(kiri_args)}" if kiri_args else "")
-        + "`",
+        *table(means, "method"),
+        "",
+        f"### {title}, {protocol}: per machine",
+        "",
+        *table(per, "machine method"),
+        "",
+    ]
+
+
+def header(command: str, extra: str, workers: int) -> list[str]:
+    return [
+        f"Reproduce: `{command}`",
         "",
         f"Run {date.today().isoformat()}, {git_state()}; `kiri train` extra arguments: "
-        f"{kiri_args or '(none, the defaults)'}; machines: {', '.join(machines)}.",
+        f"{extra or '(none, the defaults)'}; KIRI scores in {workers} processes on a shared "
+        "2-core machine, so `train s` and `score rows/s` are wall-clock figures.",
         "",
-        "Fit on train, score every test row; point-wise figures, no point adjustment except in "
-        "PA-F1, which is a reference only. Label-free threshold: KIRI's own calibrated one "
-        f"(Score.threshold); for the baselines, the {THRESHOLD_RULE} (for 1-NN, each train row's "
-        "distance to its nearest other train row), no labels. Culprit hit rate: share of the "
-        "operator-named columns among each row's top n (100%) or ceil(1.5 n) (150%) columns, "
-        "ranked by the score's z, each field's -log p against its held-out distribution (KIRI), "
-        "or by absolute z-score against train (reference), averaged over rows, segments, "
-        "machines. `train s` and `score rows/s` are wall-clock figures on a shared 2-core "
-        f"machine; KIRI scores in {workers} process" + "es" * (workers > 1) + ".",
+        "Point-wise figures, no point adjustment except in PA-F1 (a reference only). Label-free "
+        "thresholds: KIRI's own calibrated one; for the baselines, the max of their own scores "
+        "on their training rows. Online: every method retrains on kiri.retraining's schedule "
+        f"(every {SCHEDULE.every:,} rows on the most recent {SCHEDULE.window:,} rows seen). "
+        "`flagged normal`: the share of unlabelled test rows above the label-free threshold.",
         "",
-        "Reference figures to beat (from the issue): " + "; ".join(REFERENCES) + ".",
-        "",
-        f"## Mean over {len(machines)} machine" + "s" * (len(machines) > 1),
-        "",
-        *table(mean_rows, "method", with_flagged=False),
-        "",
-        "## Per machine",
-        "",
-        *table(
-            [(f"{x} {m}", results[x][m]) for x in machines for m in methods],
-            "machine method",
-            with_flagged=True,
-        ),
-        "",
-        *[f"- {x}: {notes[x]}" for x in machines],
     ]
-    return "\n".join(lines) + "\n"
+
+
+def suite(quick: bool, extra: str, workers: int) -> str:
+    import nab
+    import nabscore
+
+    sets = {"SMD": DATA / "smd", "ASD": DATA / "asd"}
+    lines = ["# KIRI on the development data" + (" (quick)" if quick else ""), ""]
+    command = "bin/bench detect --suite dev" + (" --quick" if quick else "")
+    lines += header(
+        command + (f" --kiri-args {shlex.quote(extra)}" if extra else ""), extra, workers
+    )
+    for title, folder in sets.items():
+        names = [sorted(folder.glob("*.npz"))[0].stem] if quick else None
+        results = run_dataset(folder, names, PROTOCOLS, shlex.split(extra), workers)
+        for protocol in PROTOCOLS:
+            block = dataset_tables(title, results, protocol)
+            print("\n".join(block), flush=True)
+            lines += block
+    data = DATA / "nab" / "data"
+    names = nab.series_names(data, 6 if quick else 0)
+    corpus = nabscore.load_corpus(data, DATA / "nab" / "windows.json", names)
+    scores = nab.run(data, names, workers, shlex.split(extra))
+    nab.write_results(RESULTS / "nab", data, scores, corpus)
+    block = [
+        f"## NAB: {len(names)} series, normalised scores by the project's scorer",
+        "",
+        *nab.score_table(corpus, scores, DATA / "nab" / "reference"),
+        "",
+    ]
+    print("\n".join(block), flush=True)
+    lines += block
+    return "\n".join(lines)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="KIRI and baselines on the SMD machines.")
-    parser.add_argument("--data", type=Path, required=True, help="folder of machine-X-Y.npz")
-    parser.add_argument("--machines", nargs="+", metavar="NAME", help="only these machines")
+    parser = argparse.ArgumentParser(description="KIRI and baselines on the development data.")
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--suite", choices=["dev"], help="every development set (../shared/data)")
+    what.add_argument("--data", type=Path, help="one folder of NAME.npz machines")
+    parser.add_argument(
+        "--quick", action="store_true", help="with --suite: one machine a dataset, 6 NAB files"
+    )
+    parser.add_argument(
+        "--protocol", choices=["static", "online", "both"], default="both", help="with --data"
+    )
+    parser.add_argument("--machines", nargs="+", metavar="NAME", help="with --data: only these")
     parser.add_argument("--kiri-args", default="", help='appended to `kiri train`: "--steps 500"')
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=2,
-        help="scoring processes for KIRI, each with its share of the test rows",
-    )
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=ROOT / "bench" / "results" / "detect.md",
-        help="the Markdown results file",
-    )
+    parser.add_argument("--workers", type=int, default=2, help="KIRI processes side by side")
+    parser.add_argument("--out", type=Path, help="the Markdown results file")
     args = parser.parse_args()
-    paths = sorted(args.data.glob("*.npz"))
-    if args.machines:
-        paths = [p for p in paths if p.stem in args.machines]
-    if not paths:
-        raise SystemExit(f"no machines to run in {args.data}")
-
-    results: dict[str, dict[str, Figures]] = {}
-    notes: dict[str, str] = {}
-    for path in paths:
-        m = load_machine(path)
-        print(f"{m.name}: train {m.train.shape}, test {m.test.shape}", file=sys.stderr)
-        with tempfile.TemporaryDirectory() as home:
-            figures, notes[m.name] = kiri(m, Path(home), shlex.split(args.kiri_args), args.workers)
-        results[m.name] = {
-            "KIRI": figures,
-            Z_REF: z_reference(m),
-            **{name: baseline(fit, m) for name, fit in BASELINES.items()},
-        }
-
-    text = report(results, notes, args.kiri_args, args.workers)
-    print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(f"written to {args.out}", file=sys.stderr)
+    started = time.perf_counter()
+    if args.suite:
+        text = suite(args.quick, args.kiri_args, args.workers)
+        out = args.out or RESULTS / ("detection-quick.md" if args.quick else "detection.md")
+    else:
+        protocols = PROTOCOLS if args.protocol == "both" else (args.protocol,)
+        results = run_dataset(
+            args.data, args.machines, protocols, shlex.split(args.kiri_args), args.workers
+        )
+        command = f"bin/bench detect --data {args.data} --protocol {args.protocol}"
+        text = "\n".join(
+            [f"# KIRI on {args.data.name}", "", *header(command, args.kiri_args, args.workers)]
+            + [line for p in protocols for line in dataset_tables(args.data.name, results, p)]
+        )
+        print(text)
+        out = args.out or RESULTS / f"detect-{args.data.name}.md"
+    text += f"\nWall time of the whole run: {time.perf_counter() - started:.0f} s.\n"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(f"written to {out}", file=sys.stderr)
 
 
 if __name__ == "__main__":
