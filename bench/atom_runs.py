@@ -80,6 +80,7 @@ class Scored:
     surprise: np.ndarray  # (N,)
     threshold: np.ndarray  # (N,)
     z: np.ndarray  # (N, scored fields), in the schema's document order
+    spread: np.ndarray  # (N, scored fields): each value against its training median
     fields: list[str]  # the scored fields' names, in that order
     seconds: float  # the time Detector.score took
 
@@ -104,6 +105,7 @@ def score(weights: Path, obs: Sequence[Obs]) -> Scored:
         np.array([s.surprise for s in valid]),
         np.array([s.threshold for s in valid]),
         np.array([s.z for s in valid]).reshape(len(valid), len(fields)),
+        np.array([s.spread for s in valid]).reshape(len(valid), len(fields)),
         fields,
         seconds,
     )

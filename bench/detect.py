@@ -36,8 +36,9 @@ Figures, point-wise, averaged over machines and then shown per machine:
 * train s: wall time of one fit (for KIRI, the whole `kiri train` process); score rows/s (static):
   test rows over the slowest of KIRI's --workers scoring processes;
 * culprit hit@100% / hit@150%: for each operator-named segment, the share of the named columns
-  among each row's top n (ceil(1.5 n)) columns by the method's per-column score (KIRI: the
-  score's z, the ranking decisions name culprits by; reference: |z| against the training rows);
+  among each row's top n (ceil(1.5 n)) columns by the method's ranking (KIRI: the order
+  decisions name culprits in, kiri.patterns.culprit_order; reference: |z| against the
+  training rows);
 * flagged: the share of normal (unlabelled) test rows above the label-free threshold.
 """
 
@@ -62,6 +63,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import atom_runs
 from atom_runs import ROOT, Training
 
+from kiri.patterns import culprit_order
 from kiri.retraining import DEFAULT as SCHEDULE
 
 # The data README's names for the SMD columns, in order.
@@ -306,10 +308,10 @@ class Kiri:
                 surprise = np.concatenate([s.surprise for s in scored])
                 threshold = np.concatenate([s.threshold for s in scored])
                 z = np.concatenate([s.z for s in scored])
+                spread = np.concatenate([s.spread for s in scored])
                 figures = detection(surprise, threshold, m.labels)
-                ranked = np.empty(m.test.shape)
-                ranked[:, [self.columns.index(f) for f in scored[0].fields]] = z
-                with_hits(figures, ranked, m)
+                columns = [self.columns.index(f) for f in scored[0].fields]
+                with_hits(figures, culprit_ranks(z, spread, columns, m.test.shape), m)
                 figures.train_s = float(
                     np.mean([seconds_of[weights[m.name, seg.window]] for seg in plan])
                 )
@@ -317,6 +319,19 @@ class Kiri:
                     figures.rows_per_s = len(m.test) / max(s.seconds for s in scored)
                 results.setdefault(m.name, {})[protocol] = figures
         return results
+
+
+def culprit_ranks(
+    z: np.ndarray, spread: np.ndarray, columns: list[int], shape: tuple[int, ...]
+) -> np.ndarray:
+    """Per row, each column's place in the order decisions name culprits in (culprit_order):
+    higher is likelier, columns the atom does not score lowest."""
+    ranks = np.full(shape, -1.0)
+    n = len(columns)
+    for row, (zs, ss) in enumerate(zip(z.tolist(), spread.tolist(), strict=True)):
+        for place, k in enumerate(culprit_order(zs, ss)):
+            ranks[row, columns[k]] = n - place
+    return ranks
 
 
 # --- baselines ---------------------------------------------------------------------------------

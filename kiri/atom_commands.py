@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -15,6 +15,7 @@ from kiri.atoms import AtomSpec, UnknownAtom, atom_spec, auto_spec, examples_pat
 from kiri.detector import Detector, train_detector
 from kiri.model import weights
 from kiri.model.config import matrix_shapes, num_params
+from kiri.patterns import culprit_order
 from kiri.progress import Progress
 from kiri.recordings import load_observations, recording_files
 from kiri.records import Obs
@@ -137,14 +138,18 @@ def _examples(spec: AtomSpec) -> list[list[str]]:
 
 
 def score(args: argparse.Namespace) -> None:
-    """kiri score ATOM: surprise, threshold, and per token (most surprising first) its -log p,
-    its z and the likeliest token of its field."""
+    """kiri score ATOM: surprise, threshold, and per token (likeliest culprit first, the order
+    decisions name culprits in) its -log p, its z, with --values how far the value lies from its
+    field's training median in robust spreads, and the likeliest token of its field."""
     spec = _spec(args.atom)
     detector = _detector(spec.name, args.weights)
     schema = detector.schema
+    spread: list[float] = []
     try:
         if args.values:
-            tokens = schema.tokenize(_pairs(args.values, float), _meta(args.meta))
+            values, meta = _pairs(args.values, float), _meta(args.meta)
+            tokens = schema.tokenize(values, meta)
+            spread = _spread(detector, values, meta)
         elif args.tokens:
             tokens = schema.parse(args.tokens)
         else:
@@ -157,13 +162,24 @@ def score(args: argparse.Namespace) -> None:
     surprise = float(z.max())
     verdict = "unusual" if surprise > detector.threshold else "normal"
     print(f"surprise {surprise:.2f} (threshold {detector.threshold:.2f}): {verdict}")
-    print(f"{'token':<14}{'-log p':>8}{'z':>8}   most likely instead")
+    spread_head = f"{'spread':>8}" if spread else ""
+    print(f"{'token':<14}{'-log p':>8}{'z':>8}{spread_head}   most likely instead")
     first = schema.scored.start
-    scored = range(first, schema.scored.stop)  # each scored token's position in the document
-    rows = [(pos, tokens[pos - 1], x, zx) for pos, x, zx in zip(scored, nll, z, strict=True)]
-    for pos, token, x, zx in sorted(rows, key=lambda r: -r[3]):
+    for k in culprit_order(z.tolist(), spread):
+        pos, token = first + k, tokens[first + k - 1]
         best, p = _likeliest(detector, ids[:pos], schema.field_of(token))
-        print(f"{token:<14}{x:>8.2f}{zx:>8.2f}   {best} (p {p:.2f})")
+        shown = f"{spread[k]:>8.2f}" if spread else ""
+        print(f"{token:<14}{nll[k]:>8.2f}{z[k]:>8.2f}{shown}   {best} (p {p:.2f})")
+
+
+def _spread(
+    detector: Detector, values: Mapping[str, float | None], meta: Mapping[str, str]
+) -> list[float]:
+    """Each scored value against its field's training median, in robust spreads ([] for a
+    model trained before KIRI kept these figures)."""
+    _, _, table = detector.schema.encode_values([values], [meta])
+    spread = detector.calibration.spread(table[:, detector.schema.n_context :])
+    return [] if spread is None else spread[0].tolist()
 
 
 def _likeliest(detector: Detector, prefix: list[int], field: Field) -> tuple[str, float]:

@@ -44,6 +44,18 @@ class Calibration(msgspec.Struct):
     held_out: int = 0
     field_mean: list[float] = []  # each scored field's mean -log p, held out
     field_std: list[float] = []  # and its standard deviation (at least STD_FLOOR)
+    value_median: list[float] = []  # each scored field's median value in training
+    value_spread: list[float] = []  # and its robust spread (see value_figures)
+
+    def spread(self, values: FloatArray) -> FloatArray | None:
+        """Each value against its field's training median, in robust spreads, (N, fields);
+        None for a model calibrated before KIRI kept these figures."""
+        if not self.value_spread:
+            return None
+        spread: FloatArray = (values - np.asarray(self.value_median)) / np.asarray(
+            self.value_spread
+        )
+        return spread
 
     def z(self, nll: FloatArray) -> FloatArray:
         """Each token's -log p against its field's held-out distribution, (N, fields)."""
@@ -111,7 +123,7 @@ class Detector:
 
     def score(self, observations: Sequence[Obs]) -> list[Score | SchemaError]:
         """A score for each observation, or the SchemaError that says why it has none."""
-        ids, errors = self.schema.encode_many(
+        ids, errors, values = self.schema.encode_values(
             [o.values for o in observations], [o.meta for o in observations]
         )
         valid = [i for i in range(len(observations)) if i not in errors]
@@ -121,16 +133,18 @@ class Detector:
         nll = self.token_nll(docs)
         z = self.calibration.z(nll)
         tokens = self._tokens[docs[:, self.schema.scored]].tolist()
+        spread = self.calibration.spread(values[valid][:, self.schema.n_context :])
         rows = zip(
             valid,
             tokens,
             nll.round(4).tolist(),
             z.round(3).tolist(),
             z.max(1).round(4).tolist(),
+            [[]] * len(valid) if spread is None else spread.round(3).tolist(),
             strict=True,
         )
         scores: dict[int, Score] = {}
-        for i, toks, row, zs, s in rows:
+        for i, toks, row, zs, s, spreads in rows:
             obs = observations[i]
             scores[i] = Score(
                 ts=obs.ts,
@@ -140,6 +154,7 @@ class Detector:
                 tokens=toks,
                 nll=row,
                 z=zs,
+                spread=spreads,
                 surprise=s,
                 threshold=self.threshold,
                 model=self.id,
@@ -179,6 +194,31 @@ def calibrate(nll: FloatArray, trained: FloatArray) -> Calibration:
     )
 
 
+SPREAD_FLOOR = 0.01  # a field's spread is at least this share of its training range
+
+
+def value_figures(schema: Schema, observations: Sequence[Obs]) -> tuple[list[float], list[float]]:
+    """Each scored field's median training value and its robust spread: the median absolute
+    deviation scaled to a standard deviation (x 1.4826), but at least SPREAD_FLOOR of the
+    field's training range, so that a field that hardly moved in training does not make every
+    small move look far; and for a constant field, 1% of its size (or 0.01).
+
+    Culprits are ranked by how far a value lies from its field's median in these spreads: on
+    the development data this names more of the metrics operators named than the model's z does
+    or than plain z-scores against the training mean and standard deviation
+    (bench/results/detect-experiments.md, section 12)."""
+    _, _, table = schema.encode_values(
+        [o.values for o in observations], [o.meta for o in observations]
+    )
+    x = table[:, schema.n_context :]
+    median = np.median(x, axis=0)
+    mad = np.median(np.abs(x - median), axis=0) * 1.4826
+    floor = SPREAD_FLOOR * (x.max(axis=0) - x.min(axis=0))
+    spread = np.maximum(mad, floor)
+    spread = np.where(spread > 0, spread, 0.01 * np.maximum(np.abs(median), 1.0))
+    return median.round(6).tolist(), spread.round(6).tolist()
+
+
 def train_detector(
     spec: AtomSpec,
     observations: Sequence[Obs],
@@ -213,7 +253,11 @@ def train_detector(
     rng.shuffle(shuffled)
     started = time.monotonic()
     loss = train(detector.engine, shuffled, steps, batch=batch, lr=lr, on_step=on_step)
-    detector.calibration = calibrate(detector.token_nll(held), detector.token_nll(recent))
+    calibration = calibrate(detector.token_nll(held), detector.token_nll(recent))
+    median, spread = value_figures(schema, observations)
+    detector.calibration = msgspec.structs.replace(
+        calibration, value_median=median, value_spread=spread
+    )
     provenance = weights.Provenance(
         steps=steps,
         batch=batch,

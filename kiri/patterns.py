@@ -1,10 +1,12 @@
 """What an alert is about: the culprit tokens it names.
 
-A decision's culprits are all its tokens ordered by how surprising each is for its field (its
--log p in held-out standard deviations, the score's z). The ones worth naming are the top few
+A decision's culprits are all its tokens, each with its z (its -log p in held-out standard
+deviations), ordered by culprit_order: the value farthest from its field's usual training
+spread first, the most surprising z first among equals. The ones worth naming are the top few
 that are unusual in their own right: above the threshold and at least half as surprising as the
-top one. kiri-decide names them in its summary and matches suppression rules against them;
-kiri-feedback counts dismissals of the same pattern.
+first one. kiri-decide names them in its summary and matches suppression rules against them;
+kiri-feedback counts dismissals of the same pattern. The detection benchmark ranks culprits
+with the same culprit_order.
 """
 
 from __future__ import annotations
@@ -12,6 +14,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 MAX_NAMED = 3
+
+
+def culprit_order(z: Sequence[float], spread: Sequence[float]) -> list[int]:
+    """A score's field positions, likeliest culprit first: by how far the value lies from its
+    field's training median (|spread|), then by z; by z alone for a score without spreads."""
+    if len(spread) != len(z):
+        return sorted(range(len(z)), key=lambda i: -z[i])
+    return sorted(range(len(z)), key=lambda i: (-abs(spread[i]), -z[i]))
 
 
 def named_culprits(culprits: Sequence[tuple[str, float]], threshold: float) -> list[str]:

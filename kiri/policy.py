@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from kiri.atoms import UnknownAtom, atom_spec
-from kiri.patterns import named_culprits, pattern_key
+from kiri.patterns import culprit_order, named_culprits, pattern_key
 from kiri.records import Decision, Rule, Score
 from kiri.schema import SchemaError
 
@@ -119,10 +119,9 @@ class Policy:
         threshold = score.threshold / self.sensitivity
         track.recent.append(score.surprise > threshold)
         track.ratio, track.seen = round(score.surprise / threshold, 4), score.ts
-        # most surprising first; the stable sort keeps the schema's order among equals
-        culprits = sorted(
-            zip(score.tokens, score.z or score.nll, strict=True), key=_by_surprise, reverse=True
-        )
+        # the likeliest culprit first; the stable sort keeps the schema's order among equals
+        figures = score.z or score.nll
+        culprits = [(score.tokens[i], figures[i]) for i in culprit_order(figures, score.spread)]
         action = self._action(track, score.ts)
         if action == "alert" and not track.incident and self._joins_group(score, track):
             return self._held(score, track, culprits, threshold)

@@ -139,6 +139,14 @@ class Schema(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=True)
     ) -> tuple[NDArray[np.intp], dict[int, SchemaError]]:
         """encode() for many observations at once: ids (N, doc_len), and the SchemaError of
         each row that has none (its ids row is then meaningless)."""
+        ids, errors, _ = self.encode_values(values, metas)
+        return ids, errors
+
+    def encode_values(
+        self, values: Sequence[Mapping[str, float | None]], metas: Sequence[Mapping[str, str]]
+    ) -> tuple[NDArray[np.intp], dict[int, SchemaError], NDArray[np.float64]]:
+        """encode_many(), and each field's value as it was tokenized (divided by its `per` meta
+        field), (N, fields) in document order."""
         ids = np.full((len(values), self.doc_len), self.vocab_size - 1, dtype=np.intp)
         bad = np.zeros(len(values), dtype=bool)
         table = self._table(values)
@@ -147,7 +155,7 @@ class Schema(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=True)
             if f.per:
                 d = np.array([_number(m.get(f.per)) for m in metas])
                 bad |= ~(d > 0)
-                x = x / np.where(d > 0, d, 1.0)
+                x = table[:, j - 1] = x / np.where(d > 0, d, 1.0)
             ok = np.isfinite(x)
             bad |= ~ok
             ids[:, j] = first + self.ordered[j - 1].buckets(np.where(ok, x, 0.0))
@@ -157,7 +165,7 @@ class Schema(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=True)
                 self.encode(values[i], metas[i])
             except SchemaError as e:
                 errors[i] = e
-        return ids, errors
+        return ids, errors, table
 
     def _table(self, values: Sequence[Mapping[str, float | None]]) -> NDArray[np.float64]:
         """Every field's value, (N, fields) in document order; NaN where missing or not a

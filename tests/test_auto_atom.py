@@ -56,6 +56,10 @@ def test_train_fits_an_auto_schema_and_the_atom_scores_with_it(tmp_path, kiri_ho
     assert calm.tokens[:2] == ["req_rate:13", "p99_ms:13"]
     assert spike.tokens == ["req_rate:13", "p99_ms:3", calm.tokens[2]]  # just below the bulk
     assert excursion.tokens[1] == "p99_ms:17"
+    # each value against its field's training median, in robust spreads: the fast answer is an
+    # ordinary value in an odd combination (the model's z sees it), the excursion is far out
+    assert len(calm.spread) == 3 and max(map(abs, calm.spread)) < 3
+    assert -3 < spike.spread[1] < 0 and excursion.spread[1] > 50 > abs(excursion.spread[0])
     for odd_one in (spike, excursion):
         assert odd_one.surprise > calm.surprise + 1
         assert max(zip(odd_one.nll, odd_one.tokens, strict=True))[1] == odd_one.tokens[1]

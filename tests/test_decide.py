@@ -7,6 +7,7 @@ import subprocess
 import msgspec
 from conftest import fixture_bytes, log_events, run, stage_cmd
 
+from kiri.patterns import culprit_order
 from kiri.records import Decision, Score
 
 encode = msgspec.json.Encoder().encode
@@ -14,7 +15,7 @@ decode = msgspec.json.Decoder(Decision).decode
 KINDS = fixture_bytes("kinds.ndjson").splitlines()
 
 
-def score(ts, surprise, host="vm", threshold=1.0, tokens=None, nll=None):
+def score(ts, surprise, host="vm", threshold=1.0, tokens=None, nll=None, spread=None):
     tokens = tokens or ["C5", "M5", "D4", "S1", "L1", "N1"]
     nll = nll or [surprise] * len(tokens)
     return encode(
@@ -26,6 +27,7 @@ def score(ts, surprise, host="vm", threshold=1.0, tokens=None, nll=None):
             threshold=threshold,
             tokens=tokens,
             nll=nll,
+            spread=spread or [],
             values={"cpu": 97.0, "mem": 95.4, "disk": 40.0, "swap": 0.0, "load": 2.0, "net": 1.0},
         )
     )
@@ -98,6 +100,17 @@ def test_summary_names_the_culprits_for_people():
         ("N1", 0.01),
     ]
     assert alert.severity == "critical" and alert.atoms == ["pulse"]
+
+
+def test_culprits_come_farthest_from_their_usual_spread_first_then_by_z():
+    tokens = ["C9", "M9", "D4", "S0", "L4", "N1"]
+    z = [9.38, 12.11, 0.2, 0.1, 2.5, 0.01]
+    spread = [8.0, -3.0, 0.5, 0.0, 8.0, -0.1]  # memory is surprising, but CPU and load moved far
+    decisions, _ = decide([score(i, 12.11, tokens=tokens, nll=z, spread=spread) for i in range(3)])
+    alert = decisions[2]
+    assert [t for t, _ in alert.culprits] == ["C9", "L4", "M9", "D4", "N1", "S0"]
+    assert dict(alert.culprits) == dict(zip(tokens, z, strict=True))  # each still with its z
+    assert alert.summary.startswith("CPU 97% (C9) and memory 95% (M9) are unusual")
 
 
 def test_resolve_summary_and_other_kinds_pass_through():
@@ -298,3 +311,8 @@ def test_standing_rules_are_loaded_from_the_store_at_start(kiri_home):
     decisions, out = decide(burst(0, **C9))
     assert [x.action for x in decisions] == ["ok", "ok", "suppress"]
     assert [e["rules"] for e in log_events(out.stderr) if e["event"] == "rules_loaded"] == [1]
+
+
+def test_culprit_order_falls_back_to_z_for_a_score_without_spreads():
+    assert culprit_order([1.0, 5.0, 3.0], []) == [1, 2, 0]
+    assert culprit_order([1.0, 3.0, 5.0], [-9.0, 1.0, 1.0]) == [0, 2, 1]
