@@ -89,6 +89,26 @@ def retrained() -> dict:
     return outcome(RETRAIN, "retrain", detail="training")
 
 
+def logged_stream(log: str) -> list[bytes | dict]:
+    """The kinds fixture through kiri-act --sink log: every record on, in order, each decision
+    followed by its outcome, and the retrain's own report."""
+    return [
+        OBS,
+        SCORE,
+        ALERT,
+        outcome(ALERT, "log", detail=log),
+        SUPPRESS,
+        outcome(SUPPRESS, "log", detail=log),
+        VERDICT,
+        RESOLVE,
+        outcome(RESOLVE, "log", detail=log),
+        RETRAIN,
+        outcome(RETRAIN, "log", detail=log),
+        retrained(),
+        RULE,
+    ]
+
+
 def notified(alert_outcome: dict, resolve_outcome: dict) -> list:
     """The output for the whole fixture when only a notifying sink (and retrain) delivers."""
     return [
@@ -130,21 +150,7 @@ def test_each_decision_but_ok_becomes_an_outcome_and_other_kinds_pass_in_order(k
     log = str(kiri_home / "logs" / "alerts.ndjson")
     assert out.returncode == 0
     # each decision goes on downstream, for kiri-feedback, followed by its outcomes
-    assert got == [
-        OBS,
-        SCORE,
-        ALERT,
-        outcome(ALERT, "log", detail=log),
-        SUPPRESS,
-        outcome(SUPPRESS, "log", detail=log),
-        VERDICT,
-        RESOLVE,
-        outcome(RESOLVE, "log", detail=log),
-        RETRAIN,
-        outcome(RETRAIN, "log", detail=log),
-        retrained(),
-        RULE,
-    ]
+    assert got == logged_stream(log)
     logged = [e for e in log_events(out.stderr) if e["event"] != "stream_end"]
     assert [(e["event"], e["id"], e["level"]) for e in logged] == [
         ("alert", "d-1", "warning"),
@@ -446,21 +452,7 @@ def test_sigterm_mid_stream_flushes_what_was_read_and_exits_zero(kiri_home):
     out, err = proc.communicate(timeout=10)
     log = str(kiri_home / "logs" / "alerts.ndjson")
     assert proc.returncode == 0
-    assert records(got + out, 0, time.time()) == [
-        OBS,
-        SCORE,
-        ALERT,
-        outcome(ALERT, "log", detail=log),
-        SUPPRESS,
-        outcome(SUPPRESS, "log", detail=log),
-        VERDICT,
-        RESOLVE,
-        outcome(RESOLVE, "log", detail=log),
-        RETRAIN,
-        outcome(RETRAIN, "log", detail=log),
-        retrained(),
-        RULE,
-    ]
+    assert records(got + out, 0, time.time()) == logged_stream(log)
     assert b"Traceback" not in err and events(err, "bad_record") == []
 
 
