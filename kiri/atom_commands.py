@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
@@ -15,6 +15,7 @@ from kiri.atoms import AtomSpec, UnknownAtom, atom_spec, auto_spec, examples_pat
 from kiri.detector import Detector, train_detector
 from kiri.model import weights
 from kiri.model.config import matrix_shapes, num_params
+from kiri.model.fast import FloatArray
 from kiri.patterns import culprit_order
 from kiri.progress import Progress
 from kiri.recordings import load_observations, recording_files
@@ -145,11 +146,13 @@ def score(args: argparse.Namespace) -> None:
     detector = _detector(spec.name, args.weights)
     schema = detector.schema
     spread: list[float] = []
+    observed = None  # with tokens only, each value is the one its token stands for
     try:
         if args.values:
             values, meta = _pairs(args.values, float), _meta(args.meta)
             tokens = schema.tokenize(values, meta)
-            spread = _spread(detector, values, meta)
+            observed = schema.encode_values([values], [meta])[2][:, schema.n_context :]
+            spread = _spread(detector, observed)
         elif args.tokens:
             tokens = schema.parse(args.tokens)
         else:
@@ -157,9 +160,11 @@ def score(args: argparse.Namespace) -> None:
     except SchemaError as e:
         raise UserError(str(e)) from None
     ids = schema.ids(tokens)
-    nll = detector.token_nll([ids])[0]
-    z = detector.calibration.z(nll)
-    surprise = float(z.max())
+    nll_rows, far = detector.token_figures([ids], observed)
+    nll = nll_rows[0]
+    z = detector.calibration.z(nll_rows)
+    surprise = float(detector.calibration.surprise(z, far)[0])
+    z = z[0]
     verdict = "unusual" if surprise > detector.threshold else "normal"
     print(f"surprise {surprise:.2f} (threshold {detector.threshold:.2f}): {verdict}")
     spread_head = f"{'spread':>8}" if spread else ""
@@ -172,13 +177,10 @@ def score(args: argparse.Namespace) -> None:
         print(f"{token:<14}{nll[k]:>8.2f}{z[k]:>8.2f}{shown}   {best} (p {p:.2f})")
 
 
-def _spread(
-    detector: Detector, values: Mapping[str, float | None], meta: Mapping[str, str]
-) -> list[float]:
+def _spread(detector: Detector, observed: FloatArray) -> list[float]:
     """Each scored value against its field's training median, in robust spreads ([] for a
     model trained before KIRI kept these figures)."""
-    _, _, table = detector.schema.encode_values([values], [meta])
-    spread = detector.calibration.spread(table[:, detector.schema.n_context :])
+    spread = detector.calibration.spread(observed)
     return [] if spread is None else spread[0].tolist()
 
 

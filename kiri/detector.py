@@ -3,9 +3,13 @@
 Training holds out the most recent share of the observations and scores them with the trained
 model: that is what "normal" looks like on data the model has not seen. Each field's -log p is
 calibrated against its own held-out distribution: z = (nll - mean) / std, how unusual this
-token is for this field, in held-out standard deviations. An observation's surprise is its
-largest z: a field whose tokens are always hard to predict no longer drowns a rare excursion in
-another, and one very surprising field is not averaged away by many ordinary ones. The alert
+token is for this field, in held-out standard deviations. Tokens alone do not say how far a
+value is from what the model expected, so each field also gets its distance: the expected gap
+between the observed value and the value of a token drawn from the model's prediction, in the
+field's training standard deviations. An observation's surprise is the geometric mean of its
+largest z (a field whose tokens are always hard to predict does not drown a rare excursion in
+another) and the sum of its distances (the size of a move, in every field), each in units of
+its own threshold: an observation is unusual when it is both improbable and far. The alert
 threshold is set from the held-out and trained-on surprise. Scoring is batched: one forward
 pass for many observations, the same code for `kiri-atom`, `kiri score` and the benchmarks.
 """
@@ -16,6 +20,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import msgspec
 import numpy as np
@@ -26,7 +31,7 @@ from kiri.model.config import init_matrices
 from kiri.model.fast import FastGPT, FloatArray, IntArray
 from kiri.model.training import train
 from kiri.records import Obs, Score
-from kiri.schema import Schema, SchemaError
+from kiri.schema import Field, Schema, SchemaError
 
 HOLDOUT = 0.10  # the most recent share of observations, kept for calibration
 EXAMPLES_SHARE = 0.10  # "new normal" examples are repeated to make up this share of training
@@ -46,6 +51,9 @@ class Calibration(msgspec.Struct):
     field_std: list[float] = []  # and its standard deviation (at least STD_FLOOR)
     value_median: list[float] = []  # each scored field's median value in training
     value_spread: list[float] = []  # and its robust spread (see value_figures)
+    value_std: list[float] = []  # and its standard deviation, the unit of its distance
+    token_values: list[list[float]] = []  # per scored field, the value each token stands for
+    distance_weight: float = 0.0  # distance in z's units: z's threshold / distance's threshold
 
     def spread(self, values: FloatArray) -> FloatArray | None:
         """Each value against its field's training median, in robust spreads, (N, fields);
@@ -61,6 +69,22 @@ class Calibration(msgspec.Struct):
         """Each token's -log p against its field's held-out distribution, (N, fields)."""
         z: FloatArray = (nll - np.asarray(self.field_mean)) / np.asarray(self.field_std)
         return z
+
+    def distance(self, far: FloatArray) -> FloatArray:
+        """Each observation's fields' distances from the model's prediction, in their training
+        standard deviations, summed, (N,)."""
+        total: FloatArray = (far / np.asarray(self.value_std)).sum(1)
+        return total
+
+    def surprise(self, z: FloatArray, far: FloatArray | None) -> FloatArray:
+        """Each observation's surprise, (N,): the geometric mean of its largest z and its
+        distance in z's units; the largest z alone for a model calibrated before KIRI kept the
+        figures for distances."""
+        top: FloatArray = z.max(1)
+        if far is None or not self.distance_weight:
+            return top
+        both: FloatArray = np.sqrt(np.maximum(top, 0.0) * self.distance_weight * self.distance(far))
+        return both
 
 
 class Detector:
@@ -121,6 +145,31 @@ class Detector:
         s = self.schema.scored
         return self.engine.token_nll(np.asarray(docs), first=s.start, stop=s.stop)
 
+    def token_figures(
+        self, docs: Sequence[Sequence[int]] | IntArray, values: FloatArray | None = None
+    ) -> tuple[FloatArray, FloatArray | None]:
+        """token_nll(), and each scored field's distance from the model's prediction (N,
+        fields), for these observed values of the scored fields (by default, the values their
+        tokens stand for); None for a model calibrated without token values."""
+        docs = np.asarray(docs, dtype=np.intp)
+        s = self.schema.scored
+        slots = self._slot_table()
+        if slots is None:
+            return self.token_nll(docs), None
+        if values is None:
+            first = [g.start for g in self.schema.groups[s.start - 1 : s.stop - 1]]
+            values = slots[np.arange(len(slots)), docs[:, s] - np.array(first)]
+        return self.engine.token_scores(docs, s.start, s.stop, slots, values)
+
+    def _slot_table(self) -> FloatArray | None:
+        """calibration.token_values laid out as the engine's output slots, (fields, S)."""
+        if not self.calibration.token_values:
+            return None
+        table = np.zeros((len(self.calibration.token_values), self.engine.slot_width))
+        for i, row in enumerate(self.calibration.token_values):
+            table[i, : len(row)] = row
+        return table
+
     def score(self, observations: Sequence[Obs]) -> list[Score | SchemaError]:
         """A score for each observation, or the SchemaError that says why it has none."""
         ids, errors, values = self.schema.encode_values(
@@ -129,17 +178,17 @@ class Detector:
         valid = [i for i in range(len(observations)) if i not in errors]
         if not valid:
             return [errors[i] for i in range(len(observations))]
-        docs = ids[valid]
-        nll = self.token_nll(docs)
+        docs, observed = ids[valid], values[valid][:, self.schema.n_context :]
+        nll, far = self.token_figures(docs, observed)
         z = self.calibration.z(nll)
         tokens = self._tokens[docs[:, self.schema.scored]].tolist()
-        spread = self.calibration.spread(values[valid][:, self.schema.n_context :])
+        spread = self.calibration.spread(observed)
         rows = zip(
             valid,
             tokens,
             nll.round(4).tolist(),
             z.round(3).tolist(),
-            z.max(1).round(4).tolist(),
+            self.calibration.surprise(z, far).round(4).tolist(),
             [[]] * len(valid) if spread is None else spread.round(3).tolist(),
             strict=True,
         )
@@ -162,31 +211,55 @@ class Detector:
         return [scores[i] if i in scores else errors[i] for i in range(len(observations))]
 
 
-def calibrate(nll: FloatArray, trained: FloatArray) -> Calibration:
-    """Per-field figures and the alert threshold from held-out -log p, (N, fields), and the
-    -log p of recent trained-on observations.
+class Figures(NamedTuple):
+    """What the model made of some observations: each scored token's -log p, and each field's
+    distance from the model's prediction (in the field's own units), (N, fields) both."""
+
+    nll: FloatArray
+    far: FloatArray
+
+
+def calibrate(held: Figures, trained: Figures, values: ValueFigures) -> Calibration:
+    """Per-field figures and the alert threshold from what the model made of held-out
+    observations and of recent trained-on ones.
 
     A field's spread is the larger of its held-out and its trained-on spread: a short held-out
     window where a field happened to sit still must not make its every move look unusual. For
-    the same reason the threshold is the higher of the held-out p99 and the trained-on p99.9:
-    what the model saw in training, short of its rarest 0.1%, is not unusual.
+    the same reason each threshold (z's, distance's, and the surprise's that combines them) is
+    the higher of the held-out p99 and the trained-on p99.9: what the model saw in training,
+    short of its rarest 0.1%, is not unusual.
     """
-    spread = np.maximum(nll.std(0), trained.std(0)) if len(trained) else nll.std(0)
+    nll, seen = held.nll, trained.nll
+    spread = np.maximum(nll.std(0), seen.std(0)) if len(seen) else nll.std(0)
     fields = Calibration(
         0.0,
         "",
         field_mean=nll.mean(0).round(4).tolist(),
         field_std=np.maximum(spread, STD_FLOOR).round(4).tolist(),
+        value_median=values.median,
+        value_spread=values.spread,
+        value_std=values.std,
+        token_values=values.tokens,
     )
-    surprise = fields.z(nll).max(1)
+    z_held, z_seen = fields.z(nll), fields.z(seen)
+    top = _rarely_exceeded(z_held.max(1), z_seen.max(1))
+    far = _rarely_exceeded(fields.distance(held.far), fields.distance(trained.far))
+    fields = msgspec.structs.replace(
+        fields, distance_weight=round(top / far, 6) if far > 0 else 0.0
+    )
+    surprise = fields.surprise(z_held, held.far)
     qs = {
         f"p{int(q * 100)}" if q < 1 else "max": float(np.quantile(surprise, q)) for q in QUANTILES
     }
-    seen = float(np.quantile(fields.z(trained).max(1), TRAINED_QUANTILE)) if len(trained) else 0.0
-    threshold = max(qs["p99"], seen, THRESHOLD_FLOOR)
+    seen_q = (
+        float(np.quantile(fields.surprise(z_seen, trained.far), TRAINED_QUANTILE))
+        if len(seen)
+        else 0.0
+    )
+    threshold = max(qs["p99"], seen_q, THRESHOLD_FLOOR)
     method = (
         f"the highest of the p99 of held-out surprise ({qs['p99']:.3f}), the "
-        f"p{TRAINED_QUANTILE * 100:g} of trained-on surprise ({seen:.3f}) "
+        f"p{TRAINED_QUANTILE * 100:g} of trained-on surprise ({seen_q:.3f}) "
         f"and the floor {THRESHOLD_FLOOR:g}"
     )
     return msgspec.structs.replace(
@@ -194,29 +267,82 @@ def calibrate(nll: FloatArray, trained: FloatArray) -> Calibration:
     )
 
 
+def _rarely_exceeded(held: FloatArray, seen: FloatArray) -> float:
+    """The higher of the held-out p99 and the trained-on p99.9 of a score."""
+    q = float(np.quantile(held, 0.99))
+    return max(q, float(np.quantile(seen, TRAINED_QUANTILE))) if len(seen) else q
+
+
 SPREAD_FLOOR = 0.01  # a field's spread is at least this share of its training range
 
 
-def value_figures(schema: Schema, observations: Sequence[Obs]) -> tuple[list[float], list[float]]:
-    """Each scored field's median training value and its robust spread: the median absolute
-    deviation scaled to a standard deviation (x 1.4826), but at least SPREAD_FLOOR of the
-    field's training range, so that a field that hardly moved in training does not make every
-    small move look far; and for a constant field, 1% of its size (or 0.01).
+class ValueFigures(NamedTuple):
+    """The scored fields' training values, as value_figures() sums them up."""
+
+    median: list[float]
+    spread: list[float]
+    std: list[float]
+    tokens: list[list[float]]
+
+
+def value_figures(schema: Schema, x: FloatArray, normal: IntArray | None = None) -> ValueFigures:
+    """Each scored field's median training value, its robust spread, its standard deviation
+    and the value each of its tokens stands for, from the scored fields' training values x
+    (N, fields) and the token documents people called normal (their ids, with each document
+    repeated as often as training repeats it), which count as the values their tokens stand
+    for: a value a person called normal is not far.
+
+    The robust spread is the median absolute deviation scaled to a standard deviation
+    (x 1.4826), but at least SPREAD_FLOOR of the field's training range, so that a field that
+    hardly moved in training does not make every small move look far; and for a constant
+    field, 1% of its size (or 0.01). The standard deviation has the same floor and, for a field
+    with a fixed range, at least half a bucket: a move the tokens cannot tell apart is not far.
 
     Culprits are ranked by how far a value lies from its field's median in these spreads: on
     the development data this names more of the metrics operators named than the model's z does
     or than plain z-scores against the training mean and standard deviation
     (bench/results/detect-experiments.md, section 12)."""
-    _, _, table = schema.encode_values(
-        [o.values for o in observations], [o.meta for o in observations]
-    )
-    x = table[:, schema.n_context :]
+    fields = schema.ordered[schema.n_context :]
+    tokens = [_token_values(f, x[:, j]) for j, f in enumerate(fields)]
+    if normal is not None and len(normal):
+        s = schema.scored
+        slots = normal[:, s] - np.array([g.start for g in schema.groups[s.start - 1 : s.stop - 1]])
+        x = np.vstack([x, np.array([[tokens[j][k] for j, k in enumerate(row)] for row in slots])])
     median = np.median(x, axis=0)
     mad = np.median(np.abs(x - median), axis=0) * 1.4826
     floor = SPREAD_FLOOR * (x.max(axis=0) - x.min(axis=0))
     spread = np.maximum(mad, floor)
     spread = np.where(spread > 0, spread, 0.01 * np.maximum(np.abs(median), 1.0))
-    return median.round(6).tolist(), spread.round(6).tolist()
+    std = np.maximum(x.std(axis=0), [_resolution(f) for f in fields])
+    std = np.maximum(std, floor)
+    std = np.where(std > 0, std, spread)
+    return ValueFigures(
+        median.round(6).tolist(), spread.round(6).tolist(), std.round(6).tolist(), tokens
+    )
+
+
+def _resolution(field: Field) -> float:
+    """The smallest move a fixed-range field's tokens can tell apart: half a bucket (0 for a
+    field fitted from its data, whose floor is a share of its training range)."""
+    return 0.0 if field.auto else (field.hi - field.lo) / field.levels / 2
+
+
+def _token_values(field: Field, xs: FloatArray) -> list[float]:
+    """The value each of a field's tokens stands for: the mean of its training values, or for
+    a token training never produced, the middle of its bucket (its inner edge at the ends)."""
+    bucket = field.buckets(xs)
+    sums = np.bincount(bucket, weights=xs, minlength=field.size)[: field.size]
+    counts = np.bincount(bucket, minlength=field.size)[: field.size]
+    if field.auto:
+        edges = np.asarray(field.edges, dtype=float)
+        lower = np.concatenate([edges[:1], edges])  # bucket k lies between edges k-1 and k
+        upper = np.concatenate([edges, edges[-1:]])
+        middle = (lower + upper) / 2
+    else:
+        width = (field.hi - field.lo) / field.levels
+        middle = field.lo + width * (np.arange(field.size) + 0.5)
+    values = np.where(counts > 0, sums / np.maximum(counts, 1), middle)
+    return [round(float(v), 6) for v in values]
 
 
 def train_detector(
@@ -236,14 +362,23 @@ def train_detector(
     people called normal: they are always trained on, repeated to about a tenth of the data so
     the model learns them even when they are rare among the observations.
     """
-    schema = spec.schema.fit([o.values for o in observations], [o.meta for o in observations])
-    docs = [schema.encode(o.values, o.meta) for o in observations]
+    values, metas = [o.values for o in observations], [o.meta for o in observations]
+    schema = spec.schema.fit(values, metas)
+    ids, _, table = schema.encode_values(values, metas)
+    x = table[:, schema.n_context :]
+    docs = ids.tolist()
     n_hold = max(1, int(len(docs) * HOLDOUT))
-    train_docs, held = docs[:-n_hold] or docs, docs[-n_hold:]
-    recent = train_docs[-CALIBRATION_TRAINED:]
+    n_train = len(docs) - n_hold or len(docs)
+    train_docs = docs[:n_train]
+    held, recent = (
+        slice(len(docs) - n_hold, None),
+        slice(max(0, n_train - CALIBRATION_TRAINED), n_train),
+    )
+    normal = np.empty((0, schema.doc_len), dtype=np.intp)
     if examples:
         repeat = max(1, round(EXAMPLES_SHARE * len(train_docs) / len(examples)))
-        train_docs = train_docs + [schema.ids(e) for e in examples] * repeat
+        normal = np.array([schema.ids(e) for e in examples] * repeat, dtype=np.intp)
+        train_docs = train_docs + normal.tolist()
     rng = random.Random(seed)
     config = spec.config(schema)
     detector = Detector(
@@ -253,10 +388,10 @@ def train_detector(
     rng.shuffle(shuffled)
     started = time.monotonic()
     loss = train(detector.engine, shuffled, steps, batch=batch, lr=lr, on_step=on_step)
-    calibration = calibrate(detector.token_nll(held), detector.token_nll(recent))
-    median, spread = value_figures(schema, observations)
-    detector.calibration = msgspec.structs.replace(
-        calibration, value_median=median, value_spread=spread
+    summary = value_figures(schema, x, normal)
+    detector.calibration = Calibration(0.0, "", token_values=summary.tokens)  # for distances
+    detector.calibration = calibrate(
+        _figures(detector, ids[held], x[held]), _figures(detector, ids[recent], x[recent]), summary
     )
     provenance = weights.Provenance(
         steps=steps,
@@ -268,3 +403,9 @@ def train_detector(
         seconds=time.monotonic() - started,
     )
     return detector, provenance
+
+
+def _figures(detector: Detector, docs: IntArray, x: FloatArray) -> Figures:
+    nll, far = detector.token_figures(docs, x)
+    assert far is not None, "the calibration has its token values"
+    return Figures(nll, far)

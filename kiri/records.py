@@ -35,7 +35,7 @@ class Score(_Record, tag="score"):
     nll: list[float] = []  # each token's -log p
     z: list[float] = []  # and against its field's held-out -log p, in standard deviations
     spread: list[float] = []  # each value against its field's training median, in robust spreads
-    surprise: float = 0.0  # the largest z
+    surprise: float = 0.0  # how unusual: the largest z and the fields' distances (detector.py)
     threshold: float = 0.0
     model: str = ""
 

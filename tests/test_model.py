@@ -247,6 +247,24 @@ def test_scoring_many_documents_through_the_first_layer_table_equals_one_at_a_ti
     np.testing.assert_allclose(fast.token_nll(stray), expected, rtol=1e-12, atol=1e-15)
 
 
+def test_distance_is_the_expected_gap_between_the_value_and_the_models_prediction():
+    fast, docs = restricted_case()
+    full = FastGPT(fast.config, fast.matrices())
+    ids = np.array(docs)
+    slot_values = np.array([[0.0, 10.0, 20.0], [1.0, 2.0, 0.0], [5.0, 7.0, 9.0]])  # (fields, S)
+    observed = np.array([[4.0, 1.5, 9.0], [30.0, 2.0, 5.0], [0.0, 0.0, 7.0]])
+    nll, far = fast.token_scores(ids, 1, 4, slot_values, observed)
+    np.testing.assert_allclose(nll, fast.token_nll(ids, 1, 4), rtol=1e-12)
+    assert far is not None
+    for b, doc in enumerate(docs):
+        for pos, group in enumerate(GROUPS[:3]):
+            z = full.next_logits(doc[: pos + 1])[list(group)]
+            p = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+            gap = np.abs(observed[b, pos] - slot_values[pos, : len(group)])
+            assert far[b, pos] == pytest.approx(float(p @ gap), rel=1e-9)  # padding slots: p = 0
+    assert fast.token_scores(ids, 1, 4)[1] is None  # no values: -log p alone
+
+
 def test_restricted_gradients_match_finite_differences():
     fast, docs = restricted_case()
     fast.loss_and_grad(docs)

@@ -126,6 +126,20 @@ def picked_nll(logits: FloatArray, targets: IntArray) -> FloatArray:
     return lse - picked
 
 
+def nll_and_mean(
+    logits: FloatArray, targets: IntArray, values: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """picked_nll(), and the mean of values (same shape as logits) under softmax(logits)."""
+    top = logits.max(-1, keepdims=True)  # padding slots are -inf: their exp is 0
+    e = np.exp(logits - top)
+    sums = row_sums(e)
+    picked = np.take_along_axis(logits, targets[..., None], -1)[..., 0]
+    nll: FloatArray = top[..., 0] + np.log(sums) - picked
+    e *= values
+    mean: FloatArray = row_sums(e) / sums
+    return nll, mean
+
+
 class _Slots(NamedTuple):
     """restrict_outputs()' tables: slot s at position t is token ids[t, s]; mask[t, s] is 0, or
     -inf for a padding slot of a field with fewer tokens than the widest; first[t] is
@@ -197,6 +211,11 @@ class FastGPT:
         ids = np.array([[g.start + min(s, len(g) - 1) for s in range(width)] for g in groups])
         mask = np.array([[0.0 if s < len(g) else -np.inf for s in range(width)] for g in groups])
         self._slots = _Slots(ids, mask, np.array([g.start for g in groups]))
+
+    @property
+    def slot_width(self) -> int:
+        """How many output slots each position has (restrict_outputs() makes them)."""
+        return int(self._restricted().ids.shape[1])
 
     def _restricted(self) -> _Slots:
         """The slot tables, for code that runs only once restrict_outputs() has made them."""
@@ -397,11 +416,26 @@ class FastGPT:
         ids is (N, L) with every document the same length; the result is (N, stop - first).
         Tokens before `first` (BOS and context tokens) are conditioned on but not scored.
         """
+        return self.token_scores(ids, first, stop)[0]
+
+    def token_scores(
+        self,
+        ids: IntArray,
+        first: int = 1,
+        stop: int | None = None,
+        slot_values: FloatArray | None = None,
+        observed: FloatArray | None = None,
+    ) -> tuple[FloatArray, FloatArray | None]:
+        """token_nll(), and with slot_values (stop - first, S), the value each slot of each
+        scored position stands for, and observed (N, stop - first), the values themselves: how
+        far each observed value lies from the model's prediction, sum_s p(s) |observed - value
+        of s| (restrict_outputs() must have made the slots)."""
         ids = np.asarray(ids, dtype=np.intp)
         stop = ids.shape[1] if stop is None else stop
         out = np.empty((len(ids), stop - first))
+        far = None if slot_values is None or observed is None else np.empty_like(out)
         if not len(ids):
-            return out
+            return out, far
         c = self.config
         per_doc = c.n_head * (stop - 1) ** 2
         most = max(1, min(SCORE_CHUNK, SCORE_ATTENTION // per_doc))
@@ -422,8 +456,16 @@ class FastGPT:
             logits, _ = self.forward(
                 ids[lo : lo + size, : stop - 1], keep=False, bounded=bounded, start=start
             )
-            out[lo : lo + size] = picked_nll(logits[:, first - 1 :], targets[lo : lo + size])
-        return out
+            scored = logits[:, first - 1 :]
+            if far is None or slot_values is None or observed is None:
+                out[lo : lo + size] = picked_nll(scored, targets[lo : lo + size])
+                continue
+            out[lo : lo + size], far[lo : lo + size] = nll_and_mean(
+                scored,
+                targets[lo : lo + size],
+                np.abs(observed[lo : lo + size, :, None] - slot_values),
+            )
+        return out, far
 
     def _table_rows(self, inputs: IntArray, slots: IntArray) -> IntArray | None:
         """Each input token's row in _first_layer_table, (N, T). None when the documents are no
