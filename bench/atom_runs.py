@@ -117,3 +117,34 @@ def score_all(jobs: Sequence[tuple[Path, list[Obs]]], workers: int) -> list[Scor
         return [score(w, o) for w, o in jobs]
     with multiprocessing.get_context("fork").Pool(workers) as pool:
         return pool.starmap(score, jobs, chunksize=1)
+
+
+def stream_peak_mb(weights: Path, obs: Sequence[Obs]) -> float:
+    """Peak resident memory, in MB, of `kiri-atom` scoring these observations as a stream.
+
+    Read from the process's own /proc VmHWM while it runs, not from getrusage: a child forked
+    from this (large) benchmark process would report the parent's size as its own peak."""
+    data = weights.with_suffix(".stream.ndjson")
+    data.write_bytes(msgspec.json.Encoder().encode_lines(obs))
+    cmd = [sys.executable, "-m", "kiri.stages.atom", obs[0].atom, "--weights", str(weights)]
+    env = dict(os.environ, KIRI_HOME=str(weights.parent / "home"), KIRI_LOG_LEVEL="warning")
+    peak = 0
+    with data.open("rb") as stdin:
+        proc = subprocess.Popen(cmd, stdin=stdin, stdout=subprocess.DEVNULL, env=env, cwd=ROOT)
+        while proc.poll() is None:
+            peak = max(peak, _high_water_kb(proc.pid))
+            time.sleep(0.05)
+    data.unlink()
+    if proc.returncode:
+        raise SystemExit(f"kiri-atom failed on {weights} (status {proc.returncode})")
+    return peak / 1024
+
+
+def _high_water_kb(pid: int) -> int:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:  # it has just exited
+        return 0
+    return next(
+        (int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM")), 0
+    )

@@ -95,11 +95,12 @@ class Figures:
     hit100: float | None = None
     hit150: float | None = None
     flagged: float | None = None
+    atom_mb: float | None = None  # kiri-atom's peak RSS scoring the test rows as a stream
 
 
 HEADERS = (
     "label-free F1", "best F1", "AUPRC", "PA-F1 (ref)", "train s", "score rows/s",
-    "culprit hit@100%", "hit@150%", "flagged normal",
+    "culprit hit@100%", "hit@150%", "flagged normal", "atom RSS MB",
 )  # fmt: skip
 FORMATS = (
     "{:.3f}",
@@ -111,6 +112,7 @@ FORMATS = (
     "{:.3f}",
     "{:.3f}",
     "{:.2%}",
+    "{:.0f}",
 )
 
 
@@ -317,6 +319,7 @@ class Kiri:
                 )
                 if protocol == "static":
                     figures.rows_per_s = len(m.test) / max(s.seconds for s in scored)
+                    figures.atom_mb = atom_runs.stream_peak_mb(w, obs[first:])
                 results.setdefault(m.name, {})[protocol] = figures
         return results
 
