@@ -21,6 +21,7 @@ from kiri.progress import Progress
 from kiri.recordings import load_observations, recording_files
 from kiri.records import Obs
 from kiri.schema import Field, SchemaError
+from kiri.store import Store
 from kiri.stream import UserError
 
 if TYPE_CHECKING:
@@ -84,6 +85,8 @@ def train(args: argparse.Namespace) -> None:
     print(f"loaded {len(loaded.observations)} observations from {loaded.files} files")
     for reason, n in loaded.skipped.items():
         print(f"skipped {n} observations: {reason} (first at {loaded.examples[reason]})")
+    if not args.files:  # the atom's own recordings: its alerts say which ones were incidents
+        loaded.observations = _outside_incidents(spec.name, loaded.observations)
     if len(loaded.observations) < MIN_OBSERVATIONS:
         raise UserError(
             f"atom {spec.name} needs at least {MIN_OBSERVATIONS} observations to train, "
@@ -122,6 +125,34 @@ def train(args: argparse.Namespace) -> None:
     out = args.out or weights_path(spec.name)
     model_id = detector.save(out, provenance)
     print(f"trained in {provenance.seconds:.1f} s; weights saved to {out} (id {model_id})")
+
+
+INCIDENT_SHARE = 0.5  # never leave out more than this share of the observations
+
+
+def _outside_incidents(atom: str, observations: list[Obs]) -> list[Obs]:
+    """The observations outside the atom's incidents that nobody called the new normal.
+
+    When those incidents would take more than INCIDENT_SHARE of the observations, they are all
+    kept and the run says so: a host whose every recent hour is "an incident" has changed, and a
+    model that never learns that alerts forever."""
+    with Store() as store:
+        spans = store.incidents_left_out(atom)
+    if not spans:
+        return observations
+    kept = [o for o in observations if not any(h == o.host and a <= o.ts <= b for h, a, b in spans)]
+    left_out = len(observations) - len(kept)
+    if left_out > INCIDENT_SHARE * len(observations):
+        print(
+            f"kept {left_out} observations inside {len(spans)} incidents nobody called normal: "
+            f"they are most of the window, so the host has changed"
+        )
+        return observations
+    if left_out:
+        print(
+            f"left out {left_out} observations inside {len(spans)} incidents nobody called normal"
+        )
+    return kept
 
 
 def _examples(spec: AtomSpec) -> list[list[str]]:

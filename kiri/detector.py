@@ -31,6 +31,7 @@ from kiri.model.config import init_matrices
 from kiri.model.fast import FastGPT, FloatArray, IntArray
 from kiri.model.training import train
 from kiri.records import Obs, Score
+from kiri.retraining import DEFAULT as SCHEDULE
 from kiri.schema import Field, Schema, SchemaError
 
 HOLDOUT = 0.10  # the most recent share of observations, kept for calibration
@@ -40,6 +41,7 @@ STD_FLOOR = 0.5  # nats: a field whose -log p hardly varies held out still needs
 QUANTILES = (0.5, 0.9, 0.99, 1.0)
 TRAINED_QUANTILE = 0.999  # the threshold is at least this quantile of trained-on surprise
 CALIBRATION_TRAINED = 20_000  # most recent trained-on observations scored for the fields' spread
+EARLY_MARGIN = 1.5  # an early model's threshold, against what its calibration alone would set
 
 
 class Calibration(msgspec.Struct):
@@ -54,6 +56,9 @@ class Calibration(msgspec.Struct):
     value_std: list[float] = []  # and its standard deviation, the unit of its distance
     token_values: list[list[float]] = []  # per scored field, the value each token stands for
     distance_weight: float = 0.0  # distance in z's units: z's threshold / distance's threshold
+    observations: int = 0  # how many observations the model was trained and calibrated on
+    span: float = 0.0  # the seconds between the first and the last of them
+    early: bool = False  # too few of them yet (kiri.retraining): a stricter threshold
 
     def spread(self, values: FloatArray) -> FloatArray | None:
         """Each value against its field's training median, in robust spreads, (N, fields);
@@ -207,6 +212,7 @@ class Detector:
                 surprise=s,
                 threshold=self.threshold,
                 model=self.id,
+                early=self.calibration.early,
             )
         return [scores[i] if i in scores else errors[i] for i in range(len(observations))]
 
@@ -390,9 +396,10 @@ def train_detector(
     loss = train(detector.engine, shuffled, steps, batch=batch, lr=lr, on_step=on_step)
     summary = value_figures(schema, x, normal)
     detector.calibration = Calibration(0.0, "", token_values=summary.tokens)  # for distances
-    detector.calibration = calibrate(
+    calibration = calibrate(
         _figures(detector, ids[held], x[held]), _figures(detector, ids[recent], x[recent]), summary
     )
+    detector.calibration = _with_history(calibration, observations)
     provenance = weights.Provenance(
         steps=steps,
         batch=batch,
@@ -403,6 +410,27 @@ def train_detector(
         seconds=time.monotonic() - started,
     )
     return detector, provenance
+
+
+def _with_history(calibration: Calibration, observations: Sequence[Obs]) -> Calibration:
+    """The calibration, with what the model learnt from; an early model's threshold raised by
+    EARLY_MARGIN, so that a model of a few minutes does not alert on the next ordinary hour."""
+    early = SCHEDULE.early(len(observations))
+    threshold, method = calibration.threshold, calibration.method
+    if early:
+        threshold = round(threshold * EARLY_MARGIN, 4)
+        method += (
+            f", x {EARLY_MARGIN:g} while the model is early (trained on fewer than "
+            f"{SCHEDULE.every} observations)"
+        )
+    return msgspec.structs.replace(
+        calibration,
+        threshold=threshold,
+        method=method,
+        observations=len(observations),
+        span=round(observations[-1].ts - observations[0].ts, 3),
+        early=early,
+    )
 
 
 def _figures(detector: Detector, docs: IntArray, x: FloatArray) -> Figures:

@@ -283,7 +283,8 @@ def _summary(action: str, score: Score, culprits: Culprits, threshold: float) ->
         return f"{score.atom} on {score.host} is back to normal {figures}"
     if action not in ("alert", "suppress"):
         return ""
-    return f"{_unusual(score, culprits, threshold)} for {score.host} {figures}"
+    early = " (early model: still learning this host)" if score.early else ""
+    return f"{_unusual(score, culprits, threshold)} for {score.host} {figures}{early}"
 
 
 def _unusual(score: Score, culprits: Culprits, threshold: float) -> str:

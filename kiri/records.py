@@ -38,6 +38,7 @@ class Score(_Record, tag="score"):
     surprise: float = 0.0  # how unusual: the largest z and the fields' distances (detector.py)
     threshold: float = 0.0
     model: str = ""
+    early: bool = False  # the model has not seen enough of this host yet (kiri.retraining)
 
 
 class Decision(_Record, tag="decision"):

@@ -1,9 +1,13 @@
 """When an atom that learns continuously trains again, and on which observations.
 
 An atom retrains on a schedule counted in observations, not in hours, so that a replayed day
-learns as the live day did and a benchmark replays exactly what kiri-atom would do: every
-`every` observations it trains afresh on the most recent `window` observations it has seen
-(already scored ones, never anything it has not seen yet, and never labels).
+learns as the live day did and a benchmark replays exactly what kiri-atom would do. Its first
+model comes from a short warm-up; while its data is young it retrains each time the
+observations it has seen have doubled (a 2-minute model, then 4, 8, 16 minutes' worth...), so
+that a model of one busy moment does not stand for long; once a model has `every` observations
+behind it, it retrains every `every` observations, afresh on the most recent `window` it has
+seen (already scored ones, never anything it has not seen yet, and never labels). Until then a
+model is early: its alerts say so, and it is held to a stricter threshold.
 
 kiri-atom and the online benchmark protocol (bench/detect.py --protocol online, bench/nab.py) call
 these functions; neither keeps a copy of the rule.
@@ -25,8 +29,12 @@ class Schedule:
 
     def due(self, seen: int, trained_at: int) -> bool:
         """Whether to retrain, having seen `seen` observations and last trained after
-        `trained_at` of them."""
-        return seen - trained_at >= self.every
+        `trained_at` of them: when they have doubled since, or `every` more have come."""
+        return seen - trained_at >= min(self.every, max(trained_at, 1))
+
+    def early(self, trained_on: int) -> bool:
+        """Whether a model trained on this many observations is still early."""
+        return trained_on < self.every
 
     def window_of(self, seen: int) -> range:
         """The positions (0-based, in arrival order) of the observations a retrain after

@@ -14,6 +14,7 @@ import msgspec
 import psutil
 
 from kiri.home import kiri_home
+from kiri.lifecycle import State, describe, read_state
 from kiri.stream import UserError
 
 CPU_SAMPLE = 0.25  # seconds over which `kiri status` measures CPU %
@@ -92,11 +93,18 @@ def show() -> int:
     print()
     for line in table(stage_rows(status, now, alive)):
         print(line)
-    if status.atoms:
+    learning = {name: state for name in _learning_atoms() if (state := read_state(name))}
+    learning = {n: st for n, st in learning.items() if st.updated >= status.started}
+    if status.atoms or learning:
         print()
-        for line in table(atom_rows(status, now)):
+        for line in table(atom_rows(status, now, learning)):
             print(line)
     return 0 if alive else 1
+
+
+def _learning_atoms() -> list[str]:
+    """Atoms whose kiri-atom has written a life-cycle state."""
+    return sorted(p.parent.name for p in (kiri_home() / "atoms").glob("*/lifecycle.json"))
 
 
 def stage_rows(status: Status, now: float, alive: bool) -> list[list[str]]:
@@ -121,9 +129,15 @@ def stage_rows(status: Status, now: float, alive: bool) -> list[list[str]]:
     return rows
 
 
-def atom_rows(status: Status, now: float) -> list[list[str]]:
-    rows = [["ATOM", "HOST", "SURPRISE", "THRESHOLD", "SEEN"]]
-    for name, a in sorted(status.atoms.items()):
+def atom_rows(status: Status, now: float, learning: dict[str, State]) -> list[list[str]]:
+    """Each atom's latest score, and what its model is doing when it keeps learning."""
+    rows = [["ATOM", "HOST", "SURPRISE", "THRESHOLD", "SEEN", "MODEL"]]
+    for name in sorted(set(status.atoms) | set(learning)):
+        model = describe(learning[name]) if name in learning else "-"
+        a = status.atoms.get(name)
+        if a is None:  # still warming up: nothing scored yet
+            rows.append([name, "-", "-", "-", "-", model])
+            continue
         rows.append(
             [
                 name,
@@ -131,6 +145,7 @@ def atom_rows(status: Status, now: float) -> list[list[str]]:
                 f"{a.surprise:.3f}",
                 f"{a.threshold:.3f}",
                 f"{duration(now - a.ts)} ago",
+                model,
             ]
         )
     return rows

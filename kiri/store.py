@@ -10,6 +10,7 @@ SQLite's user_version and migrations run in order; a database newer than this co
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 import time
@@ -229,6 +230,20 @@ class Store:
             AlertRow(id_, ts, atom, host, action, incident, summary, pattern, verdict, bool(normal))
             for id_, ts, atom, host, action, incident, summary, pattern, verdict, normal in rows
         ]
+
+    def incidents_left_out(self, atom: str) -> list[tuple[str, float, float]]:
+        """(host, start, end) of each of the atom's incidents that alerted and that nobody
+        called the new normal: from its first alert to its resolve, or without end while it is
+        open. Training leaves their observations out, so that an incident does not become
+        normal by lasting."""
+        rows = self.db.execute(
+            "SELECT a.host, min(a.ts), max(CASE WHEN a.action = 'resolve' THEN a.ts END)"
+            " FROM alerts a LEFT JOIN verdicts v ON v.alert = a.id"
+            " WHERE a.atom = ? AND a.incident != '' GROUP BY a.incident, a.host"
+            " HAVING sum(a.action = 'alert') > 0 AND max(coalesce(v.normal, 0)) = 0",
+            (atom,),
+        ).fetchall()
+        return [(host, start, math.inf if end is None else end) for host, start, end in rows]
 
     # -- verdicts -----------------------------------------------------------------------------
 

@@ -1,12 +1,14 @@
 """Background training: `kiri train ATOM` in its own low-priority process.
 
-kiri-atom --learn starts one after its warm-up; kiri-act starts one for a `retrain` decision.
+kiri-atom --learn starts one after its warm-up and whenever its schedule says so (kiri.lifecycle);
+kiri-act starts one for a `retrain` decision. One run at a time per atom: a second one exits.
 Either way kiri-atom picks up the new weights by itself when the file lands. The run's output
 goes to $KIRI_HOME/logs/train-ATOM.log.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -19,23 +21,37 @@ def train_log(atom: str) -> Path:
     return private_dir(kiri_home() / "logs") / f"train-{valid_name(atom)}.log"
 
 
-def start_training(atom: str, out: Path | None = None) -> subprocess.Popen[bytes]:
+BUSY = 75  # the exit status of a run that found another one training the same atom
+
+
+def start_training(atom: str, out: Path | None = None, window: int = 0) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "kiri.training_jobs", valid_name(atom)]
     if out:
         cmd += ["--out", str(out)]
+    if window:
+        cmd += ["--window", str(window)]
     with open(train_log(atom), "ab") as log:
         return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`kiri train ARG…` at a lower priority: training must not starve the pipeline.
+    """`kiri train ATOM ARG…` at a lower priority, one run at a time per atom: training must
+    not starve the pipeline, and two runs would only race to write the same weights.
 
     The run lowers its own priority. A preexec_fn would do it in the child between fork and
     exec, which is unsafe in a parent with threads, and kiri-atom has numpy's."""
+    args = sys.argv[1:] if argv is None else argv
     os.nice(10)
-    from kiri.cli import main as kiri
+    lock = private_dir(kiri_home() / "atoms" / valid_name(args[0])) / "training.lock"
+    with open(lock, "a") as held:
+        try:
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"already training {args[0]}: this run is not needed", flush=True)
+            return BUSY
+        from kiri.cli import main as kiri
 
-    return kiri(["train", *(sys.argv[1:] if argv is None else argv)])
+        return kiri(["train", *args])
 
 
 if __name__ == "__main__":

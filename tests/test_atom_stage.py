@@ -11,6 +11,7 @@ import msgspec
 from conftest import FIXTURES, fixture_bytes, log_events, run, stage_cmd
 
 from kiri.detector import Detector
+from kiri.lifecycle import describe, read_state
 from kiri.records import Obs, Score
 
 NORMAL = fixture_bytes("pulse-normal.ndjson").splitlines()
@@ -187,6 +188,38 @@ def test_learn_records_a_warmup_trains_and_then_scores(kiri_home):
     assert proc.wait(10) == 0
     assert [json.loads(line)["kind"] for line in scored] == ["score"] * 5
     recorded = b"".join(p.read_bytes() for p in (kiri_home / "data" / "pulse").glob("*.ndjson"))
-    assert recorded.splitlines() == NORMAL[:30]
+    assert recorded.splitlines() == NORMAL[:35]  # it goes on recording, to learn from later
     events = [e["event"] for e in log_events(err)]
     assert "warming_up" in events and "training_started" in events and "weights_loaded" in events
+
+
+def feed_until(proc, sent, done, timeout=60):
+    """Send observations one at a time, as a collector does, until done(life-cycle state);
+    then the state, the index of the next observation and the last line out."""
+    deadline, line = time.monotonic() + timeout, b""
+    while time.monotonic() < deadline:
+        state = read_state("pulse")
+        if state and done(state):
+            return state, sent, line
+        proc.stdin.write(NORMAL[sent] + b"\n")
+        proc.stdin.flush()
+        (line,) = read_lines(proc, 1)
+        sent += 1
+        time.sleep(0.1)
+    raise AssertionError(f"after {sent} observations: {read_state('pulse')}")
+
+
+def test_learn_retrains_once_the_observations_have_doubled_and_says_so(kiri_home):
+    proc = start(["pulse", "--learn", "--warmup", "30"])
+    first, sent, _ = feed_until(proc, 0, lambda s: len(s.landed) == 1)
+    assert first.trained_on >= 30 and first.early  # what was recorded when the run read it
+    state, sent, _ = feed_until(proc, sent, lambda s: s.trained_at >= 60)
+    assert state.phase == "retraining"  # the data has doubled since the first run started
+    second, sent, line = feed_until(proc, sent, lambda s: len(s.landed) == 2)
+    proc.stdin.close()
+    assert proc.wait(10) == 0
+    assert second.model != first.model and second.trained_on >= 60
+    assert describe(second).startswith("model 2 of the day, trained on ")
+    assert describe(second).endswith(f"threshold {second.threshold:.1f}, early")
+    score = decode_score(line)  # the observation that found the new model was scored by it
+    assert score.model == second.model and score.early

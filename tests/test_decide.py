@@ -15,7 +15,7 @@ decode = msgspec.json.Decoder(Decision).decode
 KINDS = fixture_bytes("kinds.ndjson").splitlines()
 
 
-def score(ts, surprise, host="vm", threshold=1.0, tokens=None, nll=None, spread=None):
+def score(ts, surprise, host="vm", threshold=1.0, tokens=None, nll=None, spread=None, early=False):
     tokens = tokens or ["C5", "M5", "D4", "S1", "L1", "N1"]
     nll = nll or [surprise] * len(tokens)
     return encode(
@@ -28,6 +28,7 @@ def score(ts, surprise, host="vm", threshold=1.0, tokens=None, nll=None, spread=
             tokens=tokens,
             nll=nll,
             spread=spread or [],
+            early=early,
             values={"cpu": 97.0, "mem": 95.4, "disk": 40.0, "swap": 0.0, "load": 2.0, "net": 1.0},
         )
     )
@@ -111,6 +112,16 @@ def test_culprits_come_farthest_from_their_usual_spread_first_then_by_z():
     assert [t for t, _ in alert.culprits] == ["C9", "L4", "M9", "D4", "N1", "S0"]
     assert dict(alert.culprits) == dict(zip(tokens, z, strict=True))  # each still with its z
     assert alert.summary.startswith("CPU 97% (C9) and memory 95% (M9) are unusual")
+
+
+def test_an_early_models_alert_says_so():
+    decisions, _ = decide([score(i, 4.0, early=True) for i in range(3)])
+    assert decisions[2].action == "alert"
+    assert decisions[2].summary.endswith(
+        "(surprise 4.0, threshold 1.0) (early model: still learning this host)"
+    )
+    later, _ = decide([score(i, 4.0) for i in range(3)])
+    assert "early" not in later[2].summary
 
 
 def test_resolve_summary_and_other_kinds_pass_through():

@@ -9,7 +9,8 @@ from conftest import FIXTURES, observations, run
 
 from kiri.detector import Detector
 from kiri.model.weights import WeightsError
-from kiri.records import Obs, Score
+from kiri.records import Decision, Obs, Score
+from kiri.store import Store
 
 decode = msgspec.json.Decoder(Obs).decode
 
@@ -151,3 +152,26 @@ def test_weights_calibrated_without_per_field_figures_ask_for_a_retrain(pulse_we
     old.write_text(json.dumps(w))
     with pytest.raises(WeightsError, match=r"older KIRI.*kiri train pulse"):
         Detector.load(old)
+
+
+def test_training_leaves_out_an_incident_until_a_person_calls_it_normal(kiri_home):
+    lines = (FIXTURES / "pulse-normal.ndjson").read_bytes().splitlines()
+    recordings = kiri_home / "data" / "pulse"
+    recordings.mkdir(parents=True)
+    (recordings / "day.ndjson").write_bytes(b"\n".join(lines) + b"\n")
+    ts = [json.loads(line)["ts"] for line in lines]
+    with Store() as store:  # an incident from observation 100 to 149, as kiri-feedback keeps it
+        for id_, action, t in (("a1", "alert", ts[100]), ("r1", "resolve", ts[149])):
+            store.record_alert(
+                Decision(id=id_, ts=t, atom="pulse", host="vm", action=action, incident="i1"), ""
+            )
+    out = run("kiri.cli", "train", "pulse", "--steps", "20")
+    assert out.returncode == 0, out.stderr
+    said = out.stdout.decode()
+    assert "left out 50 observations inside 1 incidents nobody called normal" in said
+    assert Detector.load(kiri_home / "atoms/pulse/weights.json").calibration.observations == 190
+    with Store() as store:
+        store.add_verdict("a1", "dismiss", normal=True)
+    out = run("kiri.cli", "train", "pulse", "--steps", "20")
+    assert "left out" not in out.stdout.decode()
+    assert Detector.load(kiri_home / "atoms/pulse/weights.json").calibration.observations == 240

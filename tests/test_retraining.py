@@ -1,8 +1,12 @@
 """The retraining schedule kiri-atom and the online benchmarks share."""
 
+import fcntl
+
 import pytest
+from conftest import run
 
 from kiri.retraining import DEFAULT, Schedule
+from kiri.training_jobs import BUSY
 
 
 def test_the_default_retrains_daily_on_the_last_week_of_minutes() -> None:
@@ -13,6 +17,12 @@ def test_a_retrain_is_due_every_n_observations_after_the_last() -> None:
     s = Schedule(every=10, window=25)
     assert not s.due(seen=109, trained_at=100)
     assert s.due(seen=110, trained_at=100)
+
+
+def test_a_young_model_retrains_each_time_the_data_has_doubled_then_every_n() -> None:
+    s = Schedule(every=100, window=250)
+    assert s.plan(first=12, total=500) == [12, 24, 48, 96, 192, 292, 392, 492]
+    assert s.early(96) and not s.early(100)
 
 
 def test_the_window_is_the_most_recent_observations_seen_never_later_ones() -> None:
@@ -32,3 +42,13 @@ def test_the_plan_starts_with_the_first_model_and_stops_before_the_stream_ends()
 def test_a_schedule_must_move_forward(every: int, window: int) -> None:
     with pytest.raises(ValueError, match="every >= 1 and window >= 1"):
         Schedule(every=every, window=window)
+
+
+def test_one_training_run_at_a_time_per_atom(kiri_home) -> None:
+    lock = kiri_home / "atoms" / "pulse" / "training.lock"
+    lock.parent.mkdir(parents=True)
+    with lock.open("a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # a run under way, as kiri-atom or kiri-act started it
+        out = run("kiri.training_jobs", "pulse")
+    assert out.returncode == BUSY
+    assert out.stdout.decode().strip() == "already training pulse: this run is not needed"

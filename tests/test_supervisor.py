@@ -20,6 +20,7 @@ import pytest
 from conftest import FIXTURES, ROOT, log_events, run, stage_cmd
 
 from kiri import supervisor
+from kiri.lifecycle import State, state_path
 from kiri.records import Decision
 
 HELPER = FIXTURES / "supervise-helper.py"
@@ -549,6 +550,10 @@ def test_kiri_status_shows_the_running_pipeline(supervise):
     tick = sv.wait_state("tick", "running")
     sv.wait_state("sink", "running")
     wait_until(lambda: "tick" in sv.status().get("atoms", {}), what="a sampled score")
+    life = State(phase="scoring", model="m3", span=6 * 3600, threshold=7.2, updated=time.time())
+    life.landed = [time.time()] * 3  # what kiri-atom --learn writes as its model grows
+    state_path("tick").parent.mkdir(parents=True, exist_ok=True)
+    state_path("tick").write_bytes(msgspec.json.encode(life))
     out = run("kiri.cli", "status")
     assert out.returncode == 0, out.stderr
     heading, stages, atoms = out.stdout.decode().strip().split("\n\n")
@@ -560,8 +565,9 @@ def test_kiri_status_shows_the_running_pipeline(supervise):
     assert (int(pid), restarts, unit, last_exit) == (tick["pid"], "0", "MiB", "-")
     assert re.fullmatch(r"\d+s", uptime) and float(cpu) >= 0 and float(rss) > 1
     rows = [line.split() for line in atoms.splitlines()]
-    assert rows[0] == ["ATOM", "HOST", "SURPRISE", "THRESHOLD", "SEEN"]
+    assert rows[0] == ["ATOM", "HOST", "SURPRISE", "THRESHOLD", "SEEN", "MODEL"]
     assert [r[:2] + r[3:4] for r in rows[1:]] == [["tick", "h", "1.500"]]
+    assert atoms.splitlines()[1].endswith("model 3 of the day, trained on 6 h, threshold 7.2")
     assert float(rows[1][2]) > 0
     assert sv.stop() == 0
 

@@ -2,32 +2,29 @@
 
 Observations are scored in groups, one forward pass per group. The weights file is watched:
 when a retrain lands, the next group is scored by the new model, with no restart. With --learn
-and no weights yet, the stage records a warm-up window, trains in a background process, passes
-observations through meanwhile, and starts scoring as soon as the weights land.
+the atom keeps learning (kiri.lifecycle): with no weights yet it records a warm-up window,
+trains in a background process, passes observations through meanwhile, and starts scoring as
+soon as the weights land; then it retrains on kiri.retraining's schedule as the data grows.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import msgspec
-
 from kiri import add_version_option
 from kiri.atoms import UnknownAtom, atom_spec, known_atoms, weights_path
 from kiri.config import ConfigError
 from kiri.detector import Detector
+from kiri.lifecycle import LifeCycle
 from kiri.model.weights import WeightsError
-from kiri.recordings import Recorder
 from kiri.records import Obs, Score
 from kiri.schema import SchemaError
 from kiri.stream import Log, Stream, UserError, add_stream_options, run_main, setup_logging
-from kiri.training_jobs import start_training, train_log
 
 RELOAD_EVERY = 1.0  # seconds between checks of the weights file
 
@@ -49,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--learn",
         action="store_true",
-        help="with no weights yet, record a warm-up window, train, then score",
+        help="keep learning: with no weights yet, record a warm-up window, train, then score; "
+        "then retrain as the data grows (kiri.retraining)",
     )
     p.add_argument(
         "--warmup",
@@ -100,74 +98,38 @@ class Weights:
         self.detector = detector
 
 
-class Learner:
-    """--learn: records a warm-up window, then trains the atom in a background process."""
-
-    def __init__(self, atom: str, warmup: int, out: Path, log: Log) -> None:
-        self.atom, self.warmup, self.out, self.log = atom, warmup, out, log
-        self.recorder = Recorder(atom)
-        self.seen = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._encode = msgspec.json.Encoder().encode
-
-    def observe(self, obs: Obs) -> None:
-        self.recorder.append(obs.ts, self._encode(obs) + b"\n")
-        self.seen += 1
-        if self.proc is None and self.seen % max(1, self.warmup // 10) == 0:
-            self.log.info("warming_up", observations=self.seen, needed=self.warmup)
-        if self.proc is None and self.seen >= self.warmup:
-            self._start_training()
-        elif self.proc is not None and self.proc.poll() not in (None, 0):
-            self.log.error(
-                "training_failed", status=self.proc.returncode, log=str(train_log(self.atom))
-            )
-            self.proc, self.seen = None, 0  # try again after another warm-up window
-
-    def _start_training(self) -> None:
-        self.proc = start_training(self.atom, self.out)
-        self.log.info(
-            "training_started",
-            observations=self.seen,
-            pid=self.proc.pid,
-            log=str(train_log(self.atom)),
-        )
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-        self.recorder.close()
-
-
 def score_stream(args: argparse.Namespace, stream: Stream, log: Log) -> None:
     atom = args.atom
     path = args.weights or weights_path(atom)
     model = Weights(path, log)
     model.refresh(force=True)
-    learner = None
-    if model.detector is None:
-        if not args.learn:
-            raise UserError(
-                f"atom {atom} has no weights at {path}: run `kiri train {atom}`, "
-                "or start kiri-atom with --learn"
-            )
-        learner = Learner(atom, args.warmup, path, log)
-        log.info("learning", atom=atom, warmup=args.warmup)
+    if model.detector is None and not args.learn:
+        raise UserError(
+            f"atom {atom} has no weights at {path}: run `kiri train {atom}`, "
+            "or start kiri-atom with --learn"
+        )
+    life = LifeCycle(atom, args.warmup, path, log) if args.learn else None
+    if life:
+        log.info("learning", atom=atom, warmup=args.warmup, seen=life.state.seen)
     try:
         for group in stream.batches(0, consumes=(Obs,)):
-            model.refresh(force=learner is not None and learner.proc is not None)
+            model.refresh(force=life is not None and life.proc is not None)
             mine = [(rec, raw, n) for rec, raw, n in group if rec.atom == atom]
-            results: Sequence[Score | SchemaError | None]
-            if model.detector is None:
-                assert learner is not None  # no weights at the start: --learn made one
+            detector = model.detector
+            if life and detector:
+                life.landed(detector.id, detector.calibration)
+            results: Sequence[Score | SchemaError | None] = (
+                [None] * len(mine)
+                if detector is None
+                else detector.score([rec for rec, _, _ in mine])
+            )
+            if life:
                 for rec, _raw, _n in mine:
-                    learner.observe(rec)
-                results = [None] * len(mine)
-            else:
-                results = model.detector.score([rec for rec, _, _ in mine])
+                    life.observe(rec)
             _emit(stream, group, iter(results), atom)
     finally:
-        if learner:
-            learner.stop()
+        if life:
+            life.stop()
 
 
 def _emit(
