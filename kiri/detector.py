@@ -299,10 +299,10 @@ def value_figures(schema: Schema, x: FloatArray, normal: IntArray | None = None)
     for: a value a person called normal is not far.
 
     The robust spread is the median absolute deviation scaled to a standard deviation
-    (x 1.4826), but at least SPREAD_FLOOR of the field's training range, so that a field that
-    hardly moved in training does not make every small move look far; and for a constant
-    field, 1% of its size (or 0.01). The standard deviation has the same floor and, for a field
-    with a fixed range, at least half a bucket: a move the tokens cannot tell apart is not far.
+    (x 1.4826), but at least SPREAD_FLOOR of the field's training range and, for a field with a
+    fixed range, half a bucket (a move the tokens cannot tell apart is not far), so that a field
+    that hardly moved in training does not make every small move look far; and for a constant
+    field, 1% of its size (or 0.01). The standard deviation has the same floor.
 
     Culprits are ranked by how far a value lies from its field's median in these spreads: on
     the development data this names more of the metrics operators named than the model's z does
@@ -316,21 +316,20 @@ def value_figures(schema: Schema, x: FloatArray, normal: IntArray | None = None)
         x = np.vstack([x, np.array([[tokens[j][k] for j, k in enumerate(row)] for row in slots])])
     median = np.median(x, axis=0)
     mad = np.median(np.abs(x - median), axis=0) * 1.4826
-    floor = SPREAD_FLOOR * (x.max(axis=0) - x.min(axis=0))
+    floor = np.maximum(SPREAD_FLOOR * (x.max(axis=0) - x.min(axis=0)), _resolutions(fields))
     spread = np.maximum(mad, floor)
     spread = np.where(spread > 0, spread, 0.01 * np.maximum(np.abs(median), 1.0))
-    std = np.maximum(x.std(axis=0), [_resolution(f) for f in fields])
-    std = np.maximum(std, floor)
+    std = np.maximum(x.std(axis=0), floor)
     std = np.where(std > 0, std, spread)
     return ValueFigures(
         median.round(6).tolist(), spread.round(6).tolist(), std.round(6).tolist(), tokens
     )
 
 
-def _resolution(field: Field) -> float:
-    """The smallest move a fixed-range field's tokens can tell apart: half a bucket (0 for a
-    field fitted from its data, whose floor is a share of its training range)."""
-    return 0.0 if field.auto else (field.hi - field.lo) / field.levels / 2
+def _resolutions(fields: Sequence[Field]) -> FloatArray:
+    """The smallest move each fixed-range field's tokens can tell apart: half a bucket (0 for
+    a field fitted from its data, whose floor is a share of its training range)."""
+    return np.array([0.0 if f.auto else (f.hi - f.lo) / f.levels / 2 for f in fields])
 
 
 def _token_values(field: Field, xs: FloatArray) -> list[float]:

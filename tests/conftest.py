@@ -91,11 +91,17 @@ def installed_pulse(pulse_weights: Path, kiri_home: Path) -> Path:
     return path
 
 
-def loop_pipeline(source_argv: str, restart: str = "", extra_stages: str = "") -> str:
+def loop_pipeline(
+    source_argv: str,
+    restart: str = "",
+    extra_stages: str = "",
+    atom_argv: str = '["kiri-atom", "pulse"]',
+) -> str:
     """A supervised pipeline file with the feedback loop closed: SOURCE | kiri-atom pulse |
     kiri-decide | kiri-act --sink log | kiri-feedback -> FIFO -> kiri-decide.
 
-    source_argv is a TOML array; restart adds lines to [restart]; extra_stages adds stages.
+    source_argv and atom_argv are TOML arrays; restart adds lines to [restart]; extra_stages
+    adds stages.
     """
     return f"""
 name = "loop"
@@ -112,7 +118,7 @@ argv = {source_argv}
 
 [[stage]]
 name = "atom"
-argv = ["kiri-atom", "pulse"]
+argv = {atom_argv}
 inputs = ["collect"]
 
 [[stage]]
