@@ -37,11 +37,13 @@ from kiri.schema import Field, Schema, SchemaError
 HOLDOUT = 0.10  # the most recent share of observations, kept for calibration
 EXAMPLES_SHARE = 0.10  # "new normal" examples are repeated to make up this share of training
 THRESHOLD_FLOOR = 5.0  # held-out standard deviations: below this nothing is unusual enough to say
+FAR_FLOOR = 5.0  # training standard deviations, summed over fields: nor a smaller distance
 STD_FLOOR = 0.5  # nats: a field whose -log p hardly varies held out still needs this for 1 std
 QUANTILES = (0.5, 0.9, 0.99, 1.0)
 TRAINED_QUANTILE = 0.999  # the threshold is at least this quantile of trained-on surprise
 CALIBRATION_TRAINED = 20_000  # most recent trained-on observations scored for the fields' spread
 EARLY_MARGIN = 1.5  # an early model's threshold, against what its calibration alone would set
+EARLY_PRIOR = 10  # an early model's predictions are mixed with as many uniform observations
 
 
 class Calibration(msgspec.Struct):
@@ -59,6 +61,7 @@ class Calibration(msgspec.Struct):
     observations: int = 0  # how many observations the model was trained and calibrated on
     span: float = 0.0  # the seconds between the first and the last of them
     early: bool = False  # too few of them yet (kiri.retraining): a stricter threshold
+    prior: float = 0.0  # the share of a uniform guess mixed into each prediction (early models)
 
     def spread(self, values: FloatArray) -> FloatArray | None:
         """Each value against its field's training median, in robust spreads, (N, fields);
@@ -164,7 +167,19 @@ class Detector:
         if values is None:
             first = [g.start for g in self.schema.groups[s.start - 1 : s.stop - 1]]
             values = slots[np.arange(len(slots)), docs[:, s] - np.array(first)]
-        return self.engine.token_scores(docs, s.start, s.stop, slots, values)
+        nll, far = self.engine.token_scores(docs, s.start, s.stop, slots, values)
+        return self._with_prior(nll), far
+
+    def _with_prior(self, nll: FloatArray) -> FloatArray:
+        """-log of each prediction mixed with a uniform guess over its field's tokens: a model
+        that has seen a couple of quiet minutes knows little about the values it never saw,
+        and must not call the first one it meets impossible."""
+        eps = self.calibration.prior
+        if not eps:
+            return nll
+        sizes = np.array([f.size for f in self.schema.ordered[self.schema.n_context :]])
+        mixed: FloatArray = -np.log((1 - eps) * np.exp(-nll) + eps / sizes)
+        return mixed
 
     def _slot_table(self) -> FloatArray | None:
         """calibration.token_values laid out as the engine's output slots, (fields, S)."""
@@ -248,11 +263,10 @@ def calibrate(held: Figures, trained: Figures, values: ValueFigures) -> Calibrat
         token_values=values.tokens,
     )
     z_held, z_seen = fields.z(nll), fields.z(seen)
-    top = _rarely_exceeded(z_held.max(1), z_seen.max(1))
-    far = _rarely_exceeded(fields.distance(held.far), fields.distance(trained.far))
-    fields = msgspec.structs.replace(
-        fields, distance_weight=round(top / far, 6) if far > 0 else 0.0
-    )
+    # each at least its floor: a model of a host that sat still must not make every move huge
+    top = max(_rarely_exceeded(z_held.max(1), z_seen.max(1)), THRESHOLD_FLOOR)
+    far = max(_rarely_exceeded(fields.distance(held.far), fields.distance(trained.far)), FAR_FLOOR)
+    fields = msgspec.structs.replace(fields, distance_weight=round(top / far, 6))
     surprise = fields.surprise(z_held, held.far)
     qs = {
         f"p{int(q * 100)}" if q < 1 else "max": float(np.quantile(surprise, q)) for q in QUANTILES
@@ -394,11 +408,12 @@ def train_detector(
     started = time.monotonic()
     loss = train(detector.engine, shuffled, steps, batch=batch, lr=lr, on_step=on_step)
     summary = value_figures(schema, x, normal)
-    detector.calibration = Calibration(0.0, "", token_values=summary.tokens)  # for distances
+    prior = EARLY_PRIOR / (len(train_docs) + EARLY_PRIOR) if SCHEDULE.early(len(docs)) else 0.0
+    detector.calibration = Calibration(0.0, "", token_values=summary.tokens, prior=prior)
     calibration = calibrate(
         _figures(detector, ids[held], x[held]), _figures(detector, ids[recent], x[recent]), summary
     )
-    detector.calibration = _with_history(calibration, observations)
+    detector.calibration = _with_history(calibration, observations, prior)
     provenance = weights.Provenance(
         steps=steps,
         batch=batch,
@@ -411,9 +426,12 @@ def train_detector(
     return detector, provenance
 
 
-def _with_history(calibration: Calibration, observations: Sequence[Obs]) -> Calibration:
-    """The calibration, with what the model learnt from; an early model's threshold raised by
-    EARLY_MARGIN, so that a model of a few minutes does not alert on the next ordinary hour."""
+def _with_history(
+    calibration: Calibration, observations: Sequence[Obs], prior: float
+) -> Calibration:
+    """The calibration, with what the model learnt from and the prior its figures were made
+    with; an early model's threshold raised by EARLY_MARGIN, so that a model of a few minutes
+    does not alert on the next ordinary hour."""
     early = SCHEDULE.early(len(observations))
     threshold, method = calibration.threshold, calibration.method
     if early:
@@ -424,6 +442,7 @@ def _with_history(calibration: Calibration, observations: Sequence[Obs]) -> Cali
         )
     return msgspec.structs.replace(
         calibration,
+        prior=prior,
         threshold=threshold,
         method=method,
         observations=len(observations),

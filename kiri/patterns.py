@@ -2,11 +2,11 @@
 
 A decision's culprits are all its tokens, each with its z (its -log p in held-out standard
 deviations), ordered by culprit_order: the value farthest from its field's usual training
-spread first, the most surprising z first among equals. The ones worth naming are the top few
-that are unusual in their own right: above the threshold and at least half as surprising as the
-first one. kiri-decide names them in its summary and matches suppression rules against them;
-kiri-feedback counts dismissals of the same pattern. The detection benchmark ranks culprits
-with the same culprit_order.
+spread first, the most surprising z first among equals. The ones worth naming are the first,
+and those of the next few that are unusual in their own right: their z above the threshold and
+at least half the first one's. kiri-decide names them in its summary and matches suppression
+rules against them; kiri-feedback counts dismissals of the same pattern. The detection
+benchmark ranks culprits with the same culprit_order.
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ def culprit_order(z: Sequence[float], spread: Sequence[float]) -> list[int]:
 
 
 def named_culprits(culprits: Sequence[tuple[str, float]], threshold: float) -> list[str]:
-    """The culprit tokens an alert is about, most surprising first (never empty if any)."""
+    """The culprit tokens an alert is about: the likeliest, then those of the next few that
+    are unusual in their own right (never empty if any)."""
     if not culprits:
         return []
-    top = culprits[0][1]
-    named = [t for t, z in culprits[:MAX_NAMED] if z >= max(threshold, top / 2)]
-    return named or [culprits[0][0]]
+    (first, top), rest = culprits[0], culprits[1:MAX_NAMED]
+    return [first] + [t for t, z in rest if z >= max(threshold, top / 2)]
 
 
 def pattern_key(tokens: Sequence[str]) -> str:
