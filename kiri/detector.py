@@ -408,7 +408,8 @@ def train_detector(
     started = time.monotonic()
     loss = train(detector.engine, shuffled, steps, batch=batch, lr=lr, on_step=on_step)
     summary = value_figures(schema, x, normal)
-    prior = EARLY_PRIOR / (len(train_docs) + EARLY_PRIOR) if SCHEDULE.early(len(docs)) else 0.0
+    early = SCHEDULE.early(observations[-1].ts - observations[0].ts)
+    prior = EARLY_PRIOR / (len(train_docs) + EARLY_PRIOR) if early else 0.0
     detector.calibration = Calibration(0.0, "", token_values=summary.tokens, prior=prior)
     calibration = calibrate(
         _figures(detector, ids[held], x[held]), _figures(detector, ids[recent], x[recent]), summary
@@ -432,13 +433,14 @@ def _with_history(
     """The calibration, with what the model learnt from and the prior its figures were made
     with; an early model's threshold raised by EARLY_MARGIN, so that a model of a few minutes
     does not alert on the next ordinary hour."""
-    early = SCHEDULE.early(len(observations))
+    span = observations[-1].ts - observations[0].ts
+    early = SCHEDULE.early(span)
     threshold, method = calibration.threshold, calibration.method
     if early:
         threshold = round(threshold * EARLY_MARGIN, 4)
         method += (
-            f", x {EARLY_MARGIN:g} while the model is early (trained on fewer than "
-            f"{SCHEDULE.every} observations)"
+            f", x {EARLY_MARGIN:g} while the model is early (its observations span less "
+            f"than {SCHEDULE.mature / 3600:g} h)"
         )
     return msgspec.structs.replace(
         calibration,
@@ -446,7 +448,7 @@ def _with_history(
         threshold=threshold,
         method=method,
         observations=len(observations),
-        span=round(observations[-1].ts - observations[0].ts, 3),
+        span=round(span, 3),
         early=early,
     )
 

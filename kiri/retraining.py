@@ -6,8 +6,9 @@ model comes from a short warm-up; while its data is young it retrains each time 
 observations it has seen have doubled (a 2-minute model, then 4, 8, 16 minutes' worth...), so
 that a model of one busy moment does not stand for long; once a model has `every` observations
 behind it, it retrains every `every` observations, afresh on the most recent `window` it has
-seen (already scored ones, never anything it has not seen yet, and never labels). Until then a
-model is early: its alerts say so, and it is held to a stricter threshold.
+seen (already scored ones, never anything it has not seen yet, and never labels). A model whose
+observations span less than half a day is early: it has seen too little of the host's day, its
+alerts say so, and it is held to a stricter threshold.
 
 kiri-atom and the online benchmark protocol (bench/detect.py --protocol online, bench/nab.py) call
 these functions; neither keeps a copy of the rule.
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 class Schedule:
     every: int = 1440  # observations between retrains: a day of 1-minute observations
     window: int = 10_080  # the most recent observations each retrain learns from: a week
+    mature: float = 43_200.0  # seconds of observations before a model is no longer early
 
     def __post_init__(self) -> None:
         if self.every < 1 or self.window < 1:
@@ -32,9 +34,9 @@ class Schedule:
         `trained_at` of them: when they have doubled since, or `every` more have come."""
         return seen - trained_at >= min(self.every, max(trained_at, 1))
 
-    def early(self, trained_on: int) -> bool:
-        """Whether a model trained on this many observations is still early."""
-        return trained_on < self.every
+    def early(self, span: float) -> bool:
+        """Whether a model whose observations span this many seconds is still early."""
+        return span < self.mature
 
     def window_of(self, seen: int) -> range:
         """The positions (0-based, in arrival order) of the observations a retrain after

@@ -22,7 +22,7 @@ def test_a_retrain_is_due_every_n_observations_after_the_last() -> None:
 def test_a_young_model_retrains_each_time_the_data_has_doubled_then_every_n() -> None:
     s = Schedule(every=100, window=250)
     assert s.plan(first=12, total=500) == [12, 24, 48, 96, 192, 292, 392, 492]
-    assert s.early(96) and not s.early(100)
+    assert DEFAULT.early(11 * 3600) and not DEFAULT.early(12 * 3600)  # half a day seen
 
 
 def test_the_window_is_the_most_recent_observations_seen_never_later_ones() -> None:
