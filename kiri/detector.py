@@ -165,8 +165,7 @@ class Detector:
         if slots is None:
             return self.token_nll(docs), None
         if values is None:
-            first = [g.start for g in self.schema.groups[s.start - 1 : s.stop - 1]]
-            values = slots[np.arange(len(slots)), docs[:, s] - np.array(first)]
+            values = slots[np.arange(len(slots)), self.schema.scored_slots(docs)]
         nll, far = self.engine.token_scores(docs, s.start, s.stop, slots, values)
         return self._with_prior(nll), far
 
@@ -325,8 +324,7 @@ def value_figures(schema: Schema, x: FloatArray, normal: IntArray | None = None)
     fields = schema.ordered[schema.n_context :]
     tokens = [_token_values(f, x[:, j]) for j, f in enumerate(fields)]
     if normal is not None and len(normal):
-        s = schema.scored
-        slots = normal[:, s] - np.array([g.start for g in schema.groups[s.start - 1 : s.stop - 1]])
+        slots = schema.scored_slots(normal)
         x = np.vstack([x, np.array([[tokens[j][k] for j, k in enumerate(row)] for row in slots])])
     median = np.median(x, axis=0)
     mad = np.median(np.abs(x - median), axis=0) * 1.4826

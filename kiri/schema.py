@@ -111,6 +111,14 @@ class Schema(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=True)
         bos = self.vocab_size - 1
         return [*fields, range(bos, bos + 1)]
 
+    def scored_slots(self, ids: NDArray[np.intp]) -> NDArray[np.intp]:
+        """Each scored token of documents ids (N, doc_len) as its place among its field's
+        tokens (N, scored fields): the bucket it stands for."""
+        s = self.scored
+        first = np.array([g.start for g in self.groups[s.start - 1 : s.stop - 1]])
+        slots: NDArray[np.intp] = ids[:, s] - first
+        return slots
+
     def field_of(self, token: str) -> Field:
         for f in self.fields:
             if token.startswith(f.prefix) and token[len(f.prefix) :].isdigit():
