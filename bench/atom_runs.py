@@ -85,8 +85,9 @@ class Scored:
     seconds: float  # the time Detector.score took
 
 
-def score(weights: Path, obs: Sequence[Obs]) -> Scored:
-    """Score observations with the atom's weights, in batches, as kiri-atom does."""
+def score_records(weights: Path, obs: Sequence[Obs]) -> tuple[list[Score], Detector, float]:
+    """The `score` records kiri-atom would write for these observations, in batches as it
+    scores them; the detector, and the seconds scoring took."""
     from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # no stubs
 
     # bench processes import numpy before kiri could ask BLAS for one thread per process, and
@@ -99,7 +100,12 @@ def score(weights: Path, obs: Sequence[Obs]) -> Scored:
     refused = [s for s in scores if not isinstance(s, Score)]
     if refused:
         raise SystemExit(f"{weights.name}: the atom refused {len(refused)} rows: {refused[0]}")
-    valid = [s for s in scores if isinstance(s, Score)]
+    return [s for s in scores if isinstance(s, Score)], detector, seconds
+
+
+def score(weights: Path, obs: Sequence[Obs]) -> Scored:
+    """Score observations with the atom's weights, as kiri-atom does: the figures, as arrays."""
+    valid, detector, seconds = score_records(weights, obs)
     fields = [f.name for f in detector.schema.ordered[detector.schema.n_context :]]
     return Scored(
         np.array([s.surprise for s in valid]),

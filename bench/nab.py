@@ -9,8 +9,10 @@ has already seen, as kiri-atom does live:
   min(floor(0.15 n), 750), which NAB does not score);
 * it then scores each row with Detector.score and retrains on kiri.retraining's schedule, the
   one kiri-atom uses: every 1,440 rows, on the most recent 10,080 rows seen;
-* a row's anomaly score in [0, 1] is r / (1 + r) for its surprise over the model's threshold
-  r = max(surprise, 0) / threshold: 0.5 at the threshold.
+* kiri-decide's policy, with its default options, decides on each score as it would live; a
+  row's anomaly score is the decision's rarity (how seldom this stream has been as surprising
+  before) where the policy alerts, and 0 elsewhere: NAB counts every row above its threshold
+  as a detection, and KIRI tells people once per incident, not on every unusual row.
 
 It writes NAB's results layout, OUT/kiri/CATEGORY/kiri_FILE.csv with
 `timestamp,value,anomaly_score,label` (label 1 inside a labelled window). With --score it scores
@@ -38,7 +40,10 @@ import atom_runs
 import nabscore
 from atom_runs import ROOT, Training
 
+from kiri.records import Score
 from kiri.retraining import DEFAULT as SCHEDULE
+from kiri.stages import decide
+from kiri.stages.decide import policy_of
 
 ATOM = "nab"
 DETECTOR = "kiri"
@@ -85,10 +90,14 @@ def epoch(timestamp: str) -> float:
     return datetime.fromisoformat(timestamp).replace(tzinfo=UTC).timestamp()
 
 
-def anomaly_scores(surprise: np.ndarray, threshold: np.ndarray) -> np.ndarray:
-    """Surprise over threshold, mapped into [0, 1): 0.5 at the threshold."""
-    r = np.maximum(surprise, 0.0) / threshold
-    return r / (1.0 + r)
+def anomaly_scores(scores: list[Score]) -> np.ndarray:
+    """kiri-decide's default policy over one stream's scores: each alert's rarity, else 0."""
+    policy = policy_of(decide.build_parser().parse_args([]))
+    out = np.zeros(len(scores))
+    for i, s in enumerate(scores):
+        decisions = policy.decide(s)
+        out[i] = max((d.rarity for d in decisions if d.action == "alert"), default=0.0)
+    return out
 
 
 def run(data: Path, names: list[str], workers: int, extra: list[str]) -> dict[str, np.ndarray]:
@@ -116,11 +125,10 @@ def run(data: Path, names: list[str], workers: int, extra: list[str]) -> dict[st
         job = iter(jobs)
         for s in all_series:
             obs, points = plans[s.name]
-            scores = np.zeros(len(obs))
+            records: list[Score] = []
             for seen, until in zip(points, [*points[1:], len(obs)], strict=True):
-                scored = atom_runs.score(next(job).out, obs[seen:until])
-                scores[seen:until] = anomaly_scores(scored.surprise, scored.threshold)
-            results[s.name] = scores
+                records += atom_runs.score_records(next(job).out, obs[seen:until])[0]
+            results[s.name] = np.concatenate([np.zeros(points[0]), anomaly_scores(records)])
     return results
 
 

@@ -1,8 +1,13 @@
 """kiri-decide's policy: what to do about each score, per atom and host.
 
 The default: alert when the surprise exceeds the atom's threshold on k of the last n
-observations; keep the incident open while it lasts, re-notifying only after `repeat` seconds;
-resolve once the last n observations are all below the threshold. One incident per host: when
+observations, or on fewer that together cover `sustain` seconds (each observation stands for the
+time since the one before it, so an hourly atom alerts on one unusual hour and a five-second one
+on three samples); keep the incident open while it lasts, re-notifying only after `repeat`
+seconds; resolve once the last n observations are all below the threshold. Each decision carries
+its score's rarity: how seldom this atom on this host has been as surprising before, against its
+own long-run record (the calibration NAB's best stream detectors use), so that alerts from atoms
+and hosts of every kind can be ranked on one scale. One incident per host: when
 several atoms on a host alert within `group_wait` seconds, one alert names them all, so people
 are told once. Suppression rules turn a matching alert into `suppress`, and a trained Nerve
 may choose the action instead of the default when it is sure. Time is the records' own, so a
@@ -18,6 +23,8 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from kiri.atoms import UnknownAtom, atom_spec
 from kiri.patterns import culprit_order, named_culprits, pattern_key
 from kiri.records import Decision, Rule, Score
@@ -28,16 +35,57 @@ Culprits = list[tuple[str, float]]
 Advisor = Callable[[Mapping[str, float], float], str | None]
 
 
+class Record:
+    """An atom's long-run record of surprise / threshold on one host, as a histogram of the
+    ratio's logarithm whose older entries fade (half of their weight after about a week of
+    five-minute observations): how rarely has it been this high?"""
+
+    BINS = np.geomspace(1e-3, 1e3, 121)  # 12% apart; the ends take everything beyond
+    HALF_LIFE = 2016.0  # observations
+
+    def __init__(self) -> None:
+        self.counts = np.zeros(len(self.BINS) + 1)
+        self.weight = 1.0  # a new entry's weight: growing, rather than every count fading
+
+    def rarity(self, ratio: float) -> float:
+        """1 - the share of earlier entries at least this high (1 with no entries at all)."""
+        at = int(np.searchsorted(self.BINS, ratio, side="right"))
+        total = self.counts.sum()
+        return round(1.0 - float(self.counts[at:].sum()) / (float(total) + self.weight), 6)
+
+    def add(self, ratio: float) -> None:
+        self.counts[int(np.searchsorted(self.BINS, ratio, side="right"))] += self.weight
+        self.weight *= 2 ** (1 / self.HALF_LIFE)
+        if self.weight > 1e100:  # rescale long before floats would overflow
+            self.counts /= self.weight
+            self.weight = 1.0
+
+
 class Track:
-    """One atom on one host: its recent verdicts, its latest score and its incident, if any."""
+    """One atom on one host: its recent verdicts (each with the seconds it stands for), its
+    latest score, its long-run record and its incident, if any."""
 
     def __init__(self, n: int) -> None:
-        self.recent: deque[bool] = deque(maxlen=n)
+        self.recent: deque[tuple[bool, float]] = deque(maxlen=n)
+        self.record = Record()
+        self.rarity = 0.0  # the latest score's, against the record before it
         self.incident = ""
         self.notified = 0.0
         self.suppressed = False  # the open incident matched a rule: nobody was told
         self.ratio = 0.0  # the latest surprise / threshold
-        self.seen = 0.0  # and when
+        self.seen: float | None = None  # and when
+
+    def observe(self, unusual: bool, ratio: float, ts: float) -> None:
+        covers = 0.0 if self.seen is None else min(max(ts - self.seen, 0.0), MAX_COVER)
+        self.recent.append((unusual, covers))
+        self.rarity = self.record.rarity(ratio)
+        self.record.add(ratio)
+        self.ratio, self.seen = round(ratio, 4), ts
+
+    def unusual(self) -> tuple[int, float]:
+        """How many of the recent observations were unusual, and the seconds they cover."""
+        flagged = [covers for unusual, covers in self.recent if unusual]
+        return len(flagged), sum(flagged)
 
 
 @dataclass
@@ -69,6 +117,7 @@ class Rules:
 
 
 STALE = 300.0  # an atom not scored for this long no longer counts as part of its host's state
+MAX_COVER = 86400.0  # an observation after a longer gap stands for a day, not the whole gap
 
 
 class Policy:
@@ -80,8 +129,10 @@ class Policy:
         repeat: float,
         group_wait: float = 0.0,
         advisor: Advisor | None = None,
+        sustain: float = float("inf"),
     ) -> None:
         self.k, self.n, self.sensitivity, self.repeat = k, n, sensitivity, repeat
+        self.sustain = sustain
         self.group_wait, self.advisor = group_wait, advisor
         self.hosts: dict[str, dict[str, Track]] = {}  # host -> atom -> its track
         self.groups: dict[str, Group] = {}  # by host
@@ -109,7 +160,9 @@ class Policy:
     def state(self, host: str, now: float) -> dict[str, float]:
         """Each atom's latest surprise / threshold on this host, if scored recently."""
         return {
-            atom: t.ratio for atom, t in self.hosts.get(host, {}).items() if now - t.seen < STALE
+            atom: t.ratio
+            for atom, t in self.hosts.get(host, {}).items()
+            if t.seen is not None and now - t.seen < STALE
         }
 
     # -- one score ----------------------------------------------------------------------------
@@ -117,8 +170,7 @@ class Policy:
     def _decide(self, score: Score) -> Decision:
         track = self.hosts.setdefault(score.host, {}).setdefault(score.atom, Track(self.n))
         threshold = score.threshold / self.sensitivity
-        track.recent.append(score.surprise > threshold)
-        track.ratio, track.seen = round(score.surprise / threshold, 4), score.ts
+        track.observe(score.surprise > threshold, score.surprise / threshold, score.ts)
         # the likeliest culprit first; the stable sort keeps the schema's order among equals
         figures = score.z or score.nll
         culprits = [(score.tokens[i], figures[i]) for i in culprit_order(figures, score.spread)]
@@ -133,12 +185,12 @@ class Policy:
         return self._decision(score, action, culprits, threshold, incident)
 
     def _action(self, track: Track, ts: float) -> str:
-        unusual = sum(track.recent)
+        unusual, covered = track.unusual()
         if not track.incident:
-            return "alert" if unusual >= self.k else "ok"
+            return "alert" if unusual >= self.k or covered >= self.sustain else "ok"
         if unusual == 0 and len(track.recent) == self.n:
             return "resolve"
-        if track.recent[-1] and ts - track.notified >= self.repeat:
+        if track.recent[-1][0] and ts - track.notified >= self.repeat:
             return "alert"
         return "ok"
 
@@ -175,7 +227,7 @@ class Policy:
         if score.host in self.groups:
             return True
         return any(
-            a != score.atom and score.ts - t.seen < STALE and not t.incident
+            a != score.atom and t.seen is not None and score.ts - t.seen < STALE and not t.incident
             for a, t in self.hosts[score.host].items()
         )
 
@@ -218,6 +270,7 @@ class Policy:
             surprise=top.surprise,
             threshold=round(top_threshold, 4),
             culprits=culprits,
+            rarity=self.hosts[host][top.atom].rarity,
             incident=group.incident,
             atoms=[s.atom for s, _, _ in scores],
             summary=_group_summary(told, host),
@@ -244,6 +297,7 @@ class Policy:
             surprise=score.surprise,
             threshold=round(threshold, 4),
             culprits=culprits,
+            rarity=self.hosts[score.host][score.atom].rarity,
             incident=incident,
             atoms=[score.atom],
             summary=_summary(action, score, culprits, threshold),

@@ -52,6 +52,8 @@ class Decision(_Record, tag="decision"):
     surprise: float = 0.0
     threshold: float = 0.0
     culprits: list[tuple[str, float]] = []
+    # 1 - the share of this atom's earlier scores on this host that were as surprising
+    rarity: float = 0.0
     summary: str = ""
     incident: str = ""
     atoms: list[str] = []

@@ -61,8 +61,33 @@ def test_isolated_spikes_never_alert():
 
 def test_an_open_incident_renotifies_only_after_repeat():
     decisions, _ = decide([score(i * 60, 3.0) for i in range(130)], "--repeat", "3600")
-    assert [i for i, d in enumerate(decisions) if d.action == "alert"] == [2, 62, 122]
+    # the second unusual minute already stands for 60 s (--for 15): the alert comes there
+    assert [i for i, d in enumerate(decisions) if d.action == "alert"] == [1, 61, 121]
     assert len({d.incident for d in decisions[2:]}) == 1
+
+
+def test_one_unusual_observation_of_a_slow_atom_alerts_when_it_stands_for_long_enough():
+    hourly, _ = decide([score(i * 3600, 3.0 if i == 4 else 0.1) for i in range(8)])
+    assert actions(hourly) == "....A..."  # one hour above the threshold: more than --for 15
+    # a gap is not an hour of evidence: the first score after the stream began stands for none
+    first, _ = decide([score(0, 3.0), score(1, 0.1)])
+    assert actions(first) == ".."
+    two_minutes, _ = decide(
+        [score(i * 60, 3.0 if i == 4 else 0.1) for i in range(8)], "--for", "120"
+    )
+    assert actions(two_minutes) == "." * 8
+
+
+def test_rarity_ranks_a_surprise_against_the_streams_own_record():
+    quiet = [score(i, 0.1 + 0.01 * (i % 7)) for i in range(200)]
+    # a host that is often unusual: its high scores are less rare than a quiet host's
+    busy = [score(i, 3.0 if i % 10 < 3 else 0.1, host="busy") for i in range(200)]
+    decisions, _ = decide([*quiet, *(score(200 + i, 3.0) for i in range(3)), *busy])
+    rarity = {(d.host, d.action): d.rarity for d in decisions if d.action == "alert"}
+    assert rarity[("vm", "alert")] > 0.98  # never this high before
+    assert rarity[("busy", "alert")] < rarity[("vm", "alert")]
+    later = [d for d in decisions if d.host == "busy" and d.action == "alert"][-1]
+    assert later.rarity < 0.9  # its record now holds many scores as high
 
 
 def test_hosts_are_tracked_apart():

@@ -97,7 +97,8 @@ def test_act_notifies_once_for_the_group(kiri_home):
 def test_an_atom_alone_on_its_host_is_not_held_and_group_wait_zero_never_holds():
     alone, _ = decide(stream({"pulse"}, atoms=("pulse",)))
     assert [d.action for d in notable(alone)] == ["alert", "resolve"]
-    assert notable(alone)[0].ts == NOON + 50  # the third of three unusual scores, at once
+    # at once, on the second unusual score: two ten-second samples stand for 20 s (--for 15)
+    assert notable(alone)[0].ts == NOON + 40
     together, _ = decide(stream({"pulse", "rhythm"}), "--group-wait", "0")
     assert [(d.action, d.atom) for d in notable(together)] == [
         ("alert", "pulse"),

@@ -1,13 +1,13 @@
 """kiri-decide: turn `score` records into `decision` records, one per score.
 
-The policy (kiri/policy.py): alert on k of the last n observations above the threshold, one
-incident per host, alerts of several atoms on one host within --group-wait grouped into one.
-People's verdicts come back as records on the feedback FIFO (--feedback): a suppression rule
-turns a matching alert into `suppress` (logged, not notified), and a retrain request becomes a
-`retrain` decision. Standing rules are loaded from the store at start. Once the Nerve atom is
-trained on at least --nerve-min verdicts, it chooses whether to notify when it is sure
-(--nerve-confidence); the decision's `by` says who chose. The default policy's decisions are
-recorded as Nerve's examples where nobody gives a verdict.
+The policy (kiri/policy.py): alert on k of the last n observations above the threshold, or on
+fewer that stand for --for seconds, one incident per host, alerts of several atoms on one host
+within --group-wait grouped into one. People's verdicts come back as records on the feedback
+FIFO (--feedback): a suppression rule turns a matching alert into `suppress` (logged, not
+notified), and a retrain request becomes a `retrain` decision. Standing rules are loaded from
+the store at start. Once the Nerve atom is trained on at least --nerve-min verdicts, it chooses
+whether to notify when it is sure (--nerve-confidence); the decision's `by` says who chose. The
+default policy's decisions are recorded as Nerve's examples where nobody gives a verdict.
 """
 
 from __future__ import annotations
@@ -22,10 +22,13 @@ import msgspec
 
 from kiri import add_version_option
 from kiri.atoms.nerve import NerveAdvisor, PolicyExamples
-from kiri.policy import Policy
+from kiri.policy import Advisor, Policy
 from kiri.records import Decision, Record, Rule, Score
 from kiri.store import Store, db_path
 from kiri.stream import Log, Stream, add_stream_options, run_main, setup_logging
+
+# three five-second samples, as k of n asks of pulse; one observation of a slower atom
+SUSTAIN = 15.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,6 +38,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_version_option(p)
     p.add_argument("--k", type=int, default=3, help="alert when k of the last n are unusual")
     p.add_argument("--n", type=int, default=5, help="the window of observations k counts in")
+    p.add_argument(
+        "--for",
+        dest="sustain",
+        type=float,
+        default=SUSTAIN,
+        metavar="S",
+        help="or when fewer of them are, but they stand for at least S seconds (each "
+        "observation for the time since the one before): an hourly atom alerts on one hour",
+    )
     p.add_argument(
         "--sensitivity",
         type=float,
@@ -138,6 +150,14 @@ class Feedback:
             )
 
 
+def policy_of(args: argparse.Namespace, advisor: Advisor | None = None) -> Policy:
+    """The policy these options describe; bench/nab.py decides with parse_args([]): the
+    defaults, exactly as kiri-decide runs."""
+    return Policy(
+        args.k, args.n, args.sensitivity, args.repeat, args.group_wait, advisor, args.sustain
+    )
+
+
 def standing_rules() -> list[Rule]:
     """The suppression rules in the store, if there is one yet."""
     if not db_path().exists():
@@ -151,13 +171,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 1 <= args.k <= args.n:
         parser.error("need 1 <= --k <= --n")
-    if args.sensitivity <= 0:
-        parser.error("--sensitivity must be positive")
+    if args.sensitivity <= 0 or args.sustain <= 0:
+        parser.error("--sensitivity and --for must be positive")
     if args.group_wait < 0 or not 0 < args.nerve_confidence <= 1:
         parser.error("--group-wait must be at least 0 and --nerve-confidence in (0, 1]")
     log = setup_logging("decide")
     advisor = NerveAdvisor(args.nerve_min, args.nerve_confidence, log)
-    policy = Policy(args.k, args.n, args.sensitivity, args.repeat, args.group_wait, advisor)
+    policy = policy_of(args, advisor)
     examples = PolicyExamples()
 
     def emit(stream: Stream, decisions: list[Decision]) -> None:
