@@ -181,8 +181,9 @@ def score(args: argparse.Namespace) -> None:
     try:
         if args.values:
             values, meta = _pairs(args.values, float), _meta(args.meta)
-            tokens = schema.tokenize(values, meta)
-            observed = schema.encode_values([values], [meta])[2][:, schema.n_context :]
+            now = time.time()  # the hour and weekday of a clock field are now's
+            tokens = schema.tokenize(values, meta, now)
+            observed = schema.encode_values([values], [meta], [now])[2][:, schema.n_context :]
             spread = _spread(detector, observed)
         elif args.tokens:
             tokens = schema.parse(args.tokens)

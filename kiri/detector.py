@@ -192,7 +192,9 @@ class Detector:
     def score(self, observations: Sequence[Obs]) -> list[Score | SchemaError]:
         """A score for each observation, or the SchemaError that says why it has none."""
         ids, errors, values = self.schema.encode_values(
-            [o.values for o in observations], [o.meta for o in observations]
+            [o.values for o in observations],
+            [o.meta for o in observations],
+            [o.ts for o in observations],
         )
         valid = [i for i in range(len(observations)) if i not in errors]
         if not valid:
@@ -380,8 +382,9 @@ def train_detector(
     the model learns them even when they are rare among the observations.
     """
     values, metas = [o.values for o in observations], [o.meta for o in observations]
-    schema = spec.schema.fit(values, metas)
-    ids, _, table = schema.encode_values(values, metas)
+    times = [o.ts for o in observations]
+    schema = spec.schema.fit(values, metas, times)
+    ids, _, table = schema.encode_values(values, metas, times)
     x = table[:, schema.n_context :]
     docs = ids.tolist()
     n_hold = max(1, int(len(docs) * HOLDOUT))

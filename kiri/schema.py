@@ -2,8 +2,11 @@
 
 Each field becomes one token, its prefix and a bucket number (`C5`). Buckets are uniform over a
 fixed range, clamped at the edges, or quantile edges fitted from training data (`auto`). Context
-fields (hour, weekday) come first in the document and are conditioned on but not scored. A
-missing or non-finite value is never read as zero: the observation is rejected with a reason.
+fields (hour, weekday) come first in the document and are conditioned on but not scored; a
+clock field reads its value from the observation's time (local hour or weekday), and fitting
+keeps it only when the training data holds every one of its values, so a model never meets an
+hour it has not seen. A missing or non-finite value is never read as zero: the observation is
+rejected with a reason.
 
 A document is `[BOS, context tokens…, scored tokens…, BOS]`; BOS is the last id.
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 import bisect
 import functools
 import math
+import time
 from collections.abc import Mapping, Sequence
 
 import msgspec
@@ -37,6 +41,7 @@ class Field(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     per: str = ""  # divide the value by this meta field first (load per CPU)
     label: str = ""  # for people: "CPU"
     unit: str = ""  # for people: "%"
+    clock: str = ""  # "hour" or "weekday": the value is the observation's local time, not a value
 
     @property
     def size(self) -> int:
@@ -73,6 +78,9 @@ class Schema(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=True)
         tokens = self.vocab
         if len(set(tokens)) != len(tokens):
             raise ValueError("schema fields produce the same token twice; use distinct prefixes")
+        for f in self.fields:
+            if f.clock and (f.clock not in CLOCKS or not f.context or f.auto):
+                raise ValueError(f"field {f.name}: a clock field is a fixed context field")
 
     @functools.cached_property
     def ordered(self) -> list[Field]:
@@ -125,39 +133,52 @@ class Schema(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=True)
                 return f
         raise SchemaError(f"unknown token {token!r}")
 
-    def tokenize(self, values: Mapping[str, float | None], meta: Mapping[str, str]) -> list[str]:
+    def tokenize(
+        self, values: Mapping[str, float | None], meta: Mapping[str, str], ts: float = 0.0
+    ) -> list[str]:
         """Tokens in document order; SchemaError names the first value that cannot be used."""
         vocab = self.vocab
-        return [vocab[i] for i in self.encode(values, meta)[1:-1]]
+        return [vocab[i] for i in self.encode(values, meta, ts)[1:-1]]
 
-    def encode(self, values: Mapping[str, float | None], meta: Mapping[str, str]) -> list[int]:
-        """The document's ids, [BOS] + one id per field + [BOS], straight from the values."""
+    def encode(
+        self, values: Mapping[str, float | None], meta: Mapping[str, str], ts: float = 0.0
+    ) -> list[int]:
+        """The document's ids, [BOS] + one id per field + [BOS], straight from the values (and
+        the observation's time, for clock fields)."""
         bos = self.vocab_size - 1
         return [
             bos,
             *(
-                first + f.bucket(self._value(f, values, meta))
+                first
+                + f.bucket(clock_value(f.clock, ts) if f.clock else self._value(f, values, meta))
                 for f, first in zip(self.ordered, self._first_ids, strict=True)
             ),
             bos,
         ]
 
     def encode_many(
-        self, values: Sequence[Mapping[str, float | None]], metas: Sequence[Mapping[str, str]]
+        self,
+        values: Sequence[Mapping[str, float | None]],
+        metas: Sequence[Mapping[str, str]],
+        times: Sequence[float] = (),
     ) -> tuple[NDArray[np.intp], dict[int, SchemaError]]:
         """encode() for many observations at once: ids (N, doc_len), and the SchemaError of
         each row that has none (its ids row is then meaningless)."""
-        ids, errors, _ = self.encode_values(values, metas)
+        ids, errors, _ = self.encode_values(values, metas, times)
         return ids, errors
 
     def encode_values(
-        self, values: Sequence[Mapping[str, float | None]], metas: Sequence[Mapping[str, str]]
+        self,
+        values: Sequence[Mapping[str, float | None]],
+        metas: Sequence[Mapping[str, str]],
+        times: Sequence[float] = (),
     ) -> tuple[NDArray[np.intp], dict[int, SchemaError], NDArray[np.float64]]:
         """encode_many(), and each field's value as it was tokenized (divided by its `per` meta
-        field), (N, fields) in document order."""
+        field), (N, fields) in document order. times: each observation's ts, for clock fields
+        (0, the epoch, where not given)."""
         ids = np.full((len(values), self.doc_len), self.vocab_size - 1, dtype=np.intp)
         bad = np.zeros(len(values), dtype=bool)
-        table = self._table(values)
+        table = self._table(values, times)
         for j, (f, first) in enumerate(zip(self.ordered, self._first_ids, strict=True), start=1):
             x = table[:, j - 1]
             if f.per:
@@ -170,12 +191,14 @@ class Schema(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=True)
         errors = {}
         for i in np.flatnonzero(bad).tolist():
             try:  # the one-at-a-time path knows how to say what is wrong
-                self.encode(values[i], metas[i])
+                self.encode(values[i], metas[i], times[i] if len(times) else 0.0)
             except SchemaError as e:
                 errors[i] = e
         return ids, errors, table
 
-    def _table(self, values: Sequence[Mapping[str, float | None]]) -> NDArray[np.float64]:
+    def _table(
+        self, values: Sequence[Mapping[str, float | None]], times: Sequence[float] = ()
+    ) -> NDArray[np.float64]:
         """Every field's value, (N, fields) in document order; NaN where missing or not a
         number. One conversion for the whole table; per value only when something is odd."""
         names = [f.name for f in self.ordered]
@@ -183,7 +206,11 @@ class Schema(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=True)
             table = np.array([[v.get(n) for n in names] for v in values], dtype=float)
         except (TypeError, ValueError):  # a string among the numbers
             table = np.array([[_number(v.get(n)) for n in names] for v in values])
-        return table.reshape(len(values), len(names))
+        table = table.reshape(len(values), len(names))
+        for j, f in enumerate(self.ordered):
+            if f.clock:
+                table[:, j] = [clock_value(f.clock, t) for t in times or [0.0] * len(values)]
+        return table
 
     @functools.cached_property
     def _first_ids(self) -> list[int]:
@@ -244,12 +271,19 @@ class Schema(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=True)
         return {t: i for i, t in enumerate(self.vocab)}
 
     def fit(
-        self, values: Sequence[Mapping[str, float | None]], metas: Sequence[Mapping[str, str]]
+        self,
+        values: Sequence[Mapping[str, float | None]],
+        metas: Sequence[Mapping[str, str]],
+        times: Sequence[float] = (),
     ) -> Schema:
-        """A copy with every `auto` field's quantile edges fitted to these observations."""
+        """A copy with every `auto` field's quantile edges fitted to these observations, and
+        only the clock fields whose every value occurs at these times."""
         fields = []
         for f in self.fields:
-            if f.auto:
+            if f.clock:
+                if {clock_value(f.clock, t) for t in times} >= set(map(float, range(f.levels))):
+                    fields.append(f)
+            elif f.auto:
                 xs = np.array([self._value(f, v, m) for v, m in zip(values, metas, strict=True)])
                 fields.append(
                     msgspec.structs.replace(f, edges=_fitted_edges(xs, f.levels, f.tails))
@@ -257,6 +291,21 @@ class Schema(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=True)
             else:
                 fields.append(f)
         return Schema(fields)
+
+
+CLOCKS = {"hour": 24, "weekday": 7}
+
+
+def clock_field(clock: str, prefix: str) -> Field:
+    """A context field read from the observation's local time: `hour` 0-23, `weekday` 0-6
+    (Monday 0)."""
+    levels = CLOCKS[clock]
+    return Field(clock, prefix, levels, 0, levels, context=True, label=clock, clock=clock)
+
+
+def clock_value(clock: str, ts: float) -> float:
+    t = time.localtime(ts)
+    return float(t.tm_hour if clock == "hour" else t.tm_wday)
 
 
 def _number(x: float | str | None) -> float:

@@ -1,6 +1,7 @@
 """Schemas: values to tokens to ids, and back; nothing missing is ever read as zero."""
 
 import math
+import time
 
 import msgspec
 import pytest
@@ -8,7 +9,7 @@ import pytest
 from kiri.atoms import atom_spec
 from kiri.atoms.pulse import SCHEMA
 from kiri.model.config import num_params
-from kiri.schema import Field, Schema, SchemaError
+from kiri.schema import Field, Schema, SchemaError, clock_field
 
 META = {"cpus": "2"}
 
@@ -164,3 +165,25 @@ def test_a_rare_spike_in_training_does_not_make_nearby_values_ordinary():
     fitted = Schema([Field("x", "X", 10, auto=True, tails=4)]).fit(train, [{}] * len(train))
     usual, odd = (fitted.tokenize({"x": x}, {})[0] for x in (0.02, 0.16))
     assert usual != odd and odd == f"X{fitted.fields[0].size - 1}"
+
+
+def test_a_clock_field_reads_the_observations_local_time():
+    schema = Schema([clock_field("hour", "H"), Field("x", "X", 4, 0, 4)])
+    ts = time.mktime((2026, 12, 2, 13, 30, 0, 0, 0, -1))  # 13:30 local
+    assert schema.tokenize({"x": 1.0}, {}, ts) == ["H13", "X1"]
+    ids, errors = schema.encode_many([{"x": 1.0}, {"x": 2.0}], [{}, {}], [ts, ts + 3600])
+    assert not errors and ids[:, 1].tolist() == [13, 14]
+    with pytest.raises(ValueError, match="fixed context field"):
+        Schema([Field("hour", "H", 24, 0, 24, clock="hour")])
+
+
+def test_fitting_keeps_a_clock_field_only_when_training_saw_all_its_values():
+    schema = Schema([clock_field("hour", "H"), clock_field("weekday", "W"), Field("x", "X", 4)])
+    start = time.mktime((2026, 12, 2, 0, 0, 0, 0, 0, -1))
+    day = [start + 600 * i for i in range(6 * 24)]  # one day, every ten minutes
+    fitted = schema.fit([{"x": 1.0}] * len(day), [{}] * len(day), day)
+    assert [f.name for f in fitted.fields] == ["hour", "x"]  # a day has every hour, one weekday
+    half = day[: len(day) // 2]
+    assert [
+        f.name for f in schema.fit([{"x": 1.0}] * len(half), [{}] * len(half), half).fields
+    ] == ["x"]
