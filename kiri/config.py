@@ -170,8 +170,12 @@ class AtomSection(Table, frozen=True):
     interval: float | None = None  # seconds between runs
     timeout: float | None = None  # seconds a run may take
     fields: dict[str, FieldSpec] | None = None
+    clock: list[str] = []  # "hour", "weekday": context read from each observation's time
 
     def __post_init__(self) -> None:
+        for c in self.clock:
+            if c not in ("hour", "weekday"):
+                raise ValueError(f'clock: {c!r} is not a clock field: use "hour" or "weekday"')
         if self.command is not None and not (self.command and all(self.command)):
             raise ValueError(
                 "command must be the command and its arguments, a list of strings "

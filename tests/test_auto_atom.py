@@ -90,3 +90,26 @@ def test_retraining_refits_the_schema_to_the_new_data(tmp_path, kiri_home):
     rate = detector.schema.fields[0]
     assert rate.size == 18 and 500 < rate.edges[4 + 4] < 1500  # the busier data's quantiles
     assert detector.engine.config.n_layer == 1
+
+
+def test_an_atom_asked_for_the_clock_learns_the_hour_once_its_data_spans_every_hour(
+    tmp_path, kiri_home
+):
+    kiri_home.mkdir(parents=True, exist_ok=True)
+    (kiri_home / "config.toml").write_text('[atoms.web]\nclock = ["hour"]\n')
+    hours, day = tmp_path / "hours.ndjson", tmp_path / "day.ndjson"
+    write_observations(hours, n=24 * 12)  # a minute apart: 4.8 hours
+    out = run("kiri.cli", "train", "web", "--from", str(hours), "--steps", "50", timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "hour:" not in run("kiri.cli", "info", "web").stdout.decode()  # not every hour seen
+    with day.open("wb") as f:  # every 5 minutes for a day
+        for line in hours.read_bytes().splitlines():
+            obs = msgspec.json.decode(line, type=Obs)
+            obs.ts *= 5
+            f.write(encode(obs) + b"\n")
+    out = run("kiri.cli", "train", "web", "--from", str(day), "--steps", "50", timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "hour:0-hour:23" in run("kiri.cli", "info", "web").stdout.decode()
+    (kiri_home / "config.toml").write_text('[atoms.web]\nclock = ["minute"]\n')
+    bad = run("kiri.cli", "train", "web", "--from", str(day), "--steps", "50", timeout=120)
+    assert bad.returncode != 0 and b"'minute' is not a clock field" in bad.stderr

@@ -10,10 +10,14 @@ train and kiri score look atoms up by name. Built-in names come first.
     [atoms.gpu.fields]
     temp = { lo = 20, hi = 100, levels = 10 }   # uniform buckets over a fixed range, clamped
     util = "auto"                               # quantile edges fitted at training, with tails
+    clock = ["hour"]                            # the local hour as context (also "weekday")
 
 A fixed field may also give `label`, `unit` and `context = true`. Its tokens are `FIELD:N`, like
 those of an atom fitted from its data. An [atoms.NAME] table without `fields` is no atom here:
-its schema is fitted from its observations when it is first trained.
+its schema is fitted from its observations when it is first trained. `clock` gives either kind
+of atom the observation's local hour and weekday as context tokens (`hour:13`), kept at each
+training only when its observations hold every hour (every weekday): off by default, because on
+the benchmarks the hour helped some data and hurt other (bench/results/detect-experiments.md).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from kiri.config import AtomSection, ConfigError, FieldSpec, load_config
 from kiri.home import kiri_home, valid_name
 from kiri.model.config import Config
 from kiri.records import Obs
-from kiri.schema import Field, Schema
+from kiri.schema import Field, Schema, clock_field
 
 AUTO_LEVELS = 10  # quantile buckets per field of an atom fitted from its data
 AUTO_TAILS = 4  # graded tokens beyond the bulk of the training values, on each side
@@ -85,12 +89,19 @@ def auto_spec(name: str, fields: list[str]) -> AtomSpec:
     return _user_spec(name, [_auto_field(f) for f in fields])
 
 
+def _clock_fields(name: str) -> list[Field]:
+    return [clock_field(c, f"{c}:") for c in config_atom(name).clock]
+
+
 def _auto_field(name: str) -> Field:
     return Field(name, f"{name}:", AUTO_LEVELS, auto=True, tails=AUTO_TAILS, label=name)
 
 
 def _user_spec(name: str, fields: list[Field]) -> AtomSpec:
-    """The model every atom without a module gets: one layer, sized to its fields."""
+    """The model every atom without a module gets: one layer, sized to its fields, with the
+    clock fields its config.toml table asks for."""
+    clocks = [c for c in _clock_fields(name) if c.name not in {f.name for f in fields}]
+    fields = clocks + fields
     return AtomSpec(
         valid_name(name),
         Schema(fields),
