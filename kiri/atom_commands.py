@@ -19,7 +19,7 @@ from kiri.model.fast import FloatArray
 from kiri.patterns import culprit_order
 from kiri.progress import Progress
 from kiri.recordings import load_observations, recording_files
-from kiri.records import Obs
+from kiri.records import UNDECODABLE, Obs
 from kiri.schema import Field, SchemaError
 from kiri.store import Store
 from kiri.stream import UserError
@@ -55,7 +55,7 @@ def _fields_in(atom: str, files: list[Path]) -> list[str]:
             for line in f:
                 try:
                     obs = decode(line)
-                except (msgspec.MsgspecError, UnicodeDecodeError):
+                except UNDECODABLE:
                     continue
                 if obs.atom == atom and obs.values:
                     return list(obs.values)

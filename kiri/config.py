@@ -278,6 +278,8 @@ def _decoded(path: Path) -> Config:
         return Config()
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise InvalidConfigError(f"{path}: {e}") from None
+    except RecursionError:
+        raise InvalidConfigError(f"{path}: arrays or tables nested too deeply") from None
     # msgspec's path names a key of a table as `[...]`: each atom, and each of its fields, is
     # converted on its own first, so that an error there names it.
     atoms = raw.get("atoms")
@@ -302,6 +304,8 @@ def _convert(raw: object, kind: type[T], where: tuple[str, ...]) -> T:
         return msgspec.convert(raw, kind)
     except msgspec.ValidationError as e:
         raise InvalidConfigError(_message(str(e), kind, where)) from None
+    except RecursionError:
+        raise InvalidConfigError(f"{FILE}: {_place(where)}nested too deeply") from None
 
 
 def _message(error: str, kind: type, where: tuple[str, ...]) -> str:

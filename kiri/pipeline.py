@@ -43,6 +43,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from kiri.home import valid_name
+from kiri.records import UNDECODABLE
 
 CHECKOUT = Path(__file__).resolve().parent.parent  # pipelines/ and bin/ live here
 DEFAULT_PIPELINE = CHECKOUT / "pipelines" / "pulse.toml"
@@ -91,7 +92,7 @@ def load(path: Path) -> Pipeline:
         raise PipelineError(f"cannot read {path}: {e.strerror}") from e
     try:
         pipeline = msgspec.toml.decode(data, type=Pipeline)
-    except msgspec.MsgspecError as e:
+    except UNDECODABLE as e:
         raise PipelineError(f"{path}: {e}") from e
     if not pipeline.name:
         pipeline.name = path.stem

@@ -21,7 +21,7 @@ import msgspec
 
 from kiri import durations
 from kiri.http import HttpError, request, retrying
-from kiri.records import Obs
+from kiri.records import UNDECODABLE, Obs
 from kiri.stream import Log
 
 MAX_POINTS = 11_000  # Prometheus refuses a range query with more points than this per series
@@ -145,7 +145,7 @@ def parse_answer(body: bytes) -> tuple[list[Series], list[str]]:
     """The series of an answer to /api/v1/query or /api/v1/query_range, and its warnings."""
     try:
         answer = _decode_answer(body)
-    except msgspec.MsgspecError as e:
+    except UNDECODABLE as e:
         raise PromError(f"not a Prometheus answer ({e})") from None
     if answer.status != "success":
         raise PromError(f"{answer.error_type or answer.status}: {answer.error}", fatal=True)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from kiri.home import data_dir
-from kiri.records import Obs, Record
+from kiri.records import UNDECODABLE, Obs, Record
 
 if TYPE_CHECKING:  # the schema brings numpy, which a collector that only records never needs
     from kiri.schema import Schema
@@ -86,7 +86,7 @@ def _problem(
         return None
     try:
         rec = decode(line)
-    except (msgspec.MsgspecError, UnicodeDecodeError):
+    except UNDECODABLE:
         return "not a valid record"
     if not isinstance(rec, Obs) or rec.atom != atom:
         return None

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import msgspec
 
+# what decoding a line or a file can raise: malformed or mistyped JSON, bytes that are not UTF-8,
+# and JSON nested deeper than the decoder will recurse (a 1 KB line of brackets is enough)
+UNDECODABLE = (msgspec.MsgspecError, UnicodeDecodeError, RecursionError)
+
 
 class _Record(msgspec.Struct, tag_field="kind"):
     ts: float = 0.0

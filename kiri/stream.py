@@ -30,7 +30,7 @@ import msgspec
 import structlog
 from structlog.typing import FilteringBoundLogger
 
-from kiri.records import Record
+from kiri.records import UNDECODABLE, Record
 
 MAX_LINE = 1 << 20  # longer lines are rejected without being held in memory
 READ_SIZE = 1 << 16
@@ -347,7 +347,7 @@ class Stream:
                     continue
                 try:
                     record = decode(line)
-                except (msgspec.MsgspecError, UnicodeDecodeError) as e:
+                except UNDECODABLE as e:
                     self.reject(source, self.lines, _reason(e), line)
                     continue
                 if not isinstance(record, consumes):

@@ -247,7 +247,7 @@ class Supervisor:
         if SCORE_MARK in last:
             try:
                 score = self.score.decode(last)
-            except msgspec.DecodeError:
+            except (msgspec.DecodeError, RecursionError):  # the stage itself reports the line
                 return
             self.atoms[score.atom] = AtomStatus(
                 score.surprise, score.threshold, score.ts, score.host

@@ -33,7 +33,7 @@ from kiri.atoms import UnknownAtom, atom_spec, config_atom
 from kiri.collectors import NOT_RESTARTED, add_poll_options, poll
 from kiri.config import setting
 from kiri.home import valid_name
-from kiri.records import Obs
+from kiri.records import UNDECODABLE, Obs
 from kiri.stream import Stream, UserError
 
 DEFAULT_ATOM = "exec"
@@ -216,7 +216,7 @@ def parse_metrics(out: bytes, needed: Sequence[str]) -> dict[str, float | None]:
         raise RunFailedError("printed nothing (expected a JSON object of numbers)")
     try:
         doc = msgspec.json.decode(out)
-    except (msgspec.MsgspecError, UnicodeDecodeError) as e:
+    except UNDECODABLE as e:
         raise RunFailedError(f"printed something that is not JSON ({e}): {_preview(out)}") from None
     if not isinstance(doc, dict) or not doc:
         raise RunFailedError(f"printed JSON that is not an object of numbers: {_preview(out)}")

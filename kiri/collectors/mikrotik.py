@@ -205,7 +205,7 @@ class RouterAPI:
             raise RouterError(path, str(e)) from None
         try:
             return msgspec.json.decode(body)
-        except msgspec.DecodeError as e:
+        except (msgspec.DecodeError, RecursionError) as e:
             raise RouterError(path, f"not JSON ({e})") from None
 
     def _why(self, e: Exception) -> str:

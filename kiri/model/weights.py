@@ -103,7 +103,7 @@ def load(path: Path) -> Weights:
         raise WeightsError(f"{path}: cannot read weights: {e.strerror}") from e
     try:
         doc = _decoder.decode(data)
-    except msgspec.DecodeError as e:  # malformed JSON, and a ValidationError (a subclass) too
+    except (msgspec.DecodeError, RecursionError) as e:  # and a ValidationError (a subclass)
         raise WeightsError(f"{path}: not a readable weights file: {e}") from e
     problem = _problem(doc)
     if problem:

@@ -23,7 +23,7 @@ import msgspec
 from kiri import add_version_option
 from kiri.atoms.nerve import NerveAdvisor, PolicyExamples
 from kiri.policy import Advisor, Policy
-from kiri.records import Decision, Record, Rule, Score
+from kiri.records import UNDECODABLE, Decision, Record, Rule, Score
 from kiri.store import Store, db_path
 from kiri.stream import Log, Stream, add_stream_options, run_main, setup_logging
 
@@ -130,7 +130,7 @@ class Feedback:
         for line in filter(None, lines):
             try:
                 self.handle(self._decode(line))
-            except (msgspec.MsgspecError, UnicodeDecodeError) as e:
+            except UNDECODABLE as e:
                 self.log.warning("bad_feedback_record", reason=str(e))
 
     def handle(self, record: Record) -> None:

@@ -1,0 +1,35 @@
+"""Hostile input: a line no stage may crash on, among good ones, through the real executables."""
+
+import pytest
+from conftest import fixture_bytes, log_events, run
+
+# 1 KB of brackets: deeper than msgspec's decoder recurses
+NESTED = b'{"kind":"obs","x":' + b"[" * 1000 + b"]" * 1000 + b"}"
+KINDS = fixture_bytes("kinds.ndjson").splitlines()
+
+
+@pytest.mark.parametrize(
+    ("stage", "args"),
+    [
+        ("kiri.stages.atom", ("pulse",)),
+        ("kiri.stages.decide", ()),
+        ("kiri.stages.act", ("--sink", "log")),
+        ("kiri.stages.feedback", ()),
+    ],
+)
+def test_a_deeply_nested_line_is_one_bad_record_and_the_rest_flows(installed_pulse, stage, args):
+    good = [line for line in KINDS if b'"kind":"obs"' in line] or KINDS[:1]
+    out = run(stage, *args, input=b"\n".join([good[0], NESTED, good[0]]) + b"\n", timeout=60)
+    assert out.returncode == 0, out.stderr.decode()[-2000:]
+    bad = [e for e in log_events(out.stderr) if e["event"] == "bad_record"]
+    assert [(e["line"], "recursion" in e["reason"]) for e in bad] == [(2, True)]
+    end = next(e for e in log_events(out.stderr) if e["event"] == "stream_end")
+    assert end["lines"] == 3 and end["bad"] == 1
+
+
+def test_a_config_toml_nested_too_deeply_is_a_clear_error(kiri_home):
+    kiri_home.mkdir(parents=True, exist_ok=True)
+    (kiri_home / "config.toml").write_text("a = " + "[" * 2000 + "1" + "]" * 2000 + "\n")
+    out = run("kiri.stages.decide", input=b"")
+    assert out.returncode == 2
+    assert out.stderr.decode().strip().endswith("config.toml: arrays or tables nested too deeply")
