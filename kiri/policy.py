@@ -4,7 +4,7 @@ The default: alert when the surprise exceeds the atom's threshold on k of the la
 observations, or on fewer that together cover `sustain` seconds (each observation stands for the
 time since the one before it, so an hourly atom alerts on one unusual hour and a five-second one
 on three samples); keep the incident open while it lasts, re-notifying only after `repeat`
-seconds; resolve once the last n observations are all below the threshold. Each decision carries
+seconds; resolve once the last n observations are all below the threshold. Each alert carries
 its score's rarity: how seldom this atom on this host has been as surprising before, against its
 own long-run record (the calibration NAB's best stream detectors use), so that alerts from atoms
 and hosts of every kind can be ranked on one scale. One incident per host: when
@@ -16,6 +16,7 @@ replayed day decides exactly as the live day did.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import os
 import time
@@ -40,25 +41,36 @@ class Record:
     ratio's logarithm whose older entries fade (half of their weight after about a week of
     five-minute observations): how rarely has it been this high?"""
 
-    BINS = np.geomspace(1e-3, 1e3, 121)  # 12% apart; the ends take everything beyond
+    BINS = np.geomspace(1e-3, 1e3, 121).tolist()  # 12% apart; the ends take everything beyond
     HALF_LIFE = 2016.0  # observations
+    GROWTH = 2 ** (1 / HALF_LIFE)
 
     def __init__(self) -> None:
-        self.counts = np.zeros(len(self.BINS) + 1)
+        self.counts = [0.0] * (len(self.BINS) + 1)
+        self.total = 0.0
         self.weight = 1.0  # a new entry's weight: growing, rather than every count fading
-
-    def rarity(self, ratio: float) -> float:
-        """1 - the share of earlier entries at least this high (1 with no entries at all)."""
-        at = int(np.searchsorted(self.BINS, ratio, side="right"))
-        total = self.counts.sum()
-        return round(1.0 - float(self.counts[at:].sum()) / (float(total) + self.weight), 6)
+        self.last = (0, 0.0)  # the latest entry's bin and weight
 
     def add(self, ratio: float) -> None:
-        self.counts[int(np.searchsorted(self.BINS, ratio, side="right"))] += self.weight
-        self.weight *= 2 ** (1 / self.HALF_LIFE)
+        at = bisect.bisect_right(self.BINS, ratio)
+        self.counts[at] += self.weight
+        self.total += self.weight
+        self.last = (at, self.weight)
+        self.weight *= self.GROWTH
         if self.weight > 1e100:  # rescale long before floats would overflow
-            self.counts /= self.weight
+            self.counts = [c / self.weight for c in self.counts]
+            self.total /= self.weight
+            self.last = (at, self.last[1] / self.weight)
             self.weight = 1.0
+
+    def rarity(self) -> float:
+        """The latest entry's rarity against those before it: 1 - the share of them at least
+        as high (1 with none). Asked of alerts only, so that an ordinary score costs one bisect."""
+        at, w = self.last
+        if not self.total:
+            return 1.0
+        # the entries before it, over them plus its own weight: as when it was the next to come
+        return round(1.0 - (sum(self.counts[at:]) - w) / self.total, 6)
 
 
 class Track:
@@ -68,7 +80,6 @@ class Track:
     def __init__(self, n: int) -> None:
         self.recent: deque[tuple[bool, float]] = deque(maxlen=n)
         self.record = Record()
-        self.rarity = 0.0  # the latest score's, against the record before it
         self.incident = ""
         self.notified = 0.0
         self.suppressed = False  # the open incident matched a rule: nobody was told
@@ -78,14 +89,16 @@ class Track:
     def observe(self, unusual: bool, ratio: float, ts: float) -> None:
         covers = 0.0 if self.seen is None else min(max(ts - self.seen, 0.0), MAX_COVER)
         self.recent.append((unusual, covers))
-        self.rarity = self.record.rarity(ratio)
         self.record.add(ratio)
         self.ratio, self.seen = round(ratio, 4), ts
 
     def unusual(self) -> tuple[int, float]:
         """How many of the recent observations were unusual, and the seconds they cover."""
-        flagged = [covers for unusual, covers in self.recent if unusual]
-        return len(flagged), sum(flagged)
+        count, covered = 0, 0.0
+        for unusual, covers in self.recent:
+            if unusual:
+                count, covered = count + 1, covered + covers
+        return count, covered
 
 
 @dataclass
@@ -168,7 +181,8 @@ class Policy:
     # -- one score ----------------------------------------------------------------------------
 
     def _decide(self, score: Score) -> Decision:
-        track = self.hosts.setdefault(score.host, {}).setdefault(score.atom, Track(self.n))
+        tracks = self.hosts.setdefault(score.host, {})
+        track = tracks.get(score.atom) or tracks.setdefault(score.atom, Track(self.n))
         threshold = score.threshold / self.sensitivity
         track.observe(score.surprise > threshold, score.surprise / threshold, score.ts)
         # the likeliest culprit first; the stable sort keeps the schema's order among equals
@@ -270,7 +284,7 @@ class Policy:
             surprise=top.surprise,
             threshold=round(top_threshold, 4),
             culprits=culprits,
-            rarity=self.hosts[host][top.atom].rarity,
+            rarity=self.hosts[host][top.atom].record.rarity(),
             incident=group.incident,
             atoms=[s.atom for s, _, _ in scores],
             summary=_group_summary(told, host),
@@ -297,7 +311,9 @@ class Policy:
             surprise=score.surprise,
             threshold=round(threshold, 4),
             culprits=culprits,
-            rarity=self.hosts[score.host][score.atom].rarity,
+            rarity=self.hosts[score.host][score.atom].record.rarity()
+            if action in ("alert", "suppress")
+            else 0.0,
             incident=incident,
             atoms=[score.atom],
             summary=_summary(action, score, culprits, threshold),

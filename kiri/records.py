@@ -56,7 +56,7 @@ class Decision(_Record, tag="decision"):
     surprise: float = 0.0
     threshold: float = 0.0
     culprits: list[tuple[str, float]] = []
-    # 1 - the share of this atom's earlier scores on this host that were as surprising
+    # an alert's: 1 - the share of this atom's earlier scores on this host as surprising (else 0)
     rarity: float = 0.0
     summary: str = ""
     incident: str = ""
