@@ -9,6 +9,8 @@ names are an interface: add fields, never rename them.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import msgspec
 
 # what decoding a line or a file can raise: malformed or mistyped JSON, bytes that are not UTF-8,
@@ -16,8 +18,14 @@ import msgspec
 UNDECODABLE = (msgspec.MsgspecError, UnicodeDecodeError, RecursionError)
 
 
+# Unix seconds up to the year 3000: a time every clock, calendar and file name can hold, so a
+# record whose ts would overflow them (1e17 did) is a bad line at decode time, not a crash later
+MAX_TS = 32503680000.0
+Time = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_TS)]
+
+
 class _Record(msgspec.Struct, tag_field="kind"):
-    ts: float = 0.0
+    ts: Time = 0.0
 
 
 class Obs(_Record, tag="obs"):

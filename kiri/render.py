@@ -25,8 +25,17 @@ def top_culprits(d: Decision) -> str:
     return ", ".join(f"{token} ({z:.1f})" for token, z in d.culprits[:TOP_CULPRITS])
 
 
+def local_time(ts: float, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
+    """A record's time on this machine's clock; `?` for one no calendar holds (a store written
+    before records' times were checked may hold one)."""
+    try:
+        return time.strftime(fmt, time.localtime(ts))
+    except (OverflowError, OSError, ValueError):
+        return "?"
+
+
 def _clock(ts: float) -> str:
-    return time.strftime("%H:%M:%S", time.localtime(ts)) if ts else "--:--:--"
+    return local_time(ts, "%H:%M:%S") if ts else "--:--:--"
 
 
 def _number(x: float | None) -> str:

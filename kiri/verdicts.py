@@ -16,6 +16,7 @@ from kiri import alertmanager, durations
 from kiri.config import config_path
 from kiri.http import HttpError
 from kiri.records import Decision
+from kiri.render import local_time
 from kiri.store import Store, StoreError
 from kiri.stream import UserError
 
@@ -75,7 +76,7 @@ def cmd_alerts(args: argparse.Namespace) -> None:
         return
     print(f"{'id':<12} {'time':<19} {'atom':<8} {'action':<9} {'verdict':<14} summary")
     for r in rows:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.ts))
+        when = local_time(r.ts)
         verdict = (r.verdict + (" (normal)" if r.normal else "")) or "-"
         print(f"{r.id:<12} {when:<19} {r.atom:<8} {r.action:<9} {verdict:<14} {r.summary}")
 

@@ -33,3 +33,43 @@ def test_a_config_toml_nested_too_deeply_is_a_clear_error(kiri_home):
     out = run("kiri.stages.decide", input=b"")
     assert out.returncode == 2
     assert out.stderr.decode().strip().endswith("config.toml: arrays or tables nested too deeply")
+
+
+def _obs_at(ts: float | str) -> bytes:
+    return (
+        b'{"kind":"obs","ts":%s,"atom":"pulse","host":"vm","values":{"cpu":5.0,"mem":40.0,'
+        b'"disk":20.0,"swap":0.0,"load":0.2,"net":1.0},"meta":{"cpus":"2"}}' % str(ts).encode()
+    )
+
+
+@pytest.mark.parametrize(
+    ("stage", "args"),
+    [
+        ("kiri.stages.atom", ("pulse", "--learn")),
+        ("kiri.stages.decide", ()),
+        ("kiri.stages.collect", ("replay", "--speed", "1000", "-")),
+    ],
+)
+@pytest.mark.parametrize("ts", ["1e17", "-5", "1.7976931348623157e308"])
+def test_a_time_no_calendar_holds_is_one_bad_record(stage, args, ts):
+    lines = [_obs_at(1795285736.5), _obs_at(ts), _obs_at(1795285737.5)]
+    if stage == "kiri.stages.decide":  # scores, as decide reads
+        score = KINDS[1]
+        lines = [score, score.replace(b"1795285736.5", ts.encode(), 1), score]
+    out = run(stage, *args, input=b"\n".join(lines) + b"\n", timeout=60)
+    assert out.returncode == 0, out.stderr.decode()[-2000:]
+    bad = [e for e in log_events(out.stderr) if e["event"] == "bad_record"]
+    assert [(e["line"], "$.ts" in e["reason"]) for e in bad] == [(2, True)]
+
+
+def test_kiri_alerts_lists_a_stored_alert_whose_time_no_calendar_holds(kiri_home):
+    from kiri.records import Decision
+    from kiri.store import Store
+
+    with Store() as store:
+        store.record_alert(Decision(id="a1", atom="pulse", host="vm", action="alert"), "C9")
+        store.db.execute("UPDATE alerts SET ts = 1e300")
+        store.db.commit()
+    out = run("kiri.cli", "alerts")
+    assert out.returncode == 0, out.stderr.decode()
+    assert "a1" in out.stdout.decode() and b"Traceback" not in out.stderr
