@@ -111,20 +111,26 @@ class Group:
 
 
 class Rules:
-    """Suppression rules in force, by atom and culprit pattern."""
+    """Suppression rules in force, by host, atom and culprit pattern."""
 
     def __init__(self) -> None:
-        self._rules: dict[tuple[str, str], Rule] = {}
+        self._rules: dict[tuple[str, str, str], Rule] = {}
 
     def __len__(self) -> int:
         return len(self._rules)
 
-    def add(self, rule: Rule) -> None:
-        self._rules[(rule.atom, pattern_key(rule.match))] = rule
+    def add(self, rule: Rule) -> str | None:
+        """Take a rule on; why not, if it is refused: a rule holds for one host, for a while."""
+        if not rule.host or not rule.atom:
+            return "a rule needs an atom and a host"
+        if rule.expires <= time.time():
+            return "a rule needs an expiry in the future"
+        self._rules[(rule.host, rule.atom, pattern_key(rule.match))] = rule
+        return None
 
-    def match(self, atom: str, named: list[str]) -> Rule | None:
-        rule = self._rules.get((atom, pattern_key(named)))
-        if rule and rule.expires and rule.expires <= time.time():
+    def match(self, host: str, atom: str, named: list[str]) -> Rule | None:
+        rule = self._rules.get((host, atom, pattern_key(named)))
+        if rule and rule.expires <= time.time():
             return None
         return rule
 
@@ -209,7 +215,7 @@ class Policy:
         return "ok"
 
     def _alert(self, score: Score, track: Track, culprits: Culprits, threshold: float) -> Decision:
-        rule = self.rules.match(score.atom, named_culprits(culprits, threshold))
+        rule = self.rules.match(score.host, score.atom, named_culprits(culprits, threshold))
         track.incident = track.incident or self._host_incident(score.host)
         track.notified, track.suppressed = score.ts, rule is not None
         decision = self._decision(
@@ -267,7 +273,7 @@ class Policy:
         top, _, top_threshold = max(scores, key=lambda m: m[0].surprise / m[2])
         suppressed = {}
         for s, c, t in scores:
-            rule = self.rules.match(s.atom, named_culprits(c, t))
+            rule = self.rules.match(host, s.atom, named_culprits(c, t))
             self.hosts[host][s.atom].suppressed = rule is not None
             if rule:
                 suppressed[s.atom] = rule

@@ -96,10 +96,12 @@ class Verdict(_Record, tag="verdict"):
 
 
 class Rule(_Record, tag="rule"):
-    """A learned instruction for kiri-decide, such as suppressing a dismissed pattern."""
+    """A learned instruction for kiri-decide, such as suppressing a dismissed pattern. It holds
+    for one atom on one host until it expires: kiri-decide refuses a rule without both."""
 
     id: str = ""
     atom: str = ""
+    host: str = ""
     match: list[str] = []
     action: str = "suppress"
     expires: float = 0.0

@@ -90,10 +90,18 @@ MIGRATIONS = [
     );
     CREATE INDEX IF NOT EXISTS telegram_messages_incident ON telegram_messages (incident);
     """,
+    # 4: a rule holds on one host: the host of the latest alert dismissed with its pattern
+    # (a rule from before with no such alert keeps '' and is no longer loaded)
+    """
+    ALTER TABLE rules ADD COLUMN host TEXT NOT NULL DEFAULT '';
+    UPDATE rules SET host = coalesce((
+        SELECT a.host FROM alerts a JOIN verdicts v ON v.alert = a.id
+        WHERE v.verdict = 'dismiss' AND a.atom = rules.atom
+          AND a.pattern = (SELECT group_concat(value, ' ') FROM json_each(rules.match))
+        ORDER BY a.ts DESC LIMIT 1), '');
+    """,
 ]
 VERSION = len(MIGRATIONS)
-# Two processes may find the same old version and both migrate, one after the other: each
-# migration must be harmless to run twice (IF NOT EXISTS, and so on).
 
 
 class StoreError(Exception):
@@ -135,6 +143,7 @@ class VerdictRow(msgspec.Struct):
     by: str
     note: str
     atom: str
+    host: str
     pattern: str
     decision: str
 
@@ -189,10 +198,13 @@ class Store:
                 f"understands ({VERSION}): upgrade KIRI, or point KIRI_HOME elsewhere"
             )
         for number in range(version, VERSION):
-            self.db.executescript(  # one transaction per migration, with its version
-                f"BEGIN IMMEDIATE; {MIGRATIONS[number]}; "
-                f"PRAGMA user_version = {number + 1}; COMMIT;"
-            )
+            with self._write():  # one transaction per migration, with its version
+                # another process may have run it since this one read the version
+                if self.db.execute("PRAGMA user_version").fetchone()[0] != number:
+                    continue
+                for statement in _statements(MIGRATIONS[number]):
+                    self.db.execute(statement)
+                self.db.execute(f"PRAGMA user_version = {number + 1}")
 
     def _write(self) -> _Transaction:
         """A write transaction taken at once (BEGIN IMMEDIATE), so writers queue, not deadlock."""
@@ -284,7 +296,7 @@ class Store:
     def verdicts_after(self, seq: int) -> list[VerdictRow]:
         rows = self.db.execute(
             "SELECT v.rowid, v.alert, v.ts, v.verdict, v.normal, v.source, v.by, v.note,"
-            " a.atom, a.pattern, a.decision FROM verdicts v JOIN alerts a ON a.id = v.alert"
+            " a.atom, a.host, a.pattern, a.decision FROM verdicts v JOIN alerts a ON a.id = v.alert"
             " WHERE v.rowid > ? ORDER BY v.rowid",
             (seq,),
         ).fetchall()
@@ -294,15 +306,16 @@ class Store:
         seq: int = self.db.execute("SELECT coalesce(max(rowid), 0) FROM verdicts").fetchone()[0]
         return seq
 
-    def dismissals(self, atom: str, pattern: str, upto: int) -> int:
-        """How many alerts of this atom and culprit pattern people dismissed as noise (a "new
+    def dismissals(self, host: str, atom: str, pattern: str, upto: int) -> int:
+        """How many alerts of this atom and culprit pattern on this host people dismissed as
+        noise (a "new
         normal" dismissal asks for a retrain instead, so it does not count), up to verdict seq
         `upto`: a reader following the verdicts counts what it has seen so far."""
         count: int = self.db.execute(
             "SELECT count(*) FROM verdicts v JOIN alerts a ON a.id = v.alert"
-            " WHERE v.verdict = 'dismiss' AND NOT v.normal AND a.atom = ? AND a.pattern = ?"
-            " AND v.rowid <= ?",
-            (atom, pattern, upto),
+            " WHERE v.verdict = 'dismiss' AND NOT v.normal AND a.host = ? AND a.atom = ?"
+            " AND a.pattern = ? AND v.rowid <= ?",
+            (host, atom, pattern, upto),
         ).fetchone()[0]
         return count
 
@@ -311,12 +324,13 @@ class Store:
     def add_rule(self, rule: Rule) -> None:
         with self._write():
             self.db.execute(
-                "INSERT OR REPLACE INTO rules (id, ts, atom, match, action, expires, reason)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO rules (id, ts, atom, host, match, action, expires, reason)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     rule.id,
                     rule.ts,
                     rule.atom,
+                    rule.host,
                     json.dumps(sorted(rule.match)),
                     rule.action,
                     rule.expires,
@@ -327,8 +341,8 @@ class Store:
     def active_rules(self, now: float | None = None) -> list[Rule]:
         now = time.time() if now is None else now
         rows = self.db.execute(
-            "SELECT id, ts, atom, match, action, expires, reason FROM rules"
-            " WHERE expires = 0 OR expires > ? ORDER BY ts",
+            "SELECT id, ts, atom, host, match, action, expires, reason FROM rules"
+            " WHERE host != '' AND expires > ? ORDER BY ts",
             (now,),
         ).fetchall()
         return [
@@ -336,10 +350,11 @@ class Store:
                 id=r[0],
                 ts=r[1],
                 atom=r[2],
-                match=json.loads(r[3]),
-                action=r[4],
-                expires=r[5],
-                reason=r[6],
+                host=r[3],
+                match=json.loads(r[4]),
+                action=r[5],
+                expires=r[6],
+                reason=r[7],
             )
             for r in rows
         ]
@@ -447,6 +462,17 @@ class Store:
     def integrity(self) -> str:
         result: str = self.db.execute("PRAGMA integrity_check").fetchone()[0]
         return result
+
+
+def _statements(script: str) -> list[str]:
+    """A migration's SQL statements, one by one (executescript would commit on its own)."""
+    statements, current = [], ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            statements.append(current.strip())
+            current = ""
+    return statements
 
 
 class _Transaction:

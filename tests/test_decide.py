@@ -221,12 +221,13 @@ C9 = {"tokens": ["C9", "M1", "D2", "S0", "L1", "N1"], "nll": [9.0, 0.5, 0.1, 0.1
 M9 = {"tokens": ["C1", "M9", "D2", "S0", "L1", "N1"], "nll": [0.2, 9.0, 0.1, 0.1, 0.3, 0.0]}
 
 
-def rule(match, action="suppress", expires=None, atom="pulse"):
+def rule(match, action="suppress", expires=None, atom="pulse", host="vm"):
     return encode(
         Rule(
             ts=time.time(),
             id=f"r-{'-'.join(match)}",
             atom=atom,
+            host=host,
             match=match,
             action=action,
             reason="dismissed 2 times",
@@ -338,6 +339,7 @@ def test_standing_rules_are_loaded_from_the_store_at_start(kiri_home):
                 ts=time.time(),
                 id="r-1",
                 atom="pulse",
+                host="vm",
                 match=["C9"],
                 action="suppress",
                 expires=time.time() + 60,
@@ -352,3 +354,37 @@ def test_standing_rules_are_loaded_from_the_store_at_start(kiri_home):
 def test_culprit_order_falls_back_to_z_for_a_score_without_spreads():
     assert culprit_order([1.0, 5.0, 3.0], []) == [1, 2, 0]
     assert culprit_order([1.0, 3.0, 5.0], [-9.0, 1.0, 1.0]) == [0, 2, 1]
+
+
+# -- forged records: rules count only from the FIFO and the store ------------------------------
+
+
+def test_a_rule_on_stdin_passes_through_untouched_and_suppresses_nothing():
+    forged = rule(["C9"])
+    out = run("kiri.stages.decide", input=b"\n".join([forged, *burst(0, **C9)]) + b"\n")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == forged
+    assert [decode(line).action for line in lines[1:]][-1] == "alert"
+
+
+def test_a_decision_on_stdin_is_refused_not_delivered():
+    forged = encode(Decision(id="forged", atom="pulse", host="vm", action="alert"))
+    out = run(
+        "kiri.stages.decide", input=b"\n".join([score(0, 0.1), forged, score(1, 0.1)]) + b"\n"
+    )
+    assert out.returncode == 0, out.stderr
+    assert [decode(line).id != "forged" for line in out.stdout.splitlines()] == [True, True]
+    bad = [e for e in log_events(out.stderr) if e["event"] == "bad_record"]
+    assert [(e["line"], "only kiri-decide decides" in e["reason"]) for e in bad] == [(2, True)]
+
+
+def test_a_rule_holds_for_its_host_only_and_needs_a_host_and_an_expiry(tmp_path):
+    d = Decide(tmp_path / "f.fifo")
+    d.control(rule(["C9"], host=""), rule(["C9"], expires=0.0), rule(["C9"], host="db"))
+    time.sleep(0.3)
+    assert [x.action for x in d.scores(*burst(0, **C9))][-1] == "alert"  # vm: no rule holds
+    assert [x.action for x in d.scores(*burst(0, host="db", **C9))][-1] == "suppress"
+    _, err = d.close()
+    refused = [e["reason"] for e in log_events(err) if e["event"] == "rule_refused"]
+    assert refused == ["a rule needs an atom and a host", "a rule needs an expiry in the future"]

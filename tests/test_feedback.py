@@ -242,3 +242,19 @@ def test_every_n_verdicts_ask_for_nerve_to_be_trained_again(kiri_home):
         ("nerve", "2 verdicts to learn from"),
         ("nerve", "4 verdicts to learn from"),
     ]
+
+
+def test_rules_and_verdicts_on_stdin_never_reach_the_feedback_fifo(kiri_home):
+    from kiri.records import Rule, Verdict
+
+    forged = [
+        encode(Rule(id="r-x", atom="pulse", host="vm", match=["C9"], expires=9e9)),
+        encode(Verdict(alert="a0", verdict="dismiss")),
+    ]
+    out, proc = feedback(*delivered(alert(0)), *forged, *delivered(alert(1)))
+    assert out == []
+    bad = [e for e in log_events(proc.stderr) if e["event"] == "bad_record"]
+    assert [(e["line"], "not passed on" in e["reason"]) for e in bad] == [(3, True), (4, True)]
+    with Store() as store:
+        assert [r.id for r in store.alerts()] == ["a1", "a0"]
+        assert store.active_rules() == []

@@ -3,6 +3,7 @@
 import multiprocessing
 import sqlite3
 
+import msgspec
 import pytest
 
 from kiri.records import Decision, Rule
@@ -63,30 +64,59 @@ def test_an_unknown_alert_or_verdict_is_refused(kiri_home):
             store.add_verdict("a0", "meh")
 
 
-def test_dismissals_count_per_atom_and_pattern_but_not_new_normal(kiri_home):
+def test_dismissals_count_per_host_atom_and_pattern_but_not_new_normal(kiri_home):
     with Store() as store:
         for i, (atom, pattern) in enumerate(
             [("pulse", "C9"), ("pulse", "C9"), ("pulse", "M9"), ("drift", "C9"), ("pulse", "C9")]
         ):
             store.record_alert(decision(i, atom), pattern)
-        store.add_verdict("a0", "dismiss")
-        store.add_verdict("a1", "dismiss")
-        store.add_verdict("a2", "dismiss")
-        store.add_verdict("a3", "dismiss")
+        elsewhere = decision(5)
+        elsewhere.host = "db1"
+        store.record_alert(elsewhere, "C9")
+        for alert in ("a0", "a1", "a2", "a3", "a5"):
+            store.add_verdict(alert, "dismiss")
         store.add_verdict("a4", "dismiss", normal=True)
-        assert store.dismissals("pulse", "C9", upto=store.last_verdict_seq()) == 2
-        assert store.dismissals("pulse", "C9", upto=1) == 1
+        assert store.dismissals("vm", "pulse", "C9", upto=store.last_verdict_seq()) == 2
+        assert store.dismissals("vm", "pulse", "C9", upto=1) == 1
+        assert store.dismissals("db1", "pulse", "C9", upto=store.last_verdict_seq()) == 1
 
 
-def test_rules_expire(kiri_home):
+def test_rules_expire_and_hold_only_with_a_host(kiri_home):
     with Store() as store:
-        store.add_rule(Rule(id="r1", atom="pulse", match=["M9", "C9"], expires=2000.0))
-        store.add_rule(Rule(id="r2", atom="pulse", match=["D9"], expires=0.0))
-        assert [(r.id, r.match) for r in store.active_rules(now=1500)] == [
-            ("r1", ["C9", "M9"]),
-            ("r2", ["D9"]),
+        store.add_rule(Rule(id="r1", atom="pulse", host="vm", match=["M9", "C9"], expires=2000.0))
+        store.add_rule(Rule(id="r2", atom="pulse", host="vm", match=["D9"], expires=3000.0))
+        store.add_rule(Rule(id="r3", atom="pulse", match=["D9"], expires=3000.0))  # no host
+        store.add_rule(Rule(id="r4", atom="pulse", host="vm", match=["D9"], expires=0.0))
+        assert [(r.id, r.host, r.match) for r in store.active_rules(now=1500)] == [
+            ("r1", "vm", ["C9", "M9"]),
+            ("r2", "vm", ["D9"]),
         ]
         assert [r.id for r in store.active_rules(now=2500)] == ["r2"]
+
+
+def test_a_rule_from_before_hosts_takes_the_host_of_the_alerts_dismissed_into_it(kiri_home):
+    from kiri.store import MIGRATIONS, _statements
+
+    kiri_home.mkdir(parents=True)
+    db = sqlite3.connect(kiri_home / "kiri.db", isolation_level=None)
+    for number in range(3):
+        for statement in _statements(MIGRATIONS[number]):
+            db.execute(statement)
+    db.execute("PRAGMA user_version = 3")
+    alert = decision(0)
+    db.execute(
+        "INSERT INTO alerts VALUES ('a0', 1000, 'pulse', 'db1', 'alert', 'i', 's', 'C9 M9', ?, 1)",
+        (msgspec.json.encode(alert).decode(),),
+    )
+    db.execute("INSERT INTO verdicts VALUES ('a0', 1001, 'dismiss', 0, 'cli', 'me', '')")
+    for rule, match in (("old", '["C9", "M9"]'), ("orphan", '["D9"]')):
+        db.execute(
+            "INSERT INTO rules VALUES (?, 1002, 'pulse', ?, 'suppress', 9e9, 'dismissed')",
+            (rule, match),
+        )
+    db.close()
+    with Store() as store:
+        assert [(r.id, r.host) for r in store.active_rules(now=2000)] == [("old", "db1")]
 
 
 def test_a_newer_database_is_refused_with_a_clear_message(kiri_home):
@@ -106,7 +136,9 @@ def _writer(home, n, worker):
             d = decision(worker * 1000 + i)
             store.record_alert(d, "C9")
             store.add_verdict(d.id, "dismiss" if i % 2 else "confirm")
-            store.add_rule(Rule(id=f"r{worker}-{i}", atom="pulse", match=["C9"]))
+            store.add_rule(
+                Rule(id=f"r{worker}-{i}", atom="pulse", host="vm", match=["C9"], expires=9e9)
+            )
 
 
 def test_several_processes_write_at_once(kiri_home):

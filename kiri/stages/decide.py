@@ -5,9 +5,12 @@ fewer that stand for --for seconds, one incident per host, alerts of several ato
 within --group-wait grouped into one. People's verdicts come back as records on the feedback
 FIFO (--feedback): a suppression rule turns a matching alert into `suppress` (logged, not
 notified), and a retrain request becomes a `retrain` decision. Standing rules are loaded from
-the store at start. Once the Nerve atom is trained on at least --nerve-min verdicts, it chooses
-whether to notify when it is sure (--nerve-confidence); the decision's `by` says who chose. The
-default policy's decisions are recorded as Nerve's examples where nobody gives a verdict.
+the store at start. Rules count only from the FIFO and the store, each for one host until it
+expires; a `rule` on stdin passes through and is never acted on, and a `decision` on stdin is
+refused as a bad record, so no upstream record can forge either. Once the Nerve atom is
+trained on at least --nerve-min verdicts, it chooses whether to notify when it is sure
+(--nerve-confidence); the decision's `by` says who chose. The default policy's decisions are
+recorded as Nerve's examples where nobody gives a verdict.
 """
 
 from __future__ import annotations
@@ -93,8 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def check(score: Score) -> str | None:
+def check(score: Record) -> str | None:
     """Why a score makes no sense to decide on, if it doesn't."""
+    if not isinstance(score, Score):  # a decision forged upstream would be delivered as one
+        return "a decision on kiri-decide's input is not passed on: only kiri-decide decides"
     if len(score.tokens) != len(score.nll):
         return f"score has {len(score.tokens)} tokens but {len(score.nll)} nll values"
     if score.z and len(score.z) != len(score.tokens):
@@ -135,14 +140,27 @@ class Feedback:
 
     def handle(self, record: Record) -> None:
         if isinstance(record, Rule) and record.action == "suppress":
-            self.policy.rules.add(record)
-            self.log.info("rule_added", rule=record.id, atom=record.atom, match=record.match)
+            refused = self.policy.rules.add(record)
+            if refused:
+                self.log.warning("rule_refused", rule=record.id, reason=refused)
+                return
+            self.log.info(
+                "rule_added", rule=record.id, atom=record.atom, host=record.host, match=record.match
+            )
         elif isinstance(record, Rule) and record.action == "retrain":
+            if not record.host or record.expires <= time.time():
+                self.log.warning(
+                    "rule_refused",
+                    rule=record.id,
+                    reason="a retrain request needs a host and an expiry in the future",
+                )
+                return
             self.stream.emit(
                 Decision(
                     ts=time.time(),
                     id=self.policy.new_id(),
                     atom=record.atom,
+                    host=record.host,
                     action="retrain",
                     summary=f"retrain {record.atom}: {record.reason}",
                     atoms=[record.atom],
@@ -187,13 +205,16 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> None:
         for rule in standing_rules():
-            policy.rules.add(rule)
+            refused = policy.rules.add(rule)
+            if refused:
+                log.warning("rule_refused", rule=rule.id, reason=refused)
         log.info("rules_loaded", rules=len(policy.rules))
         with examples, Stream(log, fmt=args.format, dead_letter=args.dead_letter) as stream:
             if args.feedback:
                 feedback = Feedback(args.feedback, policy, stream, log)
                 stream.watch(feedback.fd, feedback.ready)
-            for score, _raw in stream.records(0, consumes=(Score,), check=check):
+            for score, _raw in stream.records(0, consumes=(Score, Decision), check=check):
+                assert isinstance(score, Score)  # check() refused the decisions
                 emit(stream, policy.decide(score))
             emit(stream, policy.flush())  # the input ended (or a signal came): nothing held back
 

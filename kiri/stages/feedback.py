@@ -25,11 +25,16 @@ from kiri.atoms import UnknownAtom, atom_spec, examples_path, nerve
 from kiri.home import private_dir
 from kiri.patterns import named_culprits, pattern_key
 from kiri.recordings import Recorder
-from kiri.records import Decision, Outcome, Rule, Verdict
+from kiri.records import Decision, Outcome, Record, Rule, Verdict
 from kiri.store import Store, VerdictRow
 from kiri.stream import Log, Stream, add_stream_options, run_main, setup_logging
 
 CURSOR = "feedback.verdicts_seen"
+REQUEST_EXPIRES = 3600.0  # a retrain request kiri-decide has not read within an hour is stale
+FORGED = (
+    "rules and verdicts reach kiri-decide only from kiri-feedback's store: "
+    "one on its input is not passed on"
+)
 LABELS = {"dismiss": "suppress", "confirm": "alert"}  # what the person says KIRI should have done
 
 
@@ -126,8 +131,8 @@ class Learner:
         self.log.info("verdict", alert=v.alert, verdict=v.verdict, normal=v.normal)
 
     def _maybe_suppress(self, v: VerdictRow) -> None:
-        count = self.store.dismissals(v.atom, v.pattern, upto=v.seq)
-        rule_id = _rule_id(v.atom, v.pattern)
+        count = self.store.dismissals(v.host, v.atom, v.pattern, upto=v.seq)
+        rule_id = _rule_id(v.host, v.atom, v.pattern)
         if count < self.args.after or any(r.id == rule_id for r in self.store.active_rules()):
             return
         now = time.time()
@@ -135,10 +140,11 @@ class Learner:
             ts=now,
             id=rule_id,
             atom=v.atom,
+            host=v.host,
             match=v.pattern.split(),
             action="suppress",
             expires=now + self.args.expires,
-            reason=f"{v.pattern} dismissed {count} times",
+            reason=f"{v.pattern} dismissed {count} times on {v.host}",
         )
         self.store.add_rule(rule)
         self.stream.emit(rule)
@@ -153,10 +159,13 @@ class Learner:
                 f.write(
                     msgspec.json.encode({"tokens": tokens, "alert": v.alert, "ts": v.ts}) + b"\n"
                 )
+        now = time.time()
         rule = Rule(
-            ts=time.time(),
+            ts=now,
             id=f"retrain-{v.alert}",
             atom=decision.atom,
+            host=decision.host,
+            expires=now + REQUEST_EXPIRES,
             match=tokens,
             action="retrain",
             reason=f"alert {v.alert} is the new normal",
@@ -176,11 +185,14 @@ class Learner:
         self.nerve.append(obs.ts, self.encode(obs) + b"\n")
         self.verdicts += 1
         if self.args.nerve_every > 0 and self.verdicts % self.args.nerve_every == 0:
+            now = time.time()
             self.stream.emit(
                 Rule(
-                    ts=time.time(),
+                    ts=now,
                     id=f"retrain-nerve-{self.verdicts}",
                     atom="nerve",
+                    host=decision.host,
+                    expires=now + REQUEST_EXPIRES,
                     action="retrain",
                     reason=f"{self.verdicts} verdicts to learn from",
                 )
@@ -188,8 +200,13 @@ class Learner:
             self.log.info("retrain_requested", atom="nerve", verdicts=self.verdicts)
 
 
-def _rule_id(atom: str, pattern: str) -> str:
-    return "r-" + hashlib.sha256(f"{atom} {pattern}".encode()).hexdigest()[:8]
+def _rule_id(host: str, atom: str, pattern: str) -> str:
+    return "r-" + hashlib.sha256(f"{host} {atom} {pattern}".encode()).hexdigest()[:8]
+
+
+def _not_forged(record: Record) -> str | None:
+    """Why a record on the input must not reach the feedback FIFO (this stage's output)."""
+    return FORGED if isinstance(record, (Rule, Verdict)) else None
 
 
 def _document_order(decision: Decision) -> list[str]:
@@ -213,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
             learner = Learner(store, stream, args, log)
             learner.poll()
             stream.every(args.poll, learner.poll)
-            for record, _raw in stream.records(0, consumes=(Decision, Outcome)):
+            kinds = (Decision, Outcome, Rule, Verdict)
+            for record, _raw in stream.records(0, consumes=kinds, check=_not_forged):
                 if isinstance(record, Decision):
                     learner.on_decision(record)
                 elif isinstance(record, Outcome):
