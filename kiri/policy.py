@@ -17,6 +17,7 @@ replayed day decides exactly as the live day did.
 from __future__ import annotations
 
 import bisect
+import heapq
 import itertools
 import os
 import time
@@ -136,6 +137,11 @@ class Rules:
 
 
 STALE = 300.0  # an atom not scored for this long no longer counts as part of its host's state
+# A decision's state names at most this many atoms, the most surprising: Nerve reads its known
+# atoms and the largest of the rest, and a host with thousands of atoms must not make every
+# decision thousands of entries long.
+MAX_STATE = 16
+QUIET_STATE_EVERY = 300.0  # an `ok` carries its host's state this often: Nerve's quiet example
 MAX_COVER = 86400.0  # an observation after a longer gap stands for a day, not the whole gap
 
 
@@ -156,6 +162,7 @@ class Policy:
         self.hosts: dict[str, dict[str, Track]] = {}  # host -> atom -> its track
         self.groups: dict[str, Group] = {}  # by host
         self.rules = Rules()
+        self._quiet_state: dict[str, float] = {}  # by host: when an ok last carried the state
         prefix = os.urandom(3).hex()  # ids stay unique across restarts and short for buttons
         self._ids = (f"{prefix}{i:x}" for i in itertools.count(1))
 
@@ -177,12 +184,28 @@ class Policy:
         return [self._release(host) for host in list(self.groups)]
 
     def state(self, host: str, now: float) -> dict[str, float]:
-        """Each atom's latest surprise / threshold on this host, if scored recently."""
-        return {
-            atom: t.ratio
+        """Each atom's latest surprise / threshold on this host, if scored recently: the
+        MAX_STATE highest."""
+        recent = [
+            (t.ratio, atom)
             for atom, t in self.hosts.get(host, {}).items()
             if t.seen is not None and now - t.seen < STALE
-        }
+        ]
+        if len(recent) > MAX_STATE:
+            recent = heapq.nlargest(MAX_STATE, recent)
+        return {atom: ratio for ratio, atom in recent}
+
+    def _state_for(self, action: str, host: str, now: float, incident: str) -> dict[str, float]:
+        """The state a decision carries: every notable one's, and a quiet host's now and then
+        (computing it for every ok would cost each score a pass over its host's atoms)."""
+        if action == "ok":
+            if (
+                incident
+                or now - self._quiet_state.get(host, -QUIET_STATE_EVERY) < QUIET_STATE_EVERY
+            ):
+                return {}
+            self._quiet_state[host] = now
+        return self.state(host, now)
 
     # -- one score ----------------------------------------------------------------------------
 
@@ -324,7 +347,7 @@ class Policy:
             atoms=[score.atom],
             summary=_summary(action, score, culprits, threshold),
             by="policy",
-            state=self.state(score.host, score.ts),
+            state=self._state_for(action, score.host, score.ts, incident),
         )
 
     def _advised(self, decision: Decision) -> Decision:

@@ -388,3 +388,22 @@ def test_a_rule_holds_for_its_host_only_and_needs_a_host_and_an_expiry(tmp_path)
     _, err = d.close()
     refused = [e["reason"] for e in log_events(err) if e["event"] == "rule_refused"]
     assert refused == ["a rule needs an atom and a host", "a rule needs an expiry in the future"]
+
+
+def test_a_host_with_thousands_of_atoms_keeps_each_decision_short():
+    lines = [
+        score(t, 0.1).replace(b'"atom":"pulse"', b'"atom":"a%d"' % i)
+        for t in range(2)
+        for i in range(1500)
+    ]
+    decisions, out = decide(lines)
+    assert len(decisions) == len(lines)
+    assert max(len(d.state) for d in decisions) <= 16
+    assert len(out.stdout) < 3 * sum(len(line) + 1 for line in lines)
+
+
+def test_a_quiet_host_carries_its_state_every_few_minutes_and_an_alert_always():
+    lines = [score(i * 60, 0.1) for i in range(11)] + [score(660, 3.0, **C9)]
+    decisions, _ = decide(lines)
+    assert [i for i, d in enumerate(decisions) if d.state] == [0, 5, 10, 11]
+    assert decisions[11].action == "alert" and decisions[11].state == {"pulse": 3.0}

@@ -152,16 +152,14 @@ class NerveAdvisor:
 
 
 class PolicyExamples:
-    """The default policy's decisions, recorded as Nerve's examples: every notable one, and an
-    `ok` per host every OK_EVERY seconds, so Nerve also learns what needs no alert."""
-
-    OK_EVERY = 300.0
+    """The default policy's decisions, recorded as Nerve's examples: every notable one, and the
+    `ok`s that carry their host's state (one every few minutes, kiri.policy.QUIET_STATE_EVERY), so
+    Nerve also learns what needs no alert."""
 
     def __init__(self) -> None:
         from kiri.recordings import Recorder
 
         self.recorder = Recorder("nerve")
-        self._last_ok: dict[str, float] = {}
         self.encode = msgspec.json.Encoder().encode
 
     def __enter__(self) -> PolicyExamples:
@@ -173,12 +171,8 @@ class PolicyExamples:
     def add(self, decision: Decision) -> None:
         if decision.by != "policy" or decision.action not in ACTIONS or not decision.state:
             return
-        if decision.action == "ok":
-            if decision.incident:  # an alert held or still open: not a state that needs nothing
-                return
-            if decision.ts - self._last_ok.get(decision.host, -self.OK_EVERY) < self.OK_EVERY:
-                return
-            self._last_ok[decision.host] = decision.ts
+        if decision.action == "ok" and decision.incident:
+            return  # an alert held or still open: not a state that needs nothing
         obs = example(
             decision.state, decision.ts, decision.host, decision.action, "policy", decision.id
         )
