@@ -1,7 +1,8 @@
 """The one stage loop every KIRI stage uses, and the logging set-up.
 
 A stage reads newline-delimited records, consumes its own kinds and passes every other kind
-through byte for byte. The loop owns everything around that:
+through byte for byte, kinds it does not know included (a newer stage may write them); a CR
+before the newline is not part of a record. The loop owns everything around that:
 
 * bad lines (malformed JSON, invalid UTF-8, wrong types, non-finite numbers, lines over 1 MiB)
   are reported on stderr with their line number and reason, counted, optionally appended to a
@@ -30,7 +31,7 @@ import msgspec
 import structlog
 from structlog.typing import FilteringBoundLogger
 
-from kiri.records import UNDECODABLE, Record
+from kiri.records import KINDS, UNDECODABLE, Record
 
 MAX_LINE = 1 << 20  # longer lines are rejected without being held in memory
 READ_SIZE = 1 << 16
@@ -293,6 +294,8 @@ class Stream:
                 skipping, rest = 0, chunk[end + 1 :]
             lines = (pending + rest).split(b"\n")
             pending = lines.pop()
+            if b"\r" in chunk:  # CRLF line ends: the CR is not part of the record
+                lines = [line.removesuffix(b"\r") for line in lines]
             batch += lines
             if len(pending) > MAX_LINE:
                 skipping, pending = len(pending), b""
@@ -302,7 +305,7 @@ class Stream:
         if skipping:
             yield [_Dropped(_too_long(skipping))]
         elif pending:
-            yield [pending]
+            yield [pending.removesuffix(b"\r")]
 
     def records(
         self,
@@ -321,7 +324,7 @@ class Stream:
             for record, raw, _lineno in group:
                 yield record, raw
 
-    def batches(
+    def batches(  # noqa: PLR0912 (one loop kept inline: it is every stage's hot path)
         self,
         fd: int = 0,
         *,
@@ -345,16 +348,19 @@ class Stream:
                 if type(line) is _Dropped or len(line) > MAX_LINE:
                     self._reject_long(source, line)
                     continue
+                record: Record | None
                 try:
                     record = decode(line)
                 except UNDECODABLE as e:
-                    self.reject(source, self.lines, _reason(e), line)
-                    continue
-                if not isinstance(record, consumes):
+                    if not _unknown_kind(line):
+                        self.reject(source, self.lines, _reason(e), line)
+                        continue
+                    record = None  # a newer stage's kind: passed on as it is, even when pretty
+                if record is None or not isinstance(record, consumes):
                     if group:
                         yield group
                         group = []
-                    if self.pretty:
+                    if self.pretty and record is not None:
                         self.emit(record)
                     else:  # the hot path of a pass-through, inlined
                         out += line
@@ -400,6 +406,21 @@ class Stream:
 class _Dropped(str):
     """The reason an over-long line was dropped, in its place among the lines. Final, so that
     the stage loop's `type(line) is _Dropped` (quicker than isinstance) leaves the others bytes."""
+
+
+class _Tagged(msgspec.Struct):
+    kind: str
+
+
+_decode_tagged = msgspec.json.Decoder(_Tagged).decode
+
+
+def _unknown_kind(line: bytes) -> bool:
+    """Is this line a JSON object tagged with a kind no record here has?"""
+    try:
+        return _decode_tagged(line).kind not in KINDS
+    except UNDECODABLE:
+        return False
 
 
 def _too_long(n: int) -> str:

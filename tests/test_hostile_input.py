@@ -73,3 +73,40 @@ def test_kiri_alerts_lists_a_stored_alert_whose_time_no_calendar_holds(kiri_home
     out = run("kiri.cli", "alerts")
     assert out.returncode == 0, out.stderr.decode()
     assert "a1" in out.stdout.decode() and b"Traceback" not in out.stderr
+
+
+STAGES = [
+    ("kiri.stages.atom", ("pulse",)),
+    ("kiri.stages.decide", ()),
+    ("kiri.stages.act", ("--sink", "log")),
+    ("kiri.stages.feedback", ()),
+    ("kiri.stages.collect", ("replay", "-")),
+]
+NEWER = b'{"kind":"forecast","ts":1795285736.5,"atom":"pulse","horizon":[1,2,3]}'
+
+
+@pytest.mark.parametrize(("stage", "args"), STAGES)
+def test_a_kind_from_a_newer_stage_passes_through_unchanged_and_in_order(
+    installed_pulse, stage, args
+):
+    obs = KINDS[0]
+    out = run(stage, *args, input=b"\n".join([NEWER, obs, NEWER]) + b"\n", timeout=60)
+    assert out.returncode == 0, out.stderr.decode()[-2000:]
+    lines = out.stdout.splitlines()
+    assert [lines[0], lines[-1]] == [NEWER, NEWER]
+    assert not [e for e in log_events(out.stderr) if e["event"] == "bad_record"]
+
+
+@pytest.mark.parametrize(("stage", "args"), STAGES)
+def test_a_cr_before_the_newline_is_not_kept(installed_pulse, stage, args):
+    out = run(stage, *args, input=b"\r\n".join([NEWER, *KINDS]) + b"\r\n", timeout=60)
+    assert out.returncode == 0, out.stderr.decode()[-2000:]
+    assert b"\r" not in out.stdout
+    assert out.stdout.splitlines()[0] == NEWER
+
+
+def test_a_crlf_decision_is_logged_without_its_cr(kiri_home):
+    decision = next(line for line in KINDS if b'"kind":"decision"' in line)
+    out = run("kiri.stages.act", "--sink", "log", input=decision + b"\r\n")
+    assert out.returncode == 0, out.stderr.decode()
+    assert (kiri_home / "logs" / "alerts.ndjson").read_bytes() == decision + b"\n"

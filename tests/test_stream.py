@@ -43,7 +43,7 @@ def test_bad_lines_among_good_ones_are_reported_by_line_and_skipped():
         GOOD[1],
         b'{"kind":"obs","values":{"cpu":"x"}}',
         GOOD[2],
-        b'{"kind":"nope"}',
+        b'{"kind":7}',
         b"[1,2]",
         GOOD[3],
     ]
@@ -265,5 +265,6 @@ def test_arbitrary_junk_never_crashes_and_never_costs_a_valid_record(tmp_path, r
     expected = [good for keep, good, _ in rows if keep]
     out, logs = run_loop(tmp_path, b"\n".join(lines) + b"\n")
     assert out == expected
-    junk_count = sum(1 for keep, _, junk in rows if not keep and junk)
+    # an empty line, or one holding only the CR of a CRLF line end, is no line at all
+    junk_count = sum(1 for keep, _, junk in rows if not keep and junk not in (b"", b"\r"))
     assert len([e for e in logs if e["event"] == "bad_record"]) == junk_count
