@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -450,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     names = args.stages.split(",")
     per_stage = args.cases // len(names)
-    examples = max(1, round(per_stage / (args.batch * 0.75)))  # batches hold size/2 to size
+    examples = math.ceil(per_stage / (args.batch * 0.7))  # batches hold size/2 to size
     root = Path(tempfile.mkdtemp(prefix="kiri-fuzz-"))
     try:
         env = stage_home(root / "home")
