@@ -401,6 +401,19 @@ def secret(where: str, name: str, env: str | None, file: str | None) -> str | No
     return None
 
 
+def secret_variables(config: Config) -> set[str]:
+    """The environment variables config.toml names as holding secrets (its `NAME_env` keys)."""
+    names = set()
+    for field in msgspec.structs.fields(config):
+        section = getattr(config, field.name)
+        if isinstance(section, Table):
+            for key in msgspec.structs.fields(section):
+                value = getattr(section, key.name)
+                if key.name.endswith("_env") and isinstance(value, str) and value:
+                    names.add(value)
+    return names
+
+
 def read_secret_file(path: Path, what: str) -> str:
     """A secret kept in a file that only its owner can read."""
     try:

@@ -1,9 +1,11 @@
 """Secrets stay secret when things go wrong: malformed URLs through the real kiri-act and
-kiri-collect telegram."""
+kiri-collect telegram, and the exec sink's environment."""
 
 import json
+import os
 import signal
 import subprocess
+import sys
 
 import pytest
 from conftest import fixture_bytes, log_events, stage_cmd
@@ -108,3 +110,57 @@ def test_a_malformed_api_url_fails_each_poll_without_the_token(kiri_home, monkey
     reasons = [e["reason"] for e in seen + log_events(err) if "reason" in e]
     assert reasons[0].startswith("telegram getMe: invalid URL: ")
     assert_no_leak(out, err, "\n".join(reasons))
+
+
+# -- the exec sink's environment ----------------------------------------------------------------
+
+DUMP_ENV = "import json, os, sys; json.dump(dict(os.environ), open(sys.argv[1], 'w'))"
+
+
+def test_the_exec_command_runs_without_the_secret_variables(kiri_home, monkeypatch, tmp_path):
+    configure(
+        kiri_home,
+        '[telegram]\ntoken_env = "BOT_TOKEN_OF_MINE"\nchat_id = 1001\n'
+        '[webhook]\nurl = "https://hooks.example.org/x"\nsecret_env = "HOOK_KEY"\n'
+        '[mikrotik]\npassword_env = "ROUTER_PW"\n',
+    )
+    secrets = {
+        "BOT_TOKEN_OF_MINE": TOKEN,
+        "HOOK_KEY": HOOK_SECRET,
+        "ROUTER_PW": "router-pw-31337",
+        "KIRI_TELEGRAM_TOKEN": TOKEN,
+        "KIRI_WEBHOOK_SECRET": HOOK_SECRET,
+        "KIRI_ROUTER_PASSWORD": "router-pw-31337",
+        "KIRI_TELEGRAM_TOKEN_FILE": "/home/me/.kiri/telegram-token",
+    }
+    for name, value in {**secrets, "KIRI_LOG_LEVEL": "info", "PLAIN_SETTING": "1"}.items():
+        monkeypatch.setenv(name, value)
+    got = tmp_path / "env.json"
+    # It dumps its environment, then fails saying a secret it knew some other way.
+    code = f"{DUMP_ENV}; sys.exit('cannot page: token {TOKEN} refused')"
+    out = subprocess.run(
+        stage_cmd(
+            "kiri.stages.act",
+            "--sink",
+            "exec",
+            "--retries",
+            "0",
+            "--",
+            sys.executable,
+            "-c",
+            code,
+            str(got),
+        ),
+        input=ALERT + b"\n",
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr.decode()
+    env = json.loads(got.read_text())
+    assert not secrets.keys() & env.keys()
+    assert {"PATH", "KIRI_HOME", "KIRI_LOG_LEVEL", "PLAIN_SETTING"} <= env.keys()
+    [outcome] = [r for r in map(json.loads, out.stdout.splitlines()) if r["kind"] == "outcome"]
+    assert outcome["error"] == "exit status 1: cannot page: token *** refused"
+    assert TOKEN not in out.stderr.decode()
+    assert os.environ["KIRI_TELEGRAM_TOKEN"] == TOKEN  # kiri-act's own environment is its own
