@@ -80,7 +80,8 @@ class TelegramSection(Table, frozen=True):
     chat_id: int  # where alerts go
     token_env: str | None = None
     token_file: str | None = None
-    allowed_ids: list[int] | None = None  # chats or users whose presses count; None: [chat_id]
+    allowed_ids: list[int] | None = None  # users whose presses count; None: [chat_id]
+    allowed_chats: list[int] = []  # chats where anyone's press counts: only those listed
     api_url: str = DEFAULT_TELEGRAM_API
 
     def __post_init__(self) -> None:

@@ -8,7 +8,8 @@ buttons into verdicts.
     [telegram]
     token_env = "KIRI_TELEGRAM_TOKEN"    # or token_file = "~/.kiri/telegram-token" (mode 0600)
     chat_id = 123456789                   # where alerts go
-    allowed_ids = [123456789]             # chats or users whose presses count (default: chat_id)
+    allowed_ids = [123456789]             # users whose presses count (default: chat_id)
+    allowed_chats = []                    # chats where anyone's press counts (default: none)
     api_url = "https://api.telegram.org"  # the Bot API server
 
 The bot token is part of every request's URL path (`/bot<token>/METHOD`), so it only ever goes
@@ -50,7 +51,8 @@ NEW_NORMAL = "new normal"  # the note of a New normal press
 class TelegramConfig:
     token: str = dataclasses.field(repr=False)
     chat_id: int
-    allowed_ids: frozenset[int]
+    allowed_ids: frozenset[int]  # users
+    allowed_chats: frozenset[int]
     api_url: str
 
     @property
@@ -66,7 +68,13 @@ def load_telegram_config() -> TelegramConfig | None:
     if section is None:
         return None
     allowed = section.allowed_ids if section.allowed_ids is not None else [section.chat_id]
-    return TelegramConfig(_token(section), section.chat_id, frozenset(allowed), section.api_url)
+    return TelegramConfig(
+        _token(section),
+        section.chat_id,
+        frozenset(allowed),
+        frozenset(section.allowed_chats),
+        section.api_url,
+    )
 
 
 def _token(section: TelegramSection) -> str:

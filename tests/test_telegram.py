@@ -328,6 +328,39 @@ def test_a_stranger_is_refused_politely_and_nothing_is_recorded(telegram):
     assert [(e["user"], e["chat"]) for e in log if e["event"] == "press_refused"] == [(666, 666)]
 
 
+GROUP = -5005
+
+
+@pytest.mark.parametrize(
+    "allowed, counted",
+    [
+        ("", []),  # the default, [chat_id], is a group: no user's id
+        (f"allowed_ids = [{CHAT}]", ["@alice"]),
+        (f"allowed_ids = [{CHAT}]\nallowed_chats = [{GROUP}]", ["Mallory", "@alice"]),
+    ],
+)
+def test_in_a_group_a_press_counts_from_an_allowed_user_not_from_any_member(
+    telegram, kiri_home, allowed, counted
+):
+    fake = telegram
+    write_config(
+        kiri_home,
+        f'token_env = "KIRI_TELEGRAM_TOKEN"\nchat_id = {GROUP}\napi_url = "{fake.url}"\n{allowed}',
+    )
+    with Store() as store:
+        store.record_alert(decision("a1"), "C9")
+        store.record_alert(decision("a2", incident="i2"), "C9")
+    collector = Collector(fake, "--timeout", "5").polling()
+    in_group = {"message_id": 7, "chat": {"id": GROUP, "type": "group"}}
+    fake.press(MALLORY, in_group, "d:a1")
+    fake.press(ALICE, in_group, "c:a2")
+    wait_answers(fake, 2)
+    records, log = collector.stop()
+    assert [r["by"] for r in records] == counted
+    refused = [(e["user"], e["chat"]) for e in log if e["event"] == "press_refused"]
+    assert len(refused) == 2 - len(counted) and all(chat == GROUP for _, chat in refused)
+
+
 def test_the_offset_survives_a_restart_so_no_press_is_lost_or_replayed(telegram):
     fake = telegram
     deliver(decision("a1"), decision("a2", incident="i2"))

@@ -3,8 +3,9 @@
 The Telegram sink (kiri/sinks/telegram.py) sends each alert with Confirm, Dismiss and New
 normal buttons. This source long-polls the Bot API's getUpdates for presses and, for each one:
 
-* from a chat or user not in allowed_ids ([telegram] in config.toml): answers with a polite
-  refusal and logs it, records nothing;
+* from a user not in allowed_ids ([telegram] in config.toml), unless it was pressed in a chat
+  of allowed_chats: answers with a polite refusal and logs it, records nothing (in a group
+  chat, being a member is not enough);
 * otherwise records the verdict in the store, where kiri-feedback picks it up (New normal is a
   dismissal with the normal flag, as `kiri feedback dismiss ID --normal`), emits it as a
   `verdict` record, answers the press, and edits the message to show the verdict and who gave
@@ -90,12 +91,8 @@ class Presses:
     """The poll loop, and what each press becomes."""
 
     def __init__(self, config: TelegramConfig, store: Store, stream: Stream, timeout: int) -> None:
-        self.allowed, self.store, self.stream, self.log = (
-            config.allowed_ids,
-            store,
-            stream,
-            stream.log,
-        )
+        self.allowed, self.allowed_chats = config.allowed_ids, config.allowed_chats
+        self.store, self.stream, self.log = store, stream, stream.log
         self.api = BotAPI(config, sleep=stream.sleep)
         self.timeout = timeout
         self.offset_key = f"telegram.offset.{config.bot_id}"  # update ids are per bot
@@ -131,7 +128,13 @@ class Presses:
             self.log.warning("telegram_unreachable", reason=str(e))
             return
         username = me.get("username", "") if isinstance(me, dict) else ""
-        self.log.info("listening", bot=username, allowed=sorted(self.allowed), offset=self.offset)
+        self.log.info(
+            "listening",
+            bot=username,
+            allowed=sorted(self.allowed),
+            allowed_chats=sorted(self.allowed_chats),
+            offset=self.offset,
+        )
 
     def _long_poll(self) -> list[object] | None:
         """getUpdates after the offset; None when the stage is stopping meanwhile."""
@@ -184,9 +187,12 @@ class Presses:
 
     def _press(self, q: CallbackQuery) -> None:
         chat = q.message.chat.id if q.message else None
-        if q.sender.id not in self.allowed and chat not in self.allowed:
+        if q.sender.id not in self.allowed and chat not in self.allowed_chats:
             self.log.warning(
-                "press_refused", user=q.sender.id, chat=chat, reason="not in allowed_ids"
+                "press_refused",
+                user=q.sender.id,
+                chat=chat,
+                reason="not in allowed_ids, nor pressed in a chat of allowed_chats",
             )
             self._answer(q, REFUSED)
             return
