@@ -14,7 +14,10 @@ normal buttons. This source long-polls the Bot API's getUpdates for presses and,
   recorded".
 
 The offset of the next update is kept in the store's state (per bot) and moved past each update
-once it is handled, so a restart neither loses nor replays presses. A long poll is waited for
+once it is handled, so a restart neither loses nor replays presses. Update ids go up by one per
+update: one that is not a whole number, is negative, lies beyond 2^53 or more than 2^31 ahead of
+the offset is no real one, and is rejected with a warning, the offset left where it is (moving
+it there would make every later press look old, for good). A long poll is waited for
 in a worker thread, so a stop signal ends the source at once, whatever the poll's --timeout;
 the updates it was fetching are simply fetched again next time. Without a [telegram] table
 there is nothing to listen to: one log line and exit status 125, so a supervisor leaves it
@@ -53,6 +56,9 @@ FIRST_BACKOFF = 1.0  # seconds after a failed poll, doubled while polls keep fai
 MAX_BACKOFF = 60.0
 POLL_SLACK = 10.0  # seconds a long poll's request may take beyond the poll's own timeout
 STOP_CHECK = 0.1  # seconds between looks at the stop flag while a long poll is out
+MAX_UPDATE_ID = 2**53  # beyond it JSON numbers lose their precision
+MAX_JUMP = 2**31  # Telegram's update ids fit in 32 bits: no real one is further ahead
+REJECTED_KEPT = 100  # rejected update ids remembered, so that each is warned about once
 REFUSED = "Sorry, this KIRI does not take verdicts from you."
 
 
@@ -96,7 +102,8 @@ class Presses:
         self.api = BotAPI(config, sleep=stream.sleep)
         self.timeout = timeout
         self.offset_key = f"telegram.offset.{config.bot_id}"  # update ids are per bot
-        self.offset = int(store.get_state(self.offset_key, "0"))
+        self.offset = self._saved_offset()
+        self.rejected: set[str] = set()
 
     def run(self) -> None:
         self._introduce()
@@ -111,8 +118,21 @@ class Presses:
                 self.stream.sleep(wait)
                 continue
             backoff = FIRST_BACKOFF
-            for update in updates or ():
-                self._handle(update)
+            handled = [self._handle(update) for update in updates or ()]
+            if handled and not any(handled):  # Telegram sends them again: not at once, then
+                self.stream.sleep(FIRST_BACKOFF)
+
+    def _saved_offset(self) -> int:
+        """The offset kept in the store; 0 (with a warning) when what is kept is no offset."""
+        saved = self.store.get_state(self.offset_key, "0")
+        try:
+            offset = int(saved)
+        except ValueError:
+            offset = -1
+        if not 0 <= offset <= MAX_UPDATE_ID + 1:
+            self.log.warning("bad_offset", saved=saved[:64], reason="not an update id: from 0")
+            return 0
+        return offset
 
     def _introduce(self) -> None:
         """Check the token once at start: a refused one is an error, an unreachable Telegram
@@ -165,21 +185,48 @@ class Presses:
             raise HttpError("telegram getUpdates: the answer is not a list of updates")
         return answer[0]
 
-    def _handle(self, raw: object) -> None:
-        """One update, then the offset moves past it: it is never handled again."""
+    def _handle(self, raw: object) -> bool:
+        """One update, then the offset moves past it: it is never handled again. False when
+        its id is rejected: nothing is done with it, and the offset stays."""
+        update_id = self._update_id(raw)
+        if update_id is None:
+            return False
         try:
             update = msgspec.convert(raw, Update)
         except msgspec.ValidationError as e:
             self.log.warning("bad_update", reason=str(e))
-            update_id = raw.get("update_id") if isinstance(raw, dict) else None
-            if isinstance(update_id, int) and update_id >= self.offset:
+            if update_id >= self.offset:
                 self._advance(update_id)
-            return
+            return True
         if update.update_id < self.offset:
-            return  # confirmed before: Telegram sent it again
+            return True  # confirmed before: Telegram sent it again
         if update.callback_query:
             self._press(update.callback_query)
         self._advance(update.update_id)
+        return True
+
+    def _update_id(self, raw: object) -> int | None:
+        """The update's id; None when it cannot be a real one (warned about once)."""
+        update_id = raw.get("update_id") if isinstance(raw, dict) else None
+        highest = min(MAX_UPDATE_ID, self.offset + MAX_JUMP)
+        if (
+            isinstance(update_id, int)
+            and not isinstance(update_id, bool)
+            and 0 <= update_id <= highest
+        ):
+            return update_id
+        key = repr(update_id)[:64]
+        if key not in self.rejected:
+            if len(self.rejected) >= REJECTED_KEPT:
+                self.rejected.clear()
+            self.rejected.add(key)
+            self.log.warning(
+                "bad_update_id",
+                update_id=key,
+                offset=self.offset,
+                reason="not a whole number from 0 to 2^53, at most 2^31 ahead of the offset",
+            )
+        return None
 
     def _advance(self, update_id: int) -> None:
         self.offset = update_id + 1
