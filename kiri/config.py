@@ -80,7 +80,8 @@ class TelegramSection(Table, frozen=True):
     chat_id: int  # where alerts go
     token_env: str | None = None
     token_file: str | None = None
-    allowed_ids: list[int] | None = None  # chats or users whose presses count; None: [chat_id]
+    allowed_ids: list[int] | None = None  # users whose presses count; None: [chat_id]
+    allowed_chats: list[int] = []  # chats where anyone's press counts: only those listed
     api_url: str = DEFAULT_TELEGRAM_API
 
     def __post_init__(self) -> None:
@@ -399,6 +400,19 @@ def secret(where: str, name: str, env: str | None, file: str | None) -> str | No
     if file:
         return read_secret_file(Path(file).expanduser(), f"{FILE}: {where} {name}_file")
     return None
+
+
+def secret_variables(config: Config) -> set[str]:
+    """The environment variables config.toml names as holding secrets (its `NAME_env` keys)."""
+    names = set()
+    for field in msgspec.structs.fields(config):
+        section = getattr(config, field.name)
+        if isinstance(section, Table):
+            for key in msgspec.structs.fields(section):
+                value = getattr(section, key.name)
+                if key.name.endswith("_env") and isinstance(value, str) and value:
+                    names.add(value)
+    return names
 
 
 def read_secret_file(path: Path, what: str) -> str:

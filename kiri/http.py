@@ -2,24 +2,30 @@
 
 Standard library only. A failure is an HttpError whose message names the request (its method
 and path, never the query string, or the `name` the caller gives when the path itself holds a
-secret, as Telegram's does) and the reason in a few words.
+secret, as Telegram's does) and the reason in a few words. Whatever the reason quotes (a
+malformed URL, a server's own words), `redact` blanks out the URL's secret parts and the
+secrets the caller names before the message goes anywhere.
 `retrying` retries what is worth retrying (connection errors, timeouts, 429 and 5xx) with
 doubling backoff, and honours a server's Retry-After (or Telegram's `retry_after`).
 """
 
 from __future__ import annotations
 
+import http.client
 import json
+import re
 import ssl
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 MAX_BODY = 1 << 20  # bytes read from any answer; a longer one is refused
+REDACTED = "***"
+MIN_SECRET = 4  # characters; blanking out anything shorter would blank out ordinary words
 T = TypeVar("T")
 
 
@@ -39,15 +45,22 @@ class Response:
 
 class HttpError(Exception):
     """A request that failed; `status` is the HTTP status, or 0 when there was no answer;
-    `retry_after` is the wait the server asked for, in seconds, if it asked."""
+    `retry_after` is the wait the server asked for, in seconds, if it asked; `transient` says
+    whether trying again may help (by default, from the status)."""
 
-    def __init__(self, message: str, status: int = 0, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        status: int = 0,
+        retry_after: float | None = None,
+        *,
+        transient: bool | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.retry_after = status, retry_after
-
-    @property
-    def transient(self) -> bool:
-        return self.status in (0, 408, 425, 429) or self.status >= 500
+        self.transient = (
+            transient if transient is not None else (status in (0, 408, 425, 429) or status >= 500)
+        )
 
 
 def request(
@@ -60,11 +73,36 @@ def request(
     context: ssl.SSLContext | None = None,
     max_body: int = MAX_BODY,
     name: str = "",
+    secrets: Iterable[str] = (),
 ) -> Response:
     """One request. Any status other than 2xx raises HttpError (with the answer's own words
-    when it gives a short reason)."""
-    where = name or f"{method} {urllib.parse.urlsplit(url).path or '/'}"
-    req = urllib.request.Request(url, data=body, method=method, headers=dict(headers or {}))
+    when it gives a short reason); its message never holds `secrets`, the URL's userinfo or
+    query, nor, when the caller gives the request a `name`, its path."""
+    hidden = [*secrets, *url_secrets(url, path=bool(name))]
+    try:
+        return _request(method, url, body, headers, timeout, context, max_body, name)
+    except HttpError as e:
+        raise HttpError(
+            redact(str(e), hidden), e.status, e.retry_after, transient=e.transient
+        ) from None
+
+
+def _request(
+    method: str,
+    url: str,
+    body: bytes | None,
+    headers: Mapping[str, str] | None,
+    timeout: float,
+    context: ssl.SSLContext | None,
+    max_body: int,
+    name: str,
+) -> Response:
+    """request(), its errors not yet redacted."""
+    try:
+        where = name or f"{method} {urllib.parse.urlsplit(url).path or '/'}"
+        req = urllib.request.Request(url, data=body, method=method, headers=dict(headers or {}))
+    except ValueError as e:  # not a URL at all; the reason quotes it
+        raise HttpError(f"{name or method}: invalid URL: {e}", transient=False) from None
     try:
         with urllib.request.urlopen(req, timeout=timeout, context=context) as answer:
             return Response(answer.status, dict(answer.headers), _read(answer, max_body, where))
@@ -78,6 +116,10 @@ def request(
     except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
         reason = getattr(e, "reason", e)
         raise HttpError(f"{where}: {reason or type(e).__name__}") from None
+    except (http.client.InvalidURL, ValueError) as e:  # a space in the path, a bad port, ...
+        raise HttpError(f"{where}: invalid URL: {e}", transient=False) from None
+    except http.client.HTTPException as e:  # an answer cut short or garbled: try again
+        raise HttpError(f"{where}: bad answer: {type(e).__name__}") from None
 
 
 def post_json(
@@ -88,6 +130,7 @@ def post_json(
     timeout: float = 10.0,
     context: ssl.SSLContext | None = None,
     name: str = "",
+    secrets: Iterable[str] = (),
 ) -> Response:
     body = json.dumps(payload, separators=(",", ":")).encode()
     return request(
@@ -97,6 +140,7 @@ def post_json(
         timeout=timeout,
         context=context,
         name=name,
+        secrets=secrets,
         headers={"Content-Type": "application/json", **(headers or {})},
     )
 
@@ -123,6 +167,38 @@ def retrying(
                 raise
             backoff = min(backoff * 2, max_backoff)
     raise AssertionError("unreachable")
+
+
+def url_secrets(url: str, *, path: bool = True) -> list[str]:
+    """The parts of a URL that may hold a secret: its userinfo (and password), query and
+    fragment, and its path unless path=False (a path the caller shows, such as /api/v2/alerts)."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:  # no telling its parts apart: all of it
+        return [url]
+    userinfo = parts.netloc.rpartition("@")[0]
+    found = [userinfo, userinfo.partition(":")[2], parts.query, parts.fragment]
+    if path:
+        # urlsplit drops tabs and newlines, which the request (and its errors) keep: the raw
+        # rest of the URL too, as the request sends it
+        after = url.partition("//")[2]
+        cut = re.search(r"[/?#]", after)
+        found += [parts.path.strip("/"), after[cut.start() :].lstrip("/") if cut else ""]
+    return [s for s in found if s]
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """text with every secret in it replaced by ***: as it is, and as repr() and percent-encoding
+    write it, the forms in which error messages quote URLs."""
+    forms = {
+        form
+        for s in secrets
+        if len(s) >= MIN_SECRET
+        for form in (s, repr(s)[1:-1], urllib.parse.quote(s, safe="/:@"))
+    }
+    for form in sorted(forms, key=len, reverse=True):  # a longer one may hold a shorter one
+        text = text.replace(form, REDACTED)
+    return text
 
 
 class _Body(Protocol):

@@ -8,12 +8,14 @@ buttons into verdicts.
     [telegram]
     token_env = "KIRI_TELEGRAM_TOKEN"    # or token_file = "~/.kiri/telegram-token" (mode 0600)
     chat_id = 123456789                   # where alerts go
-    allowed_ids = [123456789]             # chats or users whose presses count (default: chat_id)
+    allowed_ids = [123456789]             # users whose presses count (default: chat_id)
+    allowed_chats = []                    # chats where anyone's press counts (default: none)
     api_url = "https://api.telegram.org"  # the Bot API server
 
 The bot token is part of every request's URL path (`/bot<token>/METHOD`), so it only ever goes
 into a URL here: requests are named by their method alone (`telegram sendMessage`) in errors and
-logs, and the token is left out of the settings' repr. Plain http:// is accepted for a loopback
+logs, every error is redacted of the token (and of api_url's userinfo and path: BotAPI.secrets),
+and the token is left out of the settings' repr. Plain http:// is accepted for a loopback
 address only (a local Bot API server, or a fake one in tests); anywhere else it would carry the
 token in the clear. The section is declared, and checked, with the others in kiri/config.py.
 """
@@ -28,7 +30,7 @@ from collections.abc import Callable, Mapping
 import msgspec
 
 from kiri.config import ConfigError, TelegramSection, load_config, secret
-from kiri.http import HttpError, post_json, retrying
+from kiri.http import HttpError, post_json, redact, retrying, url_secrets
 from kiri.records import Decision
 from kiri.render import summary, top_culprits
 
@@ -49,7 +51,8 @@ NEW_NORMAL = "new normal"  # the note of a New normal press
 class TelegramConfig:
     token: str = dataclasses.field(repr=False)
     chat_id: int
-    allowed_ids: frozenset[int]
+    allowed_ids: frozenset[int]  # users
+    allowed_chats: frozenset[int]
     api_url: str
 
     @property
@@ -65,7 +68,13 @@ def load_telegram_config() -> TelegramConfig | None:
     if section is None:
         return None
     allowed = section.allowed_ids if section.allowed_ids is not None else [section.chat_id]
-    return TelegramConfig(_token(section), section.chat_id, frozenset(allowed), section.api_url)
+    return TelegramConfig(
+        _token(section),
+        section.chat_id,
+        frozenset(allowed),
+        frozenset(section.allowed_chats),
+        section.api_url,
+    )
 
 
 def _token(section: TelegramSection) -> str:
@@ -95,6 +104,7 @@ class BotAPI:
         sleep: Callable[[float], object] = time.sleep,
     ) -> None:
         self._base = f"{config.api_url}/bot{config.token}/"
+        self.secrets = (config.token, *url_secrets(config.api_url))  # never in an error
         self.timeout, self.sleep = timeout, sleep
         self.limits = RateLimits()
 
@@ -105,14 +115,19 @@ class BotAPI:
         when it fails."""
         name = f"telegram {method}"
         answer: object = post_json(
-            self._base + method, params, timeout=timeout or self.timeout, name=name
+            self._base + method,
+            params,
+            timeout=timeout or self.timeout,
+            name=name,
+            secrets=self.secrets,
         ).json()
         if not isinstance(answer, dict):
             raise HttpError(f"{name}: the answer is not a JSON object")
         if answer.get("ok") is not True:  # an error with a 200 status: take its own code
             code = answer.get("error_code")
+            reason = str(answer.get("description") or "the answer is not ok")
             raise HttpError(
-                f"{name}: {answer.get('description') or 'the answer is not ok'}",
+                f"{name}: {redact(reason, self.secrets)}",
                 code if isinstance(code, int) else 0,
             )
         result: object = answer.get("result")

@@ -532,3 +532,37 @@ def test_a_refusal_is_not_retried_and_a_requested_wait_replaces_the_backoff():
         log,
     )
     assert out.ok and sleeps.waits == [7.0, 1.0]  # asked-for wait, then the usual backoff
+
+
+def test_an_unexpected_error_of_a_sink_is_reported_and_logged_without_its_secrets():
+    class Leaky(Sink):
+        name = "leaky"
+        secrets = ("hook/t0ken-s3cret",)
+
+        def deliver(self, decision, line):
+            raise ValueError("cannot POST to 'https://h.example/hook/t0ken-s3cret'")
+
+    class Flushes:
+        def flush(self):
+            pass
+
+    class Log:
+        def __init__(self):
+            self.events = []
+
+        def warning(self, event, **fields):
+            self.events.append(fields)
+
+    log = Log()
+    out = deliver(
+        cast(Stream, Flushes()),
+        Leaky(),
+        Decision(id="d-1", action="alert"),
+        b"",
+        0,
+        cast(FilteringBoundLogger, log),
+    )
+    assert out.error == "ValueError: cannot POST to 'https://h.example/***'"
+    [event] = log.events
+    assert event["error"] == out.error and "ValueError" in event["exception"]
+    assert "s3cret" not in event["exception"]

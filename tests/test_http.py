@@ -3,7 +3,7 @@
 import pytest
 from scripted_http import Answer, scripted_server
 
-from kiri.http import HttpError, post_json, request, retrying
+from kiri.http import HttpError, post_json, redact, request, retrying, url_secrets
 
 
 @pytest.fixture
@@ -58,3 +58,31 @@ def test_no_server_a_huge_answer_and_the_query_string_stay_out_of_errors(server)
     with pytest.raises(HttpError) as e:  # a secret in the path: the caller names the request
         request("GET", "http://127.0.0.1:9/bot123:s3cret/getMe", timeout=2, name="getMe")
     assert str(e.value).startswith("getMe: ") and "s3cret" not in str(e.value)
+
+
+def test_a_malformed_url_is_a_refusal_whose_message_holds_no_secret_of_it():
+    url = "http://me:pw0rd9@127.0.0.1:9/hook/S3CRET x?key=qs3cret"
+    with pytest.raises(HttpError) as e:
+        request("POST", url, name="POST to 127.0.0.1:9", secrets=["signing-key-1"], timeout=2)
+    assert str(e.value).startswith("POST to 127.0.0.1:9: invalid URL: ")
+    assert not e.value.transient  # the same URL will not work next time either
+    assert not any(s in str(e.value) for s in ("pw0rd9", "S3CRET", "qs3cret"))
+    with pytest.raises(HttpError) as e:
+        request("GET", "http://127.0.0.1:9/bot123:s3cret\n/getMe", name="getMe", timeout=2)
+    assert "s3cret" not in str(e.value) and "***" in str(e.value)
+
+
+def test_redact_hides_a_secret_as_it_is_quoted_and_leaves_short_words_alone():
+    secrets = ["hook/S3C\tRET", "abc"]
+    assert redact("at 'hook/S3C\\tRET' and hook/S3C%09RET: abc", secrets) == (
+        "at '***' and ***: abc"
+    )
+    assert url_secrets("https://u:pw@h.example/p/t0k?q=1#f") == [
+        "u:pw",
+        "pw",
+        "q=1",
+        "f",
+        "p/t0k",
+        "p/t0k?q=1#f",
+    ]
+    assert url_secrets("https://h.example/api/v2/alerts", path=False) == []

@@ -328,6 +328,39 @@ def test_a_stranger_is_refused_politely_and_nothing_is_recorded(telegram):
     assert [(e["user"], e["chat"]) for e in log if e["event"] == "press_refused"] == [(666, 666)]
 
 
+GROUP = -5005
+
+
+@pytest.mark.parametrize(
+    "allowed, counted",
+    [
+        ("", []),  # the default, [chat_id], is a group: no user's id
+        (f"allowed_ids = [{CHAT}]", ["@alice"]),
+        (f"allowed_ids = [{CHAT}]\nallowed_chats = [{GROUP}]", ["Mallory", "@alice"]),
+    ],
+)
+def test_in_a_group_a_press_counts_from_an_allowed_user_not_from_any_member(
+    telegram, kiri_home, allowed, counted
+):
+    fake = telegram
+    write_config(
+        kiri_home,
+        f'token_env = "KIRI_TELEGRAM_TOKEN"\nchat_id = {GROUP}\napi_url = "{fake.url}"\n{allowed}',
+    )
+    with Store() as store:
+        store.record_alert(decision("a1"), "C9")
+        store.record_alert(decision("a2", incident="i2"), "C9")
+    collector = Collector(fake, "--timeout", "5").polling()
+    in_group = {"message_id": 7, "chat": {"id": GROUP, "type": "group"}}
+    fake.press(MALLORY, in_group, "d:a1")
+    fake.press(ALICE, in_group, "c:a2")
+    wait_answers(fake, 2)
+    records, log = collector.stop()
+    assert [r["by"] for r in records] == counted
+    refused = [(e["user"], e["chat"]) for e in log if e["event"] == "press_refused"]
+    assert len(refused) == 2 - len(counted) and all(chat == GROUP for _, chat in refused)
+
+
 def test_the_offset_survives_a_restart_so_no_press_is_lost_or_replayed(telegram):
     fake = telegram
     deliver(decision("a1"), decision("a2", incident="i2"))
@@ -351,6 +384,42 @@ def test_the_offset_survives_a_restart_so_no_press_is_lost_or_replayed(telegram)
     assert [v[:2] for v in verdicts()] == [("a1", "confirm"), ("a2", "dismiss")]
     with Store() as store:
         assert store.get_state("telegram.offset.123456") == str(b["update_id"] + 1)
+
+
+def test_an_absurd_update_id_is_rejected_so_later_presses_count_even_after_a_restart(telegram):
+    fake = telegram
+    deliver(decision("a1"), decision("a2", incident="i2"))
+    collector = Collector(fake, "--timeout", "5").polling()
+    bogus = {"update_id": 2**62, "callback_query": {"id": "q-bogus", "from": ALICE, "data": "d:a2"}}
+    fake.queue(bogus, {"update_id": "x"}, {"update_id": 1.5})
+    a = fake.press(ALICE, sent(fake, "a1"), "c:a1")
+    assert wait_answers(fake, 1) == ["Confirmed. Thank you!"]  # the bogus press is not taken
+    fake.wait_for("polls after it", lambda: len(fake.calls("getUpdates")) >= collector.polls + 3)
+    _, log = collector.stop()
+    assert [e["update_id"] for e in log if e["event"] == "bad_update_id"] == [
+        str(2**62),
+        "'x'",
+        "1.5",
+    ]  # each once, however often the server sends it again
+    with Store() as store:
+        assert store.get_state("telegram.offset.123456") == str(a["update_id"] + 1)
+    collector = Collector(fake, "--timeout", "5").polling()
+    fake.press(ALICE, sent(fake, "a2"), "d:a2")
+    assert wait_answers(fake, 2) == ["Confirmed. Thank you!", "Dismissed. Thank you!"]
+    collector.stop()
+    assert [v[:2] for v in verdicts()] == [("a1", "confirm"), ("a2", "dismiss")]
+
+
+def test_an_absurd_offset_saved_before_is_dropped_with_a_warning(telegram):
+    fake = telegram
+    deliver(decision("a1"))
+    with Store() as store:  # what a version that took any update id may have left
+        store.set_state("telegram.offset.123456", str(2**62 + 1))
+    collector = Collector(fake, "--timeout", "5").polling()
+    fake.press(ALICE, sent(fake, "a1"), "c:a1")
+    assert wait_answers(fake, 1) == ["Confirmed. Thank you!"]
+    _, log = collector.stop()
+    assert [e["saved"] for e in log if e["event"] == "bad_offset"] == [str(2**62 + 1)]
 
 
 def test_a_failed_poll_is_logged_and_polling_goes_on(telegram):

@@ -3,8 +3,9 @@
 The Telegram sink (kiri/sinks/telegram.py) sends each alert with Confirm, Dismiss and New
 normal buttons. This source long-polls the Bot API's getUpdates for presses and, for each one:
 
-* from a chat or user not in allowed_ids ([telegram] in config.toml): answers with a polite
-  refusal and logs it, records nothing;
+* from a user not in allowed_ids ([telegram] in config.toml), unless it was pressed in a chat
+  of allowed_chats: answers with a polite refusal and logs it, records nothing (in a group
+  chat, being a member is not enough);
 * otherwise records the verdict in the store, where kiri-feedback picks it up (New normal is a
   dismissal with the normal flag, as `kiri feedback dismiss ID --normal`), emits it as a
   `verdict` record, answers the press, and edits the message to show the verdict and who gave
@@ -13,7 +14,10 @@ normal buttons. This source long-polls the Bot API's getUpdates for presses and,
   recorded".
 
 The offset of the next update is kept in the store's state (per bot) and moved past each update
-once it is handled, so a restart neither loses nor replays presses. A long poll is waited for
+once it is handled, so a restart neither loses nor replays presses. Update ids go up by one per
+update: one that is not a whole number, is negative, lies beyond 2^53 or more than 2^31 ahead of
+the offset is no real one, and is rejected with a warning, the offset left where it is (moving
+it there would make every later press look old, for good). A long poll is waited for
 in a worker thread, so a stop signal ends the source at once, whatever the poll's --timeout;
 the updates it was fetching are simply fetched again next time. Without a [telegram] table
 there is nothing to listen to: one log line and exit status 125, so a supervisor leaves it
@@ -52,6 +56,9 @@ FIRST_BACKOFF = 1.0  # seconds after a failed poll, doubled while polls keep fai
 MAX_BACKOFF = 60.0
 POLL_SLACK = 10.0  # seconds a long poll's request may take beyond the poll's own timeout
 STOP_CHECK = 0.1  # seconds between looks at the stop flag while a long poll is out
+MAX_UPDATE_ID = 2**53  # beyond it JSON numbers lose their precision
+MAX_JUMP = 2**31  # Telegram's update ids fit in 32 bits: no real one is further ahead
+REJECTED_KEPT = 100  # rejected update ids remembered, so that each is warned about once
 REFUSED = "Sorry, this KIRI does not take verdicts from you."
 
 
@@ -90,16 +97,13 @@ class Presses:
     """The poll loop, and what each press becomes."""
 
     def __init__(self, config: TelegramConfig, store: Store, stream: Stream, timeout: int) -> None:
-        self.allowed, self.store, self.stream, self.log = (
-            config.allowed_ids,
-            store,
-            stream,
-            stream.log,
-        )
+        self.allowed, self.allowed_chats = config.allowed_ids, config.allowed_chats
+        self.store, self.stream, self.log = store, stream, stream.log
         self.api = BotAPI(config, sleep=stream.sleep)
         self.timeout = timeout
         self.offset_key = f"telegram.offset.{config.bot_id}"  # update ids are per bot
-        self.offset = int(store.get_state(self.offset_key, "0"))
+        self.offset = self._saved_offset()
+        self.rejected: set[str] = set()
 
     def run(self) -> None:
         self._introduce()
@@ -114,8 +118,21 @@ class Presses:
                 self.stream.sleep(wait)
                 continue
             backoff = FIRST_BACKOFF
-            for update in updates or ():
-                self._handle(update)
+            handled = [self._handle(update) for update in updates or ()]
+            if handled and not any(handled):  # Telegram sends them again: not at once, then
+                self.stream.sleep(FIRST_BACKOFF)
+
+    def _saved_offset(self) -> int:
+        """The offset kept in the store; 0 (with a warning) when what is kept is no offset."""
+        saved = self.store.get_state(self.offset_key, "0")
+        try:
+            offset = int(saved)
+        except ValueError:
+            offset = -1
+        if not 0 <= offset <= MAX_UPDATE_ID + 1:
+            self.log.warning("bad_offset", saved=saved[:64], reason="not an update id: from 0")
+            return 0
+        return offset
 
     def _introduce(self) -> None:
         """Check the token once at start: a refused one is an error, an unreachable Telegram
@@ -131,7 +148,13 @@ class Presses:
             self.log.warning("telegram_unreachable", reason=str(e))
             return
         username = me.get("username", "") if isinstance(me, dict) else ""
-        self.log.info("listening", bot=username, allowed=sorted(self.allowed), offset=self.offset)
+        self.log.info(
+            "listening",
+            bot=username,
+            allowed=sorted(self.allowed),
+            allowed_chats=sorted(self.allowed_chats),
+            offset=self.offset,
+        )
 
     def _long_poll(self) -> list[object] | None:
         """getUpdates after the offset; None when the stage is stopping meanwhile."""
@@ -162,21 +185,48 @@ class Presses:
             raise HttpError("telegram getUpdates: the answer is not a list of updates")
         return answer[0]
 
-    def _handle(self, raw: object) -> None:
-        """One update, then the offset moves past it: it is never handled again."""
+    def _handle(self, raw: object) -> bool:
+        """One update, then the offset moves past it: it is never handled again. False when
+        its id is rejected: nothing is done with it, and the offset stays."""
+        update_id = self._update_id(raw)
+        if update_id is None:
+            return False
         try:
             update = msgspec.convert(raw, Update)
         except msgspec.ValidationError as e:
             self.log.warning("bad_update", reason=str(e))
-            update_id = raw.get("update_id") if isinstance(raw, dict) else None
-            if isinstance(update_id, int) and update_id >= self.offset:
+            if update_id >= self.offset:
                 self._advance(update_id)
-            return
+            return True
         if update.update_id < self.offset:
-            return  # confirmed before: Telegram sent it again
+            return True  # confirmed before: Telegram sent it again
         if update.callback_query:
             self._press(update.callback_query)
         self._advance(update.update_id)
+        return True
+
+    def _update_id(self, raw: object) -> int | None:
+        """The update's id; None when it cannot be a real one (warned about once)."""
+        update_id = raw.get("update_id") if isinstance(raw, dict) else None
+        highest = min(MAX_UPDATE_ID, self.offset + MAX_JUMP)
+        if (
+            isinstance(update_id, int)
+            and not isinstance(update_id, bool)
+            and 0 <= update_id <= highest
+        ):
+            return update_id
+        key = repr(update_id)[:64]
+        if key not in self.rejected:
+            if len(self.rejected) >= REJECTED_KEPT:
+                self.rejected.clear()
+            self.rejected.add(key)
+            self.log.warning(
+                "bad_update_id",
+                update_id=key,
+                offset=self.offset,
+                reason="not a whole number from 0 to 2^53, at most 2^31 ahead of the offset",
+            )
+        return None
 
     def _advance(self, update_id: int) -> None:
         self.offset = update_id + 1
@@ -184,9 +234,12 @@ class Presses:
 
     def _press(self, q: CallbackQuery) -> None:
         chat = q.message.chat.id if q.message else None
-        if q.sender.id not in self.allowed and chat not in self.allowed:
+        if q.sender.id not in self.allowed and chat not in self.allowed_chats:
             self.log.warning(
-                "press_refused", user=q.sender.id, chat=chat, reason="not in allowed_ids"
+                "press_refused",
+                user=q.sender.id,
+                chat=chat,
+                reason="not in allowed_ids, nor pressed in a chat of allowed_chats",
             )
             self._answer(q, REFUSED)
             return

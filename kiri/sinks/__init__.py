@@ -47,9 +47,11 @@ class SinkError(Exception):
 
 
 class Sink(ABC):
-    """Somewhere decisions go. `name` is what outcomes and `--sink` call it."""
+    """Somewhere decisions go. `name` is what outcomes and `--sink` call it; `secrets` are what
+    it knows that no outcome or log line may show (kiri-act redacts its every error of them)."""
 
     name = ""
+    secrets: tuple[str, ...] = ()
 
     def accepts(self, decision: Decision) -> bool:
         """Whether this sink delivers `decision`, and so reports an outcome for it."""

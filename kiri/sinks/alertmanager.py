@@ -26,7 +26,7 @@ import time
 
 from kiri import alertmanager
 from kiri.config import ConfigError, config_path
-from kiri.http import HttpError
+from kiri.http import HttpError, url_secrets
 from kiri.records import Decision
 from kiri.sinks import Sink, SinkError
 from kiri.stream import Log
@@ -42,6 +42,7 @@ class AlertmanagerSink(Sink):
 
     def __init__(self, am: alertmanager.Settings) -> None:
         self.am = am
+        self.secrets = tuple(url_secrets(am.url, path=False))  # its path names the request
         self.open: dict[Key, Alert] = {}  # the firing alerts, without their endsAt
         self.ended: list[Alert] = []  # resolved alerts Alertmanager has not yet taken
         self.next_send = 0.0

@@ -3,7 +3,9 @@
 The command is an argv, never a shell string, so nothing in a record is ever interpreted by a
 shell. It gets the decision's JSON line on stdin; its stdout is discarded (kiri-act's stdout
 carries records only) and the tail of its stderr explains a failure. It runs in its own
-process group, so a timeout kills the command and anything it started.
+process group, so a timeout kills the command and anything it started. Its environment is
+kiri-act's without the secrets: the variables config.toml names as holding one (`NAME_env`)
+and any KIRI_..._TOKEN, _SECRET, _PASSWORD or _KEY (or such a name ending in _FILE).
 """
 
 from __future__ import annotations
@@ -11,24 +13,32 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from typing import IO
 
+from kiri.config import load_config, secret_variables
 from kiri.records import Decision
 from kiri.sinks import Sink, SinkError
 from kiri.stream import Log
 
 STDERR_TAIL = 4096  # bytes of the command's stderr kept to explain a failure
+SECRET_NAME = re.compile(r"^KIRI_\w+_(TOKEN|SECRET|PASSWORD|KEY)(_FILE)?$")
 
 
 class ExecSink(Sink):
     name = "exec"
 
-    def __init__(self, argv: list[str], timeout: float) -> None:
+    def __init__(self, argv: list[str], timeout: float, environ: Mapping[str, str]) -> None:
         self.argv = argv
         self.timeout = timeout
+        named = secret_variables(load_config())
+        hidden = {k for k in environ if k in named or SECRET_NAME.match(k)}
+        self.env = {k: v for k, v in environ.items() if k not in hidden}
+        self.secrets = tuple(environ[k] for k in sorted(hidden))  # should the command echo one
 
     def deliver(self, decision: Decision, line: bytes) -> str:
         # stderr goes to a file, not a pipe: only its tail is read into memory, and a process
@@ -49,6 +59,7 @@ class ExecSink(Sink):
                 stdin=subprocess.PIPE,
                 stdout=subprocess.DEVNULL,
                 stderr=err,
+                env=self.env,
                 start_new_session=True,
             )
         except OSError as e:
@@ -82,4 +93,4 @@ HELP = "the command after --, with the decision's JSON line on stdin"
 
 
 def open_sink(args: argparse.Namespace, log: Log) -> ExecSink:
-    return ExecSink(args.command, args.exec_timeout)
+    return ExecSink(args.command, args.exec_timeout, os.environ)

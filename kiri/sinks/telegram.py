@@ -1,7 +1,8 @@
 """The Telegram sink: alerts and resolves as messages in a chat, alerts with buttons.
 
 Settings come from [telegram] in $KIRI_HOME/config.toml (kiri/telegram.py); the bot token only
-by reference (token_env or token_file), and it never appears in an outcome or a log line.
+by reference (token_env or token_file), and it never appears in an outcome or a log line, even
+when a malformed api_url makes a request fail with its URL quoted (BotAPI redacts every error).
 
 An alert is a plain-text message (summary, culprits, id) with three buttons: Confirm, Dismiss
 and New normal; `kiri-collect telegram` records a press as a verdict and edits the message to
@@ -38,6 +39,7 @@ class TelegramSink(Sink):
     def __init__(self, config: TelegramConfig, log: Log) -> None:
         self.chat, self.log = config.chat_id, log
         self.api = BotAPI(config)
+        self.secrets = self.api.secrets
         try:
             self.store = Store()
         except (StoreError, sqlite3.Error) as e:

@@ -15,7 +15,8 @@ kiri-act retries a failed delivery with backoff. Worth retrying are no answer (r
 out) and 408, 425, 429 and 5xx; any other status is the receiver saying no, so it fails at once
 with the receiver's reason, and kiri-act does not try again (a 429's Retry-After sets its next
 wait). Messages name the receiver by its host only: a webhook URL's
-path often holds a token. The secret goes into the signature and nowhere else.
+path often holds a token, so its path, query and userinfo are redacted from every error, as the
+secret is, which goes into the signature and nowhere else.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import urllib.parse
 
 from kiri import __version__
 from kiri.config import ConfigError, config_path, load_config, secret
-from kiri.http import HttpError, request
+from kiri.http import HttpError, request, url_secrets
 from kiri.records import Decision
 from kiri.sinks import Sink, SinkError
 
@@ -37,7 +38,8 @@ class WebhookSink(Sink):
 
     def __init__(self, url: str, key: str | None, timeout: float) -> None:
         self.url, self.key, self.timeout = url, key, timeout
-        self.where = f"POST to {urllib.parse.urlsplit(url).netloc}"
+        self.secrets = (*url_secrets(url), *([key] if key else []))
+        self.where = f"POST to {urllib.parse.urlsplit(url).netloc.rpartition('@')[2]}"
 
     def deliver(self, decision: Decision, line: bytes) -> str:
         body = line.rstrip(b"\n")
@@ -49,6 +51,7 @@ class WebhookSink(Sink):
                 headers=self.headers(decision, body),
                 timeout=self.timeout,
                 name=self.where,
+                secrets=self.secrets,
             )
         except HttpError as e:
             raise SinkError.from_http(e) from None

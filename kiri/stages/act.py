@@ -19,8 +19,10 @@ import contextlib
 import math
 import sys
 import time
+import traceback
 
 from kiri import add_version_option
+from kiri.http import redact
 from kiri.records import Decision, Outcome
 from kiri.sinks import Sink, SinkError, sink_modules
 from kiri.sinks.retrain import RetrainSink
@@ -151,14 +153,14 @@ def deliver(
         try:
             detail = sink.deliver(decision, line)
         except Exception as e:  # a sink must never stop the stream, whatever it raises
-            error = _error(e)
+            error = _error(e, sink)
             log.warning(
                 "sink_failed",
                 sink=sink.name,
                 id=decision.id,
                 attempt=tried,
                 error=error,
-                exc_info=not isinstance(e, SinkError),
+                **_traceback(e, sink),
             )
             if isinstance(e, SinkError) and not e.retry:
                 break
@@ -187,13 +189,22 @@ def _observe(sink: Sink, decision: Decision, log: Log) -> None:
     try:
         sink.observe(decision)
     except Exception as e:  # showing a status is never worth stopping the stream for
-        log.warning("sink_failed", sink=sink.name, id=decision.id, error=_error(e))
+        log.warning("sink_failed", sink=sink.name, id=decision.id, error=_error(e, sink))
 
 
-def _error(e: Exception) -> str:
-    """One line for an outcome: a SinkError's own words, anything else with its type."""
+def _error(e: Exception, sink: Sink) -> str:
+    """One line for an outcome: a SinkError's own words, anything else with its type; never
+    the sink's secrets."""
     text = str(e) if isinstance(e, SinkError) else f"{type(e).__name__}: {e}"
-    return " ".join(text.split())
+    return " ".join(redact(text, sink.secrets).split())
+
+
+def _traceback(e: Exception, sink: Sink) -> dict[str, str]:
+    """The log's `exception` for a failure the sink did not expect (a SinkError's own words
+    say all there is), without the sink's secrets."""
+    if isinstance(e, SinkError):
+        return {}
+    return {"exception": redact("".join(traceback.format_exception(e)), sink.secrets)}
 
 
 def main(argv: list[str] | None = None) -> int:

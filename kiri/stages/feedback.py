@@ -14,6 +14,7 @@ Its stdout carries `rule` and `verdict` records to the feedback FIFO that kiri-d
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import sys
 import time
@@ -36,6 +37,18 @@ FORGED = (
     "one on its input is not passed on"
 )
 LABELS = {"dismiss": "suppress", "confirm": "alert"}  # what the person says KIRI should have done
+# kiri-act reports a decision's deliveries before it passes the next decision on, so one this many
+# decisions old has had all its outcomes (with room for a few kiri-acts merged into one input).
+PENDING_WINDOW = 1000
+
+
+@dataclasses.dataclass
+class Pending:
+    """A delivered decision awaiting an ok outcome: the how-manieth it was, and its failures."""
+
+    seq: int
+    decision: Decision
+    failures: int = 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,7 +94,8 @@ class Learner:
 
     def __init__(self, store: Store, stream: Stream, args: argparse.Namespace, log: Log) -> None:
         self.store, self.stream, self.args, self.log = store, stream, args, log
-        self.pending: dict[str, Decision] = {}  # delivered decisions awaiting an ok outcome
+        self.pending: dict[str, Pending] = {}  # by id, oldest first
+        self.decisions = self.undelivered = 0
         self.seen = int(store.get_state(CURSOR, "0"))
         self.nerve = Recorder("nerve")
         self.verdicts = nerve.verdicts_recorded()
@@ -90,14 +104,39 @@ class Learner:
     # -- alerts -------------------------------------------------------------------------------
 
     def on_decision(self, decision: Decision) -> None:
-        if decision.action != "ok":
-            self.pending[decision.id] = decision
+        if decision.action == "ok":
+            return
+        self.decisions += 1
+        self.pending.pop(decision.id, None)  # a repeat goes to the back
+        self.pending[decision.id] = Pending(self.decisions, decision)
+        self._forget_settled()
+
+    def _forget_settled(self) -> None:
+        """Forget, oldest first, the decisions PENDING_WINDOW old: every outcome of theirs has
+        come, none ok, so however many deliveries fail, what is kept stays bounded."""
+        while self.pending:
+            oldest = next(iter(self.pending.values()))
+            if self.decisions - oldest.seq < PENDING_WINDOW:
+                return
+            del self.pending[oldest.decision.id]
+            if oldest.failures:  # not a decision no sink takes, but one every sink failed
+                self.undelivered += 1
+                self.log.info(
+                    "alert_undelivered",
+                    id=oldest.decision.id,
+                    failures=oldest.failures,
+                    undelivered=self.undelivered,
+                )
 
     def on_outcome(self, outcome: Outcome) -> None:
-        decision = self.pending.get(outcome.id)
-        if decision is None or not outcome.ok:
-            return  # not delivered (yet): a later sink's outcome may still succeed
+        pending = self.pending.get(outcome.id)
+        if pending is None:
+            return
+        if not outcome.ok:
+            pending.failures += 1  # not delivered (yet): a later sink's outcome may succeed
+            return
         del self.pending[outcome.id]
+        decision = pending.decision
         named = named_culprits(decision.culprits, decision.threshold)
         self.store.record_alert(decision, pattern_key(named))
         self.log.info("alert_recorded", id=decision.id, action=decision.action, atom=decision.atom)
