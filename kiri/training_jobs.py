@@ -34,6 +34,26 @@ def start_training(atom: str, out: Path | None = None, window: int = 0) -> subpr
         return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
 
 
+def missing_atom(atom: str) -> str:
+    """Why `kiri train ATOM` cannot train this atom at all, or "" when it may: a built-in
+    atom, one config.toml defines, or one with weights or recordings to fit a schema from."""
+    try:
+        valid_name(atom)
+    except ValueError as e:
+        return str(e)
+    from kiri.atoms import known_atoms, weights_path  # numpy, which kiri-act otherwise never needs
+
+    home = kiri_home()
+    if atom in known_atoms() or weights_path(atom).exists():
+        return ""
+    if any((home / "data" / atom).glob("*.ndjson")):
+        return ""
+    return (
+        f"no atom {atom}: it is not built in, config.toml does not define it, and it has "
+        f"no weights and no recordings in {home}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """`kiri train ATOM ARG…` at a lower priority, one run at a time per atom: training must
     not starve the pipeline, and two runs would only race to write the same weights.
