@@ -20,13 +20,16 @@ such as a replay, ends with `sh -c '…; exit 125'`.) The restart waits `restart
 has stayed up `restart.healthy` seconds (60). A stage that dies `restart.fail_deaths` times (5)
 within `restart.fail_window` seconds (60) is `failed`: it is not restarted, an error is logged,
 and an alert decision goes into the stdin of the `alerts` stage. The rest keeps running, its
-pipes open. If every stage ends up stopped or failed, the supervisor exits: 1 if one failed.
+pipes open; lines for a stage that will not run again are dropped, and counted in the log
+(`lines_dropped`) and the status. If every stage ends up stopped or failed, the supervisor
+exits: 1 if one failed.
 
 Stopping. On SIGTERM, SIGINT or SIGHUP the stages with no inputs get SIGTERM; every other stage
 gets the end of its stdin once all its producers have exited and their output has been written
-into it, so it finishes what is in flight and exits. The FIFO writer is closed last. Whatever is
-still running `stop_timeout` seconds (10) after the signal, or at a second signal, is killed
-with SIGKILL (with its process group). Then the supervisor exits 0.
+into it, so it finishes what is in flight and exits. A stage waiting to be restarted is started
+at once if lines are queued for it or may still come, so they drain too. The FIFO writer is
+closed last. Whatever is still running `stop_timeout` seconds (10) after the signal, or at a
+second signal, is killed with SIGKILL (with its process group). Then the supervisor exits 0.
 
 Status. $KIRI_HOME/status.json is rewritten atomically every second and on every change of
 state; `kiri status` shows it. A lock on $KIRI_HOME/supervise.lock keeps a second supervisor
@@ -234,8 +237,8 @@ class Supervisor:
         lines = stage.outlet.read()
         if lines:
             for inbox in stage.consumers:
-                if dropped := inbox.put(lines):  # only the FIFO's inbox drops, when full
-                    self._dropped(stage, dropped, "nothing reads the feedback FIFO")
+                if dropped := inbox.put(lines):  # the FIFO's when full, or a stage's that ended
+                    self._dropped(stage, dropped, inbox.drop_reason)
             self._sample(lines)
         if stage.outlet.at_eof:
             self._close_outlet(stage)
@@ -438,10 +441,12 @@ class Supervisor:
         return True
 
     def _settle(self, stage: Stage, state: str) -> None:
-        """A stage that will not run again: its input is dropped from now on."""
+        """A stage that will not run again: its input is dropped from now on, and counted."""
         stage.state = state
         if stage.inbox:
-            stage.inbox.discard()
+            reason = f"stage {stage.name} is {state} and will not run again"
+            if dropped := stage.inbox.discard(reason):
+                self._dropped(stage, dropped, f"queued for it when {reason}")
         self.changed = True
 
     def _restart_due(self, now: float) -> None:
@@ -465,7 +470,9 @@ class Supervisor:
         self.stop_at = time.monotonic() + timeout
         self.log.info("stopping", signal=reason, timeout=timeout)
         for stage in self.stages.values():
-            if stage.state == "backoff":
+            if stage.state == "backoff" and self._has_input(stage):
+                self._start_to_drain(stage)
+            elif stage.state == "backoff":
                 self._settle(stage, "stopped")
             elif stage.proc is not None:
                 stage.state = "stopping"
@@ -473,6 +480,20 @@ class Supervisor:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(stage.proc.pid, signal.SIGTERM)
         self.changed = True
+
+    def _has_input(self, stage: Stage) -> bool:
+        """Whether lines wait for the stage, or may still come."""
+        if stage.inbox is None:
+            return False
+        return bool(stage.inbox.queued) or not all(p.ended for p in stage.producers)
+
+    def _start_to_drain(self, stage: Stage) -> None:
+        """Start a stage that was waiting to be restarted, now: what is queued for it, and what
+        its producers still write, drains into it before it sees the end of its input."""
+        stage.restarts += 1
+        self._start(stage)
+        if stage.proc is not None:
+            stage.state = "stopping"
 
     def _kill_overdue(self, now: float) -> None:
         if self.stop_at is None or self.killed or now < self.stop_at:
