@@ -42,8 +42,12 @@ def data_dir(atom: str) -> Path:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, fsync, then rename over it (mode 0600)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write to a temporary file beside `path`, fsync, then rename over it (mode 0600).
+
+    The temporary file is named `.NAME.PID.XXXXXXXX.tmp` after the writing process, so what a
+    writer killed mid-write left behind can be told from a write under way."""
+    prefix = f".{path.name}.{os.getpid()}."
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

@@ -90,16 +90,18 @@ class Inbox:
         self.queued = bytearray()
         self.bounded = bounded
         self.mid_line = False  # the last write ended inside a line
-        self.discarding = False  # its stage will not run again
+        self.discarding = ""  # why, once its stage will not run again
 
     def put(self, lines: bytes) -> int:
-        """Queue whole lines; return how many were dropped because an unbounded inbox is full."""
-        if self.discarding:
-            return 0
-        if not self.bounded and len(self.queued) > FIFO_LIMIT:
+        """Queue whole lines; return how many were dropped instead (`drop_reason` says why)."""
+        if self.discarding or (not self.bounded and len(self.queued) > FIFO_LIMIT):
             return lines.count(b"\n")
         self.queued += lines
         return 0
+
+    @property
+    def drop_reason(self) -> str:
+        return self.discarding or "nothing reads the feedback FIFO"
 
     @property
     def full(self) -> bool:
@@ -135,11 +137,14 @@ class Inbox:
             os.close(self.fd)
             self.fd = None
 
-    def discard(self) -> None:
-        """Its stage will not run again: drop what is queued and what comes."""
+    def discard(self, reason: str) -> int:
+        """Its stage will not run again, for `reason`: drop what is queued and what comes.
+        Return how many lines were queued."""
         self.detach()
-        self.discarding = True
+        self.discarding = reason
+        count = self.queued.count(b"\n")
         self.queued.clear()
+        return count
 
 
 class RotatingLog:

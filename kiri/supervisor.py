@@ -20,13 +20,22 @@ such as a replay, ends with `sh -c '…; exit 125'`.) The restart waits `restart
 has stayed up `restart.healthy` seconds (60). A stage that dies `restart.fail_deaths` times (5)
 within `restart.fail_window` seconds (60) is `failed`: it is not restarted, an error is logged,
 and an alert decision goes into the stdin of the `alerts` stage. The rest keeps running, its
-pipes open. If every stage ends up stopped or failed, the supervisor exits: 1 if one failed.
+pipes open; lines for a stage that will not run again are dropped, and counted in the log
+(`lines_dropped`) and the status. If every stage ends up stopped or failed, the supervisor
+exits: 1 if one failed.
 
-Stopping. On SIGTERM, SIGINT or SIGHUP the stages with no inputs get SIGTERM; every other stage
-gets the end of its stdin once all its producers have exited and their output has been written
-into it, so it finishes what is in flight and exits. The FIFO writer is closed last. Whatever is
-still running `stop_timeout` seconds (10) after the signal, or at a second signal, is killed
-with SIGKILL (with its process group). Then the supervisor exits 0.
+Process groups. Each stage runs in its own process group, and a stage is its whole group: when
+its process ends, whatever it left in the group is killed, so the program behind an
+`sh -c '…'` never outlives its stage, nor runs twice after a restart. A lifeline process
+(kiri/lifeline.py) ends every stage's group if the supervisor dies, even of kill -9.
+
+Stopping. On SIGTERM, SIGINT or SIGHUP the process groups of the stages with no inputs get
+SIGTERM; every other stage gets the end of its stdin once all its producers have exited and
+their output has been written into it, so it finishes what is in flight and exits. A stage
+waiting to be restarted is started at once if lines are queued for it or may still come, so
+they drain too. The FIFO writer is closed last. Whatever is still running `stop_timeout`
+seconds (10) after the signal, or at a second signal, is killed with SIGKILL (with its process
+group). Then the supervisor exits 0.
 
 Status. $KIRI_HOME/status.json is rewritten atomically every second and on every change of
 state; `kiri status` shows it. A lock on $KIRI_HOME/supervise.lock keeps a second supervisor
@@ -140,6 +149,7 @@ class Supervisor:
             for spec in pipeline.stages
         }
         self._connect()
+        self.lifeline: Lifeline | None = None
         self.stop_at: float | None = None  # monotonic deadline for SIGKILL, once stopping
         self.killed = False
         self.signals: list[int] = []
@@ -166,7 +176,8 @@ class Supervisor:
     # -- the loop ----------------------------------------------------------------------------
 
     def run(self) -> None:
-        with self._signals():
+        with self._signals(), Lifeline(self.pipeline.stop_timeout, self.log) as lifeline:
+            self.lifeline = lifeline
             self._open_fifo()
             self.log.info(
                 "supervisor_start",
@@ -234,8 +245,8 @@ class Supervisor:
         lines = stage.outlet.read()
         if lines:
             for inbox in stage.consumers:
-                if dropped := inbox.put(lines):  # only the FIFO's inbox drops, when full
-                    self._dropped(stage, dropped, "nothing reads the feedback FIFO")
+                if dropped := inbox.put(lines):  # the FIFO's when full, or a stage's that ended
+                    self._dropped(stage, dropped, inbox.drop_reason)
             self._sample(lines)
         if stage.outlet.at_eof:
             self._close_outlet(stage)
@@ -332,8 +343,8 @@ class Supervisor:
         child_fds.append(stderr)
         try:
             # Its own process group: a Ctrl-C on the terminal reaches the supervisor only, which
-            # then stops the stages in order. The same session: the terminal sink can still
-            # write alerts to the person's terminal (/dev/tty).
+            # then stops the stages in order, and it signals the stage's group as a whole. The
+            # same session: the terminal sink can still write alerts to the person's terminal.
             stage.proc = subprocess.Popen(
                 stage.argv, stdin=stdin, stdout=stdout, stderr=stderr, process_group=0
             )
@@ -345,6 +356,7 @@ class Supervisor:
         if stage.proc is None:
             self._ended(stage, EXEC_FAILED)
         else:
+            self._lifeline(f"+{stage.proc.pid}")
             self.log.info(
                 "stage_started", name=stage.name, pid=stage.proc.pid, restarts=stage.restarts
             )
@@ -363,6 +375,8 @@ class Supervisor:
 
     def _ended(self, stage: Stage, status: int) -> None:
         self._drain(stage)
+        if stage.proc is not None:
+            self._end_group(stage.proc.pid)
         stage.proc = None
         stage.exit_status = status
         if stage.inbox:
@@ -382,6 +396,17 @@ class Supervisor:
             self._settle(stage, "stopped")
         else:
             self._died(stage, status, uptime)
+
+    def _end_group(self, pgid: int) -> None:
+        """Kill what a stage's process left in its process group: nothing of a stage outlives
+        it (the program behind `sh -c '…'`, a background child), so a restart never runs two."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+        self._lifeline(f"-{pgid}")
+
+    def _lifeline(self, message: str) -> None:
+        assert self.lifeline is not None
+        self.lifeline.tell(message)
 
     def _died(self, stage: Stage, status: int, uptime: float) -> None:
         restart = self.pipeline.restart
@@ -438,10 +463,12 @@ class Supervisor:
         return True
 
     def _settle(self, stage: Stage, state: str) -> None:
-        """A stage that will not run again: its input is dropped from now on."""
+        """A stage that will not run again: its input is dropped from now on, and counted."""
         stage.state = state
         if stage.inbox:
-            stage.inbox.discard()
+            reason = f"stage {stage.name} is {state} and will not run again"
+            if dropped := stage.inbox.discard(reason):
+                self._dropped(stage, dropped, f"queued for it when {reason}")
         self.changed = True
 
     def _restart_due(self, now: float) -> None:
@@ -465,14 +492,30 @@ class Supervisor:
         self.stop_at = time.monotonic() + timeout
         self.log.info("stopping", signal=reason, timeout=timeout)
         for stage in self.stages.values():
-            if stage.state == "backoff":
+            if stage.state == "backoff" and self._has_input(stage):
+                self._start_to_drain(stage)
+            elif stage.state == "backoff":
                 self._settle(stage, "stopped")
             elif stage.proc is not None:
                 stage.state = "stopping"
                 if not stage.spec.inputs:  # sources first; the rest drain and see EOF
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(stage.proc.pid, signal.SIGTERM)
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(stage.proc.pid, signal.SIGTERM)  # a wrapper's program too
         self.changed = True
+
+    def _has_input(self, stage: Stage) -> bool:
+        """Whether lines wait for the stage, or may still come."""
+        if stage.inbox is None:
+            return False
+        return bool(stage.inbox.queued) or not all(p.ended for p in stage.producers)
+
+    def _start_to_drain(self, stage: Stage) -> None:
+        """Start a stage that was waiting to be restarted, now: what is queued for it, and what
+        its producers still write, drains into it before it sees the end of its input."""
+        stage.restarts += 1
+        self._start(stage)
+        if stage.proc is not None:
+            stage.state = "stopping"
 
     def _kill_overdue(self, now: float) -> None:
         if self.stop_at is None or self.killed or now < self.stop_at:
@@ -612,6 +655,45 @@ def describe(pipeline: Pipeline, path: Path) -> list[str]:
         f"pipeline {pipeline.name} ({path}): {len(pipeline.stages)} stages{alerts}",
         *table(rows),
     ]
+
+
+class Lifeline:
+    """The supervisor's end of the lifeline pipe (kiri/lifeline.py): while it is open, the
+    lifeline process waits; once it closes, however the supervisor ended, the lifeline ends
+    every stage process group it was told of and not told had ended."""
+
+    def __init__(self, grace: float, log: Log) -> None:
+        self.log = log
+        read_end, self.fd = os.pipe()
+        try:
+            # Its own process group: a Ctrl-C meant for the supervisor does not end it.
+            self.proc: subprocess.Popen[bytes] | None = subprocess.Popen(
+                [sys.executable, "-m", "kiri.lifeline", str(grace)],
+                stdin=read_end,
+                stdout=subprocess.DEVNULL,
+                process_group=0,
+            )
+        finally:
+            os.close(read_end)
+
+    def tell(self, message: str) -> None:
+        """`+PGID` or `-PGID`; a lifeline that has gone is reported once, not fatal."""
+        if self.proc is None:
+            return
+        try:
+            os.write(self.fd, f"{message}\n".encode())
+        except OSError as e:
+            self.log.warning("lifeline_lost", pid=self.proc.pid, error=str(e))
+            self.proc = None
+
+    def __enter__(self) -> Lifeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
+        if self.proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):  # it waits for what is left
+                self.proc.wait(timeout=1)
 
 
 def main(argv: list[str] | None = None) -> int:

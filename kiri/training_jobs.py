@@ -3,7 +3,7 @@
 kiri-atom --learn starts one after its warm-up and whenever its schedule says so (kiri.lifecycle);
 kiri-act starts one for a `retrain` decision. One run at a time per atom: a second one exits.
 Either way kiri-atom picks up the new weights by itself when the file lands. The run's output
-goes to $KIRI_HOME/logs/train-ATOM.log.
+goes to $KIRI_HOME/logs/train-ATOM.log (mode 0600).
 """
 
 from __future__ import annotations
@@ -30,8 +30,32 @@ def start_training(atom: str, out: Path | None = None, window: int = 0) -> subpr
         cmd += ["--out", str(out)]
     if window:
         cmd += ["--window", str(window)]
-    with open(train_log(atom), "ab") as log:
+    log = os.open(train_log(atom), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.fchmod(log, 0o600)  # an older file may have been created with a wider mode
         return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    finally:
+        os.close(log)
+
+
+def missing_atom(atom: str) -> str:
+    """Why `kiri train ATOM` cannot train this atom at all, or "" when it may: a built-in
+    atom, one config.toml defines, or one with weights or recordings to fit a schema from."""
+    try:
+        valid_name(atom)
+    except ValueError as e:
+        return str(e)
+    from kiri.atoms import known_atoms, weights_path  # numpy, which kiri-act otherwise never needs
+
+    home = kiri_home()
+    if atom in known_atoms() or weights_path(atom).exists():
+        return ""
+    if any((home / "data" / atom).glob("*.ndjson")):
+        return ""
+    return (
+        f"no atom {atom}: it is not built in, config.toml does not define it, and it has "
+        f"no weights and no recordings in {home}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

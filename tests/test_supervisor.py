@@ -480,6 +480,73 @@ def test_sigterm_stops_sources_first_and_the_rest_drains(supervise, tmp_path):
     assert [e["event"] for e in sv.events()][-1] == "supervisor_done"
 
 
+SLOW_RESTART = {  # a stage that dies waits a minute to be restarted
+    "stop_timeout": 5,
+    "restart": {"delay": 60, "max_delay": 60, "healthy": 5, "fail_deaths": 3, "fail_window": 10},
+}
+
+
+def after_backoff(tmp_path: Path, kiri_home: Path) -> list[str]:
+    """A source that starts ticking once a stage is waiting to be restarted, so every line it
+    writes is queued for that stage, none lost in the pipe of its dead process."""
+    backoff = f'grep -q \'"state":"backoff"\' {kiri_home / "status.json"}'
+    tick = " ".join(helper("tick", "0.005"))
+    return ["sh", "-c", f"until {backoff} 2>/dev/null; do sleep 0.01; done; exec {tick}"]
+
+
+def tick_lines(tmp_path: Path) -> int:
+    """How many lines the tick source wrote before SIGTERM, as it said."""
+    return int(next(e for e in events_file(tmp_path) if e.startswith("tick TERM")).split()[2])
+
+
+def test_sigterm_while_a_stage_waits_to_restart_drains_what_is_queued_for_it(
+    supervise, tmp_path, kiri_home
+):
+    out, raw, mark = tmp_path / "out", tmp_path / "raw", tmp_path / "died-once"
+    once = f"[ -e {mark} ] && exec cat; touch {mark}; exit 1"  # dies, and copies when restarted
+    sv = supervise(
+        [
+            {"name": "tick", "argv": after_backoff(tmp_path, kiri_home)},
+            {"name": "raw", "argv": helper("copy", "raw", str(raw)), "inputs": ["tick"]},
+            {"name": "flaky", "argv": ["sh", "-c", once], "inputs": ["tick"]},
+            {"name": "sink", "argv": helper("copy", "sink", str(out)), "inputs": ["flaky"]},
+        ],
+        **SLOW_RESTART,
+    )
+    wait_until(lambda: len(lines_of(raw)) >= 50, what="lines queued for the waiting stage")
+    assert sv.stage("flaky")["state"] == "backoff"
+    assert sv.stop() == 0
+    numbers = [json.loads(line)["values"]["n"] for line in lines_of(out)]
+    assert numbers == list(range(tick_lines(tmp_path)))  # everything, through the restart
+    assert sv.stage("flaky")["restarts"] == 1
+    assert not [e for e in sv.events() if e["event"] == "lines_dropped"]
+
+
+def test_what_a_stage_stopped_while_waiting_to_restart_cannot_take_is_counted(
+    supervise, tmp_path, kiri_home
+):
+    raw, script = tmp_path / "raw", tmp_path / "vanishing"
+    script.write_text('#!/bin/sh\nrm -- "$0"\nexit 1\n')  # its restart cannot start
+    script.chmod(0o755)
+    sv = supervise(
+        [
+            {"name": "tick", "argv": after_backoff(tmp_path, kiri_home)},
+            {"name": "raw", "argv": helper("copy", "raw", str(raw)), "inputs": ["tick"]},
+            {"name": "gone", "argv": [str(script)], "inputs": ["tick"]},
+        ],
+        **SLOW_RESTART,
+    )
+    wait_until(lambda: len(lines_of(raw)) >= 50, what="lines queued for the waiting stage")
+    assert sv.stop() == 0
+    dropped = [e for e in sv.events() if e["event"] == "lines_dropped"]
+    assert sum(e["count"] for e in dropped) == tick_lines(tmp_path)  # every line, counted once
+    assert dropped[0]["name"] == "gone"
+    assert dropped[0]["reason"] == (
+        "queued for it when stage gone is stopped and will not run again"
+    )
+    assert {e["reason"] for e in dropped[1:]} <= {"stage gone is stopped and will not run again"}
+
+
 def test_what_ignores_the_stop_signal_is_killed_after_the_stop_timeout(supervise):
     sv = supervise(
         [{"name": "stubborn", "argv": helper("stubborn")}], **{**FAST, "stop_timeout": 0.5}

@@ -3,6 +3,7 @@
 import json
 import os
 import random
+import subprocess
 
 import numpy as np
 import pytest
@@ -130,6 +131,35 @@ def test_a_failed_write_leaves_the_good_file_and_no_debris(tmp_path, monkeypatch
         save_sample(path)
     assert path.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.json"]
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def test_what_a_writer_killed_mid_write_left_is_removed_by_the_next_save(tmp_path):
+    path = tmp_path / "w.json"
+    save_sample(path)
+    stale = tmp_path / f".w.json.{dead_pid()}.k3j4h5g6.tmp"
+    older = tmp_path / ".w.json.k3j4h5g6.tmp"  # named before writers named them after themselves
+    under_way = tmp_path / f".w.json.{os.getpid()}.a1b2c3d4.tmp"
+    for tmp in (stale, older, under_way):
+        tmp.write_bytes(b'{"format":"kiri-weights","vers')
+    save_sample(path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [under_way.name, "w.json"]
+    weights.load(path)
+    assert under_way.exists()
+
+
+def test_a_load_removes_them_too(tmp_path):
+    path = tmp_path / "w.json"
+    save_sample(path)
+    stale = tmp_path / f".w.json.{dead_pid()}.k3j4h5g6.tmp"
+    stale.write_bytes(b"{")
+    weights.load(path)
+    assert not stale.exists()
 
 
 def test_cli_info_and_generate_use_the_file(tmp_path):

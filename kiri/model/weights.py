@@ -3,12 +3,16 @@
 A file holds a format tag and version, the model config, the vocabulary (BOS is implicit, the
 last id), every parameter matrix as nested lists, and the provenance of the training run. Atoms
 add their schema and calibration in `extra`. Floats are written in shortest round-trip form, so
-a saved model loads bit for bit.
+a saved model loads bit for bit. A writer killed mid-write leaves its temporary file behind;
+the next save or load beside it removes it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import hashlib
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -91,12 +95,34 @@ def save(
     )
     data = msgspec.json.encode(doc)
     private_dir(path.parent)
+    remove_stale_temps(path)
     atomic_write(path, data)
     return _id(data)
 
 
+def remove_stale_temps(path: Path) -> None:
+    """Remove the temporary files beside `path` whose writer has died: it names them after
+    itself (kiri.home.atomic_write), and a file whose writer is gone will never land."""
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        writer = tmp.name[len(path.name) + 2 :].split(".")[0]
+        if not (writer.isdigit() and _alive(int(writer))):
+            with contextlib.suppress(OSError):  # gone already, or a directory we only read
+                tmp.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def load(path: Path) -> Weights:
     """Read and validate a weights file; any problem raises WeightsError naming the file."""
+    remove_stale_temps(path)
     try:
         data = path.read_bytes()
     except OSError as e:

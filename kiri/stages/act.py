@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
                 opened.enter_context(contextlib.closing(open_sink(name, args, log)))
                 for name in args.sink
             ]
-            sinks.append(opened.enter_context(contextlib.closing(RetrainSink())))
+            sinks.append(opened.enter_context(contextlib.closing(RetrainSink(log))))
             with Stream(log, fmt=args.format, dead_letter=args.dead_letter) as stream:
                 act(stream, sinks, args.retries, log)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import os
 import sys
 import time
 
@@ -194,7 +195,7 @@ class Learner:
         if tokens:
             path = examples_path(decision.atom)
             private_dir(path.parent)
-            with path.open("ab") as f:
+            with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as f:
                 f.write(
                     msgspec.json.encode({"tokens": tokens, "alert": v.alert, "ts": v.ts}) + b"\n"
                 )
