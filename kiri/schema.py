@@ -49,17 +49,21 @@ class Field(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return self.levels + 2 * self.tails if self.auto else self.levels
 
     def bucket(self, x: float) -> int:
+        """The bucket of a finite value; any value beyond the range is in the bucket at its end."""
         if self.auto:
             return bisect.bisect_right(self.edges, x)
-        i = int((x - self.lo) / (self.hi - self.lo) * self.levels)
-        return min(max(i, 0), self.levels - 1)
+        # clamped before the int(): a huge value's position may be inf, which no int holds
+        i = (x - self.lo) / (self.hi - self.lo) * self.levels
+        return int(min(max(i, 0.0), self.levels - 1.0))
 
     def buckets(self, x: NDArray[np.float64]) -> NDArray[np.intp]:
         """bucket() for many finite values at once."""
         if self.auto:
             return np.searchsorted(self.edges, x, side="right")
-        i = ((x - self.lo) / (self.hi - self.lo) * self.levels).astype(np.intp)  # as int() does
-        return np.clip(i, 0, self.levels - 1)
+        with np.errstate(over="ignore"):  # a huge value's position is inf, clamped below
+            i = (x - self.lo) / (self.hi - self.lo) * self.levels
+        # clamped before the cast, as bucket() does: 1e20 cast to an int is garbage, not C9
+        return np.clip(i, 0.0, self.levels - 1.0).astype(np.intp)
 
     def describe(self, value: float | None) -> str:
         """`CPU 97%`: the field as a person names it, with its raw value."""
