@@ -233,6 +233,28 @@ def pulse_obs(ts, cpu=1.0, load=0.5, cpus="2"):
     )
 
 
+def test_a_meta_cpus_that_is_no_number_of_cpus_rejects_that_line_alone(installed_pulse):
+    cpus = ["nan", "1e-320", "5e-324", "inf", "0"]
+    lines = [pulse_obs(0)]
+    for i, c in enumerate(cpus, 1):
+        lines += [pulse_obs(i, cpus=c), pulse_obs(i + 0.5)]
+    out = run("kiri.stages.atom", "pulse", input=b"\n".join(lines) + b"\n")
+    assert out.returncode == 0, out.stderr
+    scores = [decode_score(line) for line in out.stdout.splitlines()]
+    assert [s.ts for s in scores] == [0] + [i + 0.5 for i in range(1, len(cpus) + 1)]
+    bad = bad_events(out.stderr)
+    assert [e["line"] for e in bad] == list(range(2, 2 * len(cpus) + 1, 2))
+    assert all("meta.cpus" in e["reason"] for e in bad), bad
+
+
+def test_learning_never_records_an_observation_whose_meta_cpus_is_no_number(kiri_home):
+    lines = [pulse_obs(0), pulse_obs(1, cpus="1e-320"), pulse_obs(2)]
+    out = run("kiri.stages.atom", "pulse", "--learn", input=b"\n".join(lines) + b"\n")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [lines[0], lines[2]]  # warming up: passed through
+    assert [e["line"] for e in bad_events(out.stderr)] == [2]
+
+
 EDGES = [  # (cpu and load, the tokens they must be)
     (1e20, ("C9", "L4")),
     (1e300, ("C9", "L4")),
