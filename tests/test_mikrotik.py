@@ -23,6 +23,7 @@ import pytest
 from conftest import FIXTURES, log_events, measured, run, stage_cmd
 
 from kiri.atoms.mikrotik import parse_uptime
+from kiri.collectors import MAX_TEXT
 from kiri.records import Obs, Score
 
 ROUTER = FIXTURES / "mikrotik"
@@ -426,6 +427,21 @@ def test_an_absurd_size_fails_that_reading_alone(router, change, reason):
     [obs] = observations(out)  # polls 1 and 3: memory and disk as the router says
     values = measured(obs.values)
     assert 0 <= values["mem"] <= 100 and 0 <= values["disk"] <= 100
+
+
+def test_an_interface_name_too_long_for_an_observation_is_left_out_with_a_warning(router):
+    long = "x" * 200_000  # eight keys of it would make a line over the 1 MiB a stage reads
+    router.interfaces.append(dict(router.interface("ether2"), name=long, **{".id": "*9"}))
+    router.since.update({(long, counter): time.monotonic() for counter in BYTES})
+    out = collect(router, "--count", "2")
+    assert all(len(line) < 4096 for line in out.stdout.splitlines())
+    assert len(observations(out)) == 2, out.stderr
+    for obs in observations(out):
+        assert_rates(obs)
+        assert max(map(len, obs.values)) < 100
+    [warning] = [e for e in log_events(out.stderr) if e["event"] == "source_text_too_long"]
+    assert warning["reason"] == f"a value name over {MAX_TEXT} characters"
+    assert warning["example"] == "x" * 40
 
 
 @pytest.mark.parametrize("sized", [True, False], ids=["Content-Length", "no length"])

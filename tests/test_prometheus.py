@@ -28,6 +28,7 @@ import structlog
 from conftest import log_events, measured, run, stage_cmd
 from scripted_http import Answer, scripted_server
 
+from kiri.collectors import MAX_TEXT
 from kiri.durations import duration, moment
 from kiri.prometheus import (
     MAX_COUNT,
@@ -320,6 +321,27 @@ def test_the_collector_leaves_out_what_prometheus_cannot_have_meant(kiri_home):
         "load is not a number ('9_9')": 1,
         f"cpus is 1e-320, not a count from 1 to {MAX_COUNT}": 1,
     }
+
+
+def test_an_instance_label_too_long_for_a_host_name_is_left_out_with_a_warning(kiri_home):
+    long = "n" * 200_000
+    with scripted_server() as (address, handler):
+        for _ in range(2):  # a backfill, then a poll
+            handler.script.append(
+                Answer(
+                    200,
+                    matrix(({"instance": long}, [[60, "1"]]), ({"instance": "n1"}, [[60, "2"]])),
+                )
+            )
+        backfill = collect("--url", f"http://{address}", "--query", "up=up", "--start", "60",
+                           "--end", "60", "--step", "60")  # fmt: skip
+        poll = collect("--url", f"http://{address}", "--query", "up=up", "--count", "1")
+    for out in (backfill, poll):
+        assert out.returncode == 0, out.stderr
+        assert [(o.host, o.values) for o in records(out)] == [("n1", {"up": 2.0})]
+        [warning] = [e for e in log_events(out.stderr) if e["event"] == "source_text_too_long"]
+        assert warning["reason"] == f"a host name over {MAX_TEXT} characters"
+        assert warning["left_out"] == "the observation"
 
 
 def test_an_error_answer_and_a_scalar_are_refused_with_their_reason():
