@@ -281,6 +281,10 @@ def _decoded(path: Path) -> Config:
         raise InvalidConfigError(f"{path}: {e}") from None
     except RecursionError:
         raise InvalidConfigError(f"{path}: arrays or tables nested too deeply") from None
+    except ValueError:  # int() refusing thousands of digits
+        raise InvalidConfigError(f"{path}: an integer beyond TOML's 64 bits") from None
+    if huge := _huge_integer(raw):
+        raise InvalidConfigError(f"{FILE}: {'.'.join(map(str, huge))}: an integer beyond 64 bits")
     # msgspec's path names a key of a table as `[...]`: each atom, and each of its fields, is
     # converted on its own first, so that an error there names it.
     atoms = raw.get("atoms")
@@ -297,6 +301,24 @@ def _decoded(path: Path) -> Config:
                 _convert(spec, FixedField, where)
         _convert(table, AtomSection, ("atoms", name))
     return _convert(raw, Config, ())
+
+
+INT64 = range(-(1 << 63), 1 << 63)  # TOML's integers; the spec makes any other an error
+
+
+def _huge_integer(raw: dict[str, object]) -> tuple[str | int, ...] | None:
+    """Where the first integer beyond TOML's 64 bits is (tomllib reads them, nothing else
+    would: a Telegram chat id of 10^22 cannot go out as JSON), or None."""
+    stack: list[tuple[tuple[str | int, ...], object]] = [((), raw)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, dict):
+            stack += [((*where, k), v) for k, v in value.items()]
+        elif isinstance(value, list):
+            stack += [((*where, i), v) for i, v in enumerate(value)]
+        elif isinstance(value, int) and value not in INT64:
+            return where
+    return None
 
 
 def _convert(raw: object, kind: type[T], where: tuple[str, ...]) -> T:

@@ -68,7 +68,7 @@ class Calibration(msgspec.Struct):
         None for a model calibrated before KIRI kept these figures."""
         if not self.value_spread:
             return None
-        spread: FloatArray = (values - np.asarray(self.value_median)) / np.asarray(
+        spread: FloatArray = (_bounded(values) - np.asarray(self.value_median)) / np.asarray(
             self.value_spread
         )
         return spread
@@ -166,6 +166,7 @@ class Detector:
             return self.token_nll(docs), None
         if values is None:
             values = slots[np.arange(len(slots)), self.schema.scored_slots(docs)]
+        values = _bounded(values)
         nll, far = self.engine.token_scores(docs, s.start, s.stop, slots, values)
         return self._with_prior(nll), far
 
@@ -231,6 +232,17 @@ class Detector:
                 early=self.calibration.early,
             )
         return [scores[i] if i in scores else errors[i] for i in range(len(observations))]
+
+
+# Values beyond this are clipped to it for their distances and spreads: such a value is
+# astronomically far either way, and its distances, their sums and the rounding of them stay
+# finite (JSON writes inf as null, which no stage takes for a number).
+VALUE_LIMIT = 1e150
+
+
+def _bounded(values: FloatArray) -> FloatArray:
+    clipped: FloatArray = np.clip(values, -VALUE_LIMIT, VALUE_LIMIT)
+    return clipped
 
 
 class Figures(NamedTuple):

@@ -5,7 +5,9 @@ A query set names PromQL queries: each `values` query gives one field of the obs
 give at most one series per instance (aggregate `by (instance)`); the answers of a query set
 at one evaluation time are joined on the `instance` label into one observation per instance.
 Prometheus sends numbers as strings: one that is not finite ("NaN", "+Inf") is no value, never
-zero, and an instance without a value for every query at a time has no observation then.
+zero, and an instance without a value for every query at a time has no observation then. A meta
+entry is a count, such as `count by (instance)` gives (`cpus` divides the load): a whole number
+from 1 to MAX_COUNT, or the observation is left out.
 """
 
 from __future__ import annotations
@@ -29,6 +31,13 @@ MAX_ANSWER = 64 << 20  # bytes; a range of 11,000 points is ~400 KB per series
 RATE_SCRAPES = 4  # a rate window spans at least this many scrapes, so one missed scrape is harmless
 PORT = re.compile(r"^(?:\[(?P<v6>[^\]]+)\]|(?P<name>[^:\[\]]+)):\d+$")
 WINDOW = "$window"  # in a query, replaced by the rate window
+# A sample value as Prometheus writes one (Go's strconv): decimal digits with an optional sign,
+# point and exponent, or NaN, +Inf, -Inf. Python's float() takes more, which Prometheus never
+# writes and which are no numbers here: "9_9" (99), "infinity", " 1 ", digits of other scripts.
+SAMPLE_VALUE = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|NaN|[+-]Inf")
+# The largest meta count: no host has more CPUs (a count of 1e300, or below 1 such as 1e-320,
+# would make its load per CPU nonsense)
+MAX_COUNT = 1 << 20
 
 
 class QuerySet(msgspec.Struct, frozen=True):
@@ -287,19 +296,20 @@ def _raw(name: str, cell: Cell) -> str:
 
 def _number(name: str, cell: Cell) -> float:
     raw = _raw(name, cell)
-    try:
-        x = float(raw)
-    except ValueError:
-        raise ValueError(f"{name} is not a number ({raw[:20]!r})") from None
-    if not math.isfinite(x):
-        raise ValueError(f"{name} is {raw}")
+    if not SAMPLE_VALUE.fullmatch(raw):
+        raise ValueError(f"{name} is not a number ({raw[:20]!r})")
+    x = float(raw)
+    if not math.isfinite(x):  # NaN, ±Inf, or beyond float range ("1e999")
+        raise ValueError(f"{name} is {raw[:20]}")
     return x
 
 
 def _meta(name: str, cell: Cell) -> str:
-    """A meta entry is a string, as Prometheus wrote it, once it is known to be a number."""
-    _number(name, cell)
-    return _raw(name, cell)
+    """A meta entry is a count, written as a whole number."""
+    x = _number(name, cell)
+    if not (1 <= x <= MAX_COUNT and x.is_integer()):
+        raise ValueError(f"{name} is {_raw(name, cell)[:20]}, not a count from 1 to {MAX_COUNT}")
+    return str(int(x))
 
 
 def host_names(instances: Iterable[str]) -> dict[str, str]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import bisect
 import functools
 import math
+import sys
 import time
 from collections.abc import Mapping, Sequence
 
@@ -49,17 +50,21 @@ class Field(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return self.levels + 2 * self.tails if self.auto else self.levels
 
     def bucket(self, x: float) -> int:
+        """The bucket of a finite value; any value beyond the range is in the bucket at its end."""
         if self.auto:
             return bisect.bisect_right(self.edges, x)
-        i = int((x - self.lo) / (self.hi - self.lo) * self.levels)
-        return min(max(i, 0), self.levels - 1)
+        # clamped before the int(): a huge value's position may be inf, which no int holds
+        i = (x - self.lo) / (self.hi - self.lo) * self.levels
+        return int(min(max(i, 0.0), self.levels - 1.0))
 
     def buckets(self, x: NDArray[np.float64]) -> NDArray[np.intp]:
         """bucket() for many finite values at once."""
         if self.auto:
             return np.searchsorted(self.edges, x, side="right")
-        i = ((x - self.lo) / (self.hi - self.lo) * self.levels).astype(np.intp)  # as int() does
-        return np.clip(i, 0, self.levels - 1)
+        with np.errstate(over="ignore"):  # a huge value's position is inf, clamped below
+            i = (x - self.lo) / (self.hi - self.lo) * self.levels
+        # clamped before the cast, as bucket() does: 1e20 cast to an int is garbage, not C9
+        return np.clip(i, 0.0, self.levels - 1.0).astype(np.intp)
 
     def describe(self, value: float | None) -> str:
         """`CPU 97%`: the field as a person names it, with its raw value."""
@@ -183,8 +188,10 @@ class Schema(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=True)
             x = table[:, j - 1]
             if f.per:
                 d = np.array([_number(m.get(f.per)) for m in metas])
-                bad |= ~(d > 0)
-                x = table[:, j - 1] = x / np.where(d > 0, d, 1.0)
+                usable = (d >= MIN_DIVISOR) & (d < math.inf)
+                bad |= ~usable
+                with np.errstate(over="ignore"):  # an overflow is inf: not finite, rejected
+                    x = table[:, j - 1] = x / np.where(usable, d, 1.0)
             ok = np.isfinite(x)
             bad |= ~ok
             ids[:, j] = first + self.ordered[j - 1].buckets(np.where(ok, x, 0.0))
@@ -230,14 +237,25 @@ class Schema(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=True)
         if not math.isfinite(x):
             raise SchemaError(f"values.{f.name} is not a finite number")
         if f.per:
-            try:
-                d = float(meta[f.per])
-            except (KeyError, ValueError):
-                raise SchemaError(f"meta.{f.per} is missing or not a number") from None
-            if d <= 0:
-                raise SchemaError(f"meta.{f.per} must be positive")
-            x /= d
+            problem = divisor_problem(f.per, meta)
+            if problem:
+                raise SchemaError(problem)
+            x /= float(meta[f.per])
+            if not math.isfinite(x):
+                raise SchemaError(f"values.{f.name} / meta.{f.per} is beyond float range")
         return x
+
+    def meta_problem(self, meta: Mapping[str, str]) -> str | None:
+        """Why the meta fields that divide values (`per`) make no sense, or None."""
+        for name in self._divisors:
+            problem = divisor_problem(name, meta)
+            if problem:
+                return problem
+        return None
+
+    @functools.cached_property
+    def _divisors(self) -> list[str]:
+        return sorted({f.per for f in self.fields if f.per})
 
     def ids(self, tokens: Sequence[str]) -> list[int]:
         """[BOS] + ids + [BOS] for tokens in document order."""
@@ -306,6 +324,22 @@ def clock_field(clock: str, prefix: str) -> Field:
 def clock_value(clock: str, ts: float) -> float:
     t = time.localtime(ts)
     return float(t.tm_hour if clock == "hour" else t.tm_wday)
+
+
+# A divisor (`per`) must be at least the smallest normal float: one below it, such as 5e-324,
+# is no real quantity (no host has 1e-320 CPUs), and dividing by it overflows to inf.
+MIN_DIVISOR = sys.float_info.min
+
+
+def divisor_problem(name: str, meta: Mapping[str, str]) -> str | None:
+    """Why meta field `name` cannot divide a value, or None: it must be a finite number, at
+    least MIN_DIVISOR."""
+    d = _number(meta.get(name))
+    if math.isnan(d):
+        return f"meta.{name} is missing or not a number"
+    if not MIN_DIVISOR <= d < math.inf:
+        return f"meta.{name} must be a positive finite number, not {meta[name][:40]!r}"
+    return None
 
 
 def _number(x: float | str | None) -> float:

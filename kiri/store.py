@@ -5,10 +5,13 @@ task log (the drift atom's source).
 WAL mode, so several processes (kiri-feedback, kiri-decide, the CLI, a Telegram poller) read
 and write at once; a busy timeout instead of failing under contention. The schema version is
 SQLite's user_version and migrations run in order; a database newer than this code is refused.
+Opening checks the file (SQLite's quick_check, and every table and column the migrations make),
+so a damaged or foreign file is one StoreError naming it, never a traceback at a later query.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -20,6 +23,7 @@ import msgspec
 
 from kiri.home import kiri_home
 from kiri.records import Decision, Rule
+from kiri.stream import UserError
 
 MIGRATIONS = [
     # 1: alerts, verdicts (at most one per alert), rules
@@ -104,8 +108,9 @@ MIGRATIONS = [
 VERSION = len(MIGRATIONS)
 
 
-class StoreError(Exception):
-    """The store cannot be used; the message says why and what to do."""
+class StoreError(UserError):
+    """The store cannot be used; the message says why and what to do (every command prints it
+    as one `Error: …` line)."""
 
 
 class UnknownAlertError(StoreError):
@@ -166,6 +171,9 @@ class TaskRow(msgspec.Struct):
     done: float | None = None  # None while open
 
 
+DAMAGED = "restore it from a backup, or move it aside to start afresh"  # what to do about it
+
+
 def db_path() -> Path:
     return kiri_home() / "kiri.db"
 
@@ -173,13 +181,41 @@ def db_path() -> Path:
 class Store:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or db_path()
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)  # create it private
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)  # create it private
+        except OSError as e:  # a directory in its place, say
+            raise StoreError(f"{self.path}: {e.strerror}") from None
         os.close(fd)
         self.db = sqlite3.connect(self.path, timeout=10, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA busy_timeout=10000")
-        self.db.execute("PRAGMA foreign_keys=ON")
-        self._migrate()
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA busy_timeout=10000")
+            self.db.execute("PRAGMA foreign_keys=ON")
+            self._migrate()
+            self._check()
+        except sqlite3.DatabaseError as e:  # not SQLite, or damaged: said once, with the file
+            self.db.close()
+            raise StoreError(f"{self.path}: {e} ({DAMAGED})") from None
+        except StoreError:
+            self.db.close()
+            raise
+
+    def _check(self) -> None:
+        """The file is undamaged, and holds every table and column (with its type) that the
+        migrations make; a query finds nothing missing or mistyped later."""
+        damage = self.db.execute("PRAGMA quick_check(1)").fetchone()[0]
+        if damage != "ok":
+            raise StoreError(f"{self.path}: damaged: {damage} ({DAMAGED})")
+        for table, columns in _tables().items():
+            found = _columns(self.db, table)
+            if not found:
+                raise StoreError(f"{self.path}: table {table} is missing")
+            for name, kind in columns.items():
+                if found.get(name) != kind:
+                    raise StoreError(
+                        f"{self.path}: table {table} column {name} is "
+                        f"{found.get(name, 'missing') or 'untyped'}, not {kind}"
+                    )
 
     def close(self) -> None:
         self.db.close()
@@ -192,6 +228,8 @@ class Store:
 
     def _migrate(self) -> None:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version < 0:
+            raise StoreError(f"{self.path}: schema version {version}, which no KIRI wrote")
         if version > VERSION:
             raise StoreError(
                 f"{self.path} has schema version {version}, newer than this KIRI "
@@ -473,6 +511,24 @@ def _statements(script: str) -> list[str]:
             statements.append(current.strip())
             current = ""
     return statements
+
+
+@functools.cache
+def _tables() -> dict[str, dict[str, str]]:
+    """Each table the migrations make, with its columns' declared types."""
+    db = sqlite3.connect(":memory:")
+    try:
+        for migration in MIGRATIONS:
+            db.executescript(migration)
+        names = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        return {name: _columns(db, name) for name in names}
+    finally:
+        db.close()
+
+
+def _columns(db: sqlite3.Connection, table: str) -> dict[str, str]:
+    """A table's columns and their declared types ({} when there is no such table)."""
+    return {r[1]: r[2].upper() for r in db.execute(f"PRAGMA table_info({table})")}
 
 
 class _Transaction:

@@ -1,6 +1,7 @@
 """kiri-atom: obs in, score out, through the real executable."""
 
 import json
+import math
 import os
 import select
 import signal
@@ -223,3 +224,62 @@ def test_learn_retrains_once_the_observations_have_doubled_and_says_so(kiri_home
     assert describe(second).endswith(f"threshold {second.threshold:.1f}, early")
     score = decode_score(line)  # the observation that found the new model was scored by it
     assert score.model == second.model and score.early
+
+
+def pulse_obs(ts, cpu=1.0, load=0.5, cpus="2"):
+    values = {"cpu": cpu, "mem": 1.0, "disk": 22.0, "swap": 0.0, "load": load, "net": 1.0}
+    return msgspec.json.encode(
+        Obs(ts=ts, atom="pulse", host="vm", values=values, meta={"cpus": cpus})
+    )
+
+
+def test_a_meta_cpus_that_is_no_number_of_cpus_rejects_that_line_alone(installed_pulse):
+    cpus = ["nan", "1e-320", "5e-324", "inf", "0"]
+    lines = [pulse_obs(0)]
+    for i, c in enumerate(cpus, 1):
+        lines += [pulse_obs(i, cpus=c), pulse_obs(i + 0.5)]
+    out = run("kiri.stages.atom", "pulse", input=b"\n".join(lines) + b"\n")
+    assert out.returncode == 0, out.stderr
+    scores = [decode_score(line) for line in out.stdout.splitlines()]
+    assert [s.ts for s in scores] == [0] + [i + 0.5 for i in range(1, len(cpus) + 1)]
+    bad = bad_events(out.stderr)
+    assert [e["line"] for e in bad] == list(range(2, 2 * len(cpus) + 1, 2))
+    assert all("meta.cpus" in e["reason"] for e in bad), bad
+
+
+def test_learning_never_records_an_observation_whose_meta_cpus_is_no_number(kiri_home):
+    lines = [pulse_obs(0), pulse_obs(1, cpus="1e-320"), pulse_obs(2)]
+    out = run("kiri.stages.atom", "pulse", "--learn", input=b"\n".join(lines) + b"\n")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == [lines[0], lines[2]]  # warming up: passed through
+    assert [e["line"] for e in bad_events(out.stderr)] == [2]
+
+
+EDGES = [  # (cpu and load, the tokens they must be)
+    (1e20, ("C9", "L4")),
+    (1e300, ("C9", "L4")),
+    (1.7976931348623157e308, ("C9", "L4")),
+    (-1e300, ("C0", "L0")),
+    (5e-324, ("C0", "L0")),
+]
+
+
+def test_huge_values_are_the_top_bucket_and_very_surprising_as_kiri_score_says(installed_pulse):
+    lines = [pulse_obs(i, cpu=x, load=x) for i, (x, _) in enumerate(EDGES)]
+    out = run("kiri.stages.atom", "pulse", input=b"\n".join(lines) + b"\n")
+    assert out.returncode == 0 and not bad_events(out.stderr), out.stderr
+    assert b"Warning" not in out.stderr  # numpy's overflow warnings, say
+    scores = [decode_score(line) for line in out.stdout.splitlines()]
+    assert [(s.tokens[0], s.tokens[4]) for s in scores] == [tokens for _, tokens in EDGES]
+    for s, (x, _) in zip(scores, EDGES, strict=True):
+        assert all(map(math.isfinite, [s.surprise, *s.spread, *s.z])), s
+        if x > 100:
+            assert s.surprise > 1000 * s.threshold
+        shown = run(
+            "kiri.cli", "score", "pulse", "--values",
+            ",".join(f"{k}={v!r}" for k, v in s.values.items()), "--meta", "cpus=2",
+        )  # fmt: skip
+        assert shown.returncode == 0, shown.stderr
+        text = shown.stdout.decode()
+        assert sorted(line.split()[0] for line in text.splitlines()[2:]) == sorted(s.tokens)
+        assert text.endswith(": unusual\n", 0, text.index("\n") + 1) == (s.surprise > s.threshold)

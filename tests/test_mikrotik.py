@@ -23,6 +23,7 @@ import pytest
 from conftest import FIXTURES, log_events, measured, run, stage_cmd
 
 from kiri.atoms.mikrotik import parse_uptime
+from kiri.collectors import MAX_TEXT
 from kiri.records import Obs, Score
 
 ROUTER = FIXTURES / "mikrotik"
@@ -389,6 +390,58 @@ def test_garbage_json_and_missing_fields_are_named_and_polling_goes_on(router):
     assert not_a_count == "rx-byte of ether1 is 'lots', not a count"
     assert (p3, missing) == ("/rest/system/resource", "missing cpu-load")
     assert len(observations(out)) == 1  # polls 4 and 5
+
+
+def test_a_counter_beyond_a_64_bit_counter_is_named_and_polling_goes_on(router):
+    huge = "1" + "0" * 400  # 10**400: beyond float range
+    router.at(2, lambda r: r.interface("ether1").update({"rx-error": huge}))
+    router.fail(3, "/rest/interface", f'[{{"name":"ether1","tx-drop":{huge}}}]'.encode())
+    router.fail(4, "/rest/interface", b'[{"name":"ether1","tx-drop":-1}]')
+    router.at(5, lambda r: r.interface("ether1").update({"rx-error": "0"}))
+    out = collect(router, "--count", "4")
+    assert failures(out) == [
+        ("/rest/interface", f"rx-error of ether1 is {huge!r}, not a count"),
+        ("/rest/interface", f"tx-drop of ether1 is {int(huge)!r}, not a count"),
+        ("/rest/interface", "tx-drop of ether1 is -1, not a count"),
+    ]
+    [obs] = observations(out)  # polls 1 and 5: the failed readings are not in between
+    assert_rates(obs)
+
+
+@pytest.mark.parametrize(
+    "change, reason",
+    [
+        ({"total-memory": "1e-300"}, "total-memory is '1e-300', not a size in bytes"),
+        ({"total-memory": "0"}, "total-memory is '0', not a size in bytes"),
+        ({"free-memory": "1e300"}, "free-memory is '1e300', of total-memory '1073741824'"),
+        ({"free-memory": "-5"}, "free-memory is '-5', of total-memory '1073741824'"),
+        ({"total-hdd-space": 10**400}, f"total-hdd-space is {10**400!r}, not a number"),
+    ],
+)
+def test_an_absurd_size_fails_that_reading_alone(router, change, reason):
+    sane = dict(router.resource)
+    router.at(2, lambda r: r.resource.update(change))
+    router.at(3, lambda r: r.resource.update(sane))
+    out = collect(router, "--count", "2")
+    assert failures(out) == [("/rest/system/resource", reason)]
+    [obs] = observations(out)  # polls 1 and 3: memory and disk as the router says
+    values = measured(obs.values)
+    assert 0 <= values["mem"] <= 100 and 0 <= values["disk"] <= 100
+
+
+def test_an_interface_name_too_long_for_an_observation_is_left_out_with_a_warning(router):
+    long = "x" * 200_000  # eight keys of it would make a line over the 1 MiB a stage reads
+    router.interfaces.append(dict(router.interface("ether2"), name=long, **{".id": "*9"}))
+    router.since.update({(long, counter): time.monotonic() for counter in BYTES})
+    out = collect(router, "--count", "2")
+    assert all(len(line) < 4096 for line in out.stdout.splitlines())
+    assert len(observations(out)) == 2, out.stderr
+    for obs in observations(out):
+        assert_rates(obs)
+        assert max(map(len, obs.values)) < 100
+    [warning] = [e for e in log_events(out.stderr) if e["event"] == "source_text_too_long"]
+    assert warning["reason"] == f"a value name over {MAX_TEXT} characters"
+    assert warning["example"] == "x" * 40
 
 
 @pytest.mark.parametrize("sized", [True, False], ids=["Content-Length", "no length"])

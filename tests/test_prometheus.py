@@ -26,12 +26,17 @@ import msgspec
 import pytest
 import structlog
 from conftest import log_events, measured, run, stage_cmd
+from scripted_http import Answer, scripted_server
 
+from kiri.collectors import MAX_TEXT
 from kiri.durations import duration, moment
 from kiri.prometheus import (
+    MAX_COUNT,
+    QUERY_SETS,
     PromError,
     Prometheus,
     QuerySet,
+    Series,
     Table,
     host_names,
     parse_answer,
@@ -258,6 +263,85 @@ def test_answers_join_per_instance_and_time_and_non_numbers_are_no_value():
             "series of a without an instance label (aggregate it by (instance))": 1,
         }
     )
+
+
+@pytest.mark.parametrize(
+    "raw, reason",
+    [
+        ("9_9", "a is not a number ('9_9')"),  # float() reads 99
+        (" 1", "a is not a number (' 1')"),
+        ("infinity", "a is not a number ('infinity')"),
+        ("\u0661\u0662", "a is not a number ('\u0661\u0662')"),  # float() reads 12
+        ("0x10", "a is not a number ('0x10')"),
+        ("1e999", "a is 1e999"),
+        ("-Inf", "a is -Inf"),
+    ],
+)
+def test_sample_values_are_read_as_prometheus_writes_them_and_no_other_way(raw, reason):
+    table = Table(QuerySet("fleet", {"a": "A", "b": "B"}))
+    at = {"instance": "n1:9100"}
+    table.add("a", [Series(at, [(10.0, raw), (20.0, "-1.5e+3")])])
+    table.add("b", [Series(at, [(10.0, ".5"), (20.0, "+7.")])])
+    observations, skipped = table.observations()
+    assert [(o.ts, o.values) for o in observations] == [(20.0, {"a": -1500.0, "b": 7.0})]
+    assert skipped == Counter({reason: 1})
+
+
+@pytest.mark.parametrize("cpus", ["1e-320", "5e-324", "0", "0.5", "2.5", "1e300", "NaN", "+Inf"])
+def test_a_meta_count_that_is_no_count_of_cpus_leaves_the_observation_out(cpus):
+    table = Table(QuerySet("pulse", {"a": "A"}, {"cpus": "C"}))
+    at = {"instance": "n1:9100"}
+    table.add("a", [Series(at, [(10.0, "1"), (20.0, "2")])])
+    table.add("cpus", [Series(at, [(10.0, cpus), (20.0, "4e0")])])
+    observations, skipped = table.observations()
+    assert [(o.ts, o.meta["cpus"]) for o in observations] == [(20.0, "4")]
+    assert len(skipped) == 1 and next(iter(skipped)).startswith("cpus is ")
+
+
+def test_the_collector_leaves_out_what_prometheus_cannot_have_meant(kiri_home):
+    """Through kiri-collect prometheus, from a server answering each of the pulse set's
+    queries in turn: a load of "9_9" and a cpus count of "1e-320" each leave one instance's
+    observation out; the other instance's comes out."""
+    good, load, cpus = ({"instance": f"{name}:9100"} for name in ("good", "load", "cpus"))
+    answers = {name: [(good, "1"), (load, "1"), (cpus, "1")] for name in QUERY_SETS["pulse"].values}
+    answers["load"] = [(good, "0.5"), (load, "9_9"), (cpus, "0.5")]
+    answers["cpus"] = [(good, "2"), (load, "2"), (cpus, "1e-320")]
+    with scripted_server() as (address, handler):
+        for name, _ in QUERY_SETS["pulse"].queries("1m"):
+            series = [(labels, [[60, raw]]) for labels, raw in answers[name]]
+            handler.script.append(Answer(200, matrix(*series)))
+        out = collect("--url", f"http://{address}", "--queries", "pulse", "--start", "60",
+                      "--end", "60", "--step", "60")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert [(o.host, o.values["load"], o.meta["cpus"]) for o in records(out)] == [
+        ("good", 0.5, "2")
+    ]
+    [skipped] = [e for e in log_events(out.stderr) if e["event"] == "observations_skipped"]
+    assert skipped["reasons"] == {
+        "load is not a number ('9_9')": 1,
+        f"cpus is 1e-320, not a count from 1 to {MAX_COUNT}": 1,
+    }
+
+
+def test_an_instance_label_too_long_for_a_host_name_is_left_out_with_a_warning(kiri_home):
+    long = "n" * 200_000
+    with scripted_server() as (address, handler):
+        for _ in range(2):  # a backfill, then a poll
+            handler.script.append(
+                Answer(
+                    200,
+                    matrix(({"instance": long}, [[60, "1"]]), ({"instance": "n1"}, [[60, "2"]])),
+                )
+            )
+        backfill = collect("--url", f"http://{address}", "--query", "up=up", "--start", "60",
+                           "--end", "60", "--step", "60")  # fmt: skip
+        poll = collect("--url", f"http://{address}", "--query", "up=up", "--count", "1")
+    for out in (backfill, poll):
+        assert out.returncode == 0, out.stderr
+        assert [(o.host, o.values) for o in records(out)] == [("n1", {"up": 2.0})]
+        [warning] = [e for e in log_events(out.stderr) if e["event"] == "source_text_too_long"]
+        assert warning["reason"] == f"a host name over {MAX_TEXT} characters"
+        assert warning["left_out"] == "the observation"
 
 
 def test_an_error_answer_and_a_scalar_are_refused_with_their_reason():

@@ -145,6 +145,50 @@ def test_encoding_many_at_once_matches_one_at_a_time():
     assert many[:, 1].tolist() == [fitted.encode({"x": x}, {})[1] for x in (-1.0, 24.75, 50.0, 1e9)]
 
 
+EDGE_VALUES = [
+    (1e20, "C9", "L4"),
+    (1e300, "C9", "L4"),
+    (1.7976931348623157e308, "C9", "L4"),  # the largest float: divided by cpus, still finite
+    (-1e300, "C0", "L0"),
+    (-1.7976931348623157e308, "C0", "L0"),
+    (5e-324, "C0", "L0"),
+    (-5e-324, "C0", "L0"),
+]
+
+
+@pytest.mark.parametrize("x, cpu, load", EDGE_VALUES)
+def test_values_at_the_float_edges_land_in_the_end_buckets_one_at_a_time_and_many(x, cpu, load):
+    row = values(cpu=x, load=x)
+    assert [SCHEMA.tokenize(row, META)[i] for i in (0, 4)] == [cpu, load]
+    ids, errors = SCHEMA.encode_many([row, values()], [META, META])
+    assert not errors
+    assert ids[0].tolist() == SCHEMA.encode(row, META)
+
+
+@pytest.mark.parametrize(
+    "cpus, reason",
+    [
+        ("nan", "meta.cpus is missing or not a number"),
+        ("9_9x", "meta.cpus is missing or not a number"),
+        ("inf", "meta.cpus must be a positive finite number, not 'inf'"),
+        ("1e-320", "meta.cpus must be a positive finite number, not '1e-320'"),
+        ("5e-324", "meta.cpus must be a positive finite number, not '5e-324'"),
+        ("0", "meta.cpus must be a positive finite number, not '0'"),
+        ("-2", "meta.cpus must be a positive finite number, not '-2'"),
+        ("1e-300", "values.load / meta.cpus is beyond float range"),  # 1e10 / 1e-300
+    ],
+)
+def test_a_divisor_that_is_no_number_of_cpus_rejects_the_row_alone(cpus, reason):
+    bad = values(load=1e10)
+    assert SCHEMA.meta_problem({"cpus": cpus}) == (None if "values." in reason else reason)
+    with pytest.raises(SchemaError) as e:
+        SCHEMA.tokenize(bad, {"cpus": cpus})
+    assert str(e.value) == reason
+    ids, errors = SCHEMA.encode_many([values(), bad, values()], [META, {"cpus": cpus}, META])
+    assert {i: str(e) for i, e in errors.items()} == {1: reason}
+    assert ids[2].tolist() == SCHEMA.encode(values(), META)
+
+
 def test_tail_tokens_grade_how_far_beyond_the_bulk_of_training_a_value_is():
     schema = Schema([Field("x", "X", 4, auto=True, tails=4)])
     train = [{"x": float(i)} for i in range(10001)]  # bulk 10..9990 (0.1% left out each end)

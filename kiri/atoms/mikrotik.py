@@ -191,7 +191,7 @@ def _number(doc: dict[str, object], key: str, path: str) -> float:
         raise RouterError(path, f"missing {key}")
     try:  # a list or an object is no number either
         x = float(value) if isinstance(value, str | int | float) else math.nan
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: an integer beyond float range
         x = math.nan
     if not math.isfinite(x) or isinstance(value, bool):
         raise RouterError(path, f"{key} is {value!r}, not a number")
@@ -199,10 +199,14 @@ def _number(doc: dict[str, object], key: str, path: str) -> float:
 
 
 def _used_percent(doc: dict[str, object], free: str, total: str) -> float:
-    size = _number(doc, total, RESOURCE)
-    if size <= 0:
-        raise RouterError(RESOURCE, f"{total} is {doc[total]!r}")
-    return (size - _number(doc, free, RESOURCE)) / size * 100
+    """The share used, of a size in bytes: at least one byte, and no more free than that (a
+    total of 1e-300 would make the share -1e305 %, which is no share)."""
+    size, left = _number(doc, total, RESOURCE), _number(doc, free, RESOURCE)
+    if size < 1:
+        raise RouterError(RESOURCE, f"{total} is {doc[total]!r}, not a size in bytes")
+    if not 0 <= left <= size:
+        raise RouterError(RESOURCE, f"{free} is {doc[free]!r}, of {total} {doc[total]!r}")
+    return (size - left) / size * 100
 
 
 def _interfaces(doc: object) -> dict[str, Interface]:
@@ -233,11 +237,16 @@ def _counters(entry: dict[str, object], name: str) -> dict[str, int]:
     return counters
 
 
+MAX_COUNT = 1 << 64  # RouterOS counters are 64-bit: a count past that is no reading
+
+
 def _count(value: object) -> int | None:
-    """int(value) for a number or a string of one; None for what int() refuses."""
+    """int(value) for a number or a string of one, from 0 up to a 64-bit counter's limit;
+    None for anything else (10**400 would overflow every rate computed from it)."""
     if not isinstance(value, str | int | float):
         return None  # a list or an object
     try:
-        return int(value)
-    except ValueError:
+        count = int(value)
+    except (ValueError, OverflowError):  # OverflowError: int(inf)
         return None
+    return count if 0 <= count < MAX_COUNT else None

@@ -4,6 +4,10 @@ A source module provides `add_parser(sub)`, which adds its subparser, sets the f
 runs it as the `collect` default (`collect(args, stream)`) and returns it; kiri-collect adds
 the stream options (--format, --dead-letter) to it. Most sources take a sample every
 --interval seconds; `add_poll_options` and `poll` give them the same options and loop.
+
+`poll` and a Prometheus backfill send every observation through `Fit`, which keeps the
+strings a source gave it short, so that the next stage (which reads lines of at most 1 MiB)
+can take it.
 """
 
 from __future__ import annotations
@@ -12,15 +16,18 @@ import argparse
 import importlib
 import pkgutil
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import msgspec
 
 from kiri.recordings import Recorder
 from kiri.records import Obs
-from kiri.stream import Stream, UserError
+from kiri.stream import MAX_LINE, Log, Stream, UserError
 
 NOT_RESTARTED = 125  # exit status telling the supervisor a source is absent: do not restart
+# characters of a host name, a value's or a meta entry's name, or a meta value: far more than any
+# real one (an interface name, an instance label), and short enough that an observation fits
+MAX_TEXT = 256
 
 
 def add_parsers(
@@ -70,17 +77,17 @@ def poll(
     if args.interval <= 0 or fast_interval <= 0:
         raise UserError("--interval must be greater than 0")
     recorder = Recorder(atom) if args.record else None
-    encode = msgspec.json.Encoder().encode
+    fit = Fit(stream.log)
     started = time.monotonic()
     if not stream.sleep(min(args.interval, first_wait)):
         return
     n = 0
     try:
         while True:
-            for obs in sample():
+            for obs, line in fit.all(sample()):
                 stream.emit(obs)
                 if recorder:
-                    recorder.append(obs.ts, encode(obs) + b"\n")
+                    recorder.append(obs.ts, line)
             stream.flush()
             n += 1
             if args.count and n >= args.count:
@@ -93,3 +100,47 @@ def poll(
     finally:
         if recorder:
             recorder.close()
+
+
+class Fit:
+    """Observations as a source gave them, with no string longer than MAX_TEXT: a value or a
+    meta entry whose name (or meta value) is longer is left out of its observation, and an
+    observation whose host is longer, or which is still longer than a stage reads, is left out
+    whole. Each with a warning, once per reason in a run."""
+
+    def __init__(self, log: Log) -> None:
+        self.log = log
+        self.encode = msgspec.json.Encoder().encode
+        self.warned: set[str] = set()
+
+    def all(self, observations: Iterable[Obs]) -> Iterator[tuple[Obs, bytes]]:
+        """Each observation that fits, with its line (for a recording)."""
+        for obs in observations:
+            fitted = self.fit(obs)
+            if fitted is not None:
+                yield fitted
+
+    def fit(self, obs: Obs) -> tuple[Obs, bytes] | None:
+        if len(obs.host) > MAX_TEXT:
+            self._warn(f"a host name over {MAX_TEXT} characters", "the observation", obs.host)
+            return None
+        values = {k: v for k, v in obs.values.items() if len(k) <= MAX_TEXT}
+        meta = {k: v for k, v in obs.meta.items() if len(k) <= MAX_TEXT and len(v) <= MAX_TEXT}
+        for name in obs.values.keys() - values.keys():
+            self._warn(f"a value name over {MAX_TEXT} characters", "that value", name)
+        for name in obs.meta.keys() - meta.keys():
+            self._warn(f"a meta entry over {MAX_TEXT} characters", "that entry", name)
+        if len(values) < len(obs.values) or len(meta) < len(obs.meta):
+            obs = msgspec.structs.replace(obs, values=values, meta=meta)
+        line = self.encode(obs) + b"\n"
+        if len(line) > MAX_LINE:
+            self._warn(f"an observation over {MAX_LINE} bytes", "the observation", obs.atom)
+            return None
+        return obs, line
+
+    def _warn(self, reason: str, left_out: str, example: str) -> None:
+        if reason not in self.warned:
+            self.warned.add(reason)
+            self.log.warning(
+                "source_text_too_long", reason=reason, left_out=left_out, example=example[:40]
+            )

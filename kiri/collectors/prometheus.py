@@ -28,7 +28,7 @@ from collections.abc import Callable
 import msgspec
 
 from kiri.atoms import FIELD_NAME
-from kiri.collectors import add_poll_options, poll
+from kiri.collectors import Fit, add_poll_options, poll
 from kiri.durations import moment
 from kiri.home import valid_name
 from kiri.prometheus import (
@@ -226,7 +226,7 @@ def backfill(args: argparse.Namespace, stream: Stream, fleet: Fleet) -> None:
     if start > end:
         raise UserError("--start must be before --end")
     recorder = Recorder(fleet.queries.atom) if args.record else None
-    encode = msgspec.json.Encoder().encode
+    fit = Fit(stream.log)
     emitted = 0
     skipped: Counter[str] = Counter()
     try:
@@ -235,12 +235,12 @@ def backfill(args: argparse.Namespace, stream: Stream, fleet: Fleet) -> None:
                 break
             observations, left_out = fleet.between(first, last, args.step)
             skipped += left_out
-            for obs in observations:
+            for obs, line in fit.all(observations):
                 stream.emit(obs)
+                emitted += 1
                 if recorder:
-                    recorder.append(obs.ts, encode(obs) + b"\n")
+                    recorder.append(obs.ts, line)
             stream.flush()
-            emitted += len(observations)
     except PromError as e:
         if stream.stopping:  # asked to stop while waiting to ask again
             return

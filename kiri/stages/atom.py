@@ -23,8 +23,16 @@ from kiri.detector import Detector
 from kiri.lifecycle import LifeCycle
 from kiri.model.weights import WeightsError
 from kiri.records import Obs, Score
-from kiri.schema import SchemaError
-from kiri.stream import Log, Stream, UserError, add_stream_options, run_main, setup_logging
+from kiri.schema import Schema, SchemaError
+from kiri.stream import (
+    Check,
+    Log,
+    Stream,
+    UserError,
+    add_stream_options,
+    run_main,
+    setup_logging,
+)
 
 RELOAD_EVERY = 1.0  # seconds between checks of the weights file
 
@@ -112,7 +120,7 @@ def score_stream(args: argparse.Namespace, stream: Stream, log: Log) -> None:
     if life:
         log.info("learning", atom=atom, warmup=args.warmup, seen=life.state.seen)
     try:
-        for group in stream.batches(0, consumes=(Obs,)):
+        for group in stream.batches(0, consumes=(Obs,), check=_meta_check(atom, model)):
             model.refresh(force=life is not None and life.proc is not None)
             mine = [(rec, raw, n) for rec, raw, n in group if rec.atom == atom]
             detector = model.detector
@@ -130,6 +138,24 @@ def score_stream(args: argparse.Namespace, stream: Stream, log: Log) -> None:
     finally:
         if life:
             life.stop()
+
+
+def _meta_check(atom: str, model: Weights) -> Check[Obs]:
+    """The check of the stage loop: an observation of this atom whose meta fields cannot
+    divide its values (meta.cpus "nan" or "1e-320") is rejected, while learning too, so that
+    a warm-up never records it."""
+    try:
+        spec: Schema | None = atom_spec(atom).schema
+    except (UnknownAtom, ConfigError):  # an atom fitted from its data divides by nothing
+        spec = None
+
+    def check(rec: Obs) -> str | None:
+        if rec.atom != atom:
+            return None
+        schema = model.detector.schema if model.detector else spec
+        return schema.meta_problem(rec.meta) if schema else None
+
+    return check
 
 
 def _emit(
