@@ -29,7 +29,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -300,6 +299,7 @@ def valid_lines(stage: Stage, n: int) -> list[tuple[str, bytes]]:
 
 @dataclass
 class Result:
+    runs: int = 0
     cases: int = 0
     bad: int = 0  # certainly bad lines among the cases
     reported: int = 0  # bad_record reports
@@ -308,6 +308,7 @@ class Result:
     problems: list[str] = field(default_factory=list)
 
     def add(self, other: Result) -> None:
+        self.runs += other.runs
         self.cases += other.cases
         self.bad += other.bad
         self.reported += other.reported
@@ -333,7 +334,7 @@ def run_batch(stage: Stage, batch: list[Case], env: dict[str, str]) -> Result:
 def _check(
     stage: Stage, lines: list[tuple[str, bytes] | Case], proc: subprocess.CompletedProcess[bytes]
 ) -> Result:
-    result = Result(cases=sum(isinstance(x, Case) for x in lines))
+    result = Result(runs=1, cases=sum(isinstance(x, Case) for x in lines))
     result.bad = sum(isinstance(x, Case) and x.bad for x in lines)
     events, stray = _events(proc.stderr)
     reported = [e["line"] for e in events if e.get("event") == "bad_record"]
@@ -421,24 +422,27 @@ def stage_home(root: Path) -> dict[str, str]:
     return {**os.environ, "KIRI_HOME": str(root), "PYTHONUNBUFFERED": "1"}
 
 
-def fuzz_stage(stage: Stage, env: dict[str, str], examples: int, size: int, seed: int) -> Result:
-    """Run the stage on `examples` generated batches; every check's outcome is counted, none
-    raises, so hypothesis only generates (it shrinks a failing example only on an exception)."""
+def fuzz_stage(stage: Stage, env: dict[str, str], cases: int, size: int, seed: int) -> Result:
+    """Run the stage on generated batches until they held `cases` lines. Every check's outcome
+    is counted and none raises, so hypothesis only generates (it shrinks only on an exception)."""
     total = Result()
+    while total.cases < cases:
+        examples = math.ceil((cases - total.cases) / (size * 0.6))  # batches hold size/2 to size
 
-    @with_seed(seed)
-    @settings(
-        max_examples=examples,
-        deadline=None,
-        database=None,
-        phases=[Phase.generate],
-        suppress_health_check=list(HealthCheck),
-    )
-    @given(batches(size))
-    def one(batch: list[Case]) -> None:
-        total.add(run_batch(stage, batch, env))
+        @with_seed(seed + total.runs)
+        @settings(
+            max_examples=examples,
+            deadline=None,
+            database=None,
+            phases=[Phase.generate],
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(batches(size))
+        def one(batch: list[Case]) -> None:
+            if total.cases < cases:
+                total.add(run_batch(stage, batch, env))
 
-    one()
+        one()
     return total
 
 
@@ -450,24 +454,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stages", default=",".join(BY_NAME), help="comma-separated")
     args = p.parse_args(argv)
     names = args.stages.split(",")
-    per_stage = args.cases // len(names)
-    examples = math.ceil(per_stage / (args.batch * 0.7))  # batches hold size/2 to size
     root = Path(tempfile.mkdtemp(prefix="kiri-fuzz-"))
     try:
         env = stage_home(root / "home")
         print(f"{'stage':<9} {'runs':>5} {'cases':>7} {'bad':>7} {'reported':>9} "
               f"{'crashes':>8} {'lost':>5} {'problems':>9} {'seconds':>8}")  # fmt: skip
-        grand, kinds_seen = Result(), Counter[str]()
+        grand = Result()
         for name in names:
             start = time.monotonic()
-            r = fuzz_stage(BY_NAME[name], env, examples, args.batch, args.seed)
+            r = fuzz_stage(
+                BY_NAME[name], env, math.ceil(args.cases / len(names)), args.batch, args.seed
+            )
             grand.add(r)
-            kinds_seen[name] = r.cases
-            print(f"{name:<9} {examples:>5} {r.cases:>7} {r.bad:>7} {r.reported:>9} "
+            print(f"{name:<9} {r.runs:>5} {r.cases:>7} {r.bad:>7} {r.reported:>9} "
                   f"{r.crashes:>8} {r.lost:>5} {len(r.problems):>9} "
                   f"{time.monotonic() - start:>8.1f}")  # fmt: skip
-        print(f"{'all':<9} {'':>5} {grand.cases:>7} {grand.bad:>7} {grand.reported:>9} "
+        print(f"{'all':<9} {grand.runs:>5} {grand.cases:>7} {grand.bad:>7} {grand.reported:>9} "
               f"{grand.crashes:>8} {grand.lost:>5} {len(grand.problems):>9}")  # fmt: skip
+        print(
+            "bad: lines that cannot be records; reported: bad_record reports, which also "
+            "cover generated lines that were only maybe valid"
+        )
         for problem in grand.problems[:20]:
             print("  " + problem)
         return 1 if grand.problems else 0
