@@ -22,8 +22,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from kiri.detector import Detector  # noqa: E402
-from kiri.records import Obs, Score  # noqa: E402
+from kiri.atoms.detector import Detector  # noqa: E402
+from kiri.wire.records import Obs, Score  # noqa: E402
 
 BATCH = 4096  # observations per Detector.score call
 
@@ -132,7 +132,7 @@ def stream_peak_mb(weights: Path, obs: Sequence[Obs]) -> float:
     from this (large) benchmark process would report the parent's size as its own peak."""
     data = weights.with_suffix(".stream.ndjson")
     data.write_bytes(msgspec.json.Encoder().encode_lines(obs))
-    cmd = [sys.executable, "-m", "kiri.stages.atom", obs[0].atom, "--weights", str(weights)]
+    cmd = [sys.executable, "-m", "kiri.score.stage", obs[0].atom, "--weights", str(weights)]
     env = dict(os.environ, KIRI_HOME=str(weights.parent / "home"), KIRI_LOG_LEVEL="warning")
     peak = 0
     with data.open("rb") as stdin:

@@ -16,7 +16,7 @@ dataset runs the same default configuration, and no code path knows which datase
 Protocols, for KIRI and for every baseline alike:
 * static: fit on train, score every test row;
 * online: start from the static model, score the test rows in time order, and retrain on
-  kiri.retraining's schedule (the one kiri-atom uses: every 1,440 rows, on the most recent
+  kiri.atoms.retraining's schedule (the one kiri-atom uses: every 1,440 rows, on the most recent
   10,080 rows already seen, train rows included), never on labels. Each model scores the rows up
   to the next retrain, with its own label-free threshold.
 
@@ -37,7 +37,7 @@ Figures, point-wise, averaged over machines and then shown per machine:
   test rows over the slowest of KIRI's --workers scoring processes;
 * culprit hit@100% / hit@150%: for each operator-named segment, the share of the named columns
   among each row's top n (ceil(1.5 n)) columns by the method's ranking (KIRI: the order
-  decisions name culprits in, kiri.patterns.culprit_order; reference: |z| against the
+  decisions name culprits in, kiri.wire.patterns.culprit_order; reference: |z| against the
   training rows);
 * flagged: the share of normal (unlabelled) test rows above the label-free threshold.
 """
@@ -63,8 +63,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import atom_runs
 from atom_runs import ROOT, Training
 
-from kiri.patterns import culprit_order
-from kiri.retraining import DEFAULT as SCHEDULE
+from kiri.atoms.retraining import DEFAULT as SCHEDULE
+from kiri.wire.patterns import culprit_order
 
 # The data README's names for the SMD columns, in order.
 SMD_COLUMNS = """
@@ -509,7 +509,7 @@ def header(command: str, extra: str, workers: int) -> list[str]:
         "",
         "Point-wise figures, no point adjustment except in PA-F1 (a reference only). Label-free "
         "thresholds: KIRI's own calibrated one; for the baselines, the max of their own scores "
-        "on their training rows. Online: every method retrains on kiri.retraining's schedule "
+        "on their training rows. Online: every method retrains on kiri.atoms.retraining's schedule "
         f"(every {SCHEDULE.every:,} rows on the most recent {SCHEDULE.window:,} rows seen). "
         "`flagged normal`: the share of unlabelled test rows above the label-free threshold.",
         "",

@@ -42,8 +42,8 @@ from hypothesis import strategies as st
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from kiri.records import KINDS, MAX_TS  # noqa: E402
-from kiri.stream import MAX_LINE  # noqa: E402
+from kiri.wire.records import KINDS, MAX_TS  # noqa: E402
+from kiri.wire.stream import MAX_LINE  # noqa: E402
 
 FIXTURES = ROOT / "tests" / "fixtures"
 TEMPLATES: dict[str, dict[str, Any]] = {
@@ -72,20 +72,20 @@ class Stage:
 
 ALL = ("obs", "score", "decision", "outcome", "verdict", "rule")
 STAGES = [
-    Stage("collect", ("kiri.stages.collect", "replay", "-"), ALL),
-    Stage("atom", ("kiri.stages.atom", "pulse"), ALL, {"obs": "score"}, ("obs",)),
+    Stage("collect", ("kiri.collect.stage", "replay", "-"), ALL),
+    Stage("atom", ("kiri.score.stage", "pulse"), ALL, {"obs": "score"}, ("obs",)),
     # decisions on kiri-decide's input and rules and verdicts on kiri-feedback's are refused
     Stage(
         "decide",
-        ("kiri.stages.decide",),
+        ("kiri.decide.stage",),
         ("obs", "score", "outcome", "verdict", "rule"),
         {"score": "decision"},
         ("score",),
     ),
-    Stage("act", ("kiri.stages.act", "--sink", "log"), ALL),
+    Stage("act", ("kiri.act.stage", "--sink", "log"), ALL),
     Stage(
         "feedback",
-        ("kiri.stages.feedback",),
+        ("kiri.feedback.stage",),
         ("obs", "score", "decision", "outcome"),
         {"decision": "", "outcome": ""},
         ("decision", "outcome"),
@@ -410,8 +410,8 @@ def _keys(stdout: bytes) -> Iterator[bytes | tuple[str, float]]:
 def stage_home(root: Path) -> dict[str, str]:
     """An environment whose KIRI_HOME holds a pulse atom, trained on the normal fixture."""
     from kiri.atoms import atom_spec
-    from kiri.detector import train_detector
-    from kiri.records import Obs
+    from kiri.atoms.detector import train_detector
+    from kiri.wire.records import Obs
 
     decode = msgspec.json.Decoder(Obs).decode
     normal = [decode(x) for x in (FIXTURES / "pulse-normal.ndjson").read_bytes().splitlines()]

@@ -7,7 +7,7 @@ Each DATA/CATEGORY/FILE.csv (`timestamp,value`) is a stream of one-field observa
 has already seen, as kiri-atom does live:
 * its first model is trained with `kiri train` on the probationary rows (the first
   min(floor(0.15 n), 750), which NAB does not score);
-* it then scores each row with Detector.score and retrains on kiri.retraining's schedule, the
+* it then scores each row with Detector.score and retrains on kiri.atoms.retraining's schedule, the
   one kiri-atom uses: every 1,440 rows, on the most recent 10,080 rows seen;
 * kiri-decide's policy, with its default options, decides on each score as it would live; a
   row's anomaly score is the decision's rarity (how seldom this stream has been as surprising
@@ -40,10 +40,10 @@ import atom_runs
 import nabscore
 from atom_runs import ROOT, Training
 
-from kiri.records import Score
-from kiri.retraining import DEFAULT as SCHEDULE
-from kiri.stages import decide
-from kiri.stages.decide import policy_of
+from kiri.atoms.retraining import DEFAULT as SCHEDULE
+from kiri.decide import stage as decide
+from kiri.decide.stage import policy_of
+from kiri.wire.records import Score
 
 ATOM = "nab"
 DETECTOR = "kiri"

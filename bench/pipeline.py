@@ -35,10 +35,10 @@ def stage(*args: str) -> list[str]:
 def run_chain(stream: Path, env: dict) -> tuple[float, list[tuple[str, float]], int]:
     """Seconds end to end, each stage's peak RSS in MB, and the outcome lines."""
     stages = [
-        ("collect replay", stage("kiri.stages.collect", "replay", str(stream))),
-        ("atom pulse", stage("kiri.stages.atom", "pulse")),
-        ("decide", stage("kiri.stages.decide")),
-        ("act --sink log", stage("kiri.stages.act", "--sink", "log")),
+        ("collect replay", stage("kiri.collect.stage", "replay", str(stream))),
+        ("atom pulse", stage("kiri.score.stage", "pulse")),
+        ("decide", stage("kiri.decide.stage")),
+        ("act --sink log", stage("kiri.act.stage", "--sink", "log")),
     ]
     procs, upstream = [], None
     t = time.perf_counter()
@@ -70,7 +70,7 @@ def run_chain(stream: Path, env: dict) -> tuple[float, list[tuple[str, float]], 
 def collect_cpu(seconds: float, env: dict) -> tuple[float, float]:
     """Steady-state CPU % of one core over `seconds`, and the CPU seconds of starting up."""
     p = subprocess.Popen(
-        stage("kiri.stages.collect", "pulse", "--interval", "1"),
+        stage("kiri.collect.stage", "pulse", "--interval", "1"),
         stdout=subprocess.DEVNULL,
         env=env,
         cwd=ROOT,

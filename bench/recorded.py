@@ -6,7 +6,7 @@ from pathlib import Path
 
 import msgspec
 
-from kiri.records import Obs
+from kiri.wire.records import Obs
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures"
 

@@ -2,7 +2,7 @@
 
     bin/bench retraining_cost [--interval 5] [--repeat 2]
 
-Pulse observes every --interval seconds after its 120-observation warm-up. kiri.retraining's
+Pulse observes every --interval seconds after its 120-observation warm-up. kiri.atoms.retraining's
 schedule says when kiri-atom --learn retrains in a day of that, and on how many observations;
 each distinct run is timed here for real (`kiri train pulse` in the low-priority wrapper
 kiri-atom starts, on recorded observations cycled to the window's size, its CPU time from
@@ -22,7 +22,7 @@ from pathlib import Path
 
 from recorded import write_cycled
 
-from kiri.retraining import DEFAULT as SCHEDULE
+from kiri.atoms.retraining import DEFAULT as SCHEDULE
 
 ROOT = Path(__file__).resolve().parent.parent
 PARTS = ("pulse-normal.ndjson", "pulse-stress.ndjson", "pulse-recovery.ndjson")
@@ -46,7 +46,7 @@ def cpu_seconds(home: Path, observations: int) -> float:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     env = dict(os.environ, KIRI_HOME=str(home), KIRI_LOG_LEVEL="warning")
     subprocess.run(
-        [sys.executable, "-m", "kiri.training_jobs", "pulse"],
+        [sys.executable, "-m", "kiri.atoms.training_jobs", "pulse"],
         env=env,
         cwd=ROOT,
         check=True,

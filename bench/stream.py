@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from recorded import write_cycled  # noqa: E402
 
-HOP = [sys.executable, "-m", "kiri.stages.collect", "replay", "-"]
+HOP = [sys.executable, "-m", "kiri.collect.stage", "replay", "-"]
 
 
 def ensure_jq() -> str | None:

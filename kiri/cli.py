@@ -11,20 +11,24 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from kiri import add_version_option, atom_commands, service, status, tasks, verdicts
-from kiri.home import kiri_home
+from kiri import add_version_option
+from kiri.feedback import verdicts
+from kiri.home import tasks
+from kiri.home.paths import kiri_home
 from kiri.model import weights
 from kiri.model.config import Config, num_params
 from kiri.model.training import TextDocs, engine_class, new_engine, train
-from kiri.progress import Progress
-from kiri.stream import UserError, run_main
+from kiri.score import commands as atom_commands
+from kiri.score.progress import Progress
+from kiri.supervise import service, status
+from kiri.wire.stream import UserError, run_main
 
 STAGES = {
-    "collect": "kiri.stages.collect",
-    "atom": "kiri.stages.atom",
-    "decide": "kiri.stages.decide",
-    "act": "kiri.stages.act",
-    "supervise": "kiri.supervisor",
+    "collect": "kiri.collect.stage",
+    "atom": "kiri.score.stage",
+    "decide": "kiri.decide.stage",
+    "act": "kiri.act.stage",
+    "supervise": "kiri.supervise.supervisor",
 }
 
 

@@ -62,7 +62,7 @@ def run(
 
 
 def observations(name: str) -> list:
-    from kiri.records import Obs
+    from kiri.wire.records import Obs
 
     decode = msgspec.json.Decoder(Obs).decode
     return [decode(line) for line in fixture_bytes(name).splitlines()]
@@ -72,7 +72,7 @@ def observations(name: str) -> list:
 def pulse_weights(tmp_path_factory) -> Path:
     """A pulse atom trained once, on the normal recording of this machine."""
     from kiri.atoms import atom_spec
-    from kiri.detector import train_detector
+    from kiri.atoms.detector import train_detector
 
     detector, provenance = train_detector(
         atom_spec("pulse"), observations("pulse-normal.ndjson"), steps=600, batch=32

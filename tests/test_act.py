@@ -14,12 +14,12 @@ import pytest
 from conftest import fixture_bytes, log_events, stage_cmd
 from structlog.typing import FilteringBoundLogger
 
-from kiri.records import Decision
-from kiri.sinks import Sink, SinkError
-from kiri.stages.act import deliver, parse_args
-from kiri.stream import Stream
+from kiri.act.sinks import Sink, SinkError
+from kiri.act.stage import deliver, parse_args
+from kiri.wire.records import Decision
+from kiri.wire.stream import Stream
 
-ACT = "kiri.stages.act"
+ACT = "kiri.act.stage"
 LINES = fixture_bytes("decisions.ndjson").splitlines()
 OBS, OK0, SCORE, ALERT, OK2, SUPPRESS, VERDICT, RESOLVE, RETRAIN, RULE = LINES
 STREAM = b"\n".join(LINES) + b"\n"

@@ -22,9 +22,9 @@ import pytest
 from conftest import fixture_bytes, run, stage_cmd
 from scripted_http import Answer, scripted_server
 
-from kiri.records import Decision
-from kiri.store import Store
-from kiri.verdicts import duration
+from kiri.feedback.verdicts import duration
+from kiri.home.store import Store
+from kiri.wire.records import Decision
 
 ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
 ALERT = json.loads(fixture_bytes("decisions.ndjson").splitlines()[3])
@@ -169,7 +169,7 @@ class Act:
 
     def __enter__(self):
         self.proc = subprocess.Popen(
-            stage_cmd("kiri.stages.act", "--sink", "alertmanager", "--retries", "0"),
+            stage_cmd("kiri.act.stage", "--sink", "alertmanager", "--retries", "0"),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -314,7 +314,7 @@ def test_a_refusal_is_not_sent_again_and_a_busy_alertmanager_is(kiri_home, host)
         handler.script += [Answer(400, b"bad alert"), Answer(503, b"busy"), Answer(200)]
         acted = [
             run(
-                "kiri.stages.act",
+                "kiri.act.stage",
                 "--sink",
                 "alertmanager",
                 "--retries",
@@ -330,7 +330,7 @@ def test_a_refusal_is_not_sent_again_and_a_busy_alertmanager_is(kiri_home, host)
 
 
 def test_without_alertmanager_configured_the_sink_refuses_to_start(kiri_home):
-    out = run("kiri.stages.act", "--sink", "alertmanager", input=decision("vm"))
+    out = run("kiri.act.stage", "--sink", "alertmanager", input=decision("vm"))
     assert out.returncode == 1
     assert out.stderr.decode().startswith(
         'Error: --sink alertmanager needs url = "http://…:9093" in [alertmanager] of '

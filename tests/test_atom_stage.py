@@ -11,9 +11,9 @@ import time
 import msgspec
 from conftest import FIXTURES, fixture_bytes, log_events, run, stage_cmd
 
-from kiri.detector import Detector
-from kiri.lifecycle import describe, read_state
-from kiri.records import Obs, Score
+from kiri.atoms.detector import Detector
+from kiri.atoms.lifecycle import describe, read_state
+from kiri.wire.records import Obs, Score
 
 NORMAL = fixture_bytes("pulse-normal.ndjson").splitlines()
 STRESS = fixture_bytes("pulse-stress.ndjson").splitlines()
@@ -26,7 +26,7 @@ def bad_events(stderr):
 
 
 def test_each_observation_becomes_a_score_in_order(installed_pulse):
-    out = run("kiri.stages.atom", "pulse", input=b"\n".join(NORMAL[:50] + STRESS[-5:]) + b"\n")
+    out = run("kiri.score.stage", "pulse", input=b"\n".join(NORMAL[:50] + STRESS[-5:]) + b"\n")
     assert out.returncode == 0, out.stderr
     scores = [decode_score(line) for line in out.stdout.splitlines()]
     assert len(scores) == 55
@@ -46,7 +46,7 @@ def test_each_observation_becomes_a_score_in_order(installed_pulse):
 def test_other_kinds_and_other_atoms_pass_through_in_order(installed_pulse):
     other = b'{"kind":"obs","atom":"rhythm","values":{"idle":3.0}}'
     lines = [NORMAL[0], KINDS[2], other, NORMAL[1], KINDS[4]]
-    out = run("kiri.stages.atom", "pulse", input=b"\n".join(lines) + b"\n")
+    out = run("kiri.score.stage", "pulse", input=b"\n".join(lines) + b"\n")
     got = out.stdout.splitlines()
     kinds = [json.loads(line)["kind"] for line in got]
     assert kinds == ["score", "decision", "obs", "score", "verdict"]
@@ -58,7 +58,7 @@ def test_bad_lines_and_incomplete_observations_are_reported_and_skipped(installe
         b'{"kind":"obs","atom":"pulse","ts":1,"values":{"cpu":50,"mem":null},"meta":{"cpus":"2"}}'
     )
     lines = [NORMAL[0], b"{not json", NORMAL[1], missing, NORMAL[2]]
-    out = run("kiri.stages.atom", "pulse", input=b"\n".join(lines) + b"\n")
+    out = run("kiri.score.stage", "pulse", input=b"\n".join(lines) + b"\n")
     assert out.returncode == 0
     assert len(out.stdout.splitlines()) == 3
     bad = bad_events(out.stderr)
@@ -67,7 +67,7 @@ def test_bad_lines_and_incomplete_observations_are_reported_and_skipped(installe
 
 
 def test_an_unknown_atom_is_a_usage_error():
-    out = run("kiri.stages.atom", "toaster")
+    out = run("kiri.score.stage", "toaster")
     assert out.returncode == 2
     assert (
         "unknown atom 'toaster' (known: drift, mikrotik, nerve, pulse, rhythm)"
@@ -76,7 +76,7 @@ def test_an_unknown_atom_is_a_usage_error():
 
 
 def test_missing_weights_is_a_one_line_error(kiri_home):
-    out = run("kiri.stages.atom", "pulse", input=NORMAL[0] + b"\n")
+    out = run("kiri.score.stage", "pulse", input=NORMAL[0] + b"\n")
     assert out.returncode == 1
     assert out.stderr.decode().strip().splitlines()[-1] == (
         f"Error: atom pulse has no weights at {kiri_home}/atoms/pulse/weights.json: "
@@ -86,7 +86,7 @@ def test_missing_weights_is_a_one_line_error(kiri_home):
 
 def test_corrupt_weights_is_a_one_line_error_naming_the_file(installed_pulse):
     installed_pulse.write_bytes(installed_pulse.read_bytes()[:1000])
-    out = run("kiri.stages.atom", "pulse", input=NORMAL[0] + b"\n")
+    out = run("kiri.score.stage", "pulse", input=NORMAL[0] + b"\n")
     assert out.returncode == 1
     last = out.stderr.decode().strip().splitlines()[-1]
     assert last.startswith(f"Error: {installed_pulse}: not a readable weights file")
@@ -95,7 +95,7 @@ def test_corrupt_weights_is_a_one_line_error_naming_the_file(installed_pulse):
 def test_closed_reader_exits_zero(installed_pulse, tmp_path):
     f = tmp_path / "many.ndjson"
     f.write_bytes(b"\n".join(NORMAL * 40) + b"\n")
-    cmd = " ".join(stage_cmd("kiri.stages.atom", "pulse"))
+    cmd = " ".join(stage_cmd("kiri.score.stage", "pulse"))
     out = subprocess.run(
         ["bash", "-c", f"{cmd} < {f} | head -n 1; echo status=${{PIPESTATUS[0]}}"],
         capture_output=True,
@@ -109,7 +109,7 @@ def test_closed_reader_exits_zero(installed_pulse, tmp_path):
 
 def start(args, **kw):
     return subprocess.Popen(
-        stage_cmd("kiri.stages.atom", *args),
+        stage_cmd("kiri.score.stage", *args),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -238,7 +238,7 @@ def test_a_meta_cpus_that_is_no_number_of_cpus_rejects_that_line_alone(installed
     lines = [pulse_obs(0)]
     for i, c in enumerate(cpus, 1):
         lines += [pulse_obs(i, cpus=c), pulse_obs(i + 0.5)]
-    out = run("kiri.stages.atom", "pulse", input=b"\n".join(lines) + b"\n")
+    out = run("kiri.score.stage", "pulse", input=b"\n".join(lines) + b"\n")
     assert out.returncode == 0, out.stderr
     scores = [decode_score(line) for line in out.stdout.splitlines()]
     assert [s.ts for s in scores] == [0] + [i + 0.5 for i in range(1, len(cpus) + 1)]
@@ -249,7 +249,7 @@ def test_a_meta_cpus_that_is_no_number_of_cpus_rejects_that_line_alone(installed
 
 def test_learning_never_records_an_observation_whose_meta_cpus_is_no_number(kiri_home):
     lines = [pulse_obs(0), pulse_obs(1, cpus="1e-320"), pulse_obs(2)]
-    out = run("kiri.stages.atom", "pulse", "--learn", input=b"\n".join(lines) + b"\n")
+    out = run("kiri.score.stage", "pulse", "--learn", input=b"\n".join(lines) + b"\n")
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == [lines[0], lines[2]]  # warming up: passed through
     assert [e["line"] for e in bad_events(out.stderr)] == [2]
@@ -266,7 +266,7 @@ EDGES = [  # (cpu and load, the tokens they must be)
 
 def test_huge_values_are_the_top_bucket_and_very_surprising_as_kiri_score_says(installed_pulse):
     lines = [pulse_obs(i, cpu=x, load=x) for i, (x, _) in enumerate(EDGES)]
-    out = run("kiri.stages.atom", "pulse", input=b"\n".join(lines) + b"\n")
+    out = run("kiri.score.stage", "pulse", input=b"\n".join(lines) + b"\n")
     assert out.returncode == 0 and not bad_events(out.stderr), out.stderr
     assert b"Warning" not in out.stderr  # numpy's overflow warnings, say
     scores = [decode_score(line) for line in out.stdout.splitlines()]

@@ -5,7 +5,7 @@ import random
 import msgspec
 from conftest import measured, run
 
-from kiri.records import Obs, Score
+from kiri.wire.records import Obs, Score
 
 encode = msgspec.json.Encoder().encode
 
@@ -48,7 +48,7 @@ def test_train_fits_an_auto_schema_and_the_atom_scores_with_it(tmp_path, kiri_ho
         encode(Obs(ts=1e6 + i, atom="web", host="api-1", values=v))
         for i, v in enumerate([normal, odd, far])
     ]
-    scored = run("kiri.stages.atom", "web", input=b"\n".join(lines) + b"\n")
+    scored = run("kiri.score.stage", "web", input=b"\n".join(lines) + b"\n")
     assert scored.returncode == 0, scored.stderr
     calm, spike, excursion = [
         msgspec.json.decode(line, type=Score) for line in scored.stdout.splitlines()
@@ -69,7 +69,7 @@ def test_an_unknown_atom_without_data_or_weights_is_a_clear_error(kiri_home):
     out = run("kiri.cli", "train", "nothing")
     assert out.returncode == 1
     assert "unknown atom 'nothing'" in out.stderr.decode()
-    out = run("kiri.stages.atom", "nothing")
+    out = run("kiri.score.stage", "nothing")
     assert out.returncode == 2 and "unknown atom 'nothing'" in out.stderr.decode()
 
 
@@ -84,7 +84,7 @@ def test_retraining_refits_the_schema_to_the_new_data(tmp_path, kiri_home):
     new.write_bytes(b"\n".join(lines) + b"\n")
     for path in (old, new):
         assert run("kiri.cli", "train", "web", "--from", str(path), "--steps", "20").returncode == 0
-    from kiri.detector import Detector
+    from kiri.atoms.detector import Detector
 
     detector = Detector.load(kiri_home / "atoms" / "web" / "weights.json")
     rate = detector.schema.fields[0]

@@ -9,8 +9,13 @@ import sys
 import pytest
 from conftest import FIXTURES, run
 
-from kiri import cli, supervisor
-from kiri.stages import act, atom, collect, decide, feedback
+from kiri import cli
+from kiri.act import stage as act
+from kiri.collect import stage as collect
+from kiri.decide import stage as decide
+from kiri.feedback import stage as feedback
+from kiri.score import stage as atom
+from kiri.supervise import supervisor
 
 PARSERS = {
     "kiri": cli.build_parser,

@@ -10,14 +10,14 @@ import msgspec
 import pytest
 from conftest import fixture_bytes, log_events, measured, run, stage_cmd
 
-from kiri.records import Obs
+from kiri.wire.records import Obs
 
 decode = msgspec.json.Decoder(Obs).decode
 GOOD = fixture_bytes("pulse.ndjson").splitlines()
 
 
 def test_pulse_reads_this_host_into_obs_records():
-    out = run("kiri.stages.collect", "pulse", "--count", "3", "--interval", "0.1")
+    out = run("kiri.collect.stage", "pulse", "--count", "3", "--interval", "0.1")
     assert out.returncode == 0, out.stderr
     records = [decode(line) for line in out.stdout.splitlines()]
     assert len(records) == 3
@@ -35,7 +35,7 @@ def test_pulse_reads_this_host_into_obs_records():
 def test_pulse_sees_a_busy_cpu():
     burner = subprocess.Popen(["python3", "-c", "while True: pass"])
     try:
-        out = run("kiri.stages.collect", "pulse", "--count", "2", "--interval", "0.5")
+        out = run("kiri.collect.stage", "pulse", "--count", "2", "--interval", "0.5")
     finally:
         burner.kill()
     cpu = [measured(decode(line).values)["cpu"] for line in out.stdout.splitlines()]
@@ -43,7 +43,7 @@ def test_pulse_sees_a_busy_cpu():
 
 
 def test_pulse_record_appends_to_the_days_file_privately(kiri_home):
-    out = run("kiri.stages.collect", "pulse", "--count", "2", "--interval", "0.1", "--record")
+    out = run("kiri.collect.stage", "pulse", "--count", "2", "--interval", "0.1", "--record")
     assert out.returncode == 0
     [path] = (kiri_home / "data" / "pulse").glob("*.ndjson")
     assert path.name == time.strftime("%Y-%m-%d") + ".ndjson"
@@ -55,7 +55,7 @@ def test_pulse_record_appends_to_the_days_file_privately(kiri_home):
 
 def test_pulse_duration_bounds_the_run():
     t = time.monotonic()
-    out = run("kiri.stages.collect", "pulse", "--interval", "0.2", "--duration", "1")
+    out = run("kiri.collect.stage", "pulse", "--interval", "0.2", "--duration", "1")
     assert out.returncode == 0
     assert 3 <= len(out.stdout.splitlines()) <= 6
     assert time.monotonic() - t < 10
@@ -63,7 +63,7 @@ def test_pulse_duration_bounds_the_run():
 
 def test_pulse_stops_on_sigterm_while_waiting():
     proc = subprocess.Popen(
-        stage_cmd("kiri.stages.collect", "pulse", "--interval", "60"),
+        stage_cmd("kiri.collect.stage", "pulse", "--interval", "60"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -77,7 +77,7 @@ def test_pulse_stops_on_sigterm_while_waiting():
 
 
 def test_pulse_rejects_a_zero_interval():
-    out = run("kiri.stages.collect", "pulse", "--interval", "0")
+    out = run("kiri.collect.stage", "pulse", "--interval", "0")
     assert out.returncode == 1
     assert (
         out.stderr.decode().strip().splitlines()[-1] == "Error: --interval must be greater than 0"
@@ -89,7 +89,7 @@ def test_replay_concatenates_files_and_stdin_in_order(tmp_path):
     a.write_bytes(b"\n".join(GOOD[:3]) + b"\n")
     b.write_bytes(b"\n".join(GOOD[3:5]) + b"\n")
     stdin = b"\n".join(GOOD[5:7]) + b"\n"
-    out = run("kiri.stages.collect", "replay", str(a), "-", str(b), input=stdin)
+    out = run("kiri.collect.stage", "replay", str(a), "-", str(b), input=stdin)
     assert out.returncode == 0
     assert out.stdout.splitlines() == GOOD[:3] + GOOD[5:7] + GOOD[3:5]
 
@@ -97,7 +97,7 @@ def test_replay_concatenates_files_and_stdin_in_order(tmp_path):
 def test_replay_names_the_file_and_line_of_a_bad_record(tmp_path):
     f = tmp_path / "day.ndjson"
     f.write_bytes(GOOD[0] + b"\n{oops\n" + GOOD[1] + b"\n")
-    out = run("kiri.stages.collect", "replay", str(f))
+    out = run("kiri.collect.stage", "replay", str(f))
     assert out.stdout.splitlines() == GOOD[:2]
     [bad] = [e for e in log_events(out.stderr) if e["event"] == "bad_record"]
     assert bad["source"] == str(f) and bad["line"] == 2
@@ -108,7 +108,7 @@ def test_replay_at_speed_follows_the_record_timestamps(tmp_path):
     f = tmp_path / "s.ndjson"
     f.write_bytes(b"\n".join(lines) + b"\n")
     t = time.monotonic()
-    out = run("kiri.stages.collect", "replay", "--speed", "10", str(f))
+    out = run("kiri.collect.stage", "replay", "--speed", "10", str(f))
     elapsed = time.monotonic() - t
     assert out.stdout.splitlines() == lines
     assert elapsed >= 0.3  # 3 s of record time at 10x
@@ -118,13 +118,13 @@ def test_replay_as_fast_as_possible_by_default(tmp_path):
     lines = [msgspec.json.encode(Obs(ts=1000.0 + 3600 * i, atom="pulse")) for i in range(3)]
     f = tmp_path / "h.ndjson"
     f.write_bytes(b"\n".join(lines) + b"\n")
-    out = run("kiri.stages.collect", "replay", str(f), timeout=20)
+    out = run("kiri.collect.stage", "replay", str(f), timeout=20)
     assert out.stdout.splitlines() == lines
 
 
 def test_replay_of_a_missing_file_is_a_one_line_error(tmp_path):
     missing = tmp_path / "nope.ndjson"
-    out = run("kiri.stages.collect", "replay", str(missing))
+    out = run("kiri.collect.stage", "replay", str(missing))
     assert out.returncode == 1 and out.stdout == b""
     [line] = out.stderr.decode().splitlines()
     # KIRI's prefix and the file; why it cannot be read is the system's wording (strerror).
@@ -133,7 +133,7 @@ def test_replay_of_a_missing_file_is_a_one_line_error(tmp_path):
 
 
 def test_an_unknown_source_is_a_usage_error():
-    out = run("kiri.stages.collect", "router9000")
+    out = run("kiri.collect.stage", "router9000")
     # argparse words the refusal; the exit status and that nothing was collected are KIRI's.
     assert out.returncode == 2 and out.stdout == b"" and out.stderr.strip()
 
@@ -142,7 +142,7 @@ def test_kiri_home_defaults_to_dot_kiri_created_private(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "KIRI_HOME"}
     env["HOME"] = str(tmp_path)
     subprocess.run(
-        stage_cmd("kiri.stages.collect", "pulse", "--count", "1", "--interval", "0.1", "--record"),
+        stage_cmd("kiri.collect.stage", "pulse", "--count", "1", "--interval", "0.1", "--record"),
         env=env,
         capture_output=True,
         check=True,
@@ -155,12 +155,12 @@ def test_kiri_home_defaults_to_dot_kiri_created_private(tmp_path):
 @pytest.mark.parametrize(
     "module",
     [
-        "kiri.stages.collect",
-        "kiri.stages.atom",
-        "kiri.stages.decide",
-        "kiri.stages.act",
-        "kiri.stages.feedback",
-        "kiri.supervisor",
+        "kiri.collect.stage",
+        "kiri.score.stage",
+        "kiri.decide.stage",
+        "kiri.act.stage",
+        "kiri.feedback.stage",
+        "kiri.supervise.supervisor",
         "kiri.cli",
     ],
 )

@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from conftest import FIXTURES, ROOT, fixture_bytes, log_events, run
 
-from kiri.collectors.mikrotik import configured_router
-from kiri.collectors.rhythm import repositories
-from kiri.config import (
+from kiri.collect.mikrotik import configured_router
+from kiri.collect.rhythm import repositories
+from kiri.collect.stage import build_parser
+from kiri.home.config import (
     AtomSection,
     Config,
     ConfigError,
@@ -21,8 +22,7 @@ from kiri.config import (
     load_config,
     setting,
 )
-from kiri.stages.collect import build_parser
-from kiri.stream import UserError
+from kiri.wire.stream import UserError
 
 TYPO = "config.toml: [webhook] unknown key 'secert_env' (did you mean 'secret_env'?)"
 TYPO_CONFIG = '[webhook]\nurl = "https://hooks.example.org/kiri"\nsecert_env = "KIRI_SECRET"\n'
@@ -303,7 +303,7 @@ def exec_timeouts(kiri_home: Path, *argv: str) -> list[str]:
     pid = kiri_home / "hang.pid"
     command = json.dumps([sys.executable, METRICS, "hang", str(pid)])
     write(kiri_home, f"[atoms.slow]\ncommand = {command}\ninterval = 0.05\ntimeout = 0.4\n")
-    out = run("kiri.stages.collect", "exec", "--atom", "slow", "--count", "1", *argv)
+    out = run("kiri.collect.stage", "exec", "--atom", "slow", "--count", "1", *argv)
     assert out.returncode == 0, out.stderr
     return [e["reason"] for e in log_events(out.stderr) if e["event"] == "run_failed"]
 
@@ -316,13 +316,13 @@ def test_exec_takes_the_timeout_option_over_the_atoms_own(kiri_home):
 # -- every stage checks it before it starts -----------------------------------------------------
 
 STAGES = [
-    ("kiri.stages.act", "--sink", "log"),
-    ("kiri.stages.decide",),
-    ("kiri.stages.collect", "replay", "-"),
-    ("kiri.stages.collect", "pulse", "--count", "1"),
-    ("kiri.stages.atom", "pulse"),
-    ("kiri.stages.feedback",),
-    ("kiri.supervisor", "--check", str(ROOT / "pipelines" / "pulse.toml")),
+    ("kiri.act.stage", "--sink", "log"),
+    ("kiri.decide.stage",),
+    ("kiri.collect.stage", "replay", "-"),
+    ("kiri.collect.stage", "pulse", "--count", "1"),
+    ("kiri.score.stage", "pulse"),
+    ("kiri.feedback.stage",),
+    ("kiri.supervise.supervisor", "--check", str(ROOT / "pipelines" / "pulse.toml")),
     ("kiri.cli", "info", "pulse"),
     ("kiri.cli", "act", "--sink", "log"),
 ]
@@ -338,5 +338,5 @@ def test_a_stage_given_a_mistake_exits_2_with_one_line_and_outputs_nothing(stage
 
 def test_a_stage_given_a_good_config_runs(kiri_home):
     write(kiri_home, FULL)
-    out = run("kiri.stages.act", "--sink", "log", input=fixture_bytes("kinds.ndjson"))
+    out = run("kiri.act.stage", "--sink", "log", input=fixture_bytes("kinds.ndjson"))
     assert out.returncode == 0 and out.stdout, out.stderr

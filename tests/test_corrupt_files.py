@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import stage_cmd
 
-from kiri.store import VERSION, Store, db_path
+from kiri.home.store import VERSION, Store, db_path
 
 # -- kiri.db --------------------------------------------------------------------------------
 
@@ -129,8 +129,8 @@ def _assert_one_error(results: dict[str, tuple[int, str]], path: Path, status: i
 
 
 DB_COMMANDS = {
-    "kiri-decide": (stage_cmd("kiri.stages.decide"), DECISION.encode() + b"\n"),
-    "kiri-feedback": (stage_cmd("kiri.stages.feedback"), DECISION.encode() + b"\n"),
+    "kiri-decide": (stage_cmd("kiri.decide.stage"), DECISION.encode() + b"\n"),
+    "kiri-feedback": (stage_cmd("kiri.feedback.stage"), DECISION.encode() + b"\n"),
     "kiri alerts": (stage_cmd("kiri.cli", "alerts"), b""),
     "kiri feedback": (stage_cmd("kiri.cli", "feedback", "confirm", "a1"), b""),
 }
@@ -220,16 +220,16 @@ def _write_config(path: Path, content: bytes | str, name: str) -> None:
 
 
 CONFIG_COMMANDS = {
-    "kiri-decide": (stage_cmd("kiri.stages.decide"), b""),
-    "kiri-feedback": (stage_cmd("kiri.stages.feedback"), b""),
-    "kiri-act": (stage_cmd("kiri.stages.act", "--sink", "log"), b""),
+    "kiri-decide": (stage_cmd("kiri.decide.stage"), b""),
+    "kiri-feedback": (stage_cmd("kiri.feedback.stage"), b""),
+    "kiri-act": (stage_cmd("kiri.act.stage", "--sink", "log"), b""),
     "kiri alerts": (stage_cmd("kiri.cli", "alerts"), b""),
 }
 
 
 @pytest.mark.parametrize("i, name", list(enumerate(CONFIG_CORRUPTIONS)))
 def test_a_corrupt_config_is_one_usage_error_naming_it(kiri_home, i, name):
-    """Every command reads config.toml the same way (kiri.stream.run_main): each variant is
+    """Every command reads config.toml the same way (kiri.wire.stream.run_main): each variant is
     given to two of them in turn, so every command meets a good share of the variants."""
     kiri_home.mkdir(parents=True)
     path = kiri_home / "config.toml"

@@ -7,8 +7,8 @@ import subprocess
 import msgspec
 from conftest import fixture_bytes, log_events, run, stage_cmd
 
-from kiri.patterns import culprit_order
-from kiri.records import Decision, Score
+from kiri.wire.patterns import culprit_order
+from kiri.wire.records import Decision, Score
 
 encode = msgspec.json.Encoder().encode
 decode = msgspec.json.Decoder(Decision).decode
@@ -35,7 +35,7 @@ def score(ts, surprise, host="vm", threshold=1.0, tokens=None, nll=None, spread=
 
 
 def decide(lines, *args):
-    out = run("kiri.stages.decide", *args, input=b"\n".join(lines) + b"\n")
+    out = run("kiri.decide.stage", *args, input=b"\n".join(lines) + b"\n")
     assert out.returncode == 0, out.stderr
     return [decode(line) for line in out.stdout.splitlines()], out
 
@@ -153,7 +153,7 @@ def test_resolve_summary_and_other_kinds_pass_through():
     lines = [score(0, 3), KINDS[0], score(1, 3), score(2, 3)] + [
         score(3 + i, 0.1) for i in range(5)
     ]
-    out = run("kiri.stages.decide", input=b"\n".join(lines) + b"\n")
+    out = run("kiri.decide.stage", input=b"\n".join(lines) + b"\n")
     got = out.stdout.splitlines()
     assert got[1] == KINDS[0]
     last = decode(got[-1])
@@ -176,13 +176,13 @@ def test_bad_lines_and_nonsense_scores_are_reported_and_skipped():
 
 
 def test_bad_options_are_usage_errors():
-    assert run("kiri.stages.decide", "--k", "6", "--n", "5").returncode == 2
-    assert run("kiri.stages.decide", "--sensitivity", "0").returncode == 2
+    assert run("kiri.decide.stage", "--k", "6", "--n", "5").returncode == 2
+    assert run("kiri.decide.stage", "--sensitivity", "0").returncode == 2
 
 
 def test_closed_reader_and_sigterm():
     many = b"\n".join(score(i, 0.1) for i in range(20000)) + b"\n"
-    cmd = " ".join(stage_cmd("kiri.stages.decide"))
+    cmd = " ".join(stage_cmd("kiri.decide.stage"))
     out = subprocess.run(
         ["bash", "-c", f"{cmd} | head -n 1; echo status=${{PIPESTATUS[0]}}"],
         input=many,
@@ -193,7 +193,7 @@ def test_closed_reader_and_sigterm():
     assert out.stdout.splitlines()[-1] == b"status=0" and b"Traceback" not in out.stderr
 
     proc = subprocess.Popen(
-        stage_cmd("kiri.stages.decide"),
+        stage_cmd("kiri.decide.stage"),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -214,8 +214,8 @@ import os  # noqa: E402
 import select  # noqa: E402
 import time  # noqa: E402
 
-from kiri.records import Rule  # noqa: E402
-from kiri.store import Store  # noqa: E402
+from kiri.home.store import Store  # noqa: E402
+from kiri.wire.records import Rule  # noqa: E402
 
 C9 = {"tokens": ["C9", "M1", "D2", "S0", "L1", "N1"], "nll": [9.0, 0.5, 0.1, 0.1, 0.3, 0.0]}
 M9 = {"tokens": ["C1", "M9", "D2", "S0", "L1", "N1"], "nll": [0.2, 9.0, 0.1, 0.1, 0.3, 0.0]}
@@ -242,7 +242,7 @@ class Decide:
     def __init__(self, fifo, *args):
         self.fifo = fifo
         self.proc = subprocess.Popen(
-            stage_cmd("kiri.stages.decide", "--feedback", str(fifo), *args),
+            stage_cmd("kiri.decide.stage", "--feedback", str(fifo), *args),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -361,7 +361,7 @@ def test_culprit_order_falls_back_to_z_for_a_score_without_spreads():
 
 def test_a_rule_on_stdin_passes_through_untouched_and_suppresses_nothing():
     forged = rule(["C9"])
-    out = run("kiri.stages.decide", input=b"\n".join([forged, *burst(0, **C9)]) + b"\n")
+    out = run("kiri.decide.stage", input=b"\n".join([forged, *burst(0, **C9)]) + b"\n")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0] == forged
@@ -370,9 +370,7 @@ def test_a_rule_on_stdin_passes_through_untouched_and_suppresses_nothing():
 
 def test_a_decision_on_stdin_is_refused_not_delivered():
     forged = encode(Decision(id="forged", atom="pulse", host="vm", action="alert"))
-    out = run(
-        "kiri.stages.decide", input=b"\n".join([score(0, 0.1), forged, score(1, 0.1)]) + b"\n"
-    )
+    out = run("kiri.decide.stage", input=b"\n".join([score(0, 0.1), forged, score(1, 0.1)]) + b"\n")
     assert out.returncode == 0, out.stderr
     assert [decode(line).id != "forged" for line in out.stdout.splitlines()] == [True, True]
     bad = [e for e in log_events(out.stderr) if e["event"] == "bad_record"]

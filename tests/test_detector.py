@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from kiri.atoms import auto_spec
-from kiri.detector import train_detector, value_figures
-from kiri.records import Obs, Score
+from kiri.atoms.detector import train_detector, value_figures
+from kiri.wire.records import Obs, Score
 
 
 def busy_day(n=400):

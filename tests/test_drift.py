@@ -13,8 +13,8 @@ import pytest
 from conftest import log_events, measured, run, stage_cmd
 
 from kiri.atoms import drift
-from kiri.records import Obs, Score
-from kiri.store import Store, db_path
+from kiri.home.store import Store, db_path
+from kiri.wire.records import Obs, Score
 
 decode_obs = msgspec.json.Decoder(Obs).decode
 decode_score = msgspec.json.Decoder(Score).decode
@@ -27,7 +27,7 @@ def kiri(*args: str) -> subprocess.CompletedProcess:
 
 
 def collect(*args: str, timeout: float = 30) -> list[Obs]:
-    out = run("kiri.stages.collect", "drift", *args, timeout=timeout)
+    out = run("kiri.collect.stage", "drift", *args, timeout=timeout)
     assert out.returncode == 0, out.stderr
     return [decode_obs(line) for line in out.stdout.splitlines()]
 
@@ -107,7 +107,7 @@ def test_window_and_time_options_are_checked(kiri_home):
         (("--window", "soon"), "not a duration: 'soon'"),
         (("--since", "last tuesday"), "not a time: 'last tuesday'"),
     ]:
-        out = run("kiri.stages.collect", "drift", *args)
+        out = run("kiri.collect.stage", "drift", *args)
         assert out.returncode == 2 and message in out.stderr.decode(), out.stderr
 
 
@@ -115,7 +115,7 @@ def test_a_store_newer_than_kiri_is_a_one_line_error(kiri_home):
     Store().close()
     with sqlite3.connect(db_path()) as db:
         db.execute("PRAGMA user_version = 99")
-    out = run("kiri.stages.collect", "drift", "--backfill")
+    out = run("kiri.collect.stage", "drift", "--backfill")
     assert out.returncode == 1
     assert out.stderr.decode().startswith("Error: ") and b"Traceback" not in out.stderr
 
@@ -142,7 +142,7 @@ def test_backfill_counts_each_window_of_the_log(kiri_home):
     assert all(set(o.values) == set(fields) for o in obs)
     assert {(o.atom, o.host, o.meta["window"]) for o in obs} == {("drift", "laptop", "3600")}
     recorded = run(
-        "kiri.stages.collect", "drift", "--backfill", "--until", f"{day}T12:00", "--record"
+        "kiri.collect.stage", "drift", "--backfill", "--until", f"{day}T12:00", "--record"
     )
     [path] = (kiri_home / "data" / "drift").glob("*.ndjson")  # what `kiri train drift` reads
     assert path.read_bytes() == recorded.stdout and len(recorded.stdout.splitlines()) == 3
@@ -155,14 +155,14 @@ def test_backfill_counts_each_window_of_the_log(kiri_home):
 
 
 def test_backfill_of_an_empty_log_says_so(kiri_home):
-    out = run("kiri.stages.collect", "drift", "--backfill")
+    out = run("kiri.collect.stage", "drift", "--backfill")
     assert out.returncode == 0 and out.stdout == b""
     assert [e["event"] for e in log_events(out.stderr)] == ["empty_task_log"]
 
 
 def test_live_emits_each_window_as_it_ends(kiri_home):
     proc = subprocess.Popen(
-        stage_cmd("kiri.stages.collect", "drift", "--window", "2s", "--count", "3"),
+        stage_cmd("kiri.collect.stage", "drift", "--window", "2s", "--count", "3"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -180,7 +180,7 @@ def test_live_emits_each_window_as_it_ends(kiri_home):
 
 def test_live_stops_at_once_on_sigterm_while_waiting(kiri_home):
     proc = subprocess.Popen(
-        stage_cmd("kiri.stages.collect", "drift"), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        stage_cmd("kiri.collect.stage", "drift"), stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     time.sleep(1.0)
     proc.send_signal(signal.SIGTERM)
@@ -193,7 +193,7 @@ def test_backfill_into_a_closed_reader_ends_quietly(kiri_home):
     with Store() as store:
         store.add_task("long ago", "", ts=time.time() - 60 * 86400)
     collector = subprocess.Popen(
-        stage_cmd("kiri.stages.collect", "drift", "--backfill", "--window", "15m"),
+        stage_cmd("kiri.collect.stage", "drift", "--backfill", "--window", "15m"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -243,7 +243,7 @@ def write_burst(day: dt.date, hour: int) -> None:
 
 def score(observations: list[Obs]) -> list[Score]:
     lines = b"".join(msgspec.json.encode(o) + b"\n" for o in observations)
-    out = run("kiri.stages.atom", "drift", input=lines)
+    out = run("kiri.score.stage", "drift", input=lines)
     assert out.returncode == 0, out.stderr
     return [decode_score(line) for line in out.stdout.splitlines()]
 
@@ -254,7 +254,7 @@ def test_a_burst_of_new_tasks_and_switches_is_an_anomaly(kiri_home, tmp_path):
     burst_day = today - dt.timedelta(days=1)
     write_history(first_day, HISTORY_DAYS)
     history = tmp_path / "drift-history.ndjson"
-    backfilled = run("kiri.stages.collect", "drift", "--backfill", "--until", str(burst_day))
+    backfilled = run("kiri.collect.stage", "drift", "--backfill", "--until", str(burst_day))
     assert backfilled.returncode == 0, backfilled.stderr
     history.write_bytes(backfilled.stdout)
     obs = [decode_obs(line) for line in backfilled.stdout.splitlines()]

@@ -11,7 +11,7 @@ import msgspec
 import pytest
 from conftest import FIXTURES, log_events, measured, run, stage_cmd
 
-from kiri.records import Obs, Score
+from kiri.wire.records import Obs, Score
 
 METRICS = str(FIXTURES / "exec" / "metrics.py")
 decode_obs = msgspec.json.Decoder(Obs).decode
@@ -20,7 +20,7 @@ decode_score = msgspec.json.Decoder(Score).decode
 
 def exec_cmd(*args: str, command: tuple[str, ...] = ()) -> list[str]:
     return stage_cmd(
-        "kiri.stages.collect",
+        "kiri.collect.stage",
         "exec",
         *args,
         *(("--", sys.executable, METRICS, *command) if command else ()),
@@ -119,7 +119,7 @@ def test_a_command_that_overruns_is_killed_with_its_children(kiri_home, tmp_path
 
 def test_a_missing_command_means_the_source_is_absent(kiri_home):
     out = subprocess.run(
-        stage_cmd("kiri.stages.collect", "exec", "--", "kiri-no-such-sensor"),
+        stage_cmd("kiri.collect.stage", "exec", "--", "kiri-no-such-sensor"),
         capture_output=True,
         timeout=30,
         check=False,
@@ -138,7 +138,7 @@ def test_a_missing_command_means_the_source_is_absent(kiri_home):
 )
 def test_usage_mistakes_are_one_line_errors(kiri_home, args, message):
     out = subprocess.run(
-        stage_cmd("kiri.stages.collect", "exec", *args),
+        stage_cmd("kiri.collect.stage", "exec", *args),
         capture_output=True,
         timeout=30,
         check=False,
@@ -209,7 +209,7 @@ def test_a_config_atom_collects_trains_and_scores(kiri_home, tmp_path):
     assert lines[0].startswith("atom gpu: not trained yet")
     assert lines[1].split(",")[0].split() == ["temp:0-temp:7", "temp", "(temp)"]
     assert "20..100" in lines[1] and "util:0-util:17" in lines[2]
-    assert "gpu" in run("kiri.stages.atom", "--help").stdout.decode()
+    assert "gpu" in run("kiri.score.stage", "--help").stdout.decode()
 
     collected = collect("--atom", "gpu", "--count", "60")  # the configured command
     assert collected.returncode == 0, collected.stderr
@@ -223,7 +223,7 @@ def test_a_config_atom_collects_trains_and_scores(kiri_home, tmp_path):
     calm = Obs(ts=1.0, atom="gpu", host="rig", values={"temp": 45.0, "util": 40.0, "fans": 2})
     hot = Obs(ts=2.0, atom="gpu", host="rig", values={"temp": 95.0, "util": 40.0, "fans": 2})
     lines = b"".join(msgspec.json.encode(o) + b"\n" for o in (calm, hot))
-    scored = run("kiri.stages.atom", "gpu", input=lines)
+    scored = run("kiri.score.stage", "gpu", input=lines)
     assert scored.returncode == 0, scored.stderr
     usual, odd = [decode_score(line) for line in scored.stdout.splitlines()]
     assert odd.tokens[0] == "temp:7" and usual.tokens[0] == "temp:2"  # (45-20)/80*8
@@ -252,7 +252,7 @@ def test_a_bad_field_spec_is_a_clear_config_error(kiri_home, fields, message):
     write_config(kiri_home, gpu_config(fields + "\n"))
     for out in (
         run("kiri.cli", "info", "gpu"),
-        run("kiri.stages.atom", "gpu"),
+        run("kiri.score.stage", "gpu"),
         collect("--atom", "gpu", "--count", "1"),
     ):
         assert out.returncode == 2 and out.stdout == b""

@@ -16,8 +16,8 @@ import msgspec
 import pytest
 from conftest import loop_pipeline, stage_cmd
 
-from kiri.records import Obs
-from kiri.store import Store
+from kiri.home.store import Store
+from kiri.wire.records import Obs
 
 RECORDS = 50_000
 KILLS = 20
@@ -34,7 +34,7 @@ COUNT = (
     "[os.write(fd, line) for line in sys.stdin.buffer]"
 )
 
-SOURCE = '["sh", "-c", "{python} -m kiri.stages.collect replay --speed {speed} {stream}; exit 125"]'
+SOURCE = '["sh", "-c", "{python} -m kiri.collect.stage replay --speed {speed} {stream}; exit 125"]'
 COUNTER = """
 [[stage]]
 name = "count"
@@ -93,7 +93,7 @@ def test_kill_9_twenty_times_while_50000_records_stream(installed_pulse, kiri_ho
         )
     )
     sup = subprocess.Popen(
-        stage_cmd("kiri.supervisor", str(pipeline)),
+        stage_cmd("kiri.supervise.supervisor", str(pipeline)),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )

@@ -10,8 +10,8 @@ import msgspec
 import pytest
 from conftest import log_events, run, stage_cmd
 
-from kiri.records import Decision, Outcome
-from kiri.store import Store
+from kiri.home.store import Store
+from kiri.wire.records import Decision, Outcome
 
 encode = msgspec.json.Encoder().encode
 CULPRITS = [("C9", 9.5), ("L4", 6.0), ("M1", 0.2), ("D2", 0.1), ("S0", 0.05), ("N1", 0.01)]
@@ -36,7 +36,7 @@ def delivered(d, ok=True):
 
 
 def feedback(*lines, args=()):
-    out = run("kiri.stages.feedback", *args, input=b"".join(line + b"\n" for line in lines))
+    out = run("kiri.feedback.stage", *args, input=b"".join(line + b"\n" for line in lines))
     assert out.returncode == 0, out.stderr
     return [json.loads(line) for line in out.stdout.splitlines()], out
 
@@ -135,7 +135,7 @@ def test_verdicts_given_while_it_runs_are_noticed_promptly(kiri_home):
     with Store() as store:
         record(store, alert(0))
     proc = subprocess.Popen(
-        stage_cmd("kiri.stages.feedback", "--poll", "0.1"),
+        stage_cmd("kiri.feedback.stage", "--poll", "0.1"),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -167,7 +167,7 @@ def test_closed_reader_exits_zero(kiri_home):
         record(store, *(alert(i) for i in range(50)))
         for i in range(50):
             store.add_verdict(f"a{i}", "confirm")
-    cmd = " ".join(stage_cmd("kiri.stages.feedback"))
+    cmd = " ".join(stage_cmd("kiri.feedback.stage"))
     out = subprocess.run(
         ["bash", "-c", f"{cmd} < /dev/null | head -n 1; echo status=${{PIPESTATUS[0]}}"],
         capture_output=True,
@@ -206,7 +206,7 @@ def test_a_newer_store_is_a_one_line_error(kiri_home, cmd):
 
 def test_sigterm_mid_stream_keeps_what_was_read(kiri_home):
     proc = subprocess.Popen(
-        stage_cmd("kiri.stages.feedback"),
+        stage_cmd("kiri.feedback.stage"),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -245,7 +245,7 @@ def test_every_n_verdicts_ask_for_nerve_to_be_trained_again(kiri_home):
 
 
 def test_rules_and_verdicts_on_stdin_never_reach_the_feedback_fifo(kiri_home):
-    from kiri.records import Rule, Verdict
+    from kiri.wire.records import Rule, Verdict
 
     forged = [
         encode(Rule(id="r-x", atom="pulse", host="vm", match=["C9"], expires=9e9)),

@@ -3,9 +3,9 @@
 import msgspec
 from conftest import log_events, run
 
-from kiri.records import Decision, Outcome
-from kiri.stages.feedback import PENDING_WINDOW
-from kiri.store import Store
+from kiri.feedback.stage import PENDING_WINDOW
+from kiri.home.store import Store
+from kiri.wire.records import Decision, Outcome
 
 encode = msgspec.json.Encoder().encode
 
@@ -34,7 +34,7 @@ def test_a_decision_every_delivery_failed_is_forgotten_once_its_outcomes_are_all
     lines = [line for i in range(n) for line in (decision(i), outcome(i, ok=False))]
     # too late for a0, forgotten; the newest fails on one sink, succeeds on the next
     lines += [outcome(0, ok=True), outcome(n - 1, ok=True, sink="log")]
-    out = run("kiri.stages.feedback", input=b"".join(line + b"\n" for line in lines))
+    out = run("kiri.feedback.stage", input=b"".join(line + b"\n" for line in lines))
     assert out.returncode == 0, out.stderr.decode()
     with Store() as store:
         assert [a.id for a in store.alerts()] == [f"a{n - 1}"]

@@ -1,4 +1,4 @@
-"""kiri.collectors.Fit: what a source says is kept short enough for the next stage to read."""
+"""kiri.collect.sources.Fit: what a source says is kept short enough for the next stage to read."""
 
 from collections.abc import MutableMapping
 from typing import Any
@@ -6,9 +6,9 @@ from typing import Any
 import msgspec
 import structlog
 
-from kiri.collectors import MAX_TEXT, Fit
-from kiri.records import Obs
-from kiri.stream import MAX_LINE
+from kiri.collect.sources import MAX_TEXT, Fit
+from kiri.wire.records import Obs
+from kiri.wire.stream import MAX_LINE
 
 
 def fitted(*observations: Obs) -> tuple[list[Obs], list[MutableMapping[str, Any]]]:

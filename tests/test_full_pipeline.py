@@ -8,7 +8,7 @@ import time
 
 from conftest import log_events, stage_cmd
 
-from kiri.pipeline import CHECKOUT
+from kiri.supervise.pipeline import CHECKOUT
 
 FULL = CHECKOUT / "pipelines" / "full.toml"
 
@@ -24,7 +24,7 @@ def test_the_full_pipeline_runs_with_no_router_configured(kiri_home, tmp_path):
     err = tmp_path / "supervise.err"
     with open(err, "wb") as f:
         proc = subprocess.Popen(
-            stage_cmd("kiri.supervisor", str(FULL)), stdout=subprocess.DEVNULL, stderr=f
+            stage_cmd("kiri.supervise.supervisor", str(FULL)), stdout=subprocess.DEVNULL, stderr=f
         )
     try:
         deadline = time.monotonic() + 30

@@ -11,10 +11,10 @@ KINDS = fixture_bytes("kinds.ndjson").splitlines()
 @pytest.mark.parametrize(
     ("stage", "args"),
     [
-        ("kiri.stages.atom", ("pulse",)),
-        ("kiri.stages.decide", ()),
-        ("kiri.stages.act", ("--sink", "log")),
-        ("kiri.stages.feedback", ()),
+        ("kiri.score.stage", ("pulse",)),
+        ("kiri.decide.stage", ()),
+        ("kiri.act.stage", ("--sink", "log")),
+        ("kiri.feedback.stage", ()),
     ],
 )
 def test_a_deeply_nested_line_is_one_bad_record_and_the_rest_flows(installed_pulse, stage, args):
@@ -30,7 +30,7 @@ def test_a_deeply_nested_line_is_one_bad_record_and_the_rest_flows(installed_pul
 def test_a_config_toml_nested_too_deeply_is_a_clear_error(kiri_home):
     kiri_home.mkdir(parents=True, exist_ok=True)
     (kiri_home / "config.toml").write_text("a = " + "[" * 2000 + "1" + "]" * 2000 + "\n")
-    out = run("kiri.stages.decide", input=b"")
+    out = run("kiri.decide.stage", input=b"")
     assert out.returncode == 2
     assert out.stderr.decode().strip().endswith("config.toml: arrays or tables nested too deeply")
 
@@ -45,15 +45,15 @@ def _obs_at(ts: float | str) -> bytes:
 @pytest.mark.parametrize(
     ("stage", "args"),
     [
-        ("kiri.stages.atom", ("pulse", "--learn")),
-        ("kiri.stages.decide", ()),
-        ("kiri.stages.collect", ("replay", "--speed", "1000", "-")),
+        ("kiri.score.stage", ("pulse", "--learn")),
+        ("kiri.decide.stage", ()),
+        ("kiri.collect.stage", ("replay", "--speed", "1000", "-")),
     ],
 )
 @pytest.mark.parametrize("ts", ["1e17", "-5", "1.7976931348623157e308"])
 def test_a_time_no_calendar_holds_is_one_bad_record(stage, args, ts):
     lines = [_obs_at(1795285736.5), _obs_at(ts), _obs_at(1795285737.5)]
-    if stage == "kiri.stages.decide":  # scores, as decide reads
+    if stage == "kiri.decide.stage":  # scores, as decide reads
         score = KINDS[1]
         lines = [score, score.replace(b"1795285736.5", ts.encode(), 1), score]
     out = run(stage, *args, input=b"\n".join(lines) + b"\n", timeout=60)
@@ -63,8 +63,8 @@ def test_a_time_no_calendar_holds_is_one_bad_record(stage, args, ts):
 
 
 def test_kiri_alerts_lists_a_stored_alert_whose_time_no_calendar_holds(kiri_home):
-    from kiri.records import Decision
-    from kiri.store import Store
+    from kiri.home.store import Store
+    from kiri.wire.records import Decision
 
     with Store() as store:
         store.record_alert(Decision(id="a1", atom="pulse", host="vm", action="alert"), "C9")
@@ -76,11 +76,11 @@ def test_kiri_alerts_lists_a_stored_alert_whose_time_no_calendar_holds(kiri_home
 
 
 STAGES = [
-    ("kiri.stages.atom", ("pulse",)),
-    ("kiri.stages.decide", ()),
-    ("kiri.stages.act", ("--sink", "log")),
-    ("kiri.stages.feedback", ()),
-    ("kiri.stages.collect", ("replay", "-")),
+    ("kiri.score.stage", ("pulse",)),
+    ("kiri.decide.stage", ()),
+    ("kiri.act.stage", ("--sink", "log")),
+    ("kiri.feedback.stage", ()),
+    ("kiri.collect.stage", ("replay", "-")),
 ]
 NEWER = b'{"kind":"forecast","ts":1795285736.5,"atom":"pulse","horizon":[1,2,3]}'
 
@@ -107,6 +107,6 @@ def test_a_cr_before_the_newline_is_not_kept(installed_pulse, stage, args):
 
 def test_a_crlf_decision_is_logged_without_its_cr(kiri_home):
     decision = next(line for line in KINDS if b'"kind":"decision"' in line)
-    out = run("kiri.stages.act", "--sink", "log", input=decision + b"\r\n")
+    out = run("kiri.act.stage", "--sink", "log", input=decision + b"\r\n")
     assert out.returncode == 0, out.stderr.decode()
     assert (kiri_home / "logs" / "alerts.ndjson").read_bytes() == decision + b"\n"

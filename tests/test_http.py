@@ -1,9 +1,10 @@
-"""kiri/http.py against a real HTTP server on 127.0.0.1: statuses, retries, limits, secrets."""
+"""kiri/clients/http.py against a real HTTP server on 127.0.0.1: statuses, retries, limits,
+secrets."""
 
 import pytest
 from scripted_http import Answer, scripted_server
 
-from kiri.http import HttpError, post_json, redact, request, retrying, url_secrets
+from kiri.clients.http import HttpError, post_json, redact, request, retrying, url_secrets
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ import time
 
 from conftest import FIXTURES, loop_pipeline, stage_cmd
 
-from kiri.lifecycle import read_state
-from kiri.store import AlertRow, Store
+from kiri.atoms.lifecycle import read_state
+from kiri.home.store import AlertRow, Store
 
 PARTS = ["pulse-normal.ndjson", "pulse-stress.ndjson", "pulse-recovery.ndjson"]
 
@@ -29,7 +29,7 @@ def test_a_learning_pipeline_is_quiet_alerts_on_the_stress_and_resolves_after(ki
         )
     )
     proc = subprocess.Popen(
-        stage_cmd("kiri.supervisor", str(pipeline)),
+        stage_cmd("kiri.supervise.supervisor", str(pipeline)),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )

@@ -1,5 +1,5 @@
 """Stages die with their supervisor: each is a process group, signalled and killed whole, and the
-lifeline (kiri/lifeline.py) ends them when the supervisor is killed outright."""
+lifeline (kiri/supervise/lifeline.py) ends them when the supervisor is killed outright."""
 
 import os
 import signal
@@ -45,7 +45,7 @@ def test_kill_9_of_the_supervisor_ends_every_stage_and_what_it_started(supervise
     )
     ticker = psutil.Process(sv.wait_state("ticker", "running")["pid"])
     children = psutil.Process(sv.proc.pid).children()
-    lifeline = [p for p in children if "kiri.lifeline" in p.cmdline()]
+    lifeline = [p for p in children if "kiri.supervise.lifeline" in p.cmdline()]
     assert len(lifeline) == 1
     procs = [*wrapped_family(sv), ticker, *lifeline]
     sv.proc.kill()

@@ -11,7 +11,7 @@ import time
 import pytest
 from conftest import FIXTURES, loop_pipeline, run, stage_cmd
 
-from kiri.store import Store
+from kiri.home.store import Store
 
 NORMAL = json.loads(FIXTURES.joinpath("pulse-normal.ndjson").read_text().splitlines()[-1])
 STRESS = json.loads(FIXTURES.joinpath("pulse-stress.ndjson").read_text().splitlines()[-1])
@@ -43,7 +43,7 @@ class Loop:
 
     def start(self):
         self.proc = subprocess.Popen(
-            stage_cmd("kiri.supervisor", str(self.file)),
+            stage_cmd("kiri.supervise.supervisor", str(self.file)),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )

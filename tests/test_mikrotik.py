@@ -23,8 +23,8 @@ import pytest
 from conftest import FIXTURES, log_events, measured, run, stage_cmd
 
 from kiri.atoms.mikrotik import parse_uptime
-from kiri.collectors import MAX_TEXT
-from kiri.records import Obs, Score
+from kiri.collect.sources import MAX_TEXT
+from kiri.wire.records import Obs, Score
 
 ROUTER = FIXTURES / "mikrotik"
 CERT, KEY = ROUTER / "router-cert.pem", ROUTER / "router-key.pem"
@@ -194,7 +194,7 @@ def collector(
     password: tuple[str, ...] = ("--password-env", "ROUTER_PASSWORD"),
 ) -> list[str]:
     return stage_cmd(
-        "kiri.stages.collect",
+        "kiri.collect.stage",
         "mikrotik",
         "--url",
         router.url,
@@ -480,7 +480,7 @@ def test_the_password_comes_from_a_private_file(router, tmp_path):
 
 def test_a_password_is_never_taken_on_the_command_line(router):
     out = run(
-        "kiri.stages.collect",
+        "kiri.collect.stage",
         "mikrotik",
         "--url",
         router.url,
@@ -504,7 +504,7 @@ def test_without_url_the_router_comes_from_config_toml(router, kiri_home, tmp_pa
         f'ca = "{CERT}"\n'
     )
     out = run(
-        "kiri.stages.collect", "mikrotik", "--count", "1", "--interval", "0.1", "--host", "gateway"
+        "kiri.collect.stage", "mikrotik", "--count", "1", "--interval", "0.1", "--host", "gateway"
     )
     [obs] = observations(out)
     assert obs.host == "gateway" and obs.values["cpu"] == 7.0
@@ -515,7 +515,7 @@ def test_no_router_configured_exits_125_with_one_line(kiri_home, config):
     if config:
         kiri_home.mkdir(parents=True, exist_ok=True)
         (kiri_home / "config.toml").write_text(config)
-    out = run("kiri.stages.collect", "mikrotik")
+    out = run("kiri.collect.stage", "mikrotik")
     assert out.returncode == 125 and out.stdout == b""
     [line] = out.stderr.decode().splitlines()
     [event] = log_events(line)
@@ -543,7 +543,7 @@ def test_no_router_configured_exits_125_with_one_line(kiri_home, config):
 )
 def test_a_router_url_that_would_expose_the_password_is_refused(router, url, error):
     out = run(
-        "kiri.stages.collect",
+        "kiri.collect.stage",
         "mikrotik",
         "--url",
         url,
@@ -614,7 +614,7 @@ def test_kiri_trains_on_recorded_observations_and_the_atom_scores_them(router, k
         values={**usual.values, "rx": measured(usual.values)["rx"] * 100, "reboot": 1.0},
     )
     stream = b"".join(msgspec.json.encode(o) + b"\n" for o in (usual, flood))
-    scored = run("kiri.stages.atom", "mikrotik", input=stream)
+    scored = run("kiri.score.stage", "mikrotik", input=stream)
     assert scored.returncode == 0, scored.stderr.decode()
     calm, alarming = [msgspec.json.decode(s, type=Score) for s in scored.stdout.splitlines()]
     assert len(calm.tokens) == 9 and calm.tokens[-1] == "R0"

@@ -9,8 +9,8 @@ import msgspec
 from conftest import log_events, run, stage_cmd
 
 from kiri.atoms import nerve
-from kiri.recordings import Recorder
-from kiri.records import Decision, Score
+from kiri.home.recordings import Recorder
+from kiri.wire.records import Decision, Score
 
 encode = msgspec.json.Encoder().encode
 decode = msgspec.json.Decoder(Decision).decode
@@ -48,7 +48,7 @@ def stream(unusual, ts0=NOON, normal_before=3, unusual_for=5, normal_after=6, at
 
 
 def decide(data, *args):
-    out = run("kiri.stages.decide", *args, input=data)
+    out = run("kiri.decide.stage", *args, input=data)
     assert out.returncode == 0, out.stderr
     return [decode(line) for line in out.stdout.splitlines()], out
 
@@ -74,10 +74,10 @@ def test_three_atoms_alerting_together_make_one_alert_that_names_them_all():
 
 def test_act_notifies_once_for_the_group(kiri_home):
     decide_p = subprocess.Popen(
-        stage_cmd("kiri.stages.decide"), stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        stage_cmd("kiri.decide.stage"), stdin=subprocess.PIPE, stdout=subprocess.PIPE
     )
     act = subprocess.Popen(
-        stage_cmd("kiri.stages.act", "--sink", "log"), stdin=decide_p.stdout, stdout=subprocess.PIPE
+        stage_cmd("kiri.act.stage", "--sink", "log"), stdin=decide_p.stdout, stdout=subprocess.PIPE
     )
     assert decide_p.stdin is not None and decide_p.stdout is not None
     decide_p.stdout.close()

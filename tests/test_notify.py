@@ -45,7 +45,7 @@ def calls(bin_dir, name: str) -> list[list[str]]:
 def act(bin_dir, *lines: bytes) -> tuple[subprocess.CompletedProcess, list[dict]]:
     """kiri-act --sink notify with PATH holding only `bin_dir`."""
     out = subprocess.run(
-        stage_cmd("kiri.stages.act", "--sink", "notify", "--retries", "0"),
+        stage_cmd("kiri.act.stage", "--sink", "notify", "--retries", "0"),
         input=b"".join(line + b"\n" for line in lines),
         capture_output=True,
         timeout=30,

@@ -36,9 +36,9 @@ def test_normal_then_stress_opens_one_incident_and_resolves_it(installed_pulse, 
     decisions = [
         json.loads(line)
         for line in chain(
-            ("kiri.stages.collect", "replay", *files),
-            ("kiri.stages.atom", "pulse"),
-            ("kiri.stages.decide",),
+            ("kiri.collect.stage", "replay", *files),
+            ("kiri.score.stage", "pulse"),
+            ("kiri.decide.stage",),
         )
     ]
     assert len(decisions) == sum(len((FIXTURES / p).read_bytes().splitlines()) for p in PARTS)
@@ -56,10 +56,10 @@ def test_act_delivers_the_incident_once_to_the_log(installed_pulse, kiri_home):
     out = [
         json.loads(line)
         for line in chain(
-            ("kiri.stages.collect", "replay", *files),
-            ("kiri.stages.atom", "pulse"),
-            ("kiri.stages.decide",),
-            ("kiri.stages.act", "--sink", "log"),
+            ("kiri.collect.stage", "replay", *files),
+            ("kiri.score.stage", "pulse"),
+            ("kiri.decide.stage",),
+            ("kiri.act.stage", "--sink", "log"),
         )
     ]
     # each delivered decision goes on for kiri-feedback, followed by its outcome

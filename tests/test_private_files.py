@@ -9,8 +9,8 @@ import msgspec
 from conftest import stage_cmd
 from test_feedback import alert
 
-from kiri.records import Decision
-from kiri.store import Store
+from kiri.home.store import Store
+from kiri.wire.records import Decision
 
 
 def run_stage(module: str, *records: msgspec.Struct) -> list[dict]:
@@ -35,13 +35,13 @@ def test_the_new_normal_examples_are_private(kiri_home):
     with Store() as store:
         store.record_alert(alert(0), "C9 L4")
         store.add_verdict("a0", "dismiss", normal=True)
-    out = run_stage("kiri.stages.feedback")
+    out = run_stage("kiri.feedback.stage")
     assert [r["kind"] for r in out] == ["verdict", "rule"]
     assert mode(kiri_home / "atoms" / "pulse" / "normal.ndjson") == 0o600
 
 
 def test_the_train_log_is_private(kiri_home):
     retrain = Decision(ts=1.0, id="d-1", atom="pulse", host="vm", action="retrain", summary="")
-    outcomes = [r for r in run_stage("kiri.stages.act", retrain) if r["kind"] == "outcome"]
+    outcomes = [r for r in run_stage("kiri.act.stage", retrain) if r["kind"] == "outcome"]
     assert outcomes[-1]["sink"] == "retrain" and outcomes[-1]["ok"], outcomes
     assert mode(kiri_home / "logs" / "train-pulse.log") == 0o600

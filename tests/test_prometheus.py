@@ -28,9 +28,7 @@ import structlog
 from conftest import log_events, measured, run, stage_cmd
 from scripted_http import Answer, scripted_server
 
-from kiri.collectors import MAX_TEXT
-from kiri.durations import duration, moment
-from kiri.prometheus import (
+from kiri.clients.prometheus import (
     MAX_COUNT,
     QUERY_SETS,
     PromError,
@@ -44,10 +42,12 @@ from kiri.prometheus import (
     rate_window,
     step,
 )
-from kiri.records import Obs
+from kiri.collect.sources import MAX_TEXT
+from kiri.home.durations import duration, moment
+from kiri.wire.records import Obs
 
 PROMETHEUS, NODE_EXPORTER = "/usr/bin/prometheus", "/usr/bin/prometheus-node-exporter"
-COLLECT = "kiri.stages.collect"
+COLLECT = "kiri.collect.stage"
 SCRAPES = 8  # of each instance before the tests that read data start: a backfill of 10 s
 PULSE = ("--queries", "pulse", "--step", "1s", "--scrape-interval", "1s")
 
@@ -468,8 +468,8 @@ def test_backfill_gives_pulse_observations_per_instance_in_time_order(scraped):
 
 @needs_servers
 def test_a_backfill_asked_for_in_pieces_gives_the_same_stream(scraped, monkeypatch, capfd):
-    from kiri.collectors import prometheus as source
-    from kiri.stages.collect import main
+    from kiri.collect import prometheus as source
+    from kiri.collect.stage import main
 
     end = math.floor(time.time()) - 1
     window = ("--url", scraped, *PULSE, "--start", str(end - 8), "--end", str(end))
@@ -649,7 +649,7 @@ def test_kiri_train_learns_the_fleet_from_a_backfill(scraped, kiri_home):
     )
     assert train.returncode == 0, train.stderr
     assert (kiri_home / "atoms" / "fleet" / "weights.json").exists()
-    scored = run("kiri.stages.atom", "fleet", input=custom.stdout)
+    scored = run("kiri.score.stage", "fleet", input=custom.stdout)
     assert scored.returncode == 0, scored.stderr
     assert [json.loads(line)["kind"] for line in scored.stdout.splitlines()] == ["score"] * len(
         custom.stdout.splitlines()

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from conftest import FIXTURES, observations, run
 
-from kiri.detector import Detector
+from kiri.atoms.detector import Detector
+from kiri.home.store import Store
 from kiri.model.weights import WeightsError
-from kiri.records import Decision, Obs, Score
-from kiri.store import Store
+from kiri.wire.records import Decision, Obs, Score
 
 decode = msgspec.json.Decoder(Obs).decode
 

@@ -2,7 +2,7 @@ import msgspec
 import pytest
 from conftest import fixture_bytes
 
-from kiri.records import KINDS, Decision, Obs, Outcome, Record, Rule, Score, Verdict
+from kiri.wire.records import KINDS, Decision, Obs, Outcome, Record, Rule, Score, Verdict
 
 decoder = msgspec.json.Decoder(Record)
 encoder = msgspec.json.Encoder()

@@ -8,11 +8,11 @@ import pytest
 import structlog
 from conftest import stage_cmd
 
-from kiri.records import Decision
-from kiri.sinks import SinkError
-from kiri.sinks import retrain as retrain_sink
-from kiri.sinks.retrain import MAX_RUNNING, RetrainSink
-from kiri.training_jobs import train_log
+from kiri.act.sinks import SinkError
+from kiri.act.sinks import retrain as retrain_sink
+from kiri.act.sinks.retrain import MAX_RUNNING, RetrainSink
+from kiri.atoms.training_jobs import train_log
+from kiri.wire.records import Decision
 
 
 def retrain(atom: str, n: int = 0) -> Decision:
@@ -77,7 +77,7 @@ def kiri_act(*decisions: dict) -> list[dict]:
     creates files as under a usual umask."""
     lines = b"".join(msgspec.json.encode(retrain(**d)) + b"\n" for d in decisions)
     out = subprocess.run(
-        stage_cmd("kiri.stages.act"),
+        stage_cmd("kiri.act.stage"),
         input=lines,
         capture_output=True,
         timeout=30,

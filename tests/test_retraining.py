@@ -5,8 +5,8 @@ import fcntl
 import pytest
 from conftest import run
 
-from kiri.retraining import DEFAULT, Schedule
-from kiri.training_jobs import BUSY
+from kiri.atoms.retraining import DEFAULT, Schedule
+from kiri.atoms.training_jobs import BUSY
 
 
 def test_the_default_retrains_daily_on_the_last_week_of_minutes() -> None:
@@ -49,6 +49,6 @@ def test_one_training_run_at_a_time_per_atom(kiri_home) -> None:
     lock.parent.mkdir(parents=True)
     with lock.open("a") as held:
         fcntl.flock(held, fcntl.LOCK_EX)  # a run under way, as kiri-atom or kiri-act started it
-        out = run("kiri.training_jobs", "pulse")
+        out = run("kiri.atoms.training_jobs", "pulse")
     assert out.returncode == BUSY
     assert out.stdout.decode().strip() == "already training pulse: this run is not needed"

@@ -18,7 +18,7 @@ from conftest import FIXTURES, log_events, run, stage_cmd
 
 from kiri.atoms import rhythm
 from kiri.atoms.rhythm import NoAnswerError, UnparsableError
-from kiri.records import Obs, Score
+from kiri.wire.records import Obs, Score
 
 decode = msgspec.json.Decoder(Obs).decode
 encode = msgspec.json.Encoder().encode
@@ -115,7 +115,7 @@ def linux_desktop(tmp_path, monkeypatch):
 
 
 def collect_rhythm(*args: str) -> tuple[list[Obs], list[dict]]:
-    out = run("kiri.stages.collect", "rhythm", "--interval", "0.01", *args)
+    out = run("kiri.collect.stage", "rhythm", "--interval", "0.01", *args)
     assert out.returncode == 0, out.stderr
     return [decode(line) for line in out.stdout.splitlines()], log_events(out.stderr)
 
@@ -292,7 +292,7 @@ def test_repositories_come_from_config_toml_with_home_expanded(repo, kiri_home, 
 def test_a_malformed_repos_setting_is_a_one_line_error(kiri_home):
     kiri_home.mkdir()
     (kiri_home / "config.toml").write_text('[rhythm]\nrepos = "~/work"\n')
-    out = run("kiri.stages.collect", "rhythm", "--count", "1")
+    out = run("kiri.collect.stage", "rhythm", "--count", "1")
     assert out.returncode == 2 and out.stdout == b""
     [line] = out.stderr.decode().splitlines()  # KIRI names the key; msgspec words the reason
     assert line.startswith("Error: config.toml: [rhythm] repos: ")
@@ -391,7 +391,7 @@ def test_idle_time_from_a_real_x_server(xvfb):
 def test_sigterm_in_the_middle_of_a_stream_ends_it_cleanly(linux_desktop):
     linux_desktop(xprintidle="xprintidle.txt")
     proc = subprocess.Popen(
-        stage_cmd("kiri.stages.collect", "rhythm", "--interval", "0.05"),
+        stage_cmd("kiri.collect.stage", "rhythm", "--interval", "0.05"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -408,7 +408,7 @@ def test_sigterm_in_the_middle_of_a_stream_ends_it_cleanly(linux_desktop):
 def test_a_closed_reader_ends_it_quietly(linux_desktop):
     linux_desktop(xprintidle="xprintidle.txt")
     proc = subprocess.Popen(
-        stage_cmd("kiri.stages.collect", "rhythm", "--interval", "0.05"),
+        stage_cmd("kiri.collect.stage", "rhythm", "--interval", "0.05"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -480,7 +480,7 @@ def test_a_trained_rhythm_finds_3am_sunday_work_surprising(tmp_path):
         )
         for ts, (h, w) in ((ts, rhythm.clock(ts)) for ts in (wednesday_3pm, sunday_3am))
     ]
-    scored = run("kiri.stages.atom", "rhythm", input=b"\n".join(lines) + b"\n")
+    scored = run("kiri.score.stage", "rhythm", input=b"\n".join(lines) + b"\n")
     assert scored.returncode == 0, scored.stderr
     usual, burst = [msgspec.json.decode(line, type=Score) for line in scored.stdout.splitlines()]
     assert usual.tokens == burst.tokens == ["K1", "I0", "G2", "F4"]  # only the context differs

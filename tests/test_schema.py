@@ -8,8 +8,8 @@ import pytest
 
 from kiri.atoms import atom_spec
 from kiri.atoms.pulse import SCHEMA
+from kiri.atoms.schema import Field, Schema, SchemaError, clock_field
 from kiri.model.config import num_params
-from kiri.schema import Field, Schema, SchemaError, clock_field
 
 META = {"cpus": "2"}
 

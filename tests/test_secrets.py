@@ -58,7 +58,7 @@ def test_a_malformed_url_fails_the_delivery_without_a_secret_in_outcomes_logs_or
     )
     out = subprocess.run(
         stage_cmd(
-            "kiri.stages.act",
+            "kiri.act.stage",
             "--sink",
             "telegram",
             "--sink",
@@ -94,7 +94,7 @@ def test_a_malformed_api_url_fails_each_poll_without_the_token(kiri_home, monkey
         'api_url = "http://127.0.0.1:9/x y"\n',
     )
     proc = subprocess.Popen(
-        stage_cmd("kiri.stages.collect", "telegram", "--timeout", "1"),
+        stage_cmd("kiri.collect.stage", "telegram", "--timeout", "1"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
@@ -140,7 +140,7 @@ def test_the_exec_command_runs_without_the_secret_variables(kiri_home, monkeypat
     code = f"{DUMP_ENV}; sys.exit('cannot page: token {TOKEN} refused')"
     out = subprocess.run(
         stage_cmd(
-            "kiri.stages.act",
+            "kiri.act.stage",
             "--sink",
             "exec",
             "--retries",

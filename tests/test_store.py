@@ -6,8 +6,8 @@ import sqlite3
 import msgspec
 import pytest
 
-from kiri.records import Decision, Rule
-from kiri.store import VERSION, Store, StoreError, UnknownAlertError, db_path
+from kiri.home.store import VERSION, Store, StoreError, UnknownAlertError, db_path
+from kiri.wire.records import Decision, Rule
 
 
 def decision(i, atom="pulse"):
@@ -95,7 +95,7 @@ def test_rules_expire_and_hold_only_with_a_host(kiri_home):
 
 
 def test_a_rule_from_before_hosts_takes_the_host_of_the_alerts_dismissed_into_it(kiri_home):
-    from kiri.store import MIGRATIONS, _statements
+    from kiri.home.store import MIGRATIONS, _statements
 
     kiri_home.mkdir(parents=True)
     db = sqlite3.connect(kiri_home / "kiri.db", isolation_level=None)

@@ -12,10 +12,10 @@ from conftest import fixture_bytes, log_events, run, stage_cmd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kiri.records import Obs, Score
-from kiri.stream import MAX_LINE, Stream
+from kiri.wire.records import Obs, Score
+from kiri.wire.stream import MAX_LINE, Stream
 
-REPLAY = ("kiri.stages.collect", "replay", "-")
+REPLAY = ("kiri.collect.stage", "replay", "-")
 GOOD = fixture_bytes("pulse.ndjson").splitlines()
 KINDS = fixture_bytes("kinds.ndjson").splitlines()
 
@@ -122,7 +122,7 @@ def test_blank_lines_are_skipped_silently():
 def test_closed_reader_exits_zero_without_traceback(tmp_path):
     big = tmp_path / "big.ndjson"
     big.write_bytes(b"\n".join(GOOD * 4000) + b"\n")
-    cmd = " ".join(stage_cmd("kiri.stages.collect", "replay", str(big)))
+    cmd = " ".join(stage_cmd("kiri.collect.stage", "replay", str(big)))
     out = subprocess.run(
         ["bash", "-c", f'{cmd} | head -n 1; echo "status=${{PIPESTATUS[0]}}"'],
         capture_output=True,

@@ -1,5 +1,5 @@
-"""kiri-supervise, run for real (python -m kiri.supervisor) on pipeline files written per test,
-with stand-in stages from fixtures/supervise-helper.py and, for one test, the real stages."""
+"""kiri-supervise, run for real (python -m kiri.supervise.supervisor) on pipeline files written per
+test, with stand-in stages from fixtures/supervise-helper.py and, for one test, the real stages."""
 
 import contextlib
 import json
@@ -19,9 +19,9 @@ import psutil
 import pytest
 from conftest import FIXTURES, ROOT, log_events, run, stage_cmd
 
-from kiri import supervisor
-from kiri.lifecycle import State, state_path
-from kiri.records import Decision
+from kiri.atoms.lifecycle import State, state_path
+from kiri.supervise import supervisor
+from kiri.wire.records import Decision
 
 HELPER = FIXTURES / "supervise-helper.py"
 FAST = {
@@ -66,7 +66,9 @@ class Supervised:
         self.file.write_text(toml_text(stages, **top))
         with open(self.err, "wb") as err:
             self.proc = subprocess.Popen(
-                stage_cmd("kiri.supervisor", str(self.file)), stdout=subprocess.DEVNULL, stderr=err
+                stage_cmd("kiri.supervise.supervisor", str(self.file)),
+                stdout=subprocess.DEVNULL,
+                stderr=err,
             )
 
     def status(self) -> dict:
@@ -171,7 +173,7 @@ def test_a_bad_pipeline_is_rejected_before_anything_starts(case, tmp_path, kiri_
     text, message = BAD[case]
     path = tmp_path / "bad.toml"
     path.write_text(text)
-    out = run("kiri.supervisor", str(path))
+    out = run("kiri.supervise.supervisor", str(path))
     assert out.returncode == 2
     errors = out.stderr.decode().splitlines()
     assert errors and all(e.startswith(f"Error: {path}: ") for e in errors)
@@ -181,13 +183,13 @@ def test_a_bad_pipeline_is_rejected_before_anything_starts(case, tmp_path, kiri_
 
 
 def test_a_missing_pipeline_file_is_a_usage_error(tmp_path):
-    out = run("kiri.supervisor", str(tmp_path / "nope.toml"))
+    out = run("kiri.supervise.supervisor", str(tmp_path / "nope.toml"))
     assert out.returncode == 2
     assert out.stderr.decode().startswith(f"Error: cannot read {tmp_path / 'nope.toml'}: ")
 
 
 def test_check_describes_the_default_pipeline(kiri_home):
-    out = run("kiri.supervisor", "--check", str(ROOT / "pipelines" / "pulse.toml"))
+    out = run("kiri.supervise.supervisor", "--check", str(ROOT / "pipelines" / "pulse.toml"))
     assert out.returncode == 0, out.stderr
     lines = out.stdout.decode().splitlines()
     assert lines[0].startswith("pipeline pulse (") and lines[0].endswith(
@@ -229,7 +231,7 @@ def test_a_replay_goes_through_the_real_stages_intact_and_in_order(
 ):
     fixture = FIXTURES / "pulse-normal.ndjson"
     recorded = [json.loads(line)["ts"] for line in fixture.read_bytes().splitlines()]
-    replay = f"{sys.executable} -m kiri.stages.collect replay {fixture}; exit 125"
+    replay = f"{sys.executable} -m kiri.collect.stage replay {fixture}; exit 125"
     sv = supervise(
         [
             {"name": "collect", "argv": ["sh", "-c", replay]},  # once: 125 is "do not restart me"
@@ -675,7 +677,7 @@ def test_kiri_status_without_a_status_file_is_an_error(kiri_home):
 def test_a_second_supervisor_on_the_same_home_is_refused(supervise, tmp_path):
     sv = supervise([{"name": "tick", "argv": helper("tick", "0.05")}], **FAST)
     sv.wait_state("tick", "running")
-    out = run("kiri.supervisor", str(sv.file))
+    out = run("kiri.supervise.supervisor", str(sv.file))
     assert out.returncode == 1
     assert (
         out.stderr.decode()

@@ -14,9 +14,9 @@ from conftest import log_events, loop_pipeline, run, stage_cmd
 from fake_telegram import FakeTelegram
 from test_loop import STRESS, Loop, newest_alert, recorded, wait_for
 
-from kiri.records import Decision
-from kiri.store import Store
-from kiri.telegram import RateLimits, keyboard, parse_press
+from kiri.clients.telegram import RateLimits, keyboard, parse_press
+from kiri.home.store import Store
+from kiri.wire.records import Decision
 
 TOKEN = "123456:AAE-secret_token_Value9"
 CHAT = 1001
@@ -83,7 +83,7 @@ def assert_argv_clean(proc):
 def act(*decisions):
     """kiri-act --sink telegram on these decisions: its records and its log events."""
     proc = subprocess.Popen(
-        stage_cmd("kiri.stages.act", "--sink", "telegram"),
+        stage_cmd("kiri.act.stage", "--sink", "telegram"),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -98,14 +98,14 @@ def act(*decisions):
 def deliver(*decisions):
     """Through kiri-act --sink telegram and kiri-feedback, which records the delivered alerts."""
     proc = subprocess.run(
-        stage_cmd("kiri.stages.act", "--sink", "telegram"),
+        stage_cmd("kiri.act.stage", "--sink", "telegram"),
         capture_output=True,
         input=b"".join(encode(d) + b"\n" for d in decisions),
         timeout=30,
         check=False,
     )
     assert proc.returncode == 0, proc.stderr.decode()
-    assert run("kiri.stages.feedback", input=proc.stdout).returncode == 0
+    assert run("kiri.feedback.stage", input=proc.stdout).returncode == 0
 
 
 def sent(fake, alert):
@@ -126,7 +126,7 @@ class Collector:
     def __init__(self, fake, *args):
         self.fake, self.polls = fake, len(fake.calls("getUpdates"))
         self.proc = subprocess.Popen(
-            stage_cmd("kiri.stages.collect", "telegram", *args),
+            stage_cmd("kiri.collect.stage", "telegram", *args),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
@@ -447,14 +447,14 @@ def test_sigterm_during_a_long_poll_stops_at_once_and_cleanly(telegram):
 
 
 def test_without_a_telegram_table_the_collector_says_so_and_asks_not_to_be_restarted(kiri_home):
-    out = run("kiri.stages.collect", "telegram")
+    out = run("kiri.collect.stage", "telegram")
     assert out.returncode == 125 and out.stdout == b""
     [line] = out.stderr.decode().splitlines()
     assert json.loads(line)["event"] == "no_telegram"
 
 
 @pytest.mark.parametrize(
-    "stage", [("kiri.stages.act", "--sink", "telegram"), ("kiri.stages.collect", "telegram")]
+    "stage", [("kiri.act.stage", "--sink", "telegram"), ("kiri.collect.stage", "telegram")]
 )
 @pytest.mark.parametrize(
     "config, status, error",
@@ -510,7 +510,7 @@ def test_a_token_telegram_refuses_stops_the_collector_with_the_reason(
     telegram, kiri_home, monkeypatch
 ):
     monkeypatch.setenv("KIRI_TELEGRAM_TOKEN", "654321:revoked")
-    out = run("kiri.stages.collect", "telegram")
+    out = run("kiri.collect.stage", "telegram")
     assert out.returncode == 1 and out.stdout == b""
     assert out.stderr.decode().splitlines() == [
         "Error: Telegram refused the bot token (telegram getMe: HTTP 401 Unauthorized): check "

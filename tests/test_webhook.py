@@ -42,7 +42,7 @@ def signed(kiri_home, receiver, monkeypatch):
 
 def act(*lines: bytes, retries: str = "2") -> tuple[subprocess.CompletedProcess, list[dict]]:
     out = subprocess.run(
-        stage_cmd("kiri.stages.act", "--sink", "webhook", "--retries", retries),
+        stage_cmd("kiri.act.stage", "--sink", "webhook", "--retries", retries),
         input=b"".join(line + b"\n" for line in lines),
         capture_output=True,
         timeout=30,

@@ -30,12 +30,12 @@ from pathlib import Path
 
 import msgspec
 
-from kiri.config import FIELD_NAME as FIELD_NAME  # what a field name is, for every atom
-from kiri.config import AtomSection, ConfigError, FieldSpec, load_config
-from kiri.home import kiri_home, valid_name
+from kiri.atoms.schema import Field, Schema, clock_field
+from kiri.home.config import FIELD_NAME as FIELD_NAME  # what a field name is, for every atom
+from kiri.home.config import AtomSection, ConfigError, FieldSpec, load_config
+from kiri.home.paths import kiri_home, valid_name
 from kiri.model.config import Config
-from kiri.records import Obs
-from kiri.schema import Field, Schema, clock_field
+from kiri.wire.records import Obs
 
 AUTO_LEVELS = 10  # quantile buckets per field of an atom fitted from its data
 AUTO_TAILS = 4  # graded tokens beyond the bulk of the training values, on each side
@@ -137,7 +137,7 @@ def _config_spec(name: str) -> AtomSpec | None:
 
 
 def _config_field(name: str, spec: FieldSpec) -> Field:
-    """One field of a config atom: "auto", or a fixed range (kiri/config.py checked both)."""
+    """One field of a config atom: "auto", or a fixed range (kiri/home/config.py checked both)."""
     if spec == "auto":
         return _auto_field(name)
     return Field(

@@ -1,4 +1,4 @@
-"""Drift: task scope drift, read from the task log kept with `kiri task` (kiri/tasks.py).
+"""Drift: task scope drift, read from the task log kept with `kiri task` (kiri/home/tasks.py).
 
 One observation per window of the clock (an hour by default): the tasks added, the tasks
 completed and the project switches within it, and the tasks still open at its end. The window's
@@ -22,9 +22,9 @@ import datetime as dt
 from collections.abc import Iterator
 
 from kiri.atoms import AUTO_LEVELS, AUTO_TAILS, AtomSpec
-from kiri.records import Obs
-from kiri.schema import Field, Schema
-from kiri.tasks import TaskHistory
+from kiri.atoms.schema import Field, Schema
+from kiri.home.tasks import TaskHistory
+from kiri.wire.records import Obs
 
 DAY = 86400
 

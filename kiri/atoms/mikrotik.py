@@ -27,10 +27,10 @@ import math
 
 import msgspec
 
-from kiri import durations
 from kiri.atoms import AUTO_LEVELS, AUTO_STEPS, AUTO_TAILS, AtomSpec
-from kiri.records import Obs
-from kiri.schema import Field, Schema
+from kiri.atoms.schema import Field, Schema
+from kiri.home import durations
+from kiri.wire.records import Obs
 
 RESOURCE = "/rest/system/resource"
 INTERFACES = "/rest/interface"

@@ -18,12 +18,12 @@ import msgspec
 import numpy as np
 
 from kiri.atoms import AtomSpec
-from kiri.records import Decision, Obs
-from kiri.schema import Field, Schema
-from kiri.stream import Log
+from kiri.atoms.schema import Field, Schema
+from kiri.wire.records import Decision, Obs
+from kiri.wire.stream import Log
 
 if TYPE_CHECKING:
-    from kiri.detector import Detector
+    from kiri.atoms.detector import Detector
 
 ATOMS = ("pulse", "rhythm", "drift", "mikrotik")  # each has its own field; the rest share OTHER
 OTHER = "other"
@@ -99,7 +99,7 @@ def advise(detector: Detector, state: Mapping[str, float], ts: float) -> dict[st
 
 def verdicts_recorded() -> int:
     """How many verdict examples Nerve has to learn from."""
-    from kiri.home import data_dir
+    from kiri.home.paths import data_dir
 
     return sum(
         line.count(b'"source":"verdict"')
@@ -129,7 +129,7 @@ class NerveAdvisor:
 
     def _load(self) -> Detector | None:
         from kiri.atoms import weights_path
-        from kiri.detector import Detector
+        from kiri.atoms.detector import Detector
         from kiri.model.weights import WeightsError
 
         path = weights_path("nerve")
@@ -153,11 +153,11 @@ class NerveAdvisor:
 
 class PolicyExamples:
     """The default policy's decisions, recorded as Nerve's examples: every notable one, and the
-    `ok`s that carry their host's state (one every few minutes, kiri.policy.QUIET_STATE_EVERY), so
-    Nerve also learns what needs no alert."""
+    `ok`s that carry their host's state (one every few minutes, QUIET_STATE_EVERY in
+    kiri.decide.policy), so Nerve also learns what needs no alert."""
 
     def __init__(self) -> None:
-        from kiri.recordings import Recorder
+        from kiri.home.recordings import Recorder
 
         self.recorder = Recorder("nerve")
         self.encode = msgspec.json.Encoder().encode

@@ -9,8 +9,8 @@ import time
 import psutil
 
 from kiri.atoms import AtomSpec
-from kiri.records import Obs
-from kiri.schema import Field, Schema
+from kiri.atoms.schema import Field, Schema
+from kiri.wire.records import Obs
 
 # C0–C9 M0–M9 D0–D9 S0–S4 L0–L4 N0–N1: 42 tokens + BOS; n_embd 32, 2 layers: 27,840 parameters.
 SCHEMA = Schema(

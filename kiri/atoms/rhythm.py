@@ -23,9 +23,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from kiri.atoms import AtomSpec
-from kiri.records import Obs
-from kiri.schema import Field, Schema
-from kiri.stream import Log
+from kiri.atoms.schema import Field, Schema
+from kiri.wire.records import Obs
+from kiri.wire.stream import Log
 
 # H0–H23 W0–W6 (context) K0–K1 I0–I5 G0–G5 F0–F5: 51 tokens + BOS.
 SCHEMA = Schema(

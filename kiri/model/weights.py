@@ -21,7 +21,7 @@ import msgspec
 import numpy as np
 from numpy.typing import NDArray
 
-from kiri.home import atomic_write, private_dir
+from kiri.home.paths import atomic_write, private_dir
 from kiri.model.config import Config, matrix_shapes, num_params
 
 if TYPE_CHECKING:
@@ -102,7 +102,7 @@ def save(
 
 def remove_stale_temps(path: Path) -> None:
     """Remove the temporary files beside `path` whose writer has died: it names them after
-    itself (kiri.home.atomic_write), and a file whose writer is gone will never land."""
+    itself (kiri.home.paths.atomic_write), and a file whose writer is gone will never land."""
     for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
         writer = tmp.name[len(path.name) + 2 :].split(".")[0]
         if not (writer.isdigit() and _alive(int(writer))):

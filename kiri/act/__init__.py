@@ -1,0 +1,1 @@
+"""kiri-act (stage.py) and its sinks."""

@@ -1,0 +1,97 @@
+"""Where kiri-act delivers decisions: one module per sink, all behind the small `Sink` interface.
+
+A sink delivers the decisions it `accepts` and reports each delivery by returning a short detail
+or raising. kiri-act turns that into one `outcome` record per sink, retries failures, and never
+lets a sink stop the stream. Decisions a sink does not deliver (`ok`, and `suppress` outside the
+log) are only shown to it through `observe`, which most sinks ignore.
+
+A module here with `open_sink(args, log) -> Sink` is a sink people can name with
+`kiri-act --sink MODULE`; `HELP` says in a few words where it delivers, and an optional
+`add_options(parser)` adds its own kiri-act options (`--NAME-…`). Settings and secrets come
+from $KIRI_HOME/config.toml (kiri/home/config.py), never from argv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Protocol, cast
+
+from kiri.clients.http import HttpError
+from kiri.wire.records import Decision
+from kiri.wire.stream import Log
+
+NOTIFY = frozenset({"alert", "resolve"})
+"""Actions that notify people. `suppress` is logged, not notified; `retrain` and `spawn` are
+logged until kiri-act carries them out."""
+
+
+class SinkError(Exception):
+    """A delivery that failed for a reason worth one line in the outcome's `error`.
+
+    `retry=False` says trying again cannot help (the receiver refused it); `wait` is how long
+    the receiver asked to be left alone before the next try, in seconds."""
+
+    def __init__(self, message: str, *, retry: bool = True, wait: float | None = None) -> None:
+        super().__init__(message)
+        self.retry, self.wait = retry, wait
+
+    @classmethod
+    def from_http(cls, e: HttpError) -> SinkError:
+        """A failed request: tried again only if the failure was transient, after the wait the
+        server asked for."""
+        return cls(str(e), retry=e.transient, wait=e.retry_after)
+
+
+class Sink(ABC):
+    """Somewhere decisions go. `name` is what outcomes and `--sink` call it; `secrets` are what
+    it knows that no outcome or log line may show (kiri-act redacts its every error of them)."""
+
+    name = ""
+    secrets: tuple[str, ...] = ()
+
+    def accepts(self, decision: Decision) -> bool:
+        """Whether this sink delivers `decision`, and so reports an outcome for it."""
+        return decision.action in NOTIFY
+
+    @abstractmethod
+    def deliver(self, decision: Decision, line: bytes) -> str:
+        """Deliver one decision (`line` is its JSON line); return a short detail or raise."""
+
+    def observe(self, decision: Decision) -> None:
+        """See a decision this sink does not deliver; most sinks have nothing to do with it."""
+        return  # by default, nothing
+
+    def wait_with(self, sleep: Callable[[float], bool]) -> None:
+        """kiri-act hands each sink its stage's sleep, which a stop signal cuts short (it then
+        returns False); a sink that waits, for a rate limit say, waits with it."""
+        return  # by default the sink never waits
+
+    def close(self) -> None:
+        """Release what the sink holds (files, the terminal)."""
+        return  # by default it holds nothing
+
+
+class SinkModule(Protocol):
+    """A sink module, as kiri-act sees it (and perhaps `add_options(parser)` besides)."""
+
+    HELP: str
+
+    def open_sink(self, args: argparse.Namespace, log: Log) -> Sink: ...
+
+
+def sink_modules() -> dict[str, SinkModule]:
+    """The sinks people can choose, by name, in name order."""
+    modules = {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        if hasattr(module, "open_sink"):
+            modules[info.name] = cast(SinkModule, module)  # it has open_sink: it is one
+    return modules
+
+
+def open_sink(name: str, args: argparse.Namespace, log: Log) -> Sink:
+    return sink_modules()[name].open_sink(args, log)

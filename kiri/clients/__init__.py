@@ -1,0 +1,1 @@
+"""Clients of the servers KIRI talks to: HTTP itself, Telegram, Alertmanager, Prometheus."""

@@ -1,0 +1,1 @@
+"""kiri-collect (stage.py) and its sources, one module each."""

@@ -1,0 +1,242 @@
+"""kiri-collect exec: any command that prints a JSON object of numbers is an atom's source.
+
+Every --interval seconds it runs the command (an argv, never through a shell) and reads its
+stdout, which must be one JSON object of numbers, such as {"temp": 41.5, "fans": 2}: that becomes
+one observation of the atom (--atom, default "exec"), the numbers its values. A run that gives
+no observation is logged (`run_failed`, with the reason) and the collector goes on: a non-zero
+exit status, no answer within --timeout seconds (then the command and its children are killed),
+more than MAX_OUTPUT bytes of output, output that is not such an object, a value that is not a
+number (the reason names its key), or no value for a field the atom's schema needs.
+
+`kiri-collect exec --atom gpu` with no command runs the `command` of [atoms.gpu] in config.toml,
+whose `interval` and `timeout` are then the defaults; kiri/atoms/__init__.py makes an atom of
+its `fields`. A command that cannot be found exits with NOT_RESTARTED: the source is absent here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+import msgspec
+
+from kiri.atoms import UnknownAtom, atom_spec, config_atom
+from kiri.collect.sources import NOT_RESTARTED, add_poll_options, poll
+from kiri.home.config import setting
+from kiri.home.paths import valid_name
+from kiri.wire.records import UNDECODABLE, Obs
+from kiri.wire.stream import Stream, UserError
+
+DEFAULT_ATOM = "exec"
+DEFAULT_INTERVAL = 60.0
+DEFAULT_TIMEOUT = 10.0
+MAX_OUTPUT = 1 << 16  # bytes of stdout; a metrics object is far smaller
+STDERR_KEPT = 1000  # bytes of the command's stderr kept to quote its last line in a failure
+CHECK_STOP = 0.1  # seconds between checks for SIGTERM while a command runs
+
+
+class RunFailedError(Exception):
+    """One run of the command that gave no observation; the message says why."""
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "exec",
+        conflict_handler="resolve",
+        help="run a command that prints a JSON object of numbers, as an atom's source",
+    )
+    p.add_argument(
+        "command",
+        nargs="*",
+        metavar="CMD",
+        help="after --, the command and its arguments (default: the atom's "
+        "`command` in config.toml)",
+    )
+    p.add_argument(
+        "--atom",
+        default=DEFAULT_ATOM,
+        help=f"the atom the observations belong to (default {DEFAULT_ATOM})",
+    )
+    add_poll_options(p, "ATOM", DEFAULT_INTERVAL)
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=None,  # replaces the shared default
+        help="seconds between runs (default: the atom's `interval` in config.toml, "
+        f"else {DEFAULT_INTERVAL:g})",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds a run may take before it is killed (default: the atom's "
+        f"`timeout` in config.toml, else {DEFAULT_TIMEOUT:g})",
+    )
+    p.set_defaults(collect=collect)
+    return p
+
+
+def collect(args: argparse.Namespace, stream: Stream) -> None:
+    argv, timeout = _settings(args)
+    if shutil.which(argv[0]) is None:
+        print(f"Error: command not found: {argv[0]}", file=sys.stderr)
+        raise SystemExit(NOT_RESTARTED)
+    needed = _needed_fields(args.atom)
+    host = args.host or socket.gethostname()
+
+    def sample() -> list[Obs]:
+        try:
+            out = run_command(argv, timeout, lambda: stream.stopping)
+            if out is None:  # stopped meanwhile
+                return []
+            values = parse_metrics(out, needed)
+        except RunFailedError as e:
+            stream.log.warning("run_failed", atom=args.atom, command=argv[0], reason=str(e))
+            return []
+        return [Obs(ts=time.time(), atom=args.atom, host=host, values=values)]
+
+    poll(args, stream, args.atom, sample)
+
+
+def _settings(args: argparse.Namespace) -> tuple[list[str], float]:
+    """The command and its timeout, from the command line or else the atom's config.toml
+    table, or else the defaults; sets args.interval the same way."""
+    try:
+        valid_name(args.atom)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if args.timeout is not None and args.timeout <= 0:
+        raise UserError("--timeout must be greater than 0")
+    atom = config_atom(args.atom)
+    args.interval = setting(args.interval, atom.interval, DEFAULT_INTERVAL)
+    command = setting(args.command or None, atom.command, None)
+    if command is None:
+        raise UserError(
+            f"no command to run: give one after -- (kiri-collect exec --atom {args.atom} "
+            f"-- CMD ARGS…), or set `command` in [atoms.{args.atom}] of config.toml"
+        )
+    return command, setting(args.timeout, atom.timeout, DEFAULT_TIMEOUT)
+
+
+def _needed_fields(atom: str) -> list[str]:
+    """The values the atom's schema needs, when the atom is defined (built in or configured)."""
+    try:
+        return [f.name for f in atom_spec(atom).schema.fields]
+    except UnknownAtom:  # its schema will be fitted from whatever the command prints
+        return []
+
+
+def run_command(argv: list[str], timeout: float, stopping: Callable[[], bool]) -> bytes | None:
+    """The command's stdout, once it has exited with status 0; None if stopping() turned true
+    meanwhile. RunFailedError says why there is no output."""
+    try:  # its own session, so a timeout kills whatever it started too
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+    except OSError as e:
+        raise RunFailedError(f"cannot run it: {e.strerror}") from None
+    deadline = time.monotonic() + timeout
+    try:
+        out, err = _read(proc, deadline, timeout, stopping)
+        if out is None:
+            return None
+        try:
+            status = proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            raise RunFailedError(f"timed out after {timeout:g} s") from None
+    finally:
+        _end(proc)
+    if status:
+        how = (
+            f"exited with status {status}"
+            if status > 0
+            else f"was killed by {signal.Signals(-status).name}"
+        )
+        last = err.decode("utf-8", "replace").strip().splitlines()[-1:]
+        raise RunFailedError(how + (f": {last[0]}" if last else ""))
+    return out
+
+
+def _read(
+    proc: subprocess.Popen[bytes], deadline: float, timeout: float, stopping: Callable[[], bool]
+) -> tuple[bytes | None, bytes]:
+    """Read stdout and stderr to their ends: (stdout, stderr's tail); stdout None if stopped."""
+    assert proc.stdout is not None and proc.stderr is not None  # run_command made both pipes
+    out, err = bytearray(), bytearray()
+    pending = {proc.stdout.fileno(): out, proc.stderr.fileno(): err}
+    while pending:
+        if stopping():
+            return None, bytes(err)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise RunFailedError(f"timed out after {timeout:g} s")
+        ready, _, _ = select.select(list(pending), [], [], min(left, CHECK_STOP))
+        for fd in ready:
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                del pending[fd]
+                continue
+            buf = pending[fd]
+            buf += chunk
+            if buf is err:
+                del err[:-STDERR_KEPT]  # only its last line is ever quoted
+            elif len(out) > MAX_OUTPUT:
+                raise RunFailedError(f"printed more than {MAX_OUTPUT} bytes")
+    return bytes(out), bytes(err)
+
+
+def _end(proc: subprocess.Popen[bytes]) -> None:
+    """Kill the command's process group unless it has already exited, and close its pipes."""
+    if proc.returncode is None:  # not reaped yet, so its group id cannot have been reused
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
+
+
+def parse_metrics(out: bytes, needed: Sequence[str]) -> dict[str, float | None]:
+    """The values in a command's output: one JSON object of numbers (none of them None, which
+    an observation's values may hold: a value not known)."""
+    if not out.strip():
+        raise RunFailedError("printed nothing (expected a JSON object of numbers)")
+    try:
+        doc = msgspec.json.decode(out)
+    except UNDECODABLE as e:
+        raise RunFailedError(f"printed something that is not JSON ({e}): {_preview(out)}") from None
+    if not isinstance(doc, dict) or not doc:
+        raise RunFailedError(f"printed JSON that is not an object of numbers: {_preview(out)}")
+    values: dict[str, float | None] = {}
+    for key, x in doc.items():
+        if isinstance(x, bool) or not isinstance(x, (int, float)):
+            raise RunFailedError(
+                f"value of {key!r} is not a number: {_preview(msgspec.json.encode(x))}"
+            )
+        try:
+            values[key] = float(x)
+        except OverflowError:  # an integer literal beyond any float
+            raise RunFailedError(f"value of {key!r} is out of range") from None
+    if missing := [f for f in needed if f not in values]:
+        raise RunFailedError(
+            f"no value for {', '.join(map(repr, missing))}, which the atom's schema needs"
+        )
+    return values
+
+
+def _preview(raw: bytes) -> str:
+    text = raw.decode("utf-8", "replace").strip()
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -1,0 +1,305 @@
+"""kiri-collect mikrotik: poll a RouterOS v7 router's REST API (what it observes:
+kiri/atoms/mikrotik.py).
+
+The router comes from the command line when --url is given, and [mikrotik] of config.toml is
+not used then (a password configured for one router never goes to another). Without --url it
+comes from [mikrotik] in $KIRI_HOME/config.toml, where options given on the command line win, as
+everywhere (kiri.home.config.setting); --ca and --insecure are one setting there. With no
+router at all the source is absent: one log line and exit status 125, so a supervisor leaves
+it stopped instead of restarting it again and again.
+
+RouterOS sends the password with every request, so only https:// is accepted and the router's
+certificate is verified unless --insecure says not to (--ca trusts a self-signed one). Every
+request has a timeout, and a body over MAX_BODY is refused without being read whole. A failed
+poll is logged, once per distinct reason while it lasts, and polling goes on; the next reading
+measures its rates over the whole gap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import http.client
+import os
+import ssl
+import time
+import urllib.parse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from kiri.collect.sources import NOT_RESTARTED, add_poll_options, poll
+from kiri.home.config import (
+    MikrotikSection,
+    config_path,
+    load_config,
+    read_secret_file,
+    secret,
+    setting,
+)
+from kiri.wire.records import Obs
+from kiri.wire.stream import Stream, UserError
+
+if TYPE_CHECKING:  # the atom brings numpy, which other sources of kiri-collect never need
+    from kiri.atoms.mikrotik import Reading
+
+MAX_BODY = 1 << 20  # RouterOS answers in kilobytes; anything bigger is not a router's answer
+READ_SIZE = 1 << 16
+PRIME_WAIT = 1.0  # seconds between a run's first two readings, when --interval is longer
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
+    p = sub.add_parser("mikrotik", help="a MikroTik RouterOS v7 router over its REST API")
+    p.add_argument(
+        "--url",
+        help="the router, https://HOST[:PORT] (default: url in [mikrotik] "
+        "of $KIRI_HOME/config.toml, which is not used when --url is given)",
+    )
+    p.add_argument("--user", help="the router user to log in as (a read-only one is enough)")
+    password = p.add_mutually_exclusive_group()
+    password.add_argument(
+        "--password-env", metavar="VAR", help="read the password from this environment variable"
+    )
+    password.add_argument(
+        "--password-file",
+        metavar="PATH",
+        help="read the password from this file, of mode 0600 or stricter",
+    )
+    tls = p.add_mutually_exclusive_group()
+    tls.add_argument(
+        "--ca",
+        metavar="FILE",
+        help="trust the router's certificate when this PEM file signed it "
+        "(or is it: a self-signed router)",
+    )
+    tls.add_argument(
+        "--insecure",
+        action="store_true",
+        help="do not verify the router's certificate (anyone on the way could read the password)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=5.0,
+        help="seconds to wait for each answer of the router (default 5)",
+    )
+    add_poll_options(p, "mikrotik", 10.0, host="the router's, from its URL")
+    p.set_defaults(collect=collect)
+    return p
+
+
+class Router(msgspec.Struct, frozen=True):
+    url: str
+    user: str
+    password: str
+    ca: str | None
+    insecure: bool
+
+
+def collect(args: argparse.Namespace, stream: Stream) -> None:
+    router = configured_router(args)
+    if router is None:
+        stream.log.warning(
+            "no_router",
+            reason=f"no --url, and no url in [mikrotik] of "
+            f"{config_path()}: nothing to poll, not restarting",
+        )
+        raise SystemExit(NOT_RESTARTED)
+    if args.timeout <= 0:
+        raise UserError("--timeout must be greater than 0")
+    api = RouterAPI(router, args.timeout)
+    if router.insecure:
+        stream.log.warning(
+            "tls_unverified",
+            router=api.netloc,
+            reason="--insecure: the router's certificate is not checked",
+        )
+    source = RouterSource(api, args.host or api.host, stream, min(args.interval, PRIME_WAIT))
+    poll(args, stream, "mikrotik", source.sample)
+
+
+def configured_router(args: argparse.Namespace) -> Router | None:
+    """The router to poll, from the command line or config.toml; None when there is none.
+    [mikrotik] is one router: with --url, which names another, none of it is used."""
+    section = MikrotikSection() if args.url else (load_config().mikrotik or MikrotikSection())
+    url = setting(args.url, section.url, None)
+    if not url:
+        return None
+    user = setting(args.user, section.user, None)
+    if user is None:
+        raise UserError("no router user: give --user NAME, or user in [mikrotik] of config.toml")
+    if args.ca or args.insecure:  # how to trust the router is one setting: --ca or --insecure
+        ca, insecure = args.ca, args.insecure
+    else:
+        ca, insecure = section.ca, section.insecure
+    return Router(url, user, _password(args, section), ca, insecure)
+
+
+def _password(args: argparse.Namespace, section: MikrotikSection) -> str:
+    if args.password_env:
+        value = os.environ.get(args.password_env)
+        if not value:
+            raise UserError(f"--password-env names ${args.password_env}, which is not set")
+        return value
+    if args.password_file:
+        return read_secret_file(Path(args.password_file).expanduser(), "--password-file")
+    value = secret("[mikrotik]", "password", section.password_env, section.password_file)
+    if value is None:
+        raise UserError(
+            "no router password: give --password-env VAR or --password-file PATH, "
+            "or password_env or password_file in [mikrotik] of config.toml"
+        )
+    return value
+
+
+class RouterAPI:
+    """GETs to the router's REST API over verified HTTPS, with basic auth."""
+
+    def __init__(self, router: Router, timeout: float) -> None:
+        parts = urllib.parse.urlsplit(router.url)
+        if "@" in parts.netloc:  # said without echoing the URL: it holds a password
+            raise UserError(
+                "put the user in --user and the password in --password-env or "
+                "--password-file, not in the router's URL"
+            )
+        if parts.scheme != "https" or not parts.hostname:
+            raise UserError(
+                f"the router's URL must be https://HOST[:PORT], not {router.url!r}: "
+                f"RouterOS sends the password with every request"
+            )
+        try:
+            self.port = parts.port
+        except ValueError as e:
+            raise UserError(f"the router's URL {router.url!r}: {e}") from None
+        self.host, self.netloc, self.base = parts.hostname, parts.netloc, parts.path.rstrip("/")
+        self.user, self.timeout = router.user, timeout
+        self.context = _tls_context(router.ca, router.insecure)
+        token = base64.b64encode(f"{router.user}:{router.password}".encode()).decode()
+        self._headers = {"Authorization": f"Basic {token}", "Accept": "application/json"}
+
+    def read(self) -> Reading:
+        """Both documents of one reading, over one connection."""
+        from kiri.atoms.mikrotik import INTERFACES, RESOURCE, reading
+
+        conn = http.client.HTTPSConnection(
+            self.host, self.port, timeout=self.timeout, context=self.context
+        )
+        try:
+            resource = self._get(conn, RESOURCE)
+            interfaces = self._get(conn, INTERFACES)
+            return reading(resource, interfaces, time.monotonic(), time.time())
+        finally:
+            conn.close()
+
+    def _get(self, conn: http.client.HTTPSConnection, path: str) -> object:
+        from kiri.atoms.mikrotik import RouterError
+
+        deadline = time.monotonic() + self.timeout
+        try:
+            conn.request("GET", self.base + path, headers=self._headers)
+            response = conn.getresponse()
+            if response.status == 401:
+                raise RouterError(
+                    path, f"the router refused user {self.user!r} and its password (HTTP 401)"
+                )
+            if response.status != 200:
+                raise RouterError(path, f"HTTP {response.status} {response.reason}".strip())
+            body = _body(response, deadline)
+        except (OSError, http.client.HTTPException) as e:
+            raise RouterError(path, self._why(e)) from None
+        except _TooBigError as e:
+            raise RouterError(path, str(e)) from None
+        try:
+            return msgspec.json.decode(body)
+        except (msgspec.DecodeError, RecursionError) as e:
+            raise RouterError(path, f"not JSON ({e})") from None
+
+    def _why(self, e: Exception) -> str:
+        if isinstance(e, ssl.SSLCertVerificationError):
+            return (
+                f"the router's certificate is not trusted ({e.verify_message}): give --ca "
+                f"FILE with its certificate, or --insecure"
+            )
+        if isinstance(e, TimeoutError):
+            return f"no answer within {self.timeout:g} s"
+        if isinstance(e, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(e, ssl.SSLError):
+            return f"TLS failed ({e.reason or e})"
+        if isinstance(e, http.client.HTTPException):
+            return f"not an HTTP answer ({type(e).__name__}: {e})"
+        return e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+
+
+class _TooBigError(Exception):
+    pass
+
+
+def _body(response: http.client.HTTPResponse, deadline: float) -> bytes:
+    """The response body, refused once it would exceed MAX_BODY or take past the deadline."""
+    length = response.getheader("Content-Length", "")
+    if length.isdigit() and int(length) > MAX_BODY:
+        raise _TooBigError(f"the answer is {length} bytes, over the limit of {MAX_BODY}")
+    body = bytearray()
+    while chunk := response.read(READ_SIZE):
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise _TooBigError(f"the answer is over the limit of {MAX_BODY} bytes")
+        if time.monotonic() > deadline:
+            raise TimeoutError
+    return bytes(body)
+
+
+def _tls_context(ca: str | None, insecure: bool) -> ssl.SSLContext:
+    if insecure:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    cafile = str(Path(ca).expanduser()) if ca else None
+    try:
+        return ssl.create_default_context(cafile=cafile)
+    except ssl.SSLError as e:
+        raise UserError(f"the router's CA file {ca}: not a PEM certificate ({e.reason})") from None
+    except OSError as e:
+        raise UserError(f"the router's CA file {ca}: {e.strerror}") from None
+
+
+class RouterSource:
+    """Readings into observations. The first reading only primes the counters, and the second
+    follows it after `prime_wait` seconds, so the first observation is not a whole interval
+    late. A failure is logged when its reason changes; recovery is logged once."""
+
+    def __init__(self, api: RouterAPI, host: str, stream: Stream, prime_wait: float) -> None:
+        self.api, self.host, self.stream, self.prime_wait = api, host, stream, prime_wait
+        self.last: Reading | None = None
+        self.failing = ""  # the failure last logged, while polls keep failing
+
+    def sample(self) -> list[Obs]:
+        from kiri.atoms.mikrotik import observe
+
+        now = self._read()
+        if now is None:
+            return []
+        before, self.last = self.last, now
+        if before is None:
+            return self.sample() if self.stream.sleep(self.prime_wait) else []
+        return [observe(before, now, self.host)]
+
+    def _read(self) -> Reading | None:
+        from kiri.atoms.mikrotik import RouterError
+
+        try:
+            now = self.api.read()
+        except RouterError as e:
+            if str(e) != self.failing:
+                self.stream.log.warning(
+                    "router_poll_failed", router=self.api.netloc, path=e.path, reason=e.reason
+                )
+                self.failing = str(e)
+            return None
+        if self.failing:
+            self.stream.log.info("router_answers", router=self.api.netloc)
+            self.failing = ""
+        return now

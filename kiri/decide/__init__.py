@@ -1,0 +1,1 @@
+"""kiri-decide (stage.py) and its policy."""

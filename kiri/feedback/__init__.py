@@ -1,0 +1,1 @@
+"""kiri-feedback (stage.py) and the verdict commands (`kiri alerts`, `kiri feedback`)."""

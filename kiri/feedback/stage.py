@@ -1,0 +1,284 @@
+"""kiri-feedback: turn delivered alerts and people's verdicts into learning.
+
+It reads what kiri-act passes on (each delivered decision, then its outcomes) and records the
+delivered ones in the store, so `kiri alerts` lists them and people can judge them. It follows
+the verdicts people give (`kiri feedback dismiss ID`, Telegram, …) and turns them into:
+* a suppression `rule`, once the same atom and culprit pattern has been dismissed --after times;
+* a retrain request (a `rule` with action retrain) for "this is the new normal", with the
+  observation kept as a training example for the atom;
+* a labelled example for the Nerve atom, in $KIRI_HOME/data/nerve/, and after every
+  --nerve-every verdicts a request to train Nerve again.
+Its stdout carries `rule` and `verdict` records to the feedback FIFO that kiri-decide reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import os
+import sys
+import time
+
+import msgspec
+
+from kiri import add_version_option
+from kiri.atoms import UnknownAtom, atom_spec, examples_path, nerve
+from kiri.home.paths import private_dir
+from kiri.home.recordings import Recorder
+from kiri.home.store import Store, VerdictRow
+from kiri.wire.patterns import named_culprits, pattern_key
+from kiri.wire.records import Decision, Outcome, Record, Rule, Verdict
+from kiri.wire.stream import Log, Stream, add_stream_options, run_main, setup_logging
+
+CURSOR = "feedback.verdicts_seen"
+REQUEST_EXPIRES = 3600.0  # a retrain request kiri-decide has not read within an hour is stale
+FORGED = (
+    "rules and verdicts reach kiri-decide only from kiri-feedback's store: "
+    "one on its input is not passed on"
+)
+LABELS = {"dismiss": "suppress", "confirm": "alert"}  # what the person says KIRI should have done
+# kiri-act reports a decision's deliveries before it passes the next decision on, so one this many
+# decisions old has had all its outcomes (with room for a few kiri-acts merged into one input).
+PENDING_WINDOW = 1000
+
+
+@dataclasses.dataclass
+class Pending:
+    """A delivered decision awaiting an ok outcome: the how-manieth it was, and its failures."""
+
+    seq: int
+    decision: Decision
+    failures: int = 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="kiri-feedback",
+        description="Record delivered alerts; turn verdicts into rules, retrains and examples.",
+    )
+    add_version_option(p)
+    p.add_argument(
+        "--after",
+        type=int,
+        default=2,
+        metavar="N",
+        help="write a suppression rule once a pattern is dismissed N times",
+    )
+    p.add_argument(
+        "--expires",
+        type=float,
+        default=7 * 86400,
+        metavar="S",
+        help="suppression rules expire after S seconds (default 7 days)",
+    )
+    p.add_argument(
+        "--poll",
+        type=float,
+        default=0.5,
+        metavar="S",
+        help="check the store for new verdicts every S seconds",
+    )
+    p.add_argument(
+        "--nerve-every",
+        type=int,
+        default=5,
+        metavar="N",
+        help="ask for the Nerve atom to be trained again after every N verdicts",
+    )
+    add_stream_options(p)
+    return p
+
+
+class Learner:
+    """Everything kiri-feedback does with one store and one output stream."""
+
+    def __init__(self, store: Store, stream: Stream, args: argparse.Namespace, log: Log) -> None:
+        self.store, self.stream, self.args, self.log = store, stream, args, log
+        self.pending: dict[str, Pending] = {}  # by id, oldest first
+        self.decisions = self.undelivered = 0
+        self.seen = int(store.get_state(CURSOR, "0"))
+        self.nerve = Recorder("nerve")
+        self.verdicts = nerve.verdicts_recorded()
+        self.encode = msgspec.json.Encoder().encode
+
+    # -- alerts -------------------------------------------------------------------------------
+
+    def on_decision(self, decision: Decision) -> None:
+        if decision.action == "ok":
+            return
+        self.decisions += 1
+        self.pending.pop(decision.id, None)  # a repeat goes to the back
+        self.pending[decision.id] = Pending(self.decisions, decision)
+        self._forget_settled()
+
+    def _forget_settled(self) -> None:
+        """Forget, oldest first, the decisions PENDING_WINDOW old: every outcome of theirs has
+        come, none ok, so however many deliveries fail, what is kept stays bounded."""
+        while self.pending:
+            oldest = next(iter(self.pending.values()))
+            if self.decisions - oldest.seq < PENDING_WINDOW:
+                return
+            del self.pending[oldest.decision.id]
+            if oldest.failures:  # not a decision no sink takes, but one every sink failed
+                self.undelivered += 1
+                self.log.info(
+                    "alert_undelivered",
+                    id=oldest.decision.id,
+                    failures=oldest.failures,
+                    undelivered=self.undelivered,
+                )
+
+    def on_outcome(self, outcome: Outcome) -> None:
+        pending = self.pending.get(outcome.id)
+        if pending is None:
+            return
+        if not outcome.ok:
+            pending.failures += 1  # not delivered (yet): a later sink's outcome may succeed
+            return
+        del self.pending[outcome.id]
+        decision = pending.decision
+        named = named_culprits(decision.culprits, decision.threshold)
+        self.store.record_alert(decision, pattern_key(named))
+        self.log.info("alert_recorded", id=decision.id, action=decision.action, atom=decision.atom)
+
+    # -- verdicts -----------------------------------------------------------------------------
+
+    def poll(self) -> None:
+        for v in self.store.verdicts_after(self.seen):
+            self.on_verdict(v)
+            self.seen = v.seq
+            self.store.set_state(CURSOR, str(v.seq))
+
+    def on_verdict(self, v: VerdictRow) -> None:
+        decision = msgspec.json.decode(v.decision, type=Decision)
+        self.stream.emit(
+            Verdict(
+                ts=v.ts,
+                alert=v.alert,
+                verdict=v.verdict,
+                source=v.source,
+                by=v.by,
+                note=v.note,
+                normal=v.normal,
+            )
+        )
+        self._nerve_example(v, decision)
+        if v.normal:
+            self._new_normal(v, decision)
+        elif v.verdict == "dismiss":
+            self._maybe_suppress(v)
+        self.log.info("verdict", alert=v.alert, verdict=v.verdict, normal=v.normal)
+
+    def _maybe_suppress(self, v: VerdictRow) -> None:
+        count = self.store.dismissals(v.host, v.atom, v.pattern, upto=v.seq)
+        rule_id = _rule_id(v.host, v.atom, v.pattern)
+        if count < self.args.after or any(r.id == rule_id for r in self.store.active_rules()):
+            return
+        now = time.time()
+        rule = Rule(
+            ts=now,
+            id=rule_id,
+            atom=v.atom,
+            host=v.host,
+            match=v.pattern.split(),
+            action="suppress",
+            expires=now + self.args.expires,
+            reason=f"{v.pattern} dismissed {count} times on {v.host}",
+        )
+        self.store.add_rule(rule)
+        self.stream.emit(rule)
+        self.log.info("rule_written", rule=rule.id, atom=rule.atom, match=rule.match)
+
+    def _new_normal(self, v: VerdictRow, decision: Decision) -> None:
+        tokens = _document_order(decision)
+        if tokens:
+            path = examples_path(decision.atom)
+            private_dir(path.parent)
+            with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as f:
+                f.write(
+                    msgspec.json.encode({"tokens": tokens, "alert": v.alert, "ts": v.ts}) + b"\n"
+                )
+        now = time.time()
+        rule = Rule(
+            ts=now,
+            id=f"retrain-{v.alert}",
+            atom=decision.atom,
+            host=decision.host,
+            expires=now + REQUEST_EXPIRES,
+            match=tokens,
+            action="retrain",
+            reason=f"alert {v.alert} is the new normal",
+        )
+        self.stream.emit(rule)
+        self.log.info("retrain_requested", atom=decision.atom, alert=v.alert)
+
+    def _nerve_example(self, v: VerdictRow, decision: Decision) -> None:
+        """What the person says KIRI should have done in that state, for Nerve to learn."""
+        state = decision.state or {
+            decision.atom: decision.surprise / decision.threshold if decision.threshold else 0.0
+        }
+        label = "retrain" if v.normal else LABELS[v.verdict]
+        obs = nerve.example(state, decision.ts, decision.host, label, "verdict", v.alert)
+        obs.ts = max(v.ts, decision.ts)  # its own time: the policy's example of it stays apart
+        obs.meta["pattern"] = v.pattern
+        self.nerve.append(obs.ts, self.encode(obs) + b"\n")
+        self.verdicts += 1
+        if self.args.nerve_every > 0 and self.verdicts % self.args.nerve_every == 0:
+            now = time.time()
+            self.stream.emit(
+                Rule(
+                    ts=now,
+                    id=f"retrain-nerve-{self.verdicts}",
+                    atom="nerve",
+                    host=decision.host,
+                    expires=now + REQUEST_EXPIRES,
+                    action="retrain",
+                    reason=f"{self.verdicts} verdicts to learn from",
+                )
+            )
+            self.log.info("retrain_requested", atom="nerve", verdicts=self.verdicts)
+
+
+def _rule_id(host: str, atom: str, pattern: str) -> str:
+    return "r-" + hashlib.sha256(f"{host} {atom} {pattern}".encode()).hexdigest()[:8]
+
+
+def _not_forged(record: Record) -> str | None:
+    """Why a record on the input must not reach the feedback FIFO (this stage's output)."""
+    return FORGED if isinstance(record, (Rule, Verdict)) else None
+
+
+def _document_order(decision: Decision) -> list[str]:
+    """The alert's observation as tokens in its schema's order (culprits are sorted by -log p)."""
+    try:
+        vocab = atom_spec(decision.atom).schema.vocab
+    except (UnknownAtom, ValueError):
+        return []
+    tokens = [t for t, _ in decision.culprits]
+    if any(t not in vocab for t in tokens):
+        return []
+    return sorted(tokens, key=vocab.index)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    log = setup_logging("feedback")
+
+    def body() -> None:
+        with Store() as store, Stream(log, fmt=args.format, dead_letter=args.dead_letter) as stream:
+            learner = Learner(store, stream, args, log)
+            learner.poll()
+            stream.every(args.poll, learner.poll)
+            kinds = (Decision, Outcome, Rule, Verdict)
+            for record, _raw in stream.records(0, consumes=kinds, check=_not_forged):
+                if isinstance(record, Decision):
+                    learner.on_decision(record)
+                elif isinstance(record, Outcome):
+                    learner.on_outcome(record)
+
+    return run_main(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,112 @@
+"""The wire format: every record KIRI stages exchange, as one msgspec tagged union.
+
+One JSON object per line, tagged by ``kind``. Every field has a default and decoders ignore
+unknown fields, so a stage reads streams written by older and newer versions alike. Times are
+Unix seconds. JSON cannot carry NaN and msgspec rejects numbers out of float range, so every
+decoded number is finite; the encoder writes a non-finite float as null, a missing value. Field
+names are an interface: add fields, never rename them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+# what decoding a line or a file can raise: malformed or mistyped JSON, bytes that are not UTF-8,
+# and JSON nested deeper than the decoder will recurse (a 1 KB line of brackets is enough)
+UNDECODABLE = (msgspec.MsgspecError, UnicodeDecodeError, RecursionError)
+
+
+# Unix seconds up to the year 3000: a time every clock, calendar and file name can hold, so a
+# record whose ts would overflow them (1e17 did) is a bad line at decode time, not a crash later
+MAX_TS = 32503680000.0
+Time = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_TS)]
+
+
+class _Record(msgspec.Struct, tag_field="kind"):
+    ts: Time = 0.0
+
+
+class Obs(_Record, tag="obs"):
+    """One observation of an atom's source: raw values, not yet quantized."""
+
+    atom: str = ""
+    host: str = ""
+    values: dict[str, float | None] = {}
+    meta: dict[str, str] = {}
+
+
+class Score(_Record, tag="score"):
+    """An observation as the atom saw it: its tokens and how surprising each one was."""
+
+    atom: str = ""
+    host: str = ""
+    values: dict[str, float | None] = {}
+    tokens: list[str] = []
+    nll: list[float] = []  # each token's -log p
+    z: list[float] = []  # and against its field's held-out -log p, in standard deviations
+    spread: list[float] = []  # each value against its field's training median, in robust spreads
+    surprise: float = 0.0  # how unusual: the largest z and the fields' distances (detector.py)
+    threshold: float = 0.0
+    model: str = ""
+    early: bool = False  # the model has not seen enough of this host yet (kiri.atoms.retraining)
+
+
+class Decision(_Record, tag="decision"):
+    """What to do about a score: ok, alert, resolve, suppress, retrain or spawn."""
+
+    id: str = ""
+    atom: str = ""
+    host: str = ""
+    action: str = "ok"
+    severity: str = ""
+    surprise: float = 0.0
+    threshold: float = 0.0
+    culprits: list[tuple[str, float]] = []
+    # an alert's: 1 - the share of this atom's earlier scores on this host as surprising (else 0)
+    rarity: float = 0.0
+    summary: str = ""
+    incident: str = ""
+    atoms: list[str] = []
+    by: str = ""  # who chose the action: "policy" (the k-of-n default) or "nerve"
+    state: dict[str, float] = {}  # each atom's surprise / threshold on this host, as decided
+
+
+class Outcome(_Record, tag="outcome"):
+    """How delivering one decision to one sink went."""
+
+    id: str = ""
+    action: str = ""
+    sink: str = ""
+    ok: bool = True
+    error: str = ""
+    detail: str = ""
+
+
+class Verdict(_Record, tag="verdict"):
+    """A person's judgement of an alert: confirm or dismiss."""
+
+    alert: str = ""
+    verdict: str = ""
+    source: str = ""
+    by: str = ""
+    note: str = ""
+    normal: bool = False  # a dismissal saying "this is the new normal": learn it
+
+
+class Rule(_Record, tag="rule"):
+    """A learned instruction for kiri-decide, such as suppressing a dismissed pattern. It holds
+    for one atom on one host until it expires: kiri-decide refuses a rule without both."""
+
+    id: str = ""
+    atom: str = ""
+    host: str = ""
+    match: list[str] = []
+    action: str = "suppress"
+    expires: float = 0.0
+    reason: str = ""
+
+
+Record = Obs | Score | Decision | Outcome | Verdict | Rule
+KINDS: dict[str, type[Record]] = {cls.__struct_config__.tag: cls for cls in Record.__args__}
