@@ -409,8 +409,8 @@ def _keys(stdout: bytes) -> Iterator[bytes | tuple[str, float]]:
 
 def stage_home(root: Path) -> dict[str, str]:
     """An environment whose KIRI_HOME holds a pulse atom, trained on the normal fixture."""
-    from kiri.atoms import atom_spec
     from kiri.atoms.detector import train_detector
+    from kiri.atoms.registry import atom_spec
     from kiri.wire.records import Obs
 
     decode = msgspec.json.Decoder(Obs).decode

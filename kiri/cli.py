@@ -15,13 +15,14 @@ from kiri import add_version_option
 from kiri.feedback import verdicts
 from kiri.home import tasks
 from kiri.home.paths import kiri_home
+from kiri.home.runner import run_main
 from kiri.model import weights
 from kiri.model.config import Config, num_params
 from kiri.model.training import TextDocs, engine_class, new_engine, train
 from kiri.score import commands as atom_commands
 from kiri.score.progress import Progress
 from kiri.supervise import service, status
-from kiri.wire.stream import UserError, run_main
+from kiri.wire.errors import KiriError
 
 STAGES = {
     "collect": "kiri.collect.stage",
@@ -165,24 +166,24 @@ def _model_options(p: argparse.ArgumentParser) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     if (args.atom is None) == (args.text is None):
-        raise UserError("name an ATOM to train, or give --text FILE")
+        raise KiriError("name an ATOM to train, or give --text FILE")
     if args.atom:
         atom_commands.train(args)
         return
     args.batch = args.batch or 1
     args.steps = 1000 if args.steps is None else args.steps
     if args.steps < 1 or args.batch < 1:
-        raise UserError("--steps and --batch must be at least 1")
+        raise KiriError("--steps and --batch must be at least 1")
     rng = random.Random(args.seed)
     try:
         docs = TextDocs(args.text, rng)
     except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"cannot read {args.text}: {e}") from e
+        raise KiriError(f"cannot read {args.text}: {e}") from e
     if not docs.docs:
-        raise UserError(f"{args.text} holds no documents")
+        raise KiriError(f"{args.text} holds no documents")
     config = Config(docs.vocab_size, args.n_layer, args.n_embd, args.n_head, args.block_size)
     if problems := config.problems():
-        raise UserError("; ".join(problems))
+        raise KiriError("; ".join(problems))
     print(f"num docs: {len(docs.docs)}")
     print(f"vocab size: {config.vocab_size}")
     print(f"num params: {num_params(config)}")
@@ -218,10 +219,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def _load(path: Path) -> weights.Weights:
-    try:
-        return weights.load(path)
-    except weights.WeightsError as e:
-        raise UserError(str(e)) from e
+    return weights.load(path)
 
 
 def cmd_generate(args: argparse.Namespace) -> None:

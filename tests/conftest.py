@@ -71,8 +71,8 @@ def observations(name: str) -> list:
 @pytest.fixture(scope="session")
 def pulse_weights(tmp_path_factory) -> Path:
     """A pulse atom trained once, on the normal recording of this machine."""
-    from kiri.atoms import atom_spec
     from kiri.atoms.detector import train_detector
+    from kiri.atoms.registry import atom_spec
 
     detector, provenance = train_detector(
         atom_spec("pulse"), observations("pulse-normal.ndjson"), steps=600, batch=32

@@ -22,7 +22,7 @@ from kiri.home.config import (
     load_config,
     setting,
 )
-from kiri.wire.stream import UserError
+from kiri.wire.errors import KiriError
 
 TYPO = "config.toml: [webhook] unknown key 'secert_env' (did you mean 'secret_env'?)"
 TYPO_CONFIG = '[webhook]\nurl = "https://hooks.example.org/kiri"\nsecert_env = "KIRI_SECRET"\n'
@@ -146,7 +146,7 @@ def test_a_file_that_is_not_toml_is_named_by_its_path(kiri_home):
 def test_a_mistake_in_the_file_is_a_usage_error_and_a_missing_secret_is_not(kiri_home):
     with pytest.raises(ConfigError) as raised:
         load_config(write(kiri_home, TYPO_CONFIG))
-    assert isinstance(raised.value, UserError) and raised.value.status == 2
+    assert isinstance(raised.value, KiriError) and raised.value.status == 2
     assert ConfigError("a secret that is not set").status == 1
 
 
@@ -292,9 +292,9 @@ def test_mikrotik_options_win_over_config_toml_and_url_names_another_router(kiri
         False,
     )
     # Another router: nothing of [mikrotik] goes to it, its password least of all.
-    with pytest.raises(UserError, match="no router user"):
+    with pytest.raises(KiriError, match="no router user"):
         configured_router(mikrotik_args("--url", "https://10.0.0.1"))
-    with pytest.raises(UserError, match="no router password"):
+    with pytest.raises(KiriError, match="no router password"):
         configured_router(mikrotik_args("--url", "https://10.0.0.1", "--user", "kiri"))
 
 

@@ -6,8 +6,8 @@ import random
 import numpy as np
 import pytest
 
-from kiri.atoms import auto_spec
 from kiri.atoms.detector import train_detector, value_figures
+from kiri.atoms.registry import auto_spec
 from kiri.wire.records import Obs, Score
 
 

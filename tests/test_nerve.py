@@ -8,7 +8,7 @@ import subprocess
 import msgspec
 from conftest import log_events, run, stage_cmd
 
-from kiri.atoms import nerve
+from kiri.atoms import nerve, nerve_examples
 from kiri.home.recordings import Recorder
 from kiri.wire.records import Decision, Score
 
@@ -133,7 +133,9 @@ def history(kiri_home, days=8):
                     ({"pulse": high(), "rhythm": low(), "drift": low()}, "alert", "verdict")
                 )
             for k, (state, label, source) in enumerate(cases):
-                obs = nerve.example(state, ts + k, "vm", label, source, f"a{day}-{hour}-{k}")
+                obs = nerve_examples.example(
+                    state, ts + k, "vm", label, source, f"a{day}-{hour}-{k}"
+                )
                 lines.append(encode(obs))
     for line in lines:
         rec.append(json.loads(line)["ts"], line + b"\n")
@@ -142,9 +144,9 @@ def history(kiri_home, days=8):
 
 def test_kiri_train_nerve_learns_a_verdict_instead_of_the_policys_decision_on_that_alert():
     state = {"pulse": 1.5}
-    decided = nerve.example(state, NOON, "vm", "alert", "policy", "a1")
-    judged = nerve.example(state, NOON + 60, "vm", "suppress", "verdict", "a1")
-    other = nerve.example(state, NOON, "vm", "alert", "policy", "a2")
+    decided = nerve_examples.example(state, NOON, "vm", "alert", "policy", "a1")
+    judged = nerve_examples.example(state, NOON + 60, "vm", "suppress", "verdict", "a1")
+    other = nerve_examples.example(state, NOON, "vm", "alert", "policy", "a2")
     assert nerve.SPEC.training_set is not None
     assert nerve.SPEC.training_set([decided, judged, other]) == [judged, other]
 

@@ -6,8 +6,8 @@ import time
 import msgspec
 import pytest
 
-from kiri.atoms import atom_spec
 from kiri.atoms.pulse import SCHEMA
+from kiri.atoms.registry import atom_spec
 from kiri.atoms.schema import Field, Schema, SchemaError, clock_field
 from kiri.model.config import num_params
 

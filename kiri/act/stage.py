@@ -25,8 +25,10 @@ from kiri import add_version_option
 from kiri.act.sinks import Sink, SinkError, sink_modules
 from kiri.act.sinks.retrain import RetrainSink
 from kiri.clients.http import redact
+from kiri.home.runner import run_main
+from kiri.wire.errors import KiriError
 from kiri.wire.records import Decision, Outcome
-from kiri.wire.stream import Log, Stream, UserError, add_stream_options, run_main, setup_logging
+from kiri.wire.stream import Log, Stream, add_stream_options, setup_logging
 
 SINKS = sink_modules()
 FIRST_BACKOFF = 0.5  # seconds before the first retry; doubled for each one after
@@ -116,7 +118,7 @@ def open_sink(name: str, args: argparse.Namespace, log: Log) -> Sink:
     try:
         return SINKS[name].open_sink(args, log)
     except SinkError as e:
-        raise UserError(str(e)) from e
+        raise KiriError(str(e)) from e
 
 
 def act(stream: Stream, sinks: list[Sink], retries: int, log: Log) -> None:

@@ -25,7 +25,7 @@ from typing import NamedTuple
 import msgspec
 import numpy as np
 
-from kiri.atoms import AtomSpec
+from kiri.atoms.registry import AtomSpec
 from kiri.atoms.retraining import DEFAULT as SCHEDULE
 from kiri.atoms.schema import Field, Schema, SchemaError
 from kiri.model import weights

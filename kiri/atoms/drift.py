@@ -21,7 +21,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 
-from kiri.atoms import AUTO_LEVELS, AUTO_TAILS, AtomSpec
+from kiri.atoms.registry import AUTO_LEVELS, AUTO_TAILS, AtomSpec
 from kiri.atoms.schema import Field, Schema
 from kiri.home.tasks import TaskHistory
 from kiri.wire.records import Obs

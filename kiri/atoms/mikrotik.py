@@ -27,7 +27,7 @@ import math
 
 import msgspec
 
-from kiri.atoms import AUTO_LEVELS, AUTO_STEPS, AUTO_TAILS, AtomSpec
+from kiri.atoms.registry import AUTO_LEVELS, AUTO_STEPS, AUTO_TAILS, AtomSpec
 from kiri.atoms.schema import Field, Schema
 from kiri.home import durations
 from kiri.wire.records import Obs

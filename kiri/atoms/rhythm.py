@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from kiri.atoms import AtomSpec
+from kiri.atoms.registry import AtomSpec
 from kiri.atoms.schema import Field, Schema
 from kiri.wire.records import Obs
 from kiri.wire.stream import Log

@@ -46,7 +46,8 @@ def missing_atom(atom: str) -> str:
         valid_name(atom)
     except ValueError as e:
         return str(e)
-    from kiri.atoms import known_atoms, weights_path  # numpy, which kiri-act otherwise never needs
+    from kiri.atoms.registry import known_atoms  # numpy, which kiri-act otherwise never needs
+    from kiri.home.paths import weights_path
 
     home = kiri_home()
     if atom in known_atoms() or weights_path(atom).exists():
@@ -59,7 +60,7 @@ def missing_atom(atom: str) -> str:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None) -> int:  # noqa: RET503 (execv does not return)
     """`kiri train ATOM ARG…` at a lower priority, one run at a time per atom: training must
     not starve the pipeline, and two runs would only race to write the same weights.
 
@@ -74,9 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         except BlockingIOError:
             print(f"already training {args[0]}: this run is not needed", flush=True)
             return BUSY
-        from kiri.cli import main as kiri
-
-        return kiri(["train", *args])
+        # `kiri train` in this process, holding the lock: the flock lives as long as the fd
+        os.set_inheritable(held.fileno(), True)
+        os.execv(sys.executable, [sys.executable, "-m", "kiri.cli", "train", *args])
 
 
 if __name__ == "__main__":

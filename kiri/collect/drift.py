@@ -18,10 +18,10 @@ from kiri.atoms import drift
 from kiri.collect.sources import add_poll_options, poll
 from kiri.home import durations
 from kiri.home.recordings import Recorder
-from kiri.home.store import Store, StoreError
+from kiri.home.store import Store
 from kiri.home.tasks import TaskHistory
 from kiri.wire.records import Obs
-from kiri.wire.stream import Stream, UserError
+from kiri.wire.stream import Stream
 
 GRACE = 0.5  # seconds after a window's end before it is read: a task logged at :59.9 counts
 
@@ -94,11 +94,8 @@ def collect(args: argparse.Namespace, stream: Stream) -> None:
 
 
 def _history() -> TaskHistory:
-    try:
-        with Store() as store:
-            return TaskHistory.load(store)
-    except StoreError as e:
-        raise UserError(str(e)) from None
+    with Store() as store:
+        return TaskHistory.load(store)
 
 
 def follow(args: argparse.Namespace, stream: Stream, host: str) -> None:

@@ -10,7 +10,7 @@ number (the reason names its key), or no value for a field the atom's schema nee
 
 `kiri-collect exec --atom gpu` with no command runs the `command` of [atoms.gpu] in config.toml,
 whose `interval` and `timeout` are then the defaults; kiri/atoms/__init__.py makes an atom of
-its `fields`. A command that cannot be found exits with NOT_RESTARTED: the source is absent here.
+its `fields`. A command that cannot be found exits with DO_NOT_RESTART: the source is absent here.
 """
 
 from __future__ import annotations
@@ -29,12 +29,13 @@ from collections.abc import Callable, Sequence
 
 import msgspec
 
-from kiri.atoms import UnknownAtom, atom_spec, config_atom
-from kiri.collect.sources import NOT_RESTARTED, add_poll_options, poll
+from kiri.atoms.registry import UnknownAtom, atom_spec, config_atom
+from kiri.collect.sources import add_poll_options, poll
 from kiri.home.config import setting
 from kiri.home.paths import valid_name
+from kiri.wire.errors import DO_NOT_RESTART, KiriError
 from kiri.wire.records import UNDECODABLE, Obs
-from kiri.wire.stream import Stream, UserError
+from kiri.wire.stream import Stream
 
 DEFAULT_ATOM = "exec"
 DEFAULT_INTERVAL = 60.0
@@ -89,7 +90,7 @@ def collect(args: argparse.Namespace, stream: Stream) -> None:
     argv, timeout = _settings(args)
     if shutil.which(argv[0]) is None:
         print(f"Error: command not found: {argv[0]}", file=sys.stderr)
-        raise SystemExit(NOT_RESTARTED)
+        raise SystemExit(DO_NOT_RESTART)
     needed = _needed_fields(args.atom)
     host = args.host or socket.gethostname()
 
@@ -113,14 +114,14 @@ def _settings(args: argparse.Namespace) -> tuple[list[str], float]:
     try:
         valid_name(args.atom)
     except ValueError as e:
-        raise UserError(str(e)) from None
+        raise KiriError(str(e)) from None
     if args.timeout is not None and args.timeout <= 0:
-        raise UserError("--timeout must be greater than 0")
+        raise KiriError("--timeout must be greater than 0")
     atom = config_atom(args.atom)
     args.interval = setting(args.interval, atom.interval, DEFAULT_INTERVAL)
     command = setting(args.command or None, atom.command, None)
     if command is None:
-        raise UserError(
+        raise KiriError(
             f"no command to run: give one after -- (kiri-collect exec --atom {args.atom} "
             f"-- CMD ARGS…), or set `command` in [atoms.{args.atom}] of config.toml"
         )

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from kiri.collect.sources import NOT_RESTARTED, add_poll_options, poll
+from kiri.collect.sources import add_poll_options, poll
 from kiri.home.config import (
     MikrotikSection,
     config_path,
@@ -38,8 +38,9 @@ from kiri.home.config import (
     secret,
     setting,
 )
+from kiri.wire.errors import DO_NOT_RESTART, KiriError
 from kiri.wire.records import Obs
-from kiri.wire.stream import Stream, UserError
+from kiri.wire.stream import Stream
 
 if TYPE_CHECKING:  # the atom brings numpy, which other sources of kiri-collect never need
     from kiri.atoms.mikrotik import Reading
@@ -105,9 +106,9 @@ def collect(args: argparse.Namespace, stream: Stream) -> None:
             reason=f"no --url, and no url in [mikrotik] of "
             f"{config_path()}: nothing to poll, not restarting",
         )
-        raise SystemExit(NOT_RESTARTED)
+        raise SystemExit(DO_NOT_RESTART)
     if args.timeout <= 0:
-        raise UserError("--timeout must be greater than 0")
+        raise KiriError("--timeout must be greater than 0")
     api = RouterAPI(router, args.timeout)
     if router.insecure:
         stream.log.warning(
@@ -128,7 +129,7 @@ def configured_router(args: argparse.Namespace) -> Router | None:
         return None
     user = setting(args.user, section.user, None)
     if user is None:
-        raise UserError("no router user: give --user NAME, or user in [mikrotik] of config.toml")
+        raise KiriError("no router user: give --user NAME, or user in [mikrotik] of config.toml")
     if args.ca or args.insecure:  # how to trust the router is one setting: --ca or --insecure
         ca, insecure = args.ca, args.insecure
     else:
@@ -140,13 +141,13 @@ def _password(args: argparse.Namespace, section: MikrotikSection) -> str:
     if args.password_env:
         value = os.environ.get(args.password_env)
         if not value:
-            raise UserError(f"--password-env names ${args.password_env}, which is not set")
+            raise KiriError(f"--password-env names ${args.password_env}, which is not set")
         return value
     if args.password_file:
         return read_secret_file(Path(args.password_file).expanduser(), "--password-file")
     value = secret("[mikrotik]", "password", section.password_env, section.password_file)
     if value is None:
-        raise UserError(
+        raise KiriError(
             "no router password: give --password-env VAR or --password-file PATH, "
             "or password_env or password_file in [mikrotik] of config.toml"
         )
@@ -159,19 +160,19 @@ class RouterAPI:
     def __init__(self, router: Router, timeout: float) -> None:
         parts = urllib.parse.urlsplit(router.url)
         if "@" in parts.netloc:  # said without echoing the URL: it holds a password
-            raise UserError(
+            raise KiriError(
                 "put the user in --user and the password in --password-env or "
                 "--password-file, not in the router's URL"
             )
         if parts.scheme != "https" or not parts.hostname:
-            raise UserError(
+            raise KiriError(
                 f"the router's URL must be https://HOST[:PORT], not {router.url!r}: "
                 f"RouterOS sends the password with every request"
             )
         try:
             self.port = parts.port
         except ValueError as e:
-            raise UserError(f"the router's URL {router.url!r}: {e}") from None
+            raise KiriError(f"the router's URL {router.url!r}: {e}") from None
         self.host, self.netloc, self.base = parts.hostname, parts.netloc, parts.path.rstrip("/")
         self.user, self.timeout = router.user, timeout
         self.context = _tls_context(router.ca, router.insecure)
@@ -261,9 +262,9 @@ def _tls_context(ca: str | None, insecure: bool) -> ssl.SSLContext:
     try:
         return ssl.create_default_context(cafile=cafile)
     except ssl.SSLError as e:
-        raise UserError(f"the router's CA file {ca}: not a PEM certificate ({e.reason})") from None
+        raise KiriError(f"the router's CA file {ca}: not a PEM certificate ({e.reason})") from None
     except OSError as e:
-        raise UserError(f"the router's CA file {ca}: {e.strerror}") from None
+        raise KiriError(f"the router's CA file {ca}: {e.strerror}") from None
 
 
 class RouterSource:

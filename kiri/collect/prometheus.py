@@ -27,7 +27,6 @@ from collections.abc import Callable
 
 import msgspec
 
-from kiri.atoms import FIELD_NAME
 from kiri.clients.prometheus import (
     QUERY_SETS,
     PromError,
@@ -40,11 +39,13 @@ from kiri.clients.prometheus import (
     step,
 )
 from kiri.collect.sources import Fit, add_poll_options, poll
+from kiri.home.config import FIELD_NAME
 from kiri.home.durations import moment
 from kiri.home.paths import valid_name
 from kiri.home.recordings import Recorder
+from kiri.wire.errors import KiriError
 from kiri.wire.records import Obs
-from kiri.wire.stream import Stream, UserError
+from kiri.wire.stream import Stream
 
 CUSTOM_ATOM = "prometheus"  # the atom of --query observations, unless --atom names another
 BACKFILL_ATTEMPTS = 3
@@ -158,17 +159,17 @@ def _moment(text: str) -> float:
 def collect(args: argparse.Namespace, stream: Stream) -> None:
     queries = _query_set(args)
     if args.timeout <= 0:
-        raise UserError("--timeout must be greater than 0")
+        raise KiriError("--timeout must be greater than 0")
     attempts = BACKFILL_ATTEMPTS if args.start is not None else 1
     try:
         prom = Prometheus(args.url, args.timeout, stream.log, stream.sleep, attempts)
     except ValueError as e:
-        raise UserError(str(e)) from None
+        raise KiriError(str(e)) from None
     fleet = Fleet(prom, queries, rate_window(args.step, args.scrape_interval), args.host)
     if args.start is not None:
         backfill(args, stream, fleet)
     elif args.end is not None:
-        raise UserError("--end needs --start: a backfill is from --start to --end")
+        raise KiriError("--end needs --start: a backfill is from --start to --end")
     else:
         follow(args, stream, fleet)
 
@@ -179,12 +180,12 @@ def _query_set(args: argparse.Namespace) -> QuerySet:
     else:
         names = [name for name, _ in args.query]
         if twice := sorted({n for n in names if names.count(n) > 1}):
-            raise UserError(f"--query {', '.join(twice)}: one query per field name")
+            raise KiriError(f"--query {', '.join(twice)}: one query per field name")
         queries = QuerySet(CUSTOM_ATOM, dict(args.query))
     try:
         return msgspec.structs.replace(queries, atom=valid_name(args.atom or queries.atom))
     except ValueError as e:
-        raise UserError(str(e)) from None
+        raise KiriError(str(e)) from None
 
 
 class Fleet:
@@ -224,7 +225,7 @@ def backfill(args: argparse.Namespace, stream: Stream, fleet: Fleet) -> None:
     end = time.time() if args.end is None else args.end
     start = math.floor(args.start / args.step) * args.step  # on the step's grid
     if start > end:
-        raise UserError("--start must be before --end")
+        raise KiriError("--start must be before --end")
     recorder = Recorder(fleet.queries.atom) if args.record else None
     fit = Fit(stream.log)
     emitted = 0
@@ -244,7 +245,7 @@ def backfill(args: argparse.Namespace, stream: Stream, fleet: Fleet) -> None:
     except PromError as e:
         if stream.stopping:  # asked to stop while waiting to ask again
             return
-        raise UserError(str(e)) from None
+        raise KiriError(str(e)) from None
     finally:
         if recorder:
             recorder.close()
@@ -273,7 +274,7 @@ class Follower:
             observations, skipped = self.fleet.at(time.time())
         except PromError as e:
             if e.fatal:
-                raise UserError(str(e)) from None
+                raise KiriError(str(e)) from None
             self._failed(str(e))
             return []
         if self.failing:

@@ -20,11 +20,11 @@ from collections.abc import Callable, Iterable, Iterator
 import msgspec
 
 from kiri.home.recordings import Recorder
+from kiri.wire.errors import KiriError
 from kiri.wire.records import Obs
-from kiri.wire.stream import MAX_LINE, Log, Stream, UserError
+from kiri.wire.stream import MAX_LINE, Log, Stream
 
 SOURCES = ("drift", "exec", "mikrotik", "prometheus", "rhythm", "telegram")  # kiri/collect/NAME.py
-NOT_RESTARTED = 125  # exit status telling the supervisor a source is absent: do not restart
 # characters of a host name, a value's or a meta entry's name, or a meta value: far more than any
 # real one (an interface name, an instance label), and short enough that an observation fits
 MAX_TEXT = 256
@@ -72,7 +72,7 @@ def poll(
     signal. The first sample comes after at most first_wait seconds, so a user sees data at
     once; the first `fast` samples come every fast_interval seconds instead (a warm-up)."""
     if args.interval <= 0 or fast_interval <= 0:
-        raise UserError("--interval must be greater than 0")
+        raise KiriError("--interval must be greater than 0")
     recorder = Recorder(atom) if args.record else None
     fit = Fit(stream.log)
     started = time.monotonic()

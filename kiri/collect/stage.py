@@ -9,8 +9,10 @@ import time
 
 from kiri import add_version_option
 from kiri.collect.sources import add_parsers, add_poll_options, poll
+from kiri.home.runner import run_main
+from kiri.wire.errors import KiriError
 from kiri.wire.records import KINDS
-from kiri.wire.stream import Stream, UserError, add_stream_options, run_main, setup_logging
+from kiri.wire.stream import Stream, add_stream_options, setup_logging
 
 ALL_KINDS = tuple(KINDS.values())
 
@@ -59,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def collect_pulse(args: argparse.Namespace, stream: Stream) -> None:
-    from kiri.atoms import pulse, weights_path  # here: replay needs neither psutil nor numpy
+    from kiri.collect import pulse  # here: replay needs no psutil
+    from kiri.home.paths import weights_path
 
     fast = args.warmup if args.warmup and not weights_path("pulse").exists() else 0
     pulse.prime()
@@ -101,7 +104,7 @@ def _open(name: str) -> int:
     try:
         return os.open(name, os.O_RDONLY)
     except OSError as e:
-        raise UserError(f"cannot read {name}: {e.strerror}") from e
+        raise KiriError(f"cannot read {name}: {e.strerror}") from e
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,11 +45,11 @@ from kiri.clients.telegram import (
     verdict_words,
     who,
 )
-from kiri.collect.sources import NOT_RESTARTED
 from kiri.home.config import config_path
 from kiri.home.store import Store, UnknownAlertError
+from kiri.wire.errors import DO_NOT_RESTART, KiriError
 from kiri.wire.records import Verdict
-from kiri.wire.stream import Stream, UserError
+from kiri.wire.stream import Stream
 
 ATTEMPTS = 3  # of an answer or an edit, retried while it fails transiently
 FIRST_BACKOFF = 1.0  # seconds after a failed poll, doubled while polls keep failing
@@ -86,9 +86,9 @@ def collect(args: argparse.Namespace, stream: Stream) -> None:
             "no_telegram",
             reason=f"no [telegram] in {config_path()}: no buttons to listen to, not restarting",
         )
-        raise SystemExit(NOT_RESTARTED)
+        raise SystemExit(DO_NOT_RESTART)
     if args.timeout < 1:
-        raise UserError("--timeout must be at least 1 second")
+        raise KiriError("--timeout must be at least 1 second")
     with Store() as store:
         Presses(config, store, stream, args.timeout).run()
 
@@ -141,7 +141,7 @@ class Presses:
             me = self.api.call("getMe", {})
         except HttpError as e:
             if e.status in (401, 404):
-                raise UserError(
+                raise KiriError(
                     f"Telegram refused the bot token ({e}): check token_env or "
                     f"token_file in [telegram] of {config_path()}"
                 ) from None

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from kiri.atoms import UnknownAtom, atom_spec
+from kiri.atoms.registry import UnknownAtom, atom_spec
 from kiri.atoms.schema import SchemaError
 from kiri.wire.patterns import culprit_order, named_culprits, pattern_key
 from kiri.wire.records import Decision, Rule, Score

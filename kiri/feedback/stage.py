@@ -23,13 +23,15 @@ import time
 import msgspec
 
 from kiri import add_version_option
-from kiri.atoms import UnknownAtom, atom_spec, examples_path, nerve
-from kiri.home.paths import private_dir
+from kiri.atoms import nerve_examples as nerve
+from kiri.atoms.registry import UnknownAtom, atom_spec
+from kiri.home.paths import examples_path, private_dir
 from kiri.home.recordings import Recorder
+from kiri.home.runner import run_main
 from kiri.home.store import Store, VerdictRow
 from kiri.wire.patterns import named_culprits, pattern_key
 from kiri.wire.records import Decision, Outcome, Record, Rule, Verdict
-from kiri.wire.stream import Log, Stream, add_stream_options, run_main, setup_logging
+from kiri.wire.stream import Log, Stream, add_stream_options, setup_logging
 
 CURSOR = "feedback.verdicts_seen"
 REQUEST_EXPIRES = 3600.0  # a retrain request kiri-decide has not read within an hour is stale

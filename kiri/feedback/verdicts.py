@@ -16,10 +16,10 @@ from kiri.clients import alertmanager
 from kiri.clients.http import HttpError
 from kiri.home import durations
 from kiri.home.config import config_path
-from kiri.home.store import Store, StoreError
+from kiri.home.store import Store
+from kiri.wire.errors import KiriError
 from kiri.wire.records import Decision
 from kiri.wire.render import local_time
-from kiri.wire.stream import UserError
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -62,15 +62,8 @@ def duration(text: str) -> float:
     return seconds
 
 
-def _store() -> Store:
-    try:
-        return Store()
-    except StoreError as e:
-        raise UserError(str(e)) from None
-
-
 def cmd_alerts(args: argparse.Namespace) -> None:
-    with _store() as store:
+    with Store() as store:
         rows = store.alerts(args.limit)
     if not rows:
         print("no alerts yet")
@@ -86,19 +79,16 @@ def cmd_feedback(args: argparse.Namespace) -> None:
     silence: float | None = getattr(args, "silence", None)  # only dismiss has --for
     # Checked before the verdict is recorded, so a --for that cannot work changes nothing.
     am = _alertmanager() if silence else None
-    try:
-        with _store() as store:
-            changed = store.add_verdict(
-                args.alert,
-                args.verdict,
-                normal=args.normal,
-                source="cli",
-                by=args.by,
-                note=args.note,
-            )
-            decision = store.decision(args.alert) if am else None
-    except StoreError as e:
-        raise UserError(str(e)) from None
+    with Store() as store:
+        changed = store.add_verdict(
+            args.alert,
+            args.verdict,
+            normal=args.normal,
+            source="cli",
+            by=args.by,
+            note=args.note,
+        )
+        decision = store.decision(args.alert) if am else None
     what = f"{args.verdict}ed" if args.verdict == "confirm" else "dismissed"
     extra = ", as the new normal" if args.normal else ""
     print(f"alert {args.alert} {what}{extra}" + ("" if changed else " (already recorded)"))
@@ -109,7 +99,7 @@ def cmd_feedback(args: argparse.Namespace) -> None:
 def _alertmanager() -> alertmanager.Settings:
     am = alertmanager.settings()
     if am is None:
-        raise UserError(
+        raise KiriError(
             f"--for silences the alert in Alertmanager, and there is no "
             f"[alertmanager] url in {config_path()}"
         )
@@ -121,7 +111,7 @@ def _silence(am: alertmanager.Settings, decision: Decision, seconds: float, comm
     try:
         silence_id = alertmanager.silence(am, decision, now, now + seconds, comment)
     except HttpError as e:
-        raise UserError(f"alert {decision.id} dismissed, but not silenced: {e}") from None
+        raise KiriError(f"alert {decision.id} dismissed, but not silenced: {e}") from None
     until = time.strftime("%Y-%m-%d %H:%M", time.localtime(now + seconds))
     atoms = ", ".join(decision.atoms or [decision.atom])
     print(

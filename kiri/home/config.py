@@ -41,7 +41,7 @@ import msgspec
 import msgspec.inspect as mi
 
 from kiri.home.paths import kiri_home, valid_name
-from kiri.wire.stream import UserError
+from kiri.wire.errors import KiriError
 
 T = TypeVar("T")
 
@@ -52,7 +52,7 @@ FIXED_LEVELS = 10  # a fixed field's buckets, unless it gives `levels`
 MAX_LEVELS = 100  # more buckets than this for one field is a typo, not a schema
 
 
-class ConfigError(UserError):
+class ConfigError(KiriError):
     """config.toml, or a secret it points to, cannot be used; the message says why."""
 
 

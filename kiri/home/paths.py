@@ -62,3 +62,13 @@ def atomic_write(path: Path, data: bytes) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def weights_path(atom: str) -> Path:
+    """$KIRI_HOME/atoms/ATOM/weights.json"""
+    return kiri_home() / "atoms" / valid_name(atom) / "weights.json"
+
+
+def examples_path(atom: str) -> Path:
+    """Observations people called "the new normal", as token documents, trained on every time."""
+    return kiri_home() / "atoms" / valid_name(atom) / "normal.ndjson"

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import msgspec
 
 from kiri.home.paths import data_dir
 from kiri.wire.records import UNDECODABLE, Obs, Record
 
-if TYPE_CHECKING:  # the schema brings numpy, which a collector that only records never needs
-    from kiri.atoms.schema import Schema
+
+class Schema(Protocol):
+    """What loading needs of an atom's schema (kiri.atoms.schema.Schema): a ValueError (its
+    SchemaError) for an observation it cannot tokenize."""
+
+    def tokenize(
+        self, values: Mapping[str, float | None], meta: Mapping[str, str], ts: float = 0.0
+    ) -> list[str]: ...
 
 
 class Recorder:
@@ -80,8 +86,6 @@ def _problem(
     schema: Schema,
     seen: dict[tuple[str, float], Obs],
 ) -> str | None:
-    from kiri.atoms.schema import SchemaError
-
     if not line.strip():
         return None
     try:
@@ -92,7 +96,7 @@ def _problem(
         return None
     try:
         schema.tokenize(rec.values, rec.meta)
-    except SchemaError as e:
+    except ValueError as e:
         return str(e)
     seen[(rec.host, rec.ts)] = rec
     return None

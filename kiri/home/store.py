@@ -22,8 +22,8 @@ from pathlib import Path
 import msgspec
 
 from kiri.home.paths import kiri_home
+from kiri.wire.errors import KiriError
 from kiri.wire.records import Decision, Rule
-from kiri.wire.stream import UserError
 
 MIGRATIONS = [
     # 1: alerts, verdicts (at most one per alert), rules
@@ -108,7 +108,7 @@ MIGRATIONS = [
 VERSION = len(MIGRATIONS)
 
 
-class StoreError(UserError):
+class StoreError(KiriError):
     """The store cannot be used; the message says why and what to do (every command prints it
     as one `Error: …` line)."""
 

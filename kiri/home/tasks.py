@@ -14,23 +14,20 @@ import time
 
 import msgspec
 
-from kiri.home.store import Store, StoreError, TaskRow
-from kiri.wire.stream import UserError
+from kiri.home.store import Store, TaskRow
+from kiri.wire.errors import KiriError
 
 
 def cmd_task(args: argparse.Namespace) -> None:
     """kiri task add|done|switch|list"""
-    try:
-        with Store() as store:
-            ACTIONS[args.action](store, args)
-    except StoreError as e:
-        raise UserError(str(e)) from None
+    with Store() as store:
+        ACTIONS[args.action](store, args)
 
 
 def _add(store: Store, args: argparse.Namespace) -> None:
     title = args.title.strip()
     if not title:
-        raise UserError("a task needs a title")
+        raise KiriError("a task needs a title")
     project = store.current_project() if args.project is None else args.project.strip()
     print(store.add_task(title, project))  # the id alone, so a script can keep it
 
@@ -43,7 +40,7 @@ def _done(store: Store, args: argparse.Namespace) -> None:
 def _switch(store: Store, args: argparse.Namespace) -> None:
     project = args.project.strip()
     if not project:
-        raise UserError("name the project to switch to")
+        raise KiriError("name the project to switch to")
     if project == store.current_project():  # not a switch: the drift atom must not count it
         print(f"already on project {project}")
         return

@@ -23,6 +23,7 @@ from numpy.typing import NDArray
 
 from kiri.home.paths import atomic_write, private_dir
 from kiri.model.config import Config, matrix_shapes, num_params
+from kiri.wire.errors import KiriError
 
 if TYPE_CHECKING:
     from kiri.model.training import Matrices
@@ -31,7 +32,7 @@ FORMAT = "kiri-weights"
 VERSION = 1
 
 
-class WeightsError(ValueError):
+class WeightsError(KiriError, ValueError):
     """A weights file that cannot be used; the message names the file and the problem."""
 
 

@@ -11,18 +11,18 @@ from typing import TYPE_CHECKING, TypeVar
 import msgspec
 import psutil
 
-from kiri.atoms import AtomSpec, UnknownAtom, atom_spec, auto_spec, examples_path, weights_path
 from kiri.atoms.detector import Detector, train_detector
+from kiri.atoms.registry import AtomSpec, UnknownAtom, atom_spec, auto_spec
 from kiri.atoms.schema import Field, SchemaError
+from kiri.home.paths import examples_path, weights_path
 from kiri.home.recordings import load_observations, recording_files
 from kiri.home.store import Store
-from kiri.model import weights
 from kiri.model.config import matrix_shapes, num_params
 from kiri.model.fast import FloatArray
 from kiri.score.progress import Progress
+from kiri.wire.errors import KiriError
 from kiri.wire.patterns import culprit_order
 from kiri.wire.records import UNDECODABLE, Obs
-from kiri.wire.stream import UserError
 
 if TYPE_CHECKING:
     from kiri.model.fast import FloatArray
@@ -42,9 +42,9 @@ def _spec(name: str, files: list[Path] | None = None) -> AtomSpec:
             return auto_spec(name, fields)
         if weights_path(name).exists():
             return AtomSpec(name, _detector(name).schema)
-        raise UserError(f"{e}, and no observations of it to fit one from") from None
+        raise KiriError(f"{e}, and no observations of it to fit one from") from None
     except ValueError as e:
-        raise UserError(str(e)) from None
+        raise KiriError(str(e)) from None
 
 
 def _fields_in(atom: str, files: list[Path]) -> list[str]:
@@ -65,11 +65,8 @@ def _fields_in(atom: str, files: list[Path]) -> list[str]:
 def _detector(atom: str, path: Path | None = None) -> Detector:
     path = path or weights_path(atom)
     if not path.exists():
-        raise UserError(f"atom {atom} has no weights yet at {path}: run `kiri train {atom}`")
-    try:
-        return Detector.load(path)
-    except weights.WeightsError as e:
-        raise UserError(str(e)) from None
+        raise KiriError(f"atom {atom} has no weights yet at {path}: run `kiri train {atom}`")
+    return Detector.load(path)
 
 
 def train(args: argparse.Namespace) -> None:
@@ -78,7 +75,7 @@ def train(args: argparse.Namespace) -> None:
     spec = _spec(args.atom, files)
     missing = [str(f) for f in files if not Path(f).is_file()]
     if missing:
-        raise UserError(f"cannot read {', '.join(missing)}")
+        raise KiriError(f"cannot read {', '.join(missing)}")
     loaded = load_observations(spec.name, [Path(f) for f in files], spec.schema, args.window)
     if spec.training_set:  # Nerve's: a verdict outranks the policy's decision on its alert
         loaded.observations = spec.training_set(loaded.observations)
@@ -88,7 +85,7 @@ def train(args: argparse.Namespace) -> None:
     if not args.files:  # the atom's own recordings: its alerts say which ones were incidents
         loaded.observations = _outside_incidents(spec.name, loaded.observations)
     if len(loaded.observations) < MIN_OBSERVATIONS:
-        raise UserError(
+        raise KiriError(
             f"atom {spec.name} needs at least {MIN_OBSERVATIONS} observations to train, "
             f"found {len(loaded.observations)}: "
             f"record some with `kiri-collect {spec.name} --record`"
@@ -96,7 +93,7 @@ def train(args: argparse.Namespace) -> None:
     batch = args.batch or 32
     steps = spec.steps if args.steps is None else args.steps
     if steps < 1 or batch < 1:
-        raise UserError("--steps and --batch must be at least 1")
+        raise KiriError("--steps and --batch must be at least 1")
     examples = _examples(spec)
     if examples:
         print(f"with {len(examples)} observations people called the new normal")
@@ -188,9 +185,9 @@ def score(args: argparse.Namespace) -> None:
         elif args.tokens:
             tokens = schema.parse(args.tokens)
         else:
-            raise UserError('give tokens ("C9 M9 D4 S4 L4 N1") or --values')
+            raise KiriError('give tokens ("C9 M9 D4 S4 L4 N1") or --values')
     except SchemaError as e:
-        raise UserError(str(e)) from None
+        raise KiriError(str(e)) from None
     ids = schema.ids(tokens)
     nll_rows, far = detector.token_figures([ids], observed)
     nll = nll_rows[0]
@@ -239,11 +236,11 @@ def _pairs(text: str, cast: Callable[[str], T]) -> dict[str, T]:
     for part in filter(None, text.split(",")):
         name, sep, value = part.partition("=")
         if not sep:
-            raise UserError(f"expected NAME=VALUE, got {part!r}")
+            raise KiriError(f"expected NAME=VALUE, got {part!r}")
         try:
             out[name.strip()] = cast(value)
         except ValueError:
-            raise UserError(f"{name.strip()}: {value!r} is not a number") from None
+            raise KiriError(f"{name.strip()}: {value!r} is not a number") from None
     return out
 
 

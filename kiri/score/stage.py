@@ -17,20 +17,21 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from kiri import add_version_option
-from kiri.atoms import UnknownAtom, atom_spec, known_atoms, weights_path
 from kiri.atoms.detector import Detector
 from kiri.atoms.lifecycle import LifeCycle
+from kiri.atoms.registry import UnknownAtom, atom_spec, known_atoms
 from kiri.atoms.schema import Schema, SchemaError
 from kiri.home.config import ConfigError
+from kiri.home.paths import weights_path
+from kiri.home.runner import run_main
 from kiri.model.weights import WeightsError
+from kiri.wire.errors import KiriError
 from kiri.wire.records import Obs, Score
 from kiri.wire.stream import (
     Check,
     Log,
     Stream,
-    UserError,
     add_stream_options,
-    run_main,
     setup_logging,
 )
 
@@ -97,7 +98,7 @@ class Weights:
             detector = Detector.load(self.path)
         except WeightsError as e:
             if self.detector is None:
-                raise UserError(str(e)) from None
+                raise
             self.log.error("weights_rejected", reason=str(e), keeping=self.detector.id)
             return
         self.log.info(
@@ -112,7 +113,7 @@ def score_stream(args: argparse.Namespace, stream: Stream, log: Log) -> None:
     model = Weights(path, log)
     model.refresh(force=True)
     if model.detector is None and not args.learn:
-        raise UserError(
+        raise KiriError(
             f"atom {atom} has no weights at {path}: run `kiri train {atom}`, "
             "or start kiri-atom with --learn"
         )

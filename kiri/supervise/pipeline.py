@@ -43,6 +43,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from kiri.home.paths import valid_name
+from kiri.wire.errors import KiriError
 from kiri.wire.records import UNDECODABLE
 
 CHECKOUT = Path(__file__).resolve().parent.parent  # pipelines/ and bin/ live here
@@ -51,8 +52,10 @@ Seconds = Annotated[float, msgspec.Meta(gt=0)]
 FIFO_TOKEN = "{fifo}"
 
 
-class PipelineError(Exception):
+class PipelineError(KiriError):
     """A pipeline file that cannot run; its lines name every problem found."""
+
+    status = 2
 
 
 class StageSpec(msgspec.Struct, forbid_unknown_fields=True):

@@ -23,7 +23,7 @@ from xml.sax.saxutils import escape
 
 from kiri.home.paths import atomic_write, kiri_home, private_dir
 from kiri.supervise.pipeline import CHECKOUT, DEFAULT_PIPELINE, PipelineError, load
-from kiri.wire.stream import UserError
+from kiri.wire.errors import KiriError
 
 UNIT = "kiri.service"
 LABEL = "dev.kiri"
@@ -81,7 +81,7 @@ def render(platform: str, pipeline: Path, home: Path) -> str:
         "checkout": CHECKOUT,
     }
     if any("\n" in str(v) for v in values.values()):
-        raise UserError("a path holds a newline; a service file cannot carry it")
+        raise KiriError("a path holds a newline; a service file cannot carry it")
     template = Template((CHECKOUT / "pipelines" / TEMPLATES[platform]).read_text())
     if platform == "macos":
         return template.substitute({k: escape(str(v)) for k, v in values.items()})
@@ -164,7 +164,7 @@ def uninstall(args: argparse.Namespace) -> int:
 def status(args: argparse.Namespace) -> int:
     path = service_file(args.platform)
     if not path.exists():
-        raise UserError(
+        raise KiriError(
             f"kiri service is not installed: no {path} (`kiri service install` installs it)"
         )
     print(f"installed: {path}")

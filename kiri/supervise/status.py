@@ -15,7 +15,7 @@ import psutil
 
 from kiri.atoms.lifecycle import State, describe, read_state
 from kiri.home.paths import kiri_home
-from kiri.wire.stream import UserError
+from kiri.wire.errors import KiriError
 
 CPU_SAMPLE = 0.25  # seconds over which `kiri status` measures CPU %
 
@@ -57,12 +57,12 @@ def read(path: Path) -> Status:
     try:
         return msgspec.json.decode(path.read_bytes(), type=Status)
     except FileNotFoundError:
-        raise UserError(
+        raise KiriError(
             f"no status file at {path}: kiri-supervise has not run with this "
             "KIRI_HOME (start it with bin/kiri-supervise PIPELINE)"
         ) from None
     except (OSError, msgspec.MsgspecError) as e:
-        raise UserError(f"cannot read {path}: {e}") from e
+        raise KiriError(f"cannot read {path}: {e}") from e
 
 
 def supervisor_alive(status: Status) -> bool:

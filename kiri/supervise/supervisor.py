@@ -67,6 +67,7 @@ import psutil
 
 from kiri import add_version_option
 from kiri.home.paths import atomic_write, kiri_home, private_dir
+from kiri.home.runner import run_main
 from kiri.supervise.pipeline import (
     DEFAULT_PIPELINE,
     Pipeline,
@@ -78,10 +79,10 @@ from kiri.supervise.pipeline import (
 )
 from kiri.supervise.relay import READ_SIZE, Inbox, Outlet, RotatingLog
 from kiri.supervise.status import AtomStatus, StageStatus, Status, status_path, table
+from kiri.wire.errors import DO_NOT_RESTART, KiriError
 from kiri.wire.records import Decision, Score
-from kiri.wire.stream import Log, UserError, run_main, setup_logging
+from kiri.wire.stream import Log, setup_logging
 
-DONT_RESTART = 125  # s6's exit status for "do not restart me"
 EXEC_FAILED = 127  # the status a stage gets when its command cannot be run
 STARTING = 1.0  # a stage counts as running once it has stayed up this long
 STATUS_EVERY = 1.0
@@ -192,7 +193,7 @@ class Supervisor:
             self._finish()
         failed = [s.name for s in self.stages.values() if s.state == "failed"]
         if failed and self.stop_at is None:
-            raise UserError(f"every stage has ended, and these failed: {', '.join(failed)}")
+            raise KiriError(f"every stage has ended, and these failed: {', '.join(failed)}")
 
     def _step(self) -> None:
         handlers = self._interest()
@@ -386,7 +387,7 @@ class Supervisor:
         if self.stop_at is not None:
             self.log.info("stage_stopped", name=stage.name, exit_status=status)
             self._settle(stage, "stopped")
-        elif status == DONT_RESTART:
+        elif status == DO_NOT_RESTART:
             self.log.info(
                 "stage_stopped",
                 name=stage.name,
@@ -562,7 +563,7 @@ class Supervisor:
         with contextlib.suppress(FileExistsError):
             os.mkfifo(path, 0o600)
         if not stat.S_ISFIFO(os.lstat(path).st_mode):
-            raise UserError(f"{path} exists and is not a FIFO; move it away")
+            raise KiriError(f"{path} exists and is not a FIFO; move it away")
         os.chmod(path, 0o600)
         if any(s.spec.output == "fifo" for s in self.stages.values()):
             # Read-write, so opening never waits for a reader and a reader's restart is no EPIPE.
@@ -606,7 +607,7 @@ def exclusive(home: Path) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             other = os.read(fd, 32).decode(errors="replace").strip() or "?"
-            raise UserError(
+            raise KiriError(
                 f"another kiri-supervise (pid {other}) is running with KIRI_HOME {home}"
             ) from None
         os.ftruncate(fd, 0)

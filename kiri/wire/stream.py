@@ -44,13 +44,6 @@ R = TypeVar("R", bound=Record)  # the record kinds a stage consumes
 Check: TypeAlias = Callable[[R], str | None]
 
 
-class UserError(Exception):
-    """A failure the user can act on: printed as one `Error: …` line, exit status `status`:
-    1, or 2 for a usage error (such as a config.toml that does not decode)."""
-
-    status = 1
-
-
 def setup_logging(stage: str, stream: TextIO | None = None) -> Log:
     """Configure structlog once per process: JSON lines on stderr, console lines on a terminal."""
     stream = stream or sys.stderr
@@ -90,31 +83,6 @@ def add_stream_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="also append every rejected input line, with its reason, to this file",
     )
-
-
-def run_main(body: Callable[[], int | None]) -> int:
-    """Run a stage's body with KIRI's exit conventions: 0 done, 1 failure, 2 usage. config.toml
-    is decoded and checked first, so that no stage starts half-configured."""
-    from kiri.home.config import load_config  # which needs UserError from here
-
-    try:
-        load_config()
-        return body() or 0
-    except BrokenPipeError:
-        _discard_stdout()
-        return 0
-    except UserError as e:
-        print(f"Error: {e}", file=sys.stderr)
-        return e.status
-    except KeyboardInterrupt:
-        return 0
-
-
-def _discard_stdout() -> None:
-    # The reader is gone: point fd 1 at /dev/null so nothing at exit writes to it again.
-    with contextlib.suppress(OSError):
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
 
 
 class Stream:
