@@ -10,7 +10,7 @@ bin="$(cd "$(dirname "${BASH_SOURCE[0]}")/../bin" && pwd)"
 interval="${KIRI_INTERVAL:-5}"
 warmup="${KIRI_WARMUP:-120}"
 
-"$bin/kiri-collect" pulse --record --interval "$interval" --warmup "$warmup" \
+"$bin/kiri-collect" pulse --interval "$interval" --warmup "$warmup" \
   | "$bin/kiri-atom" pulse --learn --warmup "$warmup" \
   | "$bin/kiri-decide" \
   | "$bin/kiri-act" --sink terminal --sink log >/dev/null

@@ -15,6 +15,16 @@ decode = msgspec.json.Decoder(Decision).decode
 KINDS = fixture_bytes("kinds.ndjson").splitlines()
 
 
+PULSE_FIELDS = {
+    "C": ("cpu", "CPU", "%"),
+    "M": ("mem", "memory", "%"),
+    "D": ("disk", "disk", "%"),
+    "S": ("swap", "swap", "%"),
+    "L": ("load", "load", ""),
+    "N": ("net", "network up", ""),
+}
+
+
 def score(ts, surprise, host="vm", threshold=1.0, tokens=None, nll=None, spread=None, early=False):
     tokens = tokens or ["C5", "M5", "D4", "S1", "L1", "N1"]
     nll = nll or [surprise] * len(tokens)
@@ -28,6 +38,7 @@ def score(ts, surprise, host="vm", threshold=1.0, tokens=None, nll=None, spread=
             tokens=tokens,
             nll=nll,
             spread=spread or [],
+            fields=[PULSE_FIELDS[t[0]] for t in tokens],
             early=early,
             values={"cpu": 97.0, "mem": 95.4, "disk": 40.0, "swap": 0.0, "load": 2.0, "net": 1.0},
         )

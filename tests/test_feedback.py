@@ -27,6 +27,7 @@ def alert(i, culprits=CULPRITS, action="alert"):
         surprise=2.6,
         threshold=1.0,
         culprits=culprits,
+        tokens=["C9", "M1", "D2", "S0", "L4", "N1"],  # document order, as kiri-decide gives them
         summary=f"alert {i}",
     )
 
@@ -70,16 +71,13 @@ def test_dismissing_a_pattern_twice_writes_a_suppression_rule(kiri_home):
         store.add_verdict("a0", "dismiss", note="backup")
         store.add_verdict("a1", "dismiss")
     before = time.time()
-    out, _ = feedback()
-    assert [(r["kind"], r.get("alert", r.get("action"))) for r in out] == [
-        ("verdict", "a0"),
-        ("verdict", "a1"),
-        ("rule", "suppress"),
-    ]
-    rule = out[2]
-    assert rule["atom"] == "pulse" and rule["match"] == ["C9", "L4"]
+    out, proc = feedback()
+    assert [(r["kind"], r["action"]) for r in out] == [("rule", "suppress")]
+    rule = out[0]
+    assert rule["atom"] == "pulse" and rule["host"] == "vm" and rule["match"] == ["C9", "L4"]
     assert before + 7 * 86400 - 5 < rule["expires"] < time.time() + 7 * 86400 + 5
-    assert out[0]["note"] == "backup" and out[0]["verdict"] == "dismiss"
+    verdicts = [e for e in log_events(proc.stderr) if e["event"] == "verdict"]
+    assert [(e["alert"], e["verdict"]) for e in verdicts] == [("a0", "dismiss"), ("a1", "dismiss")]
     with Store() as store:
         assert [r.id for r in store.active_rules()] == [rule["id"]]
     # each verdict is handled once: a restarted kiri-feedback starts where it left off
@@ -93,8 +91,9 @@ def test_one_dismissal_or_confirmations_write_no_rule(kiri_home):
         store.add_verdict("a0", "dismiss")
         store.add_verdict("a1", "confirm")
         store.add_verdict("a2", "confirm")
-    out, _ = feedback()
-    assert [r["kind"] for r in out] == ["verdict"] * 3
+    out, proc = feedback()
+    assert out == []
+    assert len([e for e in log_events(proc.stderr) if e["event"] == "verdict"]) == 3
 
 
 def test_after_sets_how_many_dismissals_make_a_rule(kiri_home):
@@ -102,18 +101,33 @@ def test_after_sets_how_many_dismissals_make_a_rule(kiri_home):
         record(store, alert(0))
         store.add_verdict("a0", "dismiss")
     out, _ = feedback(args=("--after", "1"))
-    assert [r["kind"] for r in out] == ["verdict", "rule"]
+    assert [r["kind"] for r in out] == ["rule"]
 
 
 def test_a_new_normal_asks_for_a_retrain_and_keeps_the_example(kiri_home):
     with Store() as store:
         record(store, alert(0))
         store.add_verdict("a0", "dismiss", normal=True)
-    out, _ = feedback()
-    assert [(r["kind"], r.get("action")) for r in out] == [("verdict", None), ("rule", "retrain")]
-    assert out[1]["atom"] == "pulse" and "new normal" in out[1]["reason"]
+    out, proc = feedback()
+    assert out == []  # nothing for kiri-decide: kiri-feedback starts the training itself
+    [asked] = [e for e in log_events(proc.stderr) if e["event"] == "retrain_requested"]
+    assert asked["atom"] == "pulse" and asked["why"] == "alert a0 is the new normal"
+    assert asked["detail"].startswith("training pulse (pid ")
     example = json.loads((kiri_home / "atoms" / "pulse" / "normal.ndjson").read_text())
     assert example["tokens"] == ["C9", "M1", "D2", "S0", "L4", "N1"]  # the schema's order
+
+
+def test_a_new_normal_keeps_the_example_of_an_atom_no_schema_here_knows(kiri_home):
+    gpu = alert(0)
+    gpu.atom, gpu.tokens = "gpu", ["temp:7", "util:2"]
+    with Store() as store:
+        record(store, gpu)
+        store.add_verdict("a0", "dismiss", normal=True)
+    _, proc = feedback()
+    [asked] = [e for e in log_events(proc.stderr) if e["event"] == "retrain_not_started"]
+    assert asked["atom"] == "gpu" and "no atom gpu" in asked["error"]  # no recordings here
+    example = json.loads((kiri_home / "atoms" / "gpu" / "normal.ndjson").read_text())
+    assert example["tokens"] == ["temp:7", "util:2"]
 
 
 def test_every_verdict_leaves_a_labelled_example_for_nerve(kiri_home):
@@ -140,16 +154,17 @@ def test_verdicts_given_while_it_runs_are_noticed_promptly(kiri_home):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    assert proc.stdout is not None
-    time.sleep(0.5)
+    assert proc.stderr is not None
     given = time.monotonic()
     assert run("kiri.cli", "feedback", "dismiss", "a0").returncode == 0
-    assert select.select([proc.stdout], [], [], 10)[0], "verdict not noticed"
-    line = proc.stdout.readline()
+    events = []
+    while not any(e["event"] == "verdict" for e in events):
+        assert select.select([proc.stderr], [], [], 10)[0], "verdict not noticed"
+        events += log_events(proc.stderr.readline())
     noticed = time.monotonic() - given
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=10)
-    assert json.loads(line)["kind"] == "verdict" and noticed < 5
+    assert noticed < 5
     assert proc.returncode == 0 and b"Traceback" not in err
 
 
@@ -236,12 +251,13 @@ def test_every_n_verdicts_ask_for_nerve_to_be_trained_again(kiri_home):
         record(store, *(alert(i) for i in range(5)))
         for i in range(5):
             store.add_verdict(f"a{i}", "dismiss" if i % 2 else "confirm")
-    out, _ = feedback(args=("--nerve-every", "2", "--after", "99"))
-    retrains = [r for r in out if r["kind"] == "rule" and r["action"] == "retrain"]
-    assert [(r["atom"], r["reason"]) for r in retrains] == [
+    out, proc = feedback(args=("--nerve-every", "2", "--after", "99"))
+    asked = [e for e in log_events(proc.stderr) if e["event"] == "retrain_requested"]
+    assert [(e["atom"], e["why"]) for e in asked] == [
         ("nerve", "2 verdicts to learn from"),
         ("nerve", "4 verdicts to learn from"),
     ]
+    assert out == []
 
 
 def test_rules_and_verdicts_on_stdin_never_reach_the_feedback_fifo(kiri_home):

@@ -9,9 +9,9 @@ import structlog
 from conftest import stage_cmd
 
 from kiri.act.sinks import SinkError
-from kiri.act.sinks import retrain as retrain_sink
-from kiri.act.sinks.retrain import MAX_RUNNING, RetrainSink
-from kiri.atoms.training_jobs import train_log
+from kiri.act.sinks.retrain import RetrainSink
+from kiri.atoms import training_jobs
+from kiri.atoms.training_jobs import MAX_RUNNING, train_log
 from kiri.wire.records import Decision
 
 
@@ -39,7 +39,7 @@ def started(kiri_home, monkeypatch) -> list[Run]:
         runs.append(Run(atom, 1000 + len(runs)))
         return runs[-1]
 
-    monkeypatch.setattr(retrain_sink, "start_training", start_training)
+    monkeypatch.setattr(training_jobs, "start_training", start_training)
     return runs
 
 

@@ -112,6 +112,9 @@ class Detector:
         self.calibration, self.id = calibration, model_id
         self.provenance = provenance or weights.Provenance()
         self._tokens = np.array(schema.vocab, dtype=object)  # id -> token, a batch at a time
+        self._fields = [
+            (f.name, f.label or f.name, f.unit) for f in schema.ordered[schema.n_context :]
+        ]
 
     @classmethod
     def load(cls, path: Path) -> Detector:
@@ -226,6 +229,7 @@ class Detector:
                 nll=row,
                 z=zs,
                 spread=spreads,
+                fields=self._fields,
                 surprise=s,
                 threshold=self.threshold,
                 model=self.id,

@@ -24,6 +24,8 @@ import msgspec
 import numpy as np
 from numpy.typing import NDArray
 
+from kiri.wire.render import describe
+
 
 class SchemaError(ValueError):
     """An observation (or a token list) that this schema cannot turn into a document."""
@@ -68,11 +70,7 @@ class Field(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     def describe(self, value: float | None) -> str:
         """`CPU 97%`: the field as a person names it, with its raw value."""
-        label = self.label or self.name
-        if value is None:
-            return label
-        shown = f"{value:.0f}" if abs(value) >= 10 or float(value).is_integer() else f"{value:.2f}"
-        return f"{label} {shown}{self.unit}"
+        return describe(self.label or self.name, self.unit, value)
 
 
 class Schema(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=True):

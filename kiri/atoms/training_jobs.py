@@ -1,10 +1,10 @@
 """Background training: `kiri train ATOM` in its own low-priority process.
 
 kiri-atom --learn starts one after its warm-up and whenever its schedule says so
-(kiri.atoms.lifecycle); kiri-act starts one for a `retrain` decision. One run at a time per
-atom: a second one exits.
-Either way kiri-atom picks up the new weights by itself when the file lands. The run's output
-goes to $KIRI_HOME/logs/train-ATOM.log (mode 0600).
+(kiri.atoms.lifecycle); kiri-feedback starts one for a "new normal" verdict and for Nerve, and
+kiri-act for a `retrain` decision, both through Trainings. One run at a time per atom: a second
+one exits. Either way kiri-atom picks up the new weights by itself when the file lands. The
+run's output goes to $KIRI_HOME/logs/train-ATOM.log (mode 0600).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from kiri.home.paths import kiri_home, private_dir, valid_name
+from kiri.wire.stream import Log
 
 
 def train_log(atom: str) -> Path:
@@ -37,6 +38,60 @@ def start_training(atom: str, out: Path | None = None, window: int = 0) -> subpr
         return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
     finally:
         os.close(log)
+
+
+MAX_RUNNING = 2  # a training takes a core and tens of MiB; the pipeline keeps the rest
+
+
+class Trainings:
+    """The runs one stage starts, which never pile up and are never waited for: at most one
+    per atom at a time and MAX_RUNNING at once. A request for an atom already training, or
+    already waiting, is coalesced into one follow-up run after it, which learns from the same
+    recordings and whatever came since; a request beyond the cap waits likewise. Waiting runs
+    start at the next tick() with a slot free. An atom that does not exist is refused at once."""
+
+    def __init__(self, log: Log) -> None:
+        self.log = log
+        self.running: dict[str, subprocess.Popen[bytes]] = {}
+        self.waiting: dict[str, None] = {}  # atoms due a run, in the order asked (an ordered set)
+
+    def request(self, atom: str) -> str:
+        """Train the atom now or as soon as there is room: what happened, for people;
+        ValueError when the atom cannot be trained at all."""
+        if problem := missing_atom(atom):
+            raise ValueError(f"cannot train {atom!r}: {problem}")
+        self.tick()
+        if proc := self.running.get(atom):
+            self.waiting[atom] = None
+            return f"already training {atom} (pid {proc.pid}): one more run follows it"
+        if len(self.running) >= MAX_RUNNING:
+            self.waiting[atom] = None
+            return f"waiting: {MAX_RUNNING} trainings are running, the most at once"
+        proc = self.running[atom] = start_training(atom)
+        return f"training {atom} (pid {proc.pid}, log {train_log(atom)})"
+
+    def tick(self) -> None:
+        """Forget the runs that have ended; start waiting ones while there is room."""
+        for atom, proc in list(self.running.items()):
+            if proc.poll() is not None:
+                del self.running[atom]
+        for atom in [a for a in self.waiting if a not in self.running]:
+            if len(self.running) >= MAX_RUNNING:
+                return
+            del self.waiting[atom]
+            try:
+                proc = self.running[atom] = start_training(atom)
+            except (OSError, ValueError) as e:
+                self.log.error("training_not_started", atom=atom, error=str(e))
+                continue
+            self.log.info("training_started", atom=atom, pid=proc.pid, log=str(train_log(atom)))
+
+    def close(self) -> None:
+        # A run under way finishes on its own (under kiri-supervise, it ends with its stage's
+        # process group); its weights land atomically. Runs still waiting are not started.
+        if self.waiting:
+            self.log.warning("trainings_not_started", atoms=list(self.waiting))
+        self.running.clear()
 
 
 def missing_atom(atom: str) -> str:

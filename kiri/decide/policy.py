@@ -24,13 +24,11 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import ClassVar
 
-import numpy as np
-
-from kiri.atoms.registry import UnknownAtom, atom_spec
-from kiri.atoms.schema import SchemaError
 from kiri.wire.patterns import culprit_order, named_culprits, pattern_key
 from kiri.wire.records import Decision, Rule, Score
+from kiri.wire.render import describe
 
 Culprits = list[tuple[str, float]]
 # given a host's state (atom -> surprise / threshold) and a time: the action, or None if unsure
@@ -42,7 +40,8 @@ class Record:
     ratio's logarithm whose older entries fade (half of their weight after about a week of
     five-minute observations): how rarely has it been this high?"""
 
-    BINS = np.geomspace(1e-3, 1e3, 121).tolist()  # 12% apart; the ends take everything beyond
+    # 1e-3 to 1e3, 12% apart; the ends take everything beyond
+    BINS: ClassVar[list[float]] = [10 ** (-3 + i / 20) for i in range(121)]
     HALF_LIFE = 2016.0  # observations
     GROWTH = 2 ** (1 / HALF_LIFE)
 
@@ -122,6 +121,8 @@ class Rules:
 
     def add(self, rule: Rule) -> str | None:
         """Take a rule on; why not, if it is refused: a rule holds for one host, for a while."""
+        if rule.action != "suppress":
+            return f"a rule suppresses; {rule.action!r} is no action of one"
         if not rule.host or not rule.atom:
             return "a rule needs an atom and a host"
         if rule.expires <= time.time():
@@ -313,6 +314,7 @@ class Policy:
             surprise=top.surprise,
             threshold=round(top_threshold, 4),
             culprits=culprits,
+            tokens=top.tokens,
             rarity=self.hosts[host][top.atom].record.rarity(),
             incident=group.incident,
             atoms=[s.atom for s, _, _ in scores],
@@ -330,6 +332,7 @@ class Policy:
     def _decision(
         self, score: Score, action: str, culprits: Culprits, threshold: float, incident: str
     ) -> Decision:
+        notable = action in ("alert", "suppress")  # what a person may give a verdict on
         return Decision(
             ts=score.ts,
             id=self.new_id(),
@@ -340,9 +343,8 @@ class Policy:
             surprise=score.surprise,
             threshold=round(threshold, 4),
             culprits=culprits,
-            rarity=self.hosts[score.host][score.atom].record.rarity()
-            if action in ("alert", "suppress")
-            else 0.0,
+            tokens=score.tokens if notable else [],
+            rarity=self.hosts[score.host][score.atom].record.rarity() if notable else 0.0,
             incident=incident,
             atoms=[score.atom],
             summary=_summary(action, score, culprits, threshold),
@@ -406,9 +408,9 @@ def _group_summary(members: list[tuple[Score, Culprits, float]], host: str) -> s
 
 
 def _describe(score: Score, token: str) -> str:
-    """`CPU 97% (C9)`, or the bare token for an atom this version does not know."""
-    try:
-        f = atom_spec(score.atom).schema.field_of(token)
-    except (UnknownAtom, SchemaError, ValueError):
+    """`CPU 97% (C9)`, from the field the score names for the token (the bare token for a score
+    that names none: one from before scores carried their fields)."""
+    if len(score.fields) != len(score.tokens) or token not in score.tokens:
         return token
-    return f"{f.describe(score.values.get(f.name))} ({token})"
+    name, label, unit = score.fields[score.tokens.index(token)]
+    return f"{describe(label, unit, score.values.get(name))} ({token})"

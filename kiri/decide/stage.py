@@ -4,7 +4,7 @@ The policy (kiri/decide/policy.py): alert on k of the last n observations above 
 fewer that stand for --for seconds, one incident per host, alerts of several atoms on one host
 within --group-wait grouped into one. People's verdicts come back as records on the feedback
 FIFO (--feedback): a suppression rule turns a matching alert into `suppress` (logged, not
-notified), and a retrain request becomes a `retrain` decision. Standing rules are loaded from
+notified). Standing rules are loaded from
 the store at start. Rules count only from the FIFO and the store, each for one host until it
 expires; a `rule` on stdin passes through and is never acted on, and a `decision` on stdin is
 refused as a bad record, so no upstream record can forge either. Once the Nerve atom is
@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 import msgspec
@@ -113,14 +112,14 @@ def check(score: Record) -> str | None:
 
 
 class Feedback:
-    """The feedback FIFO: rules and retrain requests from kiri-feedback, read as they come.
+    """The feedback FIFO: suppression rules from kiri-feedback, read as they come.
 
     Opened read-write, so it never reports end-of-file when kiri-feedback restarts, and
     non-blocking, so the main stream never waits for it.
     """
 
-    def __init__(self, path: Path, policy: Policy, stream: Stream, log: Log) -> None:
-        self.policy, self.stream, self.log = policy, stream, log
+    def __init__(self, path: Path, policy: Policy, log: Log) -> None:
+        self.policy, self.log = policy, log
         if not path.exists():
             os.mkfifo(path, 0o600)
         self.fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
@@ -140,32 +139,13 @@ class Feedback:
                 self.log.warning("bad_feedback_record", reason=str(e))
 
     def handle(self, record: Record) -> None:
-        if isinstance(record, Rule) and record.action == "suppress":
+        if isinstance(record, Rule):
             refused = self.policy.rules.add(record)
             if refused:
                 self.log.warning("rule_refused", rule=record.id, reason=refused)
                 return
             self.log.info(
                 "rule_added", rule=record.id, atom=record.atom, host=record.host, match=record.match
-            )
-        elif isinstance(record, Rule) and record.action == "retrain":
-            if not record.host or record.expires <= time.time():
-                self.log.warning(
-                    "rule_refused",
-                    rule=record.id,
-                    reason="a retrain request needs a host and an expiry in the future",
-                )
-                return
-            self.stream.emit(
-                Decision(
-                    ts=time.time(),
-                    id=self.policy.new_id(),
-                    atom=record.atom,
-                    host=record.host,
-                    action="retrain",
-                    summary=f"retrain {record.atom}: {record.reason}",
-                    atoms=[record.atom],
-                )
             )
 
 
@@ -212,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("rules_loaded", rules=len(policy.rules))
         with examples, Stream(log, fmt=args.format, dead_letter=args.dead_letter) as stream:
             if args.feedback:
-                feedback = Feedback(args.feedback, policy, stream, log)
+                feedback = Feedback(args.feedback, policy, log)
                 stream.watch(feedback.fd, feedback.ready)
             for score, _raw in stream.records(0, consumes=(Score, Decision), check=check):
                 assert isinstance(score, Score)  # check() refused the decisions

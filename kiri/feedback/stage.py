@@ -4,11 +4,11 @@ It reads what kiri-act passes on (each delivered decision, then its outcomes) an
 delivered ones in the store, so `kiri alerts` lists them and people can judge them. It follows
 the verdicts people give (`kiri feedback dismiss ID`, Telegram, …) and turns them into:
 * a suppression `rule`, once the same atom and culprit pattern has been dismissed --after times;
-* a retrain request (a `rule` with action retrain) for "this is the new normal", with the
-  observation kept as a training example for the atom;
+* a retrain of the atom for "this is the new normal", with the observation kept as a training
+  example for it, started here in the background (kiri.atoms.training_jobs.Trainings);
 * a labelled example for the Nerve atom, in $KIRI_HOME/data/nerve/, and after every
-  --nerve-every verdicts a request to train Nerve again.
-Its stdout carries `rule` and `verdict` records to the feedback FIFO that kiri-decide reads.
+  --nerve-every verdicts a retrain of Nerve.
+Its stdout carries the suppression `rule`s to the feedback FIFO that kiri-decide reads.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import msgspec
 
 from kiri import add_version_option
 from kiri.atoms import nerve_examples as nerve
-from kiri.atoms.registry import UnknownAtom, atom_spec
+from kiri.atoms.training_jobs import Trainings
 from kiri.home.paths import examples_path, private_dir
 from kiri.home.recordings import Recorder
 from kiri.home.runner import run_main
@@ -34,7 +34,6 @@ from kiri.wire.records import Decision, Outcome, Record, Rule, Verdict
 from kiri.wire.stream import Log, Stream, add_stream_options, setup_logging
 
 CURSOR = "feedback.verdicts_seen"
-REQUEST_EXPIRES = 3600.0  # a retrain request kiri-decide has not read within an hour is stale
 FORGED = (
     "rules and verdicts reach kiri-decide only from kiri-feedback's store: "
     "one on its input is not passed on"
@@ -102,13 +101,14 @@ class Learner:
         self.seen = int(store.get_state(CURSOR, "0"))
         self.nerve = Recorder("nerve")
         self.verdicts = nerve.verdicts_recorded()
+        self.trainings = Trainings(log)
         self.encode = msgspec.json.Encoder().encode
 
     # -- alerts -------------------------------------------------------------------------------
 
     def on_decision(self, decision: Decision) -> None:
-        if decision.action == "ok":
-            return
+        if decision.action in ("ok", "retrain", "spawn"):
+            return  # alerts are what people judge; a retrain is no alert
         self.decisions += 1
         self.pending.pop(decision.id, None)  # a repeat goes to the back
         self.pending[decision.id] = Pending(self.decisions, decision)
@@ -147,6 +147,7 @@ class Learner:
     # -- verdicts -----------------------------------------------------------------------------
 
     def poll(self) -> None:
+        self.trainings.tick()  # a waiting retrain starts once a slot is free
         for v in self.store.verdicts_after(self.seen):
             self.on_verdict(v)
             self.seen = v.seq
@@ -154,17 +155,6 @@ class Learner:
 
     def on_verdict(self, v: VerdictRow) -> None:
         decision = msgspec.json.decode(v.decision, type=Decision)
-        self.stream.emit(
-            Verdict(
-                ts=v.ts,
-                alert=v.alert,
-                verdict=v.verdict,
-                source=v.source,
-                by=v.by,
-                note=v.note,
-                normal=v.normal,
-            )
-        )
         self._nerve_example(v, decision)
         if v.normal:
             self._new_normal(v, decision)
@@ -193,7 +183,7 @@ class Learner:
         self.log.info("rule_written", rule=rule.id, atom=rule.atom, match=rule.match)
 
     def _new_normal(self, v: VerdictRow, decision: Decision) -> None:
-        tokens = _document_order(decision)
+        tokens = decision.tokens
         if tokens:
             path = examples_path(decision.atom)
             private_dir(path.parent)
@@ -201,19 +191,7 @@ class Learner:
                 f.write(
                     msgspec.json.encode({"tokens": tokens, "alert": v.alert, "ts": v.ts}) + b"\n"
                 )
-        now = time.time()
-        rule = Rule(
-            ts=now,
-            id=f"retrain-{v.alert}",
-            atom=decision.atom,
-            host=decision.host,
-            expires=now + REQUEST_EXPIRES,
-            match=tokens,
-            action="retrain",
-            reason=f"alert {v.alert} is the new normal",
-        )
-        self.stream.emit(rule)
-        self.log.info("retrain_requested", atom=decision.atom, alert=v.alert)
+        self._retrain(decision.atom, f"alert {v.alert} is the new normal")
 
     def _nerve_example(self, v: VerdictRow, decision: Decision) -> None:
         """What the person says KIRI should have done in that state, for Nerve to learn."""
@@ -227,19 +205,15 @@ class Learner:
         self.nerve.append(obs.ts, self.encode(obs) + b"\n")
         self.verdicts += 1
         if self.args.nerve_every > 0 and self.verdicts % self.args.nerve_every == 0:
-            now = time.time()
-            self.stream.emit(
-                Rule(
-                    ts=now,
-                    id=f"retrain-nerve-{self.verdicts}",
-                    atom="nerve",
-                    host=decision.host,
-                    expires=now + REQUEST_EXPIRES,
-                    action="retrain",
-                    reason=f"{self.verdicts} verdicts to learn from",
-                )
-            )
-            self.log.info("retrain_requested", atom="nerve", verdicts=self.verdicts)
+            self._retrain("nerve", f"{self.verdicts} verdicts to learn from")
+
+    def _retrain(self, atom: str, why: str) -> None:
+        try:
+            started = self.trainings.request(atom)
+        except (OSError, ValueError) as e:
+            self.log.warning("retrain_not_started", atom=atom, why=why, error=str(e))
+            return
+        self.log.info("retrain_requested", atom=atom, why=why, detail=started)
 
 
 def _rule_id(host: str, atom: str, pattern: str) -> str:
@@ -249,18 +223,6 @@ def _rule_id(host: str, atom: str, pattern: str) -> str:
 def _not_forged(record: Record) -> str | None:
     """Why a record on the input must not reach the feedback FIFO (this stage's output)."""
     return FORGED if isinstance(record, (Rule, Verdict)) else None
-
-
-def _document_order(decision: Decision) -> list[str]:
-    """The alert's observation as tokens in its schema's order (culprits are sorted by -log p)."""
-    try:
-        vocab = atom_spec(decision.atom).schema.vocab
-    except (UnknownAtom, ValueError):
-        return []
-    tokens = [t for t, _ in decision.culprits]
-    if any(t not in vocab for t in tokens):
-        return []
-    return sorted(tokens, key=vocab.index)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -278,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
                     learner.on_decision(record)
                 elif isinstance(record, Outcome):
                     learner.on_outcome(record)
+            learner.trainings.close()
 
     return run_main(body)
 

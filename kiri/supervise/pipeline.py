@@ -46,7 +46,7 @@ from kiri.home.paths import valid_name
 from kiri.wire.errors import KiriError
 from kiri.wire.records import UNDECODABLE
 
-CHECKOUT = Path(__file__).resolve().parent.parent  # pipelines/ and bin/ live here
+CHECKOUT = Path(__file__).resolve().parents[2]  # pipelines/ and bin/ live here
 DEFAULT_PIPELINE = CHECKOUT / "pipelines" / "pulse.toml"
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
 FIFO_TOKEN = "{fifo}"

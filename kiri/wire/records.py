@@ -47,6 +47,9 @@ class Score(_Record, tag="score"):
     nll: list[float] = []  # each token's -log p
     z: list[float] = []  # and against its field's held-out -log p, in standard deviations
     spread: list[float] = []  # each value against its field's training median, in robust spreads
+    # each token's field: its name (a key of values), label and unit, so that no later stage
+    # needs the atom's schema to name a culprit
+    fields: list[tuple[str, str, str]] = []
     surprise: float = 0.0  # how unusual: the largest z and the fields' distances (detector.py)
     threshold: float = 0.0
     model: str = ""
@@ -64,6 +67,7 @@ class Decision(_Record, tag="decision"):
     surprise: float = 0.0
     threshold: float = 0.0
     culprits: list[tuple[str, float]] = []
+    tokens: list[str] = []  # the observation's tokens in document order (a new normal's example)
     # an alert's: 1 - the share of this atom's earlier scores on this host as surprising (else 0)
     rarity: float = 0.0
     summary: str = ""

@@ -34,6 +34,14 @@ def local_time(ts: float, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
         return "?"
 
 
+def describe(label: str, unit: str, value: float | None) -> str:
+    """`CPU 97%`: a field as a person names it, with its raw value."""
+    if value is None:
+        return label
+    shown = f"{value:.0f}" if abs(value) >= 10 or float(value).is_integer() else f"{value:.2f}"
+    return f"{label} {shown}{unit}"
+
+
 def _clock(ts: float) -> str:
     return local_time(ts, "%H:%M:%S") if ts else "--:--:--"
 
