@@ -157,7 +157,7 @@ def test_verdicts_given_while_it_runs_are_noticed_promptly(kiri_home):
     assert proc.stderr is not None
     given = time.monotonic()
     assert run("kiri.cli", "feedback", "dismiss", "a0").returncode == 0
-    events = []
+    events: list[dict] = []
     while not any(e["event"] == "verdict" for e in events):
         assert select.select([proc.stderr], [], [], 10)[0], "verdict not noticed"
         events += log_events(proc.stderr.readline())
