@@ -12,7 +12,7 @@ import msgspec
 import pytest
 from conftest import log_events, measured, run, stage_cmd
 
-from kiri.atoms import drift
+from kiri.collect import drift
 from kiri.home.store import Store, db_path
 from kiri.wire.records import Obs, Score
 

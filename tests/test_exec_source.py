@@ -274,3 +274,20 @@ def test_a_config_atom_needs_every_field_of_its_schema(kiri_home):
     out = collect("--atom", "gpu", "--count", "1")
     assert out.returncode == 0 and out.stdout == b""
     assert failures(out.stderr) == ["no value for 'power', which the atom's schema needs"]
+
+
+def test_a_config_atom_reads_its_clock_fields_from_the_time_not_the_command(kiri_home):
+    clock = 'clock = ["hour", "weekday"]\n[atoms.gpu.fields]'
+    write_config(kiri_home, gpu_config('temp = "auto"\n').replace("[atoms.gpu.fields]", clock))
+    out = collect("--atom", "gpu", "--count", "1")
+    assert out.returncode == 0 and failures(out.stderr) == [], out.stderr
+    [obs] = [decode_obs(line) for line in out.stdout.splitlines()]
+    assert obs.atom == "gpu" and "hour" not in obs.values and obs.values["fans"] == 2
+
+
+def test_a_built_in_atom_needs_every_field_of_its_schema(kiri_home):
+    out = collect("--atom", "pulse", "--count", "1", command=("gpu",))
+    assert out.returncode == 0 and out.stdout == b""
+    assert failures(out.stderr) == [
+        "no value for 'cpu', 'mem', 'disk', 'swap', 'load', 'net', which the atom's schema needs"
+    ]

@@ -22,7 +22,7 @@ import msgspec
 import pytest
 from conftest import FIXTURES, log_events, measured, run, stage_cmd
 
-from kiri.atoms.mikrotik import parse_uptime
+from kiri.collect.mikrotik import parse_uptime
 from kiri.collect.sources import MAX_TEXT
 from kiri.wire.records import Obs, Score
 

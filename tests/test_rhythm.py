@@ -16,8 +16,9 @@ import pytest
 import structlog
 from conftest import FIXTURES, log_events, run, stage_cmd
 
-from kiri.atoms import rhythm
-from kiri.atoms.rhythm import NoAnswerError, UnparsableError
+from kiri.atoms.rhythm import SCHEMA
+from kiri.collect import rhythm
+from kiri.collect.rhythm import NoAnswerError, UnparsableError
 from kiri.wire.records import Obs, Score
 
 decode = msgspec.json.Decoder(Obs).decode
@@ -168,7 +169,7 @@ def test_logind_asks_about_the_users_display_session(linux_desktop):
     ]
     assert obs.meta["idle_source"] == "logind"
     assert obs.values["idle"] == round((obs.ts - 1718613300) / 60, 2)  # idle since the hint
-    assert rhythm.SCHEMA.tokenize(obs.values, {})[2:4] == ["K1", "I5"]
+    assert SCHEMA.tokenize(obs.values, {})[2:4] == ["K1", "I5"]
 
 
 def test_no_source_answering_is_unknown_said_once_never_idle(linux_desktop, monkeypatch):
@@ -186,7 +187,7 @@ def test_no_source_answering_is_unknown_said_once_never_idle(linux_desktop, monk
         "logind": "loginctl exited with status 1: loginctl: cannot answer here",
         "mutter": "gdbus exited with status 1: gdbus: cannot answer here",
     }
-    assert rhythm.SCHEMA.tokenize(records[0].values, {})[2:] == ["K0", "I0", "G0", "F0"]
+    assert SCHEMA.tokenize(records[0].values, {})[2:] == ["K0", "I0", "G0", "F0"]
 
 
 def test_a_wayland_session_does_not_trust_xwayland(monkeypatch):
@@ -344,8 +345,8 @@ def test_hour_and_weekday_are_context_tokens_first_and_unscored():
         "commits": 3.0,
         "streak": 40.0,
     }
-    assert rhythm.SCHEMA.tokenize(values, {}) == ["H3", "W6", "K1", "I0", "G3", "F1"]
-    assert rhythm.SCHEMA.n_context == 2 and rhythm.SCHEMA.scored == slice(3, 7)
+    assert SCHEMA.tokenize(values, {}) == ["H3", "W6", "K1", "I0", "G3", "F1"]
+    assert SCHEMA.n_context == 2 and SCHEMA.scored == slice(3, 7)
 
 
 def test_observations_carry_the_local_hour_and_weekday(linux_desktop, monkeypatch):

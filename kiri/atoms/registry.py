@@ -28,7 +28,7 @@ from collections.abc import Callable
 import msgspec
 
 from kiri.atoms.schema import Field, Schema, clock_field
-from kiri.home.config import AtomSection, ConfigError, FieldSpec, load_config
+from kiri.home.config import ConfigError, FieldSpec, config_atom, load_config
 from kiri.home.paths import valid_name
 from kiri.model.config import Config
 from kiri.wire.records import Obs
@@ -117,11 +117,6 @@ def known_atoms() -> list[str]:
     except ConfigError:
         defined = []
     return sorted(set(_specs()) | set(defined))
-
-
-def config_atom(name: str) -> AtomSection:
-    """The [atoms.NAME] table of config.toml; an empty one when there is none."""
-    return load_config().atoms.get(name) or AtomSection()
 
 
 def _config_spec(name: str) -> AtomSpec | None:

@@ -4,17 +4,23 @@ Live, it emits each window as it ends: it checks every --interval seconds (by de
 window's length, starting just after the window in progress ends) and emits every window that
 has ended since it last did. With --backfill, --since or --until it emits the past windows of the
 log instead, oldest first, and exits: a person's history, ready for `kiri train drift --from`.
+(The atom, its fields and tokens: kiri/atoms/drift.py.)
+
+Windows follow the local wall clock: they divide the day evenly and start at midnight, so the
+window "09:00-10:00" means the same thing every day (on the days the clocks change, the window
+around the change is an hour shorter or longer).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import socket
 import time
+from collections.abc import Iterator
 
 import msgspec
 
-from kiri.atoms import drift
 from kiri.collect.sources import add_poll_options, poll
 from kiri.home import durations
 from kiri.home.recordings import Recorder
@@ -23,6 +29,7 @@ from kiri.home.tasks import TaskHistory
 from kiri.wire.records import Obs
 from kiri.wire.stream import Stream
 
+DAY = 86400
 GRACE = 0.5  # seconds after a window's end before it is read: a task logged at :59.9 counts
 
 
@@ -73,7 +80,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
 
 def window_length(text: str) -> float:
     try:
-        return drift.check_window(durations.seconds(text))
+        return check_window(durations.seconds(text))
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
@@ -102,13 +109,13 @@ def follow(args: argparse.Namespace, stream: Stream, host: str) -> None:
     """Emit each window once it has ended, starting with the one in progress."""
     args.interval = args.interval or args.window
     now = time.time()
-    pending, first_end = drift.window_of(now, args.window)  # the next window to emit
+    pending, first_end = window_of(now, args.window)  # the next window to emit
 
     def ended() -> list[Obs]:
         nonlocal pending
         out, history = [], _history()
-        for start, end in drift.windows(pending, time.time(), args.window):
-            out.append(drift.observation(history, start, end, host))
+        for start, end in windows(pending, time.time(), args.window):
+            out.append(observation(history, start, end, host))
             pending = end
         return out
 
@@ -126,13 +133,51 @@ def backfill(args: argparse.Namespace, stream: Stream, host: str) -> None:
     recorder = Recorder("drift") if args.record else None
     encode = msgspec.json.Encoder().encode
     try:
-        for start, end in drift.windows(since, until, args.window):
+        for start, end in windows(since, until, args.window):
             if stream.stopping:
                 return
-            obs = drift.observation(history, start, end, host)
+            obs = observation(history, start, end, host)
             stream.emit(obs)
             if recorder:
                 recorder.append(obs.ts, encode(obs) + b"\n")
     finally:
         if recorder:
             recorder.close()
+
+
+# -- windows of the local clock, and their observations ------------------------------------
+
+
+def check_window(seconds: float) -> float:
+    """A window length that divides the day into whole seconds; ValueError otherwise."""
+    if seconds < 1 or seconds > DAY or seconds != int(seconds) or DAY % seconds:
+        raise ValueError(
+            f"a window must divide the day evenly (30m, 1h, 2h, 1d…), not {seconds:g} s"
+        )
+    return seconds
+
+
+def window_of(ts: float, seconds: float) -> tuple[float, float]:
+    """The window holding time ts: its start and end, as Unix times."""
+    wall = dt.datetime.fromtimestamp(ts)
+    midnight = wall.replace(hour=0, minute=0, second=0, microsecond=0)
+    k = int((wall - midnight).total_seconds() // seconds)
+    start = midnight + dt.timedelta(seconds=k * seconds)
+    return start.timestamp(), (start + dt.timedelta(seconds=seconds)).timestamp()
+
+
+def windows(since: float, until: float, seconds: float) -> Iterator[tuple[float, float]]:
+    """Every whole window from the one holding `since` to the last that ends by `until`."""
+    start, end = window_of(since, seconds)
+    while end <= until:
+        yield start, end
+        start, end = window_of(end, seconds)
+
+
+def observation(history: TaskHistory, start: float, end: float, host: str) -> Obs:
+    """The observation of one window of the task log."""
+    values: dict[str, float | None] = {
+        "hour": float(dt.datetime.fromtimestamp(start).hour),
+        **history.window(start, end),
+    }
+    return Obs(ts=end, atom="drift", host=host, values=values, meta={"window": f"{end - start:g}"})

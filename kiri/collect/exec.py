@@ -9,7 +9,7 @@ more than MAX_OUTPUT bytes of output, output that is not such an object, a value
 number (the reason names its key), or no value for a field the atom's schema needs.
 
 `kiri-collect exec --atom gpu` with no command runs the `command` of [atoms.gpu] in config.toml,
-whose `interval` and `timeout` are then the defaults; kiri/atoms/__init__.py makes an atom of
+whose `interval` and `timeout` are then the defaults; kiri/atoms/registry.py makes an atom of
 its `fields`. A command that cannot be found exits with DO_NOT_RESTART: the source is absent here.
 """
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import os
 import select
 import shutil
@@ -29,9 +30,8 @@ from collections.abc import Callable, Sequence
 
 import msgspec
 
-from kiri.atoms.registry import UnknownAtom, atom_spec, config_atom
 from kiri.collect.sources import add_poll_options, poll
-from kiri.home.config import setting
+from kiri.home.config import config_atom, setting
 from kiri.home.paths import valid_name
 from kiri.wire.errors import DO_NOT_RESTART, KiriError
 from kiri.wire.records import UNDECODABLE, Obs
@@ -129,9 +129,16 @@ def _settings(args: argparse.Namespace) -> tuple[list[str], float]:
 
 
 def _needed_fields(atom: str) -> list[str]:
-    """The values the atom's schema needs, when the atom is defined (built in or configured)."""
+    """The values the atom's schema needs, when the atom is defined: built in, or by the
+    `fields` of [atoms.NAME] in config.toml (its clock fields are read from the time). Only a
+    name kiri.atoms holds a module of can be built in, and only for such a name is the registry
+    loaded (it brings numpy, which a collector otherwise never needs)."""
+    if importlib.util.find_spec(f"kiri.atoms.{atom}") is None:
+        return list(config_atom(atom).fields or {})
+    from kiri.atoms.registry import UnknownAtom, atom_spec
+
     try:
-        return [f.name for f in atom_spec(atom).schema.fields]
+        return [f.name for f in atom_spec(atom).schema.fields if not f.clock]
     except UnknownAtom:  # its schema will be fitted from whatever the command prints
         return []
 

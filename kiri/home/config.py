@@ -164,7 +164,7 @@ FieldSpec = Literal["auto"] | FixedField  # "auto": quantile buckets fitted at t
 
 
 class AtomSection(Table, frozen=True):
-    """[atoms.NAME]: an atom of the person's own (kiri/atoms/__init__.py), the command
+    """[atoms.NAME]: an atom of the person's own (kiri/atoms/registry.py), the command
     `kiri-collect exec --atom NAME` runs (kiri/collect/exec.py), and how often."""
 
     command: list[str] | None = None  # an argv, never run through a shell
@@ -264,6 +264,11 @@ def load_config(path: Path | None = None) -> Config:
     the configuration it started with; all defaults when there is no file. InvalidConfigError says
     what is wrong, in one line."""
     return _decoded(path or config_path())
+
+
+def config_atom(name: str) -> AtomSection:
+    """The [atoms.NAME] table of config.toml; an empty one when there is none."""
+    return load_config().atoms.get(name) or AtomSection()
 
 
 def clear_config_cache() -> None:
