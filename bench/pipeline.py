@@ -7,13 +7,17 @@
    times, and prints observations per second end to end (the fastest run, and every run) and
    each stage's peak RSS (the most of any run).
 2. Runs kiri-collect pulse at a 1 s interval and prints the CPU it uses in steady state, as a
-   percentage of one core.
+   percentage of one core, and how long `kiri-collect pulse --count 1` takes from start to exit
+   beside `python -c pass`, the fastest of --repeat runs each, alternated.
+3. Runs the default pipeline file (pipelines/pulse.toml) under kiri-supervise for a while and
+   prints each stage's RSS, their total and the supervisor's.
 Everything runs in a temporary KIRI_HOME.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -87,6 +91,44 @@ def collect_cpu(seconds: float, env: dict) -> tuple[float, float]:
     return 100 * used / seconds, startup
 
 
+def startup(env: dict, repeat: int) -> tuple[float, float]:
+    """The fastest wall time of `kiri-collect pulse --count 1` and of `python -c pass`."""
+    collect = stage("kiri.collect.stage", "pulse", "--count", "1", "--interval", "0.01")
+    bare = [sys.executable, "-c", "pass"]
+    times: dict[str, list[float]] = {"collect": [], "python": []}
+    for _ in range(repeat):
+        for name, cmd in (("collect", collect), ("python", bare)):
+            t = time.perf_counter()
+            subprocess.run(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, check=True)
+            times[name].append(time.perf_counter() - t)
+    return min(times["collect"]), min(times["python"])
+
+
+def supervised_rss(env: dict, seconds: float) -> tuple[list[tuple[str, float]], float]:
+    """Each stage's RSS in MB (with whatever it started) after `seconds` under kiri-supervise
+    running pipelines/pulse.toml, and the supervisor's own."""
+    sup = subprocess.Popen(
+        stage("kiri.supervise.supervisor", str(ROOT / "pipelines" / "pulse.toml")),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        cwd=ROOT,
+    )
+    status = Path(env["KIRI_HOME"]) / "status.json"
+    try:
+        time.sleep(seconds)
+        stages = json.loads(status.read_text())["stages"]
+        rss = []
+        for s in stages:
+            proc = psutil.Process(s["pid"])
+            group = [proc, *proc.children(recursive=True)]
+            rss.append((s["name"], sum(p.memory_info().rss for p in group) / 2**20))
+        return rss, psutil.Process(sup.pid).memory_info().rss / 2**20
+    finally:
+        sup.terminate()
+        sup.wait(timeout=60)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Pulse pipeline throughput, memory and cost.")
     parser.add_argument("--observations", type=int, default=100_000, help="observations to replay")
@@ -96,6 +138,9 @@ def main() -> None:
         type=int,
         default=3,
         help="pipeline runs; the fastest counts (the machine is noisy)",
+    )
+    parser.add_argument(
+        "--supervised-seconds", type=float, default=20, help="how long the pipeline runs first"
     )
     args = parser.parse_args()
 
@@ -113,7 +158,9 @@ def main() -> None:
         runs = [run_chain(stream, env) for _ in range(args.repeat)]
         seconds, rss, outcomes = min(runs, key=lambda r: r[0])
         rss = [(name, max(r[1][i][1] for r in runs)) for i, (name, _) in enumerate(rss)]
-        cpu, startup = collect_cpu(args.collect_seconds, env)
+        cpu, startup_cpu = collect_cpu(args.collect_seconds, env)
+        collect_start, python_start = startup(env, 10)
+        stage_rss, supervisor_rss = supervised_rss(env, args.supervised_seconds)
 
     print(
         f"collect replay | atom pulse | decide | act --sink log, {args.observations:,} observations"
@@ -128,8 +175,18 @@ def main() -> None:
         print(f"  peak RSS {name:<16} {mb:6.1f} MB, the most of any run (goal <= 60 MB)")
     print(
         f"kiri-collect pulse --interval 1, {args.collect_seconds:.0f} s: {cpu:.3f}% of one core "
-        f"(goal < 0.5%); start-up cost {startup:.2f} CPU s, once"
+        f"(goal < 0.5%); start-up cost {startup_cpu:.2f} CPU s, once"
     )
+    print(
+        f"kiri-collect pulse --count 1, start to exit, fastest of 10: {collect_start * 1000:.0f} ms"
+        f" (goal <= 150 ms), beside python -c pass: {python_start * 1000:.0f} ms"
+    )
+    print(f"pipelines/pulse.toml under kiri-supervise, after {args.supervised_seconds:.0f} s:")
+    for name, mb in stage_rss:
+        print(f"  RSS {name:<10} {mb:6.1f} MB")
+    total = sum(mb for _, mb in stage_rss)
+    print(f"  RSS of the {len(stage_rss)} stages {total:.1f} MB (goal <= 120 MB); "
+          f"kiri-supervise itself {supervisor_rss:.1f} MB")  # fmt: skip
 
 
 if __name__ == "__main__":

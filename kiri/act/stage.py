@@ -26,13 +26,13 @@ from kiri.act.sinks import Sink, SinkError, sink_modules
 from kiri.act.sinks.retrain import RetrainSink
 from kiri.clients.http import redact
 from kiri.home.runner import run_main
+from kiri.wire.backoff import Backoff
 from kiri.wire.errors import KiriError
 from kiri.wire.records import Decision, Outcome
 from kiri.wire.stream import Log, Stream, add_stream_options, setup_logging
 
 SINKS = sink_modules()
 FIRST_BACKOFF = 0.5  # seconds before the first retry; doubled for each one after
-MAX_BACKOFF = 60.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,11 +145,11 @@ def deliver(
     """Deliver one decision to one sink, retrying with backoff (or the wait the receiver
     asked for) unless the sink says retrying cannot help; say how it went."""
     error, tried, wait = "", 0, None
+    backoff = Backoff(FIRST_BACKOFF)
     for attempt in range(retries + 1):
         if attempt:
             stream.flush()  # outcomes already made go downstream while this sink waits
-            backoff = FIRST_BACKOFF * 2 ** (attempt - 1) if wait is None else wait
-            if not stream.sleep(min(backoff, MAX_BACKOFF)):
+            if not stream.sleep(backoff.failed(error, wait)):
                 break  # asked to stop: report the failure now
         tried += 1
         try:

@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+from kiri.wire.backoff import Backoff
+
 MAX_BODY = 1 << 20  # bytes read from any answer; a longer one is refused
 REDACTED = "***"
 MIN_SECRET = 4  # characters; blanking out anything shorter would blank out ordinary words
@@ -150,22 +152,20 @@ def retrying(
     *,
     attempts: int = 3,
     backoff: float = 0.5,
-    max_backoff: float = 60.0,
     sleep: Callable[[float], object] = time.sleep,
 ) -> T:
     """call(), again after backoff (doubling) while it fails transiently, at most `attempts`
     times in all; a server's requested wait replaces the backoff. `sleep` may return False
     (a stage stopping) to give up at once."""
+    waits = Backoff(backoff)
     for attempt in range(1, attempts + 1):
         try:
             return call()
         except HttpError as e:
             if not e.transient or attempt == attempts:
                 raise
-            wait = e.retry_after if e.retry_after is not None else backoff
-            if sleep(min(wait, max_backoff)) is False:
+            if sleep(waits.failed(str(e), e.retry_after)) is False:
                 raise
-            backoff = min(backoff * 2, max_backoff)
     raise AssertionError("unreachable")
 
 

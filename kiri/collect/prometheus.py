@@ -43,13 +43,13 @@ from kiri.home.config import FIELD_NAME
 from kiri.home.durations import moment
 from kiri.home.paths import valid_name
 from kiri.home.recordings import Recorder
+from kiri.wire.backoff import Backoff
 from kiri.wire.errors import KiriError
 from kiri.wire.records import Obs
 from kiri.wire.stream import Stream
 
 CUSTOM_ATOM = "prometheus"  # the atom of --query observations, unless --atom names another
 BACKFILL_ATTEMPTS = 3
-MAX_BACKOFF = 60.0  # seconds a failing Prometheus adds between polls, at most
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
@@ -265,8 +265,7 @@ class Follower:
 
     def __init__(self, fleet: Fleet, stream: Stream, interval: float) -> None:
         self.fleet, self.stream = fleet, stream
-        self.first_backoff = self.backoff = min(interval, MAX_BACKOFF)
-        self.failing = ""  # the failure last logged, while polls keep failing
+        self.backoff = Backoff(interval)
         self.skipping: set[str] = set()  # the reasons last logged for left-out observations
 
     def sample(self) -> list[Obs]:
@@ -277,9 +276,8 @@ class Follower:
                 raise KiriError(str(e)) from None
             self._failed(str(e))
             return []
-        if self.failing:
+        if self.backoff.succeeded():
             self.stream.log.info("prometheus_answers", server=self.fleet.prom.netloc)
-            self.failing, self.backoff = "", self.first_backoff
         if set(skipped) != self.skipping:
             (self.stream.log.warning if skipped else self.stream.log.info)(
                 "observations_skipped", reasons=dict(skipped)
@@ -288,8 +286,7 @@ class Follower:
         return observations
 
     def _failed(self, reason: str) -> None:
-        if reason != self.failing:
+        wait = self.backoff.failed(reason)
+        if self.backoff.changed:
             self.stream.log.warning("query_failed", reason=reason)
-            self.failing = reason
-        self.stream.sleep(self.backoff)  # the next poll comes this much later
-        self.backoff = min(2 * self.backoff, MAX_BACKOFF)
+        self.stream.sleep(wait)  # the next poll comes this much later

@@ -47,13 +47,13 @@ from kiri.clients.telegram import (
 )
 from kiri.home.config import config_path
 from kiri.home.store import Store, UnknownAlertError
+from kiri.wire.backoff import Backoff
 from kiri.wire.errors import DO_NOT_RESTART, KiriError
 from kiri.wire.records import Verdict
 from kiri.wire.stream import Stream
 
 ATTEMPTS = 3  # of an answer or an edit, retried while it fails transiently
 FIRST_BACKOFF = 1.0  # seconds after a failed poll, doubled while polls keep failing
-MAX_BACKOFF = 60.0
 POLL_SLACK = 10.0  # seconds a long poll's request may take beyond the poll's own timeout
 STOP_CHECK = 0.1  # seconds between looks at the stop flag while a long poll is out
 MAX_UPDATE_ID = 2**53  # beyond it JSON numbers lose their precision
@@ -107,17 +107,16 @@ class Presses:
 
     def run(self) -> None:
         self._introduce()
-        backoff = FIRST_BACKOFF
+        backoff = Backoff(FIRST_BACKOFF)
         while not self.stream.stopping:
             try:
                 updates = self._long_poll()
             except HttpError as e:
-                wait = e.retry_after if e.retry_after is not None else backoff
+                wait = backoff.failed(str(e), e.retry_after)
                 self.log.warning("poll_failed", reason=str(e), retry_in=wait)
-                backoff = min(backoff * 2, MAX_BACKOFF)
                 self.stream.sleep(wait)
                 continue
-            backoff = FIRST_BACKOFF
+            backoff.succeeded()
             handled = [self._handle(update) for update in updates or ()]
             if handled and not any(handled):  # Telegram sends them again: not at once, then
                 self.stream.sleep(FIRST_BACKOFF)
