@@ -17,6 +17,33 @@ FIXTURES = Path(__file__).parent / "fixtures"
 ROOT = Path(__file__).parent.parent
 
 
+# The servers some tests run for real, and Debian's package of each (.ci/debian-packages, which
+# bin/test installs): a missing one fails those tests, it does not skip them.
+SERVER_PACKAGES = {
+    "/usr/bin/prometheus": "prometheus",
+    "/usr/bin/prometheus-node-exporter": "prometheus-node-exporter",
+    "/usr/bin/prometheus-alertmanager": "prometheus-alertmanager",
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "servers(*paths): the test runs these server binaries")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Fail a test marked `servers(...)` at once when one of its servers is not installed."""
+    for mark in item.iter_markers("servers"):
+        missing = [path for path in mark.args if not os.access(path, os.X_OK)]
+        if missing:
+            packages = " ".join(SERVER_PACKAGES[path] for path in missing)
+            pytest.fail(
+                f"{', '.join(missing)} not installed: apt-get install {packages} "
+                "(listed in .ci/debian-packages; bin/test installs them)",
+                pytrace=False,
+            )
+
+
 def fixture_bytes(name: str) -> bytes:
     return (FIXTURES / name).read_bytes()
 

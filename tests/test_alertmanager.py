@@ -31,9 +31,7 @@ ALERT = json.loads(fixture_bytes("decisions.ndjson").splitlines()[3])
 SUMMARY = ALERT["summary"]
 CULPRITS = "M9 (12.1), C9 (9.4), S2 (3.1)"
 
-pytestmark = pytest.mark.skipif(
-    not os.path.exists(ALERTMANAGER), reason="needs Debian's prometheus-alertmanager"
-)
+pytestmark = pytest.mark.servers(ALERTMANAGER)
 
 
 def free_port() -> int:

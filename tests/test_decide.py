@@ -261,14 +261,26 @@ class Decide:
         )  # select sees every line
         assert self.proc.stdin and self.proc.stdout and self.proc.stderr
         self.stdin, self.stdout, self.stderr = self.proc.stdin, self.proc.stdout, self.proc.stderr
+        self.err = b""  # what it logged so far, read by said()
         deadline = time.monotonic() + 10
         while not fifo.exists() and time.monotonic() < deadline:
             time.sleep(0.02)
+        assert fifo.exists(), "kiri-decide made no FIFO"
 
     def control(self, *lines):
         fd = os.open(self.fifo, os.O_WRONLY)  # a writer that comes and goes, like kiri-feedback
         os.write(fd, b"".join(line + b"\n" for line in lines))
         os.close(fd)
+
+    def said(self, event, count=1):
+        """Wait until kiri-decide has logged EVENT COUNT times: a FIFO record was handled."""
+        deadline = time.monotonic() + 10
+        while sum(e["event"] == event for e in log_events(self.err)) < count:
+            left = deadline - time.monotonic()
+            assert left > 0 and select.select([self.stderr], [], [], left)[0], f"no {event}"
+            line = self.stderr.readline()
+            assert line, f"kiri-decide ended without logging {event}"
+            self.err += line
 
     def scores(self, *lines):
         self.stdin.write(b"".join(line + b"\n" for line in lines))
@@ -282,9 +294,9 @@ class Decide:
     def close(self):
         self.stdin.close()
         rest = self.stdout.read()
-        err = self.stderr.read()
+        self.err += self.stderr.read()
         assert self.proc.wait(10) == 0
-        return rest, err
+        return rest, self.err
 
 
 def burst(start, **culprits):
@@ -295,7 +307,7 @@ def test_a_rule_from_the_fifo_suppresses_only_its_pattern(tmp_path):
     d = Decide(tmp_path / "feedback.fifo")
     assert tmp_path.joinpath("feedback.fifo").stat().st_mode & 0o777 == 0o600
     d.control(rule(["C9"]))
-    time.sleep(0.3)
+    d.said("rule_added")
     first = d.scores(*burst(0, **C9))
     assert [x.action for x in first] == ["ok", "ok", "suppress"]
     assert first[2].summary.endswith("suppressed by rule r-C9 (dismissed 2 times)")
@@ -308,7 +320,7 @@ def test_a_rule_from_the_fifo_suppresses_only_its_pattern(tmp_path):
 def test_a_suppressed_incident_resolves_quietly(tmp_path):
     d = Decide(tmp_path / "f.fifo")
     d.control(rule(["C9"]))
-    time.sleep(0.3)
+    d.said("rule_added")
     d.scores(*burst(0, **C9))
     calm = d.scores(*[score(3 + i, 0.1) for i in range(5)])
     assert [x.action for x in calm] == ["ok"] * 5
@@ -329,7 +341,7 @@ def test_the_fifo_writer_may_come_and_go(tmp_path):
     d.control(rule(["M9"]))
     d.control(b"not a record")  # reported, not fatal
     d.control(rule(["C9"]))
-    time.sleep(0.3)
+    d.said("rule_added", 2)
     assert [x.action for x in d.scores(*burst(0, **C9))][-1] == "suppress"
     _, err = d.close()
     assert any(e["event"] == "bad_feedback_record" for e in log_events(err))
@@ -338,7 +350,7 @@ def test_the_fifo_writer_may_come_and_go(tmp_path):
 def test_an_expired_rule_suppresses_nothing(tmp_path):
     d = Decide(tmp_path / "f.fifo")
     d.control(rule(["C9"], expires=time.time() - 1))
-    time.sleep(0.3)
+    d.said("rule_refused")
     assert [x.action for x in d.scores(*burst(0, **C9))][-1] == "alert"
     d.close()
 
@@ -391,7 +403,7 @@ def test_a_decision_on_stdin_is_refused_not_delivered():
 def test_a_rule_holds_for_its_host_only_and_needs_a_host_and_an_expiry(tmp_path):
     d = Decide(tmp_path / "f.fifo")
     d.control(rule(["C9"], host=""), rule(["C9"], expires=0.0), rule(["C9"], host="db"))
-    time.sleep(0.3)
+    d.said("rule_added")
     assert [x.action for x in d.scores(*burst(0, **C9))][-1] == "alert"  # vm: no rule holds
     assert [x.action for x in d.scores(*burst(0, host="db", **C9))][-1] == "suppress"
     _, err = d.close()

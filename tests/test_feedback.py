@@ -145,6 +145,11 @@ def test_every_verdict_leaves_a_labelled_example_for_nerve(kiri_home):
     assert 0 <= examples[0]["values"]["hour"] < 24
 
 
+def in_store(alert_id):
+    with Store() as store:
+        return any(r.id == alert_id for r in store.alerts())
+
+
 def test_verdicts_given_while_it_runs_are_noticed_promptly(kiri_home):
     with Store() as store:
         record(store, alert(0))
@@ -154,7 +159,13 @@ def test_verdicts_given_while_it_runs_are_noticed_promptly(kiri_home):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    assert proc.stderr is not None
+    assert proc.stdin is not None and proc.stderr is not None
+    proc.stdin.write(b"".join(line + b"\n" for line in delivered(alert(1))))
+    proc.stdin.flush()
+    deadline = time.monotonic() + 10
+    while not in_store("a1"):  # it records what comes in: it runs, polling meanwhile
+        assert time.monotonic() < deadline, "kiri-feedback recorded nothing"
+        time.sleep(0.05)
     given = time.monotonic()
     assert run("kiri.cli", "feedback", "dismiss", "a0").returncode == 0
     events: list[dict] = []

@@ -9,7 +9,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import FIXTURES, loop_pipeline, run, stage_cmd
+from conftest import FIXTURES, log_events, loop_pipeline, run, stage_cmd
 
 from kiri.home.store import Store
 
@@ -36,6 +36,7 @@ class Loop:
         self.source = tmp_path / "source.fifo"
         if not self.source.exists():
             os.mkfifo(self.source)
+        self.logs = home / "logs"
         self.file = tmp_path / "loop.toml"
         self.file.write_text(loop_pipeline(f'["kiri-collect", "replay", "{self.source}"]'))
         self.ts = time.time() - 100_000
@@ -61,6 +62,17 @@ class Loop:
         """An anomaly held for five observations, then six calm ones so it resolves."""
         self.feed(obs, 5)
         self.feed(NORMAL, 6)
+
+    def said(self, stage, event, count=1):
+        """Wait until STAGE has logged EVENT COUNT times, in its log under $KIRI_HOME/logs."""
+        log = self.logs / f"{stage}.log"
+
+        def events():
+            text = log.read_bytes() if log.exists() else b""
+            whole = log_events(text[: text.rfind(b"\n") + 1])  # the last line may be unfinished
+            return sum(e["event"] == event for e in whole) >= count
+
+        wait_for(f"{stage} to log {event} {count} times", events)
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -109,7 +121,7 @@ def test_dismissed_twice_is_suppressed_and_confirmed_keeps_alerting(loop):
         assert run("kiri.cli", "feedback", "confirm", other.id).returncode == 0
     with Store() as store:
         wait_for("a suppression rule", store.active_rules)
-    time.sleep(0.5)  # the rule travels the FIFO to kiri-decide
+    loop.said("decide", "rule_added")  # the rule travelled the FIFO to kiri-decide
     for n in range(2):
         loop.occurrence(STRESS)
         assert newest_alert(5 + 2 * n).action == "suppress"
@@ -148,7 +160,10 @@ def test_a_new_normal_dismissal_retrains_until_the_observation_is_normal(loop, i
     with Store() as store:
         assert [r.action for r in store.alerts()][:1] in (["retrain"], ["resolve"])
         assert any(r.action == "retrain" for r in store.alerts(100))
-    time.sleep(1.5)  # kiri-atom notices the new weights
+    loop.feed(NORMAL, 1)  # kiri-atom looks at its weights file when observations come
+    loop.said("atom", "weights_loaded", 2)
     loop.occurrence(BIG_MEMORY)
-    time.sleep(2)
-    assert [r.action for r in recorded()] == ["alert", "retrain"]  # no second alert
+    loop.occurrence(DISK_FULL)  # its alert comes after every decision on BIG_MEMORY
+    wait_for("the disk alert", lambda: any("D9" in r.pattern for r in recorded()))
+    alerts = [r.pattern for r in recorded() if r.action == "alert"]
+    assert ["D9" in p for p in alerts] == [False, True]  # no second memory alert

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
 import signal
 import socket
 import subprocess
@@ -53,10 +52,7 @@ PULSE = ("--queries", "pulse", "--step", "1s", "--scrape-interval", "1s")
 
 decode = msgspec.json.Decoder(Obs).decode
 
-needs_servers = pytest.mark.skipif(
-    not (os.access(PROMETHEUS, os.X_OK) and os.access(NODE_EXPORTER, os.X_OK)),
-    reason="needs Debian's prometheus and prometheus-node-exporter (.ci/debian-packages)",
-)
+needs_servers = pytest.mark.servers(PROMETHEUS, NODE_EXPORTER)
 
 
 def free_port() -> int:

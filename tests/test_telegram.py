@@ -564,7 +564,7 @@ def test_two_dismiss_presses_suppress_the_pattern_so_the_third_is_not_sent(
         fake.wait_for("the edit", lambda alert=alert: "reply_markup" not in sent(fake, alert.id))
     with Store() as store:
         wait_for("a suppression rule", store.active_rules)
-    time.sleep(0.5)  # the rule travels the FIFO to kiri-decide
+    loop.said("decide", "rule_added")  # the rule travelled the FIFO to kiri-decide
     loop.occurrence(STRESS)
     assert newest_alert(3).action == "suppress"
     loop.stop()
