@@ -327,13 +327,14 @@ def test_a_suppressed_incident_resolves_quietly(tmp_path):
     d.close()
 
 
-def test_a_retrain_request_becomes_a_retrain_decision_at_once(tmp_path):
+def test_a_rule_that_is_no_suppression_is_refused_and_decides_nothing(tmp_path):
     d = Decide(tmp_path / "f.fifo")
-    d.control(rule(["C9", "M1"], action="retrain"))
-    got = decode(d.line())  # no score needed: the FIFO is read while stdin is idle
-    assert got.action == "retrain" and got.atom == "pulse"
-    assert got.summary == "retrain pulse: dismissed 2 times"
-    d.close()
+    d.control(rule(["C9", "M1"], action="retrain"))  # kiri-feedback retrains by itself now
+    d.said("rule_refused")  # no score needed: the FIFO is read while stdin is idle
+    assert [x.action for x in d.scores(*burst(0, **C9))][-1] == "alert"
+    rest, err = d.close()
+    assert rest == b""
+    assert "a rule suppresses; 'retrain' is no action of one" in err.decode()
 
 
 def test_the_fifo_writer_may_come_and_go(tmp_path):

@@ -157,9 +157,9 @@ def test_a_new_normal_dismissal_retrains_until_the_observation_is_normal(loop, i
     wait_for("new weights", lambda: installed_pulse.stat().st_mtime_ns != old, timeout=60)
     after = run("kiri.cli", "score", "pulse", "--values", values, "--meta", "cpus=2")
     assert after.stdout.decode().splitlines()[0].endswith(": normal"), after.stdout.decode()
+    loop.said("feedback", "retrain_requested")  # kiri-feedback ran the training itself
     with Store() as store:
-        assert [r.action for r in store.alerts()][:1] in (["retrain"], ["resolve"])
-        assert any(r.action == "retrain" for r in store.alerts(100))
+        assert not any(r.action == "retrain" for r in store.alerts(100))  # a retrain is no alert
     loop.feed(NORMAL, 1)  # kiri-atom looks at its weights file when observations come
     loop.said("atom", "weights_loaded", 2)
     loop.occurrence(BIG_MEMORY)

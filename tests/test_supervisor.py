@@ -212,7 +212,6 @@ def test_check_describes_the_default_pipeline(kiri_home):
     assert rows["collect"][3:] == [
         str(bin_dir / "kiri-collect"),
         "pulse",
-        "--record",
         "--warmup",
         "120",
     ]
