@@ -22,7 +22,7 @@ import pytest
 from conftest import fixture_bytes, run, stage_cmd
 from scripted_http import Answer, scripted_server
 
-from kiri.feedback.verdicts import duration
+from kiri.feedback.verdicts import silence_for
 from kiri.home.store import Store
 from kiri.wire.records import Decision
 
@@ -389,7 +389,7 @@ def test_dismiss_for_without_alertmanager_is_an_error_and_records_nothing(kiri_h
 
 
 def test_a_duration_is_a_number_and_a_unit_or_several(kiri_home):
-    assert [duration(t) for t in ("90s", "30m", "2h", "1d", "1w", "1h30m")] == [
+    assert [silence_for(t) for t in ("90s", "30m", "2h", "1d", "1w", "1h30m")] == [
         90,
         1800,
         7200,

@@ -42,14 +42,14 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
             v.add_argument(
                 "--for",
                 dest="silence",
-                type=duration,
+                type=silence_for,
                 metavar="DURATION",
                 help="also silence it in Alertmanager for this long, e.g. 30m, 2h, "
                 "1d (needs [alertmanager] in config.toml)",
             )
 
 
-def duration(text: str) -> float:
+def silence_for(text: str) -> float:
     """Seconds in a duration such as 90s, 30m, 2h, 1d, 1w or 1h30m, for --for."""
     try:
         seconds = durations.duration(text)

@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-class Weights:
+class LiveDetector:
     """The atom's current detector, reloaded whenever the weights file changes."""
 
     def __init__(self, path: Path, log: Log) -> None:
@@ -110,7 +110,7 @@ class Weights:
 def score_stream(args: argparse.Namespace, stream: Stream, log: Log) -> None:
     atom = args.atom
     path = args.weights or weights_path(atom)
-    model = Weights(path, log)
+    model = LiveDetector(path, log)
     model.refresh(force=True)
     if model.detector is None and not args.learn:
         raise KiriError(
@@ -141,7 +141,7 @@ def score_stream(args: argparse.Namespace, stream: Stream, log: Log) -> None:
             life.stop()
 
 
-def _meta_check(atom: str, model: Weights) -> Check[Obs]:
+def _meta_check(atom: str, model: LiveDetector) -> Check[Obs]:
     """The check of the stage loop: an observation of this atom whose meta fields cannot
     divide its values (meta.cpus "nan" or "1e-320") is rejected, while learning too, so that
     a warm-up never records it."""

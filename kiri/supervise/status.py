@@ -83,12 +83,12 @@ def show() -> int:
     if alive:
         print(
             f"kiri-supervise {status.pid}: pipeline {status.pipeline} ({status.file}), "
-            f"up {duration(now - status.started)}"
+            f"up {spoken(now - status.started)}"
         )
     else:
         print(
             f"kiri-supervise is not running: pid {status.pid} has ended. Its last status, "
-            f"written {duration(now - status.updated)} ago ({path}):"
+            f"written {spoken(now - status.updated)} ago ({path}):"
         )
     print()
     for line in table(stage_rows(status, now, alive)):
@@ -120,7 +120,7 @@ def stage_rows(status: Status, now: float, alive: bool) -> list[list[str]]:
                 s.state,
                 str(s.pid) if live else "-",
                 str(s.restarts),
-                duration(now - s.started) if live and s.started else "-",
+                spoken(now - s.started) if live and s.started else "-",
                 cpu,
                 rss,
                 "-" if s.exit_status is None else str(s.exit_status),
@@ -144,7 +144,7 @@ def atom_rows(status: Status, now: float, learning: dict[str, State]) -> list[li
                 a.host or "-",
                 f"{a.surprise:.3f}",
                 f"{a.threshold:.3f}",
-                f"{duration(now - a.ts)} ago",
+                f"{spoken(now - a.ts)} ago",
                 model,
             ]
         )
@@ -173,7 +173,7 @@ def measure(pids: list[int]) -> dict[int, tuple[str, str]]:
     return usage
 
 
-def duration(seconds: float) -> str:
+def spoken(seconds: float) -> str:
     """A short human duration: 42s, 3m05s, 2h07m, 3d04h."""
     s = max(0, int(seconds))
     if s < 60:
