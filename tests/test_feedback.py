@@ -158,6 +158,7 @@ def test_verdicts_given_while_it_runs_are_noticed_promptly(kiri_home):
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        bufsize=0,  # unbuffered: select sees each log line that readline has not read
     )
     assert proc.stdin is not None and proc.stderr is not None
     proc.stdin.write(b"".join(line + b"\n" for line in delivered(alert(1))))
