@@ -1,6 +1,8 @@
 """kiri/clients/http.py against a real HTTP server on 127.0.0.1: statuses, retries, limits,
 secrets."""
 
+import socket
+
 import pytest
 from scripted_http import Answer, scripted_server
 
@@ -50,7 +52,7 @@ def test_server_errors_back_off_doubling_then_the_last_error_is_raised(server):
 def test_no_server_a_huge_answer_and_the_query_string_stay_out_of_errors(server):
     url, h = server
     h.script.append(Answer(200, b"x" * 2048))
-    with pytest.raises(HttpError, match="answer larger than 1024 bytes"):
+    with pytest.raises(HttpError, match="answer of 2048 bytes, larger than 1024"):
         request("GET", url + "/big?token=s3cret", max_body=1024)
     with pytest.raises(HttpError) as e:
         request("GET", "http://127.0.0.1:9/hook?token=s3cret", timeout=2)
@@ -87,3 +89,33 @@ def test_redact_hides_a_secret_as_it_is_quoted_and_leaves_short_words_alone():
         "p/t0k?q=1#f",
     ]
     assert url_secrets("https://h.example/api/v2/alerts", path=False) == []
+
+
+def test_a_redirect_is_followed_to_the_same_server_only(server):
+    url, h = server
+    with scripted_server() as (elsewhere, other):
+        h.script += [
+            Answer(302, headers={"Location": "/moved"}),
+            Answer(200, b"here"),
+            Answer(307, headers={"Location": f"http://{elsewhere}/hook"}),
+        ]
+        assert request("GET", url + "/x", headers={"Authorization": "Basic c2VjcmV0"}).body == (
+            b"here"
+        )
+        with pytest.raises(HttpError, match="GET /x: HTTP 307 redirects to another server") as e:
+            request("GET", url + "/x", headers={"Authorization": "Basic c2VjcmV0"})
+        assert e.value.status == 307 and not e.value.transient
+        assert other.seen == []  # the Authorization header went nowhere else
+    assert [r.path for r in h.seen] == ["/x", "/moved", "/x"]
+
+
+def test_a_long_error_answer_keeps_its_status_and_a_slow_one_names_the_timeout(server):
+    url, h = server
+    h.script.append(Answer(404, b"<html>" + b"x" * 10_000))
+    with pytest.raises(HttpError, match=r"GET /x: HTTP 404 <html>x+$") as e:
+        request("GET", url + "/x")
+    assert e.value.status == 404 and not e.value.transient
+    silent = socket.create_server(("127.0.0.1", 0))  # takes connections, never answers
+    with silent, pytest.raises(HttpError, match=r"^GET /x: no answer within 0.2 s$") as e:
+        request("GET", f"http://127.0.0.1:{silent.getsockname()[1]}/x", timeout=0.2)
+    assert e.value.status == 0 and e.value.transient

@@ -11,6 +11,7 @@ import base64
 import json
 import os
 import signal
+import socket
 import ssl
 import subprocess
 import threading
@@ -34,6 +35,7 @@ RATES = {"ether1": (2_000_000, 100_000), "ether2": (50_000, 1_500_000)}  # rx, t
 BYTES = ("rx-byte", "tx-byte")
 COUNTERS = (*BYTES, "rx-error", "tx-error", "rx-drop", "tx-drop", "link-downs")
 ENDLESS = object()  # a body that never ends
+TRICKLE = object()  # a body that comes a byte at a time, each well within the timeout
 
 decode = msgspec.json.Decoder(Obs).decode
 
@@ -43,7 +45,7 @@ class FakeRouter:
 
     A reading starts with its /rest/system/resource request, which counts a poll; `at(poll,
     change)` changes the router as that poll starts, and `fail(poll, path, body)` answers that
-    request of that poll with `body` (bytes, ENDLESS, or "stall": no answer) instead."""
+    request of that poll with `body` (bytes, ENDLESS, TRICKLE, or "stall": no answer) instead."""
 
     def __init__(self) -> None:
         self.polls = 0
@@ -116,6 +118,8 @@ class RouterHandler(BaseHTTPRequestHandler):
             router.stopped.wait(10)
         elif fault is ENDLESS:
             self._endless()
+        elif fault is TRICKLE:
+            self._trickle()
         elif isinstance(fault, bytes):
             self._answer(200, fault)
         elif self.path in ("/rest/system/resource", "/rest/interface"):
@@ -140,6 +144,16 @@ class RouterHandler(BaseHTTPRequestHandler):
                 self.wfile.write(chunk)
         except OSError:
             pass  # the client hung up, as it should
+
+    def _trickle(self) -> None:
+        self.send_response(200)
+        self.end_headers()
+        try:
+            while not self.server.router.stopped.wait(0.02):
+                self.wfile.write(b" ")
+                self.wfile.flush()
+        except OSError:
+            pass
 
     def log_message(self, *args: object) -> None:
         pass
@@ -379,6 +393,23 @@ def test_a_router_that_stalls_times_out_and_polling_goes_on(router):
     assert [e["event"] for e in log_events(out.stderr)] == ["router_poll_failed", "router_answers"]
 
 
+def test_an_answer_that_trickles_in_is_cut_off_at_the_timeout(router):
+    router.fail(1, "/rest/interface", TRICKLE)
+    started = time.monotonic()
+    out = collect(router, "--count", "2", "--timeout", "0.3")
+    assert time.monotonic() - started < 5
+    assert failures(out) == [("/rest/interface", "no answer within 0.3 s")]
+    assert len(observations(out)) == 1  # the second poll primes, the reading after it observes
+
+
+def test_a_router_that_refuses_connections_is_named_and_polling_goes_on(router):
+    with socket.socket() as closed:  # a port with nothing listening on it once closed
+        closed.bind(("127.0.0.1", 0))
+        router.url = f"https://127.0.0.1:{closed.getsockname()[1]}"
+    out = collect(router, "--duration", "0.5")
+    assert failures(out) == [("/rest/system/resource", "Connection refused")]
+
+
 def test_garbage_json_and_missing_fields_are_named_and_polling_goes_on(router):
     router.fail(1, "/rest/interface", b"<html>busy</html>")
     router.fail(2, "/rest/interface", b'[{"name":"ether1","rx-byte":"lots"}]')
@@ -452,9 +483,9 @@ def test_an_oversized_answer_is_refused_without_reading_it_whole(router, sized):
     [(path, reason)] = failures(out)
     assert path == "/rest/interface"
     assert reason == (
-        "the answer is 2097154 bytes, over the limit of 1048576"
+        "answer of 2097154 bytes, larger than 1048576"
         if sized
-        else "the answer is over the limit of 1048576 bytes"
+        else "answer larger than 1048576 bytes"
     )
 
 

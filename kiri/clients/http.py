@@ -7,6 +7,8 @@ malformed URL, a server's own words), `redact` blanks out the URL's secret parts
 secrets the caller names before the message goes anywhere.
 `retrying` retries what is worth retrying (connection errors, timeouts, 429 and 5xx) with
 doubling backoff, and honours a server's Retry-After (or Telegram's `retry_after`).
+The timeout bounds the whole request, its body included; a redirect is followed only to the
+same server, since the request's secrets (an Authorization header, a token) would go along.
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import IO, TypeVar
 
 from kiri.wire.backoff import Backoff
 
 MAX_BODY = 1 << 20  # bytes read from any answer; a longer one is refused
+READ_SIZE = 1 << 16
+ERROR_BODY = 4096  # bytes of an error answer read for its reason
 REDACTED = "***"
 MIN_SECRET = 4  # characters; blanking out anything shorter would blank out ordinary words
 T = TypeVar("T")
@@ -65,6 +69,14 @@ class HttpError(Exception):
         )
 
 
+class UntrustedCertificateError(HttpError):
+    """The server's TLS certificate failed verification: trying again will not help, trusting
+    it might (a client that can say how adds that)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, transient=False)
+
+
 def request(
     method: str,
     url: str,
@@ -83,10 +95,9 @@ def request(
     hidden = [*secrets, *url_secrets(url, path=bool(name))]
     try:
         return _request(method, url, body, headers, timeout, context, max_body, name)
-    except HttpError as e:
-        raise HttpError(
-            redact(str(e), hidden), e.status, e.retry_after, transient=e.transient
-        ) from None
+    except HttpError as e:  # redacted where it stands: its kind and fields stay
+        e.args = (redact(str(e), hidden),)
+        raise
 
 
 def _request(
@@ -100,28 +111,75 @@ def _request(
     name: str,
 ) -> Response:
     """request(), its errors not yet redacted."""
+    deadline = time.monotonic() + timeout
     try:
         where = name or f"{method} {urllib.parse.urlsplit(url).path or '/'}"
         req = urllib.request.Request(url, data=body, method=method, headers=dict(headers or {}))
     except ValueError as e:  # not a URL at all; the reason quotes it
         raise HttpError(f"{name or method}: invalid URL: {e}", transient=False) from None
+    opener = urllib.request.build_opener(
+        urllib.request.HTTPSHandler(context=context), _SameServer(where)
+    )
     try:
-        with urllib.request.urlopen(req, timeout=timeout, context=context) as answer:
-            return Response(answer.status, dict(answer.headers), _read(answer, max_body, where))
+        with opener.open(req, timeout=timeout) as answer:
+            data = _read(answer, max_body, where, deadline, timeout)
+            return Response(answer.status, dict(answer.headers), data)
     except urllib.error.HTTPError as e:
-        text = _read(e, 4096, where).decode("utf-8", "replace")
+        text = e.read(ERROR_BODY).decode("utf-8", "replace")
         raise HttpError(
             f"{where}: HTTP {e.code} {_short(text) or e.reason}",
             e.code,
             _retry_after(e.headers.get("Retry-After"), text),
         ) from None
     except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        raise HttpError(f"{where}: {reason or type(e).__name__}") from None
+        raise _no_answer(where, e, timeout) from None
     except (http.client.InvalidURL, ValueError) as e:  # a space in the path, a bad port, ...
         raise HttpError(f"{where}: invalid URL: {e}", transient=False) from None
     except http.client.HTTPException as e:  # an answer cut short or garbled: try again
         raise HttpError(f"{where}: bad answer: {type(e).__name__}") from None
+
+
+def _no_answer(where: str, e: OSError, timeout: float) -> HttpError:
+    """Why no answer came, in a few words: an untrusted certificate, a timeout, the system's
+    reason (Connection refused, Name or service not known), or TLS's."""
+    reason = e.reason if isinstance(e, urllib.error.URLError) else e
+    if isinstance(reason, ssl.SSLCertVerificationError):
+        return UntrustedCertificateError(
+            f"{where}: the server's certificate is not trusted ({reason.verify_message})"
+        )
+    if isinstance(reason, TimeoutError):
+        return HttpError(f"{where}: no answer within {timeout:g} s")
+    if isinstance(reason, ssl.SSLError):
+        return HttpError(f"{where}: TLS failed ({reason.reason or reason})")
+    if isinstance(reason, OSError) and reason.strerror:
+        return HttpError(f"{where}: {reason.strerror}")
+    return HttpError(f"{where}: {reason or type(e).__name__}")
+
+
+class _SameServer(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to the same scheme, host and port."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: http.client.HTTPMessage,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        target = urllib.parse.urlsplit(urllib.parse.urljoin(req.full_url, newurl))
+        origin = urllib.parse.urlsplit(req.full_url)
+        if (target.scheme, target.netloc) != (origin.scheme, origin.netloc):
+            raise HttpError(
+                f"{self.where}: HTTP {code} redirects to another server, which is not followed",
+                code,
+                transient=False,
+            )
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
 def post_json(
@@ -201,17 +259,23 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
-class _Body(Protocol):
-    """An answer's body: an HTTPResponse, or the HTTPError that stands for one."""
-
-    def read(self, size: int, /) -> bytes: ...
-
-
-def _read(answer: _Body, limit: int, where: str) -> bytes:
-    data = answer.read(limit + 1)
-    if len(data) > limit:
-        raise HttpError(f"{where}: answer larger than {limit} bytes")
-    return data
+def _read(
+    answer: http.client.HTTPResponse, limit: int, where: str, deadline: float, timeout: float
+) -> bytes:
+    """The body, refused once it would exceed `limit` (before reading it, when its length is
+    given) or would take past the deadline (read in pieces, so a slow trickle cannot stretch
+    the timeout)."""
+    length = answer.headers.get("Content-Length", "")
+    if length.isdigit() and int(length) > limit:
+        raise HttpError(f"{where}: answer of {length} bytes, larger than {limit}")
+    body = bytearray()
+    while chunk := answer.read1(min(READ_SIZE, limit + 1 - len(body))):
+        body += chunk
+        if len(body) > limit:
+            raise HttpError(f"{where}: answer larger than {limit} bytes")
+        if time.monotonic() > deadline:
+            raise HttpError(f"{where}: no answer within {timeout:g} s")
+    return bytes(body)
 
 
 def _short(text: str) -> str:
@@ -220,7 +284,8 @@ def _short(text: str) -> str:
     try:
         doc = json.loads(text)
         if isinstance(doc, dict):
-            text = str(doc.get("description") or doc.get("error") or doc.get("message") or "")
+            words = (doc.get(k) for k in ("description", "error", "message"))
+            text = next((w for w in words if isinstance(w, str) and w), "")  # not error=404
             if doc.get("errorType") and doc.get("error"):  # Prometheus: bad_data: parse error…
                 text = f"{doc['errorType']}: {text}"
     except ValueError:

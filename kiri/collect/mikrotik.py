@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import http.client
 import math
 import os
 import ssl
@@ -35,6 +34,7 @@ from pathlib import Path
 
 import msgspec
 
+from kiri.clients import http
 from kiri.collect.sources import add_poll_options, poll
 from kiri.home import durations
 from kiri.home.config import (
@@ -50,7 +50,6 @@ from kiri.wire.records import Obs
 from kiri.wire.stream import Stream
 
 MAX_BODY = 1 << 20  # RouterOS answers in kilobytes; anything bigger is not a router's answer
-READ_SIZE = 1 << 16
 PRIME_WAIT = 1.0  # seconds between a run's first two readings, when --interval is longer
 RESOURCE = "/rest/system/resource"
 INTERFACES = "/rest/interface"
@@ -176,7 +175,7 @@ class RouterAPI:
                 f"RouterOS sends the password with every request"
             )
         try:
-            self.port = parts.port
+            _ = parts.port  # a port that is no number: refused now, not at every poll
         except ValueError as e:
             raise KiriError(f"the router's URL {router.url!r}: {e}") from None
         self.host, self.netloc, self.base = parts.hostname, parts.netloc, parts.path.rstrip("/")
@@ -184,74 +183,43 @@ class RouterAPI:
         self.context = _tls_context(router.ca, router.insecure)
         token = base64.b64encode(f"{router.user}:{router.password}".encode()).decode()
         self._headers = {"Authorization": f"Basic {token}", "Accept": "application/json"}
+        self._secrets = (router.password, token)
 
     def read(self) -> Reading:
-        """Both documents of one reading, over one connection."""
-        conn = http.client.HTTPSConnection(
-            self.host, self.port, timeout=self.timeout, context=self.context
-        )
-        try:
-            resource = self._get(conn, RESOURCE)
-            interfaces = self._get(conn, INTERFACES)
-            return reading(resource, interfaces, time.monotonic(), time.time())
-        finally:
-            conn.close()
+        """Both documents of one reading."""
+        resource = self._get(RESOURCE)
+        interfaces = self._get(INTERFACES)
+        return reading(resource, interfaces, time.monotonic(), time.time())
 
-    def _get(self, conn: http.client.HTTPSConnection, path: str) -> object:
-        deadline = time.monotonic() + self.timeout
+    def _get(self, path: str) -> object:
         try:
-            conn.request("GET", self.base + path, headers=self._headers)
-            response = conn.getresponse()
-            if response.status == 401:
-                raise RouterError(
-                    path, f"the router refused user {self.user!r} and its password (HTTP 401)"
-                )
-            if response.status != 200:
-                raise RouterError(path, f"HTTP {response.status} {response.reason}".strip())
-            body = _body(response, deadline)
-        except (OSError, http.client.HTTPException) as e:
-            raise RouterError(path, self._why(e)) from None
-        except _TooBigError as e:
-            raise RouterError(path, str(e)) from None
+            answer = http.request(
+                "GET",
+                f"https://{self.netloc}{self.base}{path}",
+                headers=self._headers,
+                timeout=self.timeout,
+                context=self.context,
+                max_body=MAX_BODY,
+                secrets=self._secrets,
+            )
+        except http.HttpError as e:
+            raise self._router_error(path, e) from None
         try:
-            return msgspec.json.decode(body)
+            return msgspec.json.decode(answer.body)
         except (msgspec.DecodeError, RecursionError) as e:
             raise RouterError(path, f"not JSON ({e})") from None
 
-    def _why(self, e: Exception) -> str:
-        if isinstance(e, ssl.SSLCertVerificationError):
-            return (
-                f"the router's certificate is not trusted ({e.verify_message}): give --ca "
-                f"FILE with its certificate, or --insecure"
+    def _router_error(self, path: str, e: http.HttpError) -> RouterError:
+        """The HttpError in RouterOS's terms: which user a 401 refused, and how to trust the
+        router's certificate."""
+        if e.status == 401:
+            return RouterError(
+                path, f"the router refused user {self.user!r} and its password (HTTP 401)"
             )
-        if isinstance(e, TimeoutError):
-            return f"no answer within {self.timeout:g} s"
-        if isinstance(e, ConnectionRefusedError):
-            return "connection refused"
-        if isinstance(e, ssl.SSLError):
-            return f"TLS failed ({e.reason or e})"
-        if isinstance(e, http.client.HTTPException):
-            return f"not an HTTP answer ({type(e).__name__}: {e})"
-        return e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-
-
-class _TooBigError(Exception):
-    pass
-
-
-def _body(response: http.client.HTTPResponse, deadline: float) -> bytes:
-    """The response body, refused once it would exceed MAX_BODY or take past the deadline."""
-    length = response.getheader("Content-Length", "")
-    if length.isdigit() and int(length) > MAX_BODY:
-        raise _TooBigError(f"the answer is {length} bytes, over the limit of {MAX_BODY}")
-    body = bytearray()
-    while chunk := response.read(READ_SIZE):
-        body += chunk
-        if len(body) > MAX_BODY:
-            raise _TooBigError(f"the answer is over the limit of {MAX_BODY} bytes")
-        if time.monotonic() > deadline:
-            raise TimeoutError
-    return bytes(body)
+        reason = str(e).removeprefix(f"GET {self.base}{path}: ")
+        if isinstance(e, http.UntrustedCertificateError):
+            reason += ": give --ca FILE with its certificate, or --insecure"
+        return RouterError(path, reason)
 
 
 def _tls_context(ca: str | None, insecure: bool) -> ssl.SSLContext:
