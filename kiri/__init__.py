@@ -8,19 +8,39 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402  (after the thread limits, which must come first)
-from importlib import metadata  # noqa: E402
+import functools  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+from typing import NoReturn  # noqa: E402
 
-try:
-    __version__ = metadata.version("kiri")
-except metadata.PackageNotFoundError:  # a checkout on sys.path without being installed
-    __version__ = "0+unknown"
+
+@functools.cache
+def version() -> str:
+    """KIRI's version, from the package metadata (read only when asked: importing
+    importlib.metadata costs every stage's start some 25 ms)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("kiri")
+    except metadata.PackageNotFoundError:  # a checkout on sys.path without being installed
+        return "0+unknown"
+
+
+class _Version(argparse.Action):
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[str] | None,
+        option_string: str | None = None,
+    ) -> NoReturn:
+        parser.exit(message=f"{parser.prog} {version()}\n")
 
 
 def add_version_option(parser: argparse.ArgumentParser) -> None:
-    """`--version` on a command: its name and KIRI's version, from the package metadata."""
+    """`--version` on a command: its name and KIRI's version."""
     parser.add_argument(
         "--version",
-        action="version",
-        version=f"%(prog)s {__version__}",
+        action=_Version,
+        nargs=0,
         help="print the program's name and KIRI's version, then exit",
     )

@@ -25,16 +25,20 @@ from kiri.wire.records import Obs
 from kiri.wire.stream import MAX_LINE, Log, Stream
 
 SOURCES = ("drift", "exec", "mikrotik", "prometheus", "rhythm", "telegram")  # kiri/collect/NAME.py
+BUILT_IN = ("pulse", "replay")  # kiri-collect's own subcommands (kiri/collect/stage.py)
 # characters of a host name, a value's or a meta entry's name, or a meta value: far more than any
 # real one (an interface name, an instance label), and short enough that an observation fits
 MAX_TEXT = 256
 
 
 def add_parsers(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], wanted: str | None = None
 ) -> list[argparse.ArgumentParser]:
-    """Every source module's subcommand, in name order."""
-    return [importlib.import_module(f"kiri.collect.{name}").add_parser(sub) for name in SOURCES]
+    """The source modules' subcommands, in name order: only the wanted one's when the command
+    line names a source (importing every source would cost each start its clients), all of
+    them for --help or a mistyped name."""
+    names = [wanted] if wanted in SOURCES else [] if wanted in BUILT_IN else SOURCES
+    return [importlib.import_module(f"kiri.collect.{name}").add_parser(sub) for name in names]
 
 
 def add_poll_options(

@@ -17,7 +17,8 @@ from kiri.wire.stream import Stream, add_stream_options, setup_logging
 ALL_KINDS = tuple(KINDS.values())
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(source: str | None = None) -> argparse.ArgumentParser:
+    """kiri-collect's parser; with `source`, the one source the command line names."""
     parser = argparse.ArgumentParser(
         prog="kiri-collect", description="Emit observations as NDJSON records on stdout."
     )
@@ -55,8 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_stream_options(r)
     r.set_defaults(collect=replay)
-    for source in add_parsers(sub):
-        add_stream_options(source)
+    for parsers in add_parsers(sub, source):
+        add_stream_options(parsers)
     return parser
 
 
@@ -108,7 +109,9 @@ def _open(name: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    named = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(named).parse_args(argv)
     log = setup_logging(f"collect-{args.source}")
 
     def body() -> None:

@@ -26,7 +26,7 @@ import hashlib
 import hmac
 import urllib.parse
 
-from kiri import __version__
+from kiri import version
 from kiri.act.sinks import Sink, SinkError
 from kiri.clients.http import HttpError, request, url_secrets
 from kiri.home.config import ConfigError, config_path, load_config, secret
@@ -60,7 +60,7 @@ class WebhookSink(Sink):
     def headers(self, decision: Decision, body: bytes) -> dict[str, str]:
         headers = {
             "Content-Type": "application/json",
-            "User-Agent": f"kiri/{__version__}",
+            "User-Agent": f"kiri/{version()}",
             "Idempotency-Key": decision.id,
         }
         if self.key is not None:
