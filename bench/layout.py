@@ -105,7 +105,10 @@ def describe(root: Path, label: str) -> None:
           f"arrows ({sum(counted.values())} imports)")  # fmt: skip
     for (a, b), n in sorted(counted.items()):
         print(f"  {a:>10} -> {b:<10} {n:>3}")
-    problems = forbidden(graph) if set(rooms) <= set(FLOORS + STAGES + TOP) else []
+    if not set(rooms) <= set(FLOORS + STAGES + TOP):
+        print("  forbidden arrows: not counted (its rooms are not this layout's)")
+        return
+    problems = forbidden(graph)
     print(f"  forbidden arrows: {len(problems)}")
     for p in problems:
         print(f"    {p}")
