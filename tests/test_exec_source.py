@@ -97,7 +97,7 @@ def test_bad_runs_are_logged_with_their_reason_and_the_collector_goes_on(kiri_ho
         "value of 'fans' is not a number: null",
         "printed JSON that is not an object of numbers: [41.5, 2]",
         "printed nothing (expected a JSON object of numbers)",
-        "exited with status 3: sensor offline",
+        "exit status 3: sensor offline",
     ]
     assert reasons[6] == "printed more than 65536 bytes"
     assert {e["command"] for e in log_events(out.stderr) if e["event"] == "run_failed"} == {

@@ -110,7 +110,7 @@ def test_a_failing_notifier_fails_the_delivery_with_its_reason(bin_dir):
     _, [outcome] = act(bin_dir, ALERT)
     assert outcome["ok"] is False
     assert outcome["error"] == (
-        f"{bin_dir}/notify-send: Cannot autolaunch D-Bus without X11 $DISPLAY"
+        f"{bin_dir}/notify-send: exit status 1: Cannot autolaunch D-Bus without X11 $DISPLAY"
     )
 
 

@@ -184,8 +184,8 @@ def test_no_source_answering_is_unknown_said_once_never_idle(linux_desktop, monk
     assert unknown["level"] == "warning"
     assert unknown["reasons"] == {
         "x11": "DISPLAY is not set",
-        "logind": "loginctl exited with status 1: loginctl: cannot answer here",
-        "mutter": "gdbus exited with status 1: gdbus: cannot answer here",
+        "logind": "loginctl: exit status 1: loginctl: cannot answer here",
+        "mutter": "gdbus: exit status 1: gdbus: cannot answer here",
     }
     assert SCHEMA.tokenize(records[0].values, {})[2:] == ["K0", "I0", "G0", "F0"]
 

@@ -16,23 +16,19 @@ its `fields`. A command that cannot be found exits with DO_NOT_RESTART: the sour
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
-import os
-import select
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import msgspec
 
 from kiri.collect.sources import add_poll_options, poll
 from kiri.home.config import config_atom, setting
 from kiri.home.paths import valid_name
+from kiri.wire.children import ChildError, StoppedError, run
 from kiri.wire.errors import DO_NOT_RESTART, KiriError
 from kiri.wire.records import UNDECODABLE, Obs
 from kiri.wire.stream import Stream
@@ -41,12 +37,10 @@ DEFAULT_ATOM = "exec"
 DEFAULT_INTERVAL = 60.0
 DEFAULT_TIMEOUT = 10.0
 MAX_OUTPUT = 1 << 16  # bytes of stdout; a metrics object is far smaller
-STDERR_KEPT = 1000  # bytes of the command's stderr kept to quote its last line in a failure
-CHECK_STOP = 0.1  # seconds between checks for SIGTERM while a command runs
 
 
 class RunFailedError(Exception):
-    """One run of the command that gave no observation; the message says why."""
+    """Output of the command that gives no observation; the message says why."""
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
@@ -96,11 +90,11 @@ def collect(args: argparse.Namespace, stream: Stream) -> None:
 
     def sample() -> list[Obs]:
         try:
-            out = run_command(argv, timeout, lambda: stream.stopping)
-            if out is None:  # stopped meanwhile
-                return []
-            values = parse_metrics(out, needed)
-        except RunFailedError as e:
+            done = run(argv, timeout=timeout, stopping=lambda: stream.stopping, limit=MAX_OUTPUT)
+            values = parse_metrics(done.stdout, needed)
+        except StoppedError:
+            return []
+        except (ChildError, RunFailedError) as e:
             stream.log.warning("run_failed", atom=args.atom, command=argv[0], reason=str(e))
             return []
         return [Obs(ts=time.time(), atom=args.atom, host=host, values=values)]
@@ -141,80 +135,6 @@ def _needed_fields(atom: str) -> list[str]:
         return [f.name for f in atom_spec(atom).schema.fields if not f.clock]
     except UnknownAtom:  # its schema will be fitted from whatever the command prints
         return []
-
-
-def run_command(argv: list[str], timeout: float, stopping: Callable[[], bool]) -> bytes | None:
-    """The command's stdout, once it has exited with status 0; None if stopping() turned true
-    meanwhile. RunFailedError says why there is no output."""
-    try:  # its own session, so a timeout kills whatever it started too
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
-    except OSError as e:
-        raise RunFailedError(f"cannot run it: {e.strerror}") from None
-    deadline = time.monotonic() + timeout
-    try:
-        out, err = _read(proc, deadline, timeout, stopping)
-        if out is None:
-            return None
-        try:
-            status = proc.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            raise RunFailedError(f"timed out after {timeout:g} s") from None
-    finally:
-        _end(proc)
-    if status:
-        how = (
-            f"exited with status {status}"
-            if status > 0
-            else f"was killed by {signal.Signals(-status).name}"
-        )
-        last = err.decode("utf-8", "replace").strip().splitlines()[-1:]
-        raise RunFailedError(how + (f": {last[0]}" if last else ""))
-    return out
-
-
-def _read(
-    proc: subprocess.Popen[bytes], deadline: float, timeout: float, stopping: Callable[[], bool]
-) -> tuple[bytes | None, bytes]:
-    """Read stdout and stderr to their ends: (stdout, stderr's tail); stdout None if stopped."""
-    assert proc.stdout is not None and proc.stderr is not None  # run_command made both pipes
-    out, err = bytearray(), bytearray()
-    pending = {proc.stdout.fileno(): out, proc.stderr.fileno(): err}
-    while pending:
-        if stopping():
-            return None, bytes(err)
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise RunFailedError(f"timed out after {timeout:g} s")
-        ready, _, _ = select.select(list(pending), [], [], min(left, CHECK_STOP))
-        for fd in ready:
-            chunk = os.read(fd, 1 << 16)
-            if not chunk:
-                del pending[fd]
-                continue
-            buf = pending[fd]
-            buf += chunk
-            if buf is err:
-                del err[:-STDERR_KEPT]  # only its last line is ever quoted
-            elif len(out) > MAX_OUTPUT:
-                raise RunFailedError(f"printed more than {MAX_OUTPUT} bytes")
-    return bytes(out), bytes(err)
-
-
-def _end(proc: subprocess.Popen[bytes]) -> None:
-    """Kill the command's process group unless it has already exited, and close its pipes."""
-    if proc.returncode is None:  # not reaped yet, so its group id cannot have been reused
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    for pipe in (proc.stdout, proc.stderr):
-        if pipe is not None:
-            pipe.close()
 
 
 def parse_metrics(out: bytes, needed: Sequence[str]) -> dict[str, float | None]:

@@ -18,7 +18,6 @@ import argparse
 import os
 import re
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -26,6 +25,7 @@ from pathlib import Path
 
 from kiri.collect.sources import add_poll_options, poll
 from kiri.home.config import RhythmSection, load_config, setting
+from kiri.wire.children import ChildError, NotFoundError, run
 from kiri.wire.records import Obs
 from kiri.wire.stream import Log, Stream
 
@@ -75,31 +75,14 @@ class UnparsableError(ValueError):
     """A source answered, but not in a form that says how long the person has been idle."""
 
 
-def run_command(argv: Sequence[str], timeout: float = COMMAND_TIMEOUT) -> str:
+def ask(argv: Sequence[str], timeout: float = COMMAND_TIMEOUT) -> str:
     """The command's stdout; NoAnswerError with the reason when it does not run cleanly."""
     try:
-        done = subprocess.run(
-            argv,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            errors="replace",
-            timeout=timeout,
-            check=False,  # the status is looked at below
-        )
-    except FileNotFoundError:
+        return run(argv, timeout=timeout).stdout.decode("utf-8", "replace")
+    except NotFoundError:
         raise NoAnswerError(f"{argv[0]} is not installed") from None
-    except subprocess.TimeoutExpired:
-        raise NoAnswerError(f"{argv[0]} did not answer within {timeout:g} s") from None
-    except OSError as e:
-        raise NoAnswerError(f"{argv[0]}: {e.strerror}") from None
-    if done.returncode != 0:
-        said = done.stderr.strip().splitlines()
-        raise NoAnswerError(
-            f"{argv[0]} exited with status {done.returncode}"
-            + (f": {said[0][:200]}" if said else "")
-        )
-    return done.stdout
+    except ChildError as e:
+        raise NoAnswerError(f"{argv[0]}: {e}") from None
 
 
 # -- parsers: a command's output → seconds idle ------------------------------------------------
@@ -162,7 +145,7 @@ SESSION_ID = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def ioreg_idle() -> float:
-    return parse_ioreg(run_command(["ioreg", "-c", "IOHIDSystem"]))
+    return parse_ioreg(ask(["ioreg", "-c", "IOHIDSystem"]))
 
 
 def x11_idle() -> float:
@@ -170,7 +153,7 @@ def x11_idle() -> float:
         raise NoAnswerError("DISPLAY is not set")
     if os.environ.get("WAYLAND_DISPLAY"):  # XWayland sees only the input sent to X windows
         raise NoAnswerError("a Wayland session: X11 does not see all input")
-    return parse_xprintidle(run_command(["xprintidle"]))
+    return parse_xprintidle(ask(["xprintidle"]))
 
 
 def logind_idle() -> float:
@@ -179,7 +162,7 @@ def logind_idle() -> float:
     session = os.environ.get("XDG_SESSION_ID") or _display_session()
     if not SESSION_ID.fullmatch(session):
         raise UnparsableError(f"session id {session[:40]!r} is not a logind session id")
-    out = run_command(
+    out = ask(
         [
             "loginctl",
             "show-session",
@@ -196,7 +179,7 @@ def logind_idle() -> float:
 
 
 def _display_session() -> str:
-    out = run_command(["loginctl", "show-user", str(os.getuid()), "-p", "Display"])
+    out = ask(["loginctl", "show-user", str(os.getuid()), "-p", "Display"])
     session = parse_properties(out).get("Display", "")
     if not session:
         raise NoAnswerError("the user has no display session")
@@ -205,7 +188,7 @@ def _display_session() -> str:
 
 def mutter_idle() -> float:
     return parse_mutter(
-        run_command(
+        ask(
             [
                 "gdbus",
                 "call",
@@ -306,7 +289,7 @@ class Commits:
 
     def _count(self, repo: Path, since: float) -> int:
         email = _user_email(repo)
-        out = run_command(
+        out = ask(
             ["git", "-C", str(repo), "log", "--all", f"--since=@{int(since)}", "--format=%ct %ce"],
             timeout=GIT_TIMEOUT,
         )
@@ -315,9 +298,7 @@ class Commits:
 
 def _user_email(repo: Path) -> str:
     try:
-        return run_command(
-            ["git", "-C", str(repo), "config", "user.email"], timeout=GIT_TIMEOUT
-        ).strip()
+        return ask(["git", "-C", str(repo), "config", "user.email"], timeout=GIT_TIMEOUT).strip()
     except NoAnswerError:  # unset (status 1), or not a repository: the log says which
         return ""
 

@@ -14,8 +14,6 @@ import argparse
 import os
 import plistlib
 import shlex
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 from string import Template
@@ -23,12 +21,14 @@ from xml.sax.saxutils import escape
 
 from kiri.home.paths import atomic_write, kiri_home, private_dir
 from kiri.supervise.pipeline import CHECKOUT, DEFAULT_PIPELINE, PipelineError, load
+from kiri.wire.children import ChildError, Finished, NotFoundError, run
 from kiri.wire.errors import KiriError
 
 UNIT = "kiri.service"
 LABEL = "dev.kiri"
 TEMPLATES = {"linux": UNIT, "macos": f"{LABEL}.plist"}
 SUPERVISE = CHECKOUT / "bin" / "kiri-supervise"
+MANAGER_TIMEOUT = 60.0  # seconds systemctl or launchctl may take
 
 
 def this_platform() -> str:
@@ -171,10 +171,10 @@ def status(args: argparse.Namespace) -> int:
     print(f"runs: {shlex.join(program(args.platform, path))}")
     if args.platform == "macos":
         found = _run(["launchctl", "list", LABEL])
-        state = "loaded" if found and found.returncode == 0 else "not loaded"
+        state = "loaded" if found and found.status == 0 else "not loaded"
     else:
         found = _run(["systemctl", "--user", "is-active", UNIT])
-        state = found.stdout.strip() if found else ""
+        state = found.stdout.decode("utf-8", "replace").strip() if found else ""
     manager = "launchd" if args.platform == "macos" else "systemd"
     if found is None or not state:
         reason = _reason(found) if found else "not available here"
@@ -202,20 +202,22 @@ def manage(commands: list[list[str]]) -> bool:
         if done is None:
             print(f"{command[0]} is not available here, so nothing started or stopped KIRI")
             return False
-        if done.returncode:
+        if done.status:
             print(f"`{shlex.join(command)}` failed: {_reason(done)}")
             return False
     return True
 
 
-def _run(command: list[str]) -> subprocess.CompletedProcess[str] | None:
-    """Run a command, capturing its output; None if it is not installed."""
-    if shutil.which(command[0]) is None:
+def _run(command: list[str]) -> Finished | None:
+    """Run a service manager's command, capturing its output; None if it is not installed."""
+    try:
+        return run(command, timeout=MANAGER_TIMEOUT, check=False)  # the callers read the status
+    except NotFoundError:
         return None
-    # the callers look at the exit status
-    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    except ChildError as e:
+        raise KiriError(f"`{shlex.join(command)}` failed: {e}") from None
 
 
-def _reason(done: subprocess.CompletedProcess[str]) -> str:
-    lines = (done.stderr or done.stdout).strip().splitlines()
-    return lines[0] if lines else f"exit status {done.returncode}"
+def _reason(done: Finished) -> str:
+    lines = (done.stderr or done.stdout).decode("utf-8", "replace").strip().splitlines()
+    return lines[0] if lines else f"exit status {done.status}"

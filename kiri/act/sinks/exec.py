@@ -11,21 +11,16 @@ and any KIRI_..._TOKEN, _SECRET, _PASSWORD or _KEY (or such a name ending in _FI
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import re
-import signal
-import subprocess
-import tempfile
 from collections.abc import Mapping
-from typing import IO
 
 from kiri.act.sinks import Sink, SinkError
 from kiri.home.config import load_config, secret_variables
+from kiri.wire.children import ChildError, run
 from kiri.wire.records import Decision
 from kiri.wire.stream import Log
 
-STDERR_TAIL = 4096  # bytes of the command's stderr kept to explain a failure
 SECRET_NAME = re.compile(r"^KIRI_\w+_(TOKEN|SECRET|PASSWORD|KEY)(_FILE)?$")
 
 
@@ -41,52 +36,11 @@ class ExecSink(Sink):
         self.secrets = tuple(environ[k] for k in sorted(hidden))  # should the command echo one
 
     def deliver(self, decision: Decision, line: bytes) -> str:
-        # stderr goes to a file, not a pipe: only its tail is read into memory, and a process
-        # the command left behind cannot keep us waiting for a pipe to close.
-        with tempfile.TemporaryFile() as err:
-            status = self._run(line, err)
-            if status == 0:
-                return "exit status 0"
-            reason = _exit_reason(status)
-            last = _last_line(err)
-            raise SinkError(f"{reason}: {last}" if last else reason)
-
-    def _run(self, line: bytes, err: IO[bytes]) -> int:
-        """Run the command on `line` within the timeout; its exit status."""
         try:
-            proc = subprocess.Popen(
-                self.argv,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-                env=self.env,
-                start_new_session=True,
-            )
-        except OSError as e:
-            raise SinkError(f"cannot run {self.argv[0]}: {e.strerror}") from e
-        try:
-            proc.communicate(line, timeout=self.timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            raise SinkError(f"timed out after {self.timeout:g} s") from None
-        return proc.returncode
-
-
-def _exit_reason(status: int) -> str:
-    """Words for a non-zero status; Popen gives a signal as a negative number."""
-    if status < 0:
-        return f"killed by {signal.Signals(-status).name}"
-    return f"exit status {status}"
-
-
-def _last_line(err: IO[bytes]) -> str:
-    """The last non-empty line the command wrote on stderr: usually the one that says why."""
-    size = err.seek(0, os.SEEK_END)
-    err.seek(max(0, size - STDERR_TAIL))
-    lines = err.read().decode("utf-8", "replace").strip().splitlines()
-    return lines[-1].strip() if lines else ""
+            run(self.argv, timeout=self.timeout, input=line, env=self.env, keep_stdout=False)
+        except ChildError as e:
+            raise SinkError(str(e)) from None
+        return "exit status 0"
 
 
 HELP = "the command after --, with the decision's JSON line on stdin"

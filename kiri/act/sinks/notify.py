@@ -17,10 +17,10 @@ from __future__ import annotations
 import argparse
 import html
 import shutil
-import subprocess
 import sys
 
 from kiri.act.sinks import Sink, SinkError
+from kiri.wire.children import CannotRunError, ChildError, run
 from kiri.wire.records import Decision
 from kiri.wire.render import printable, summary
 from kiri.wire.stream import Log
@@ -62,22 +62,11 @@ class NotifySink(Sink):
 
 def _run(argv: list[str]) -> None:
     try:
-        done = subprocess.run(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            timeout=TIMEOUT,
-            check=False,  # the status is looked at below
-        )
-    except OSError as e:
-        raise SinkError(f"cannot run {argv[0]}: {e.strerror}") from e
-    except subprocess.TimeoutExpired:
-        raise SinkError(f"{argv[0]} timed out after {TIMEOUT:g} s") from None
-    if done.returncode != 0:
-        lines = done.stderr.decode("utf-8", "replace").strip().splitlines()
-        reason = lines[-1].strip() if lines else f"exit status {done.returncode}"
-        raise SinkError(f"{argv[0]}: {reason}")
+        run(argv, timeout=TIMEOUT, keep_stdout=False)
+    except CannotRunError as e:  # names the program already
+        raise SinkError(str(e)) from None
+    except ChildError as e:
+        raise SinkError(f"{argv[0]}: {e}") from None
 
 
 def _urgency(d: Decision) -> str:
