@@ -33,7 +33,8 @@ class _Version(argparse.Action):
         values: str | Sequence[str] | None,
         option_string: str | None = None,
     ) -> NoReturn:
-        parser.exit(message=f"{parser.prog} {version()}\n")
+        print(f"{parser.prog} {version()}")  # on stdout, as argparse's own version action
+        parser.exit()
 
 
 def add_version_option(parser: argparse.ArgumentParser) -> None:
