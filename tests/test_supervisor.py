@@ -21,6 +21,7 @@ from conftest import FIXTURES, ROOT, log_events, run, stage_cmd
 
 from kiri.atoms.lifecycle import State, state_path
 from kiri.supervise import supervisor
+from kiri.supervise.supervisor import SAME_REQUEST
 from kiri.wire.records import Decision
 
 HELPER = FIXTURES / "supervise-helper.py"
@@ -574,8 +575,22 @@ def test_a_second_stop_signal_kills_at_once(supervise):
     started = time.monotonic()
     sv.proc.send_signal(signal.SIGTERM)
     wait_until(lambda: sv.stage("stubborn").get("state") == "stopping", what="stopping")
+    time.sleep(SAME_REQUEST)  # a signal this soon after the first repeats it (below)
     assert sv.stop() == 0
     assert time.monotonic() - started < 10 and not psutil.pid_exists(pid)
+
+
+def test_two_stop_signals_at_once_are_one_request(supervise):
+    # as `timeout` sends them: to the supervisor, then to its process group
+    sv = supervise(
+        [{"name": "stubborn", "argv": helper("stubborn")}], **{**FAST, "stop_timeout": 0.5}
+    )
+    sv.wait_state("stubborn", "running")
+    started = time.monotonic()
+    sv.proc.send_signal(signal.SIGTERM)
+    sv.proc.send_signal(signal.SIGTERM)
+    assert sv.wait() == 0
+    assert time.monotonic() - started >= 0.5  # it waited for the stage, as after one signal
 
 
 # -- logs and status -----------------------------------------------------------------------

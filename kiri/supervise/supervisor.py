@@ -84,6 +84,7 @@ from kiri.wire.records import Decision, Score
 from kiri.wire.stream import Log, setup_logging
 
 EXEC_FAILED = 127  # the status a stage gets when its command cannot be run
+SAME_REQUEST = 1.0  # seconds within which a second signal repeats the first
 STARTING = 1.0  # a stage counts as running once it has stayed up this long
 STATUS_EVERY = 1.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -152,6 +153,7 @@ class Supervisor:
         self._connect()
         self.lifeline: Lifeline | None = None
         self.stop_at: float | None = None  # monotonic deadline for SIGKILL, once stopping
+        self.stop_asked = 0.0  # when the signal that began the stop came (monotonic)
         self.killed = False
         self.signals: list[int] = []
         self.wake_fd = -1
@@ -481,11 +483,16 @@ class Supervisor:
     # -- stopping ----------------------------------------------------------------------------
 
     def _take_signals(self) -> None:
-        for signum in self.signals:
-            if self.stop_at is None:
-                self._begin_stop(signal.Signals(signum).name)
-            else:  # asked again: stop waiting
-                self.stop_at = time.monotonic()
+        # Signals within a second of each other are one request (`timeout` sends SIGTERM to
+        # the supervisor and then to its process group): one later says "stop waiting".
+        if not self.signals:
+            return
+        now = time.monotonic()
+        if self.stop_at is None:
+            self._begin_stop(signal.Signals(self.signals[0]).name)
+            self.stop_asked = now
+        elif now - self.stop_asked >= SAME_REQUEST:  # asked again: stop waiting
+            self.stop_at = now
         self.signals.clear()
 
     def _begin_stop(self, reason: str) -> None:
