@@ -34,8 +34,9 @@ SIGTERM; every other stage gets the end of its stdin once all its producers have
 their output has been written into it, so it finishes what is in flight and exits. A stage
 waiting to be restarted is started at once if lines are queued for it or may still come, so
 they drain too. The FIFO writer is closed last. Whatever is still running `stop_timeout`
-seconds (10) after the signal, or at a second signal, is killed with SIGKILL (with its process
-group). Then the supervisor exits 0.
+seconds (10) after the signal, or at a second signal (one more than a second later: signals
+that come together are one request), is killed with SIGKILL (with its process group). Then the
+supervisor exits 0.
 
 Status. $KIRI_HOME/status.json is rewritten atomically every second and on every change of
 state; `kiri status` shows it. A lock on $KIRI_HOME/supervise.lock keeps a second supervisor
