@@ -12,10 +12,10 @@ from typing import cast
 
 import pytest
 from conftest import fixture_bytes, log_events, stage_cmd
-from structlog.typing import FilteringBoundLogger
 
 from kiri.act.sinks import Sink, SinkError
 from kiri.act.stage import deliver, parse_args
+from kiri.wire.log import Log as KiriLog
 from kiri.wire.records import Decision
 from kiri.wire.stream import Stream
 
@@ -520,7 +520,7 @@ def test_a_refusal_is_not_retried_and_a_requested_wait_replaces_the_backoff():
     decision = Decision(id="d-1", action="alert")
     sleeps = Sleeps()
     # stand-ins with only what deliver uses of a Stream and of a logger
-    stream, log = cast(Stream, sleeps), cast(FilteringBoundLogger, Log())
+    stream, log = cast(Stream, sleeps), cast(KiriLog, Log())
     out = deliver(stream, Answers(SinkError("no", retry=False)), decision, b"", 3, log)
     assert (out.ok, out.detail, sleeps.waits) == (False, "attempts: 1", [])
     out = deliver(
@@ -560,7 +560,7 @@ def test_an_unexpected_error_of_a_sink_is_reported_and_logged_without_its_secret
         Decision(id="d-1", action="alert"),
         b"",
         0,
-        cast(FilteringBoundLogger, log),
+        cast(KiriLog, log),
     )
     assert out.error == "ValueError: cannot POST to 'https://h.example/***'"
     [event] = log.events

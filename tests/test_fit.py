@@ -1,19 +1,18 @@
 """kiri.collect.sources.Fit: what a source says is kept short enough for the next stage to read."""
 
-from collections.abc import MutableMapping
 from typing import Any
 
 import msgspec
-import structlog
 
 from kiri.collect.sources import MAX_TEXT, Fit
+from kiri.wire import log as kiri_log
 from kiri.wire.records import Obs
 from kiri.wire.stream import MAX_LINE
 
 
-def fitted(*observations: Obs) -> tuple[list[Obs], list[MutableMapping[str, Any]]]:
-    with structlog.testing.capture_logs() as logs:
-        out = list(Fit(structlog.get_logger()).all(observations))
+def fitted(*observations: Obs) -> tuple[list[Obs], list[dict[str, Any]]]:
+    with kiri_log.capture() as logs:
+        out = list(Fit(kiri_log.get_logger()).all(observations))
     for obs, line in out:
         assert line == msgspec.json.encode(obs) + b"\n" and len(line) <= MAX_LINE
     return [obs for obs, _ in out], logs

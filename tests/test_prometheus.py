@@ -23,7 +23,6 @@ from itertools import pairwise
 
 import msgspec
 import pytest
-import structlog
 from conftest import log_events, measured, run, stage_cmd
 from scripted_http import Answer, scripted_server
 
@@ -480,10 +479,7 @@ def test_a_backfill_asked_for_in_pieces_gives_the_same_stream(scraped, monkeypat
 
     monkeypatch.setattr(source, "range_chunks", functools.partial(range_chunks, max_points=3))
     monkeypatch.setattr(Prometheus, "range", range_asked)
-    try:
-        assert main(["prometheus", *window]) == 0
-    finally:
-        structlog.reset_defaults()  # main() configured logging for this whole process
+    assert main(["prometheus", *window]) == 0
     assert capfd.readouterr().out.encode() == whole.stdout
     assert sorted(set(asked)) == [(end - 8, end - 6), (end - 5, end - 3), (end - 2, end)]
 

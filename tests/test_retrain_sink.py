@@ -5,13 +5,13 @@ import subprocess
 
 import msgspec
 import pytest
-import structlog
 from conftest import stage_cmd
 
 from kiri.act.sinks import SinkError
 from kiri.act.sinks.retrain import RetrainSink
 from kiri.atoms import training_jobs
 from kiri.atoms.training_jobs import MAX_RUNNING, train_log
+from kiri.wire import log as kiri_log
 from kiri.wire.records import Decision
 
 
@@ -44,7 +44,7 @@ def started(kiri_home, monkeypatch) -> list[Run]:
 
 
 def test_thirty_requests_start_one_run_per_atom_and_one_follow_up_each(started):
-    sink = RetrainSink(structlog.get_logger())
+    sink = RetrainSink(kiri_log.get_logger())
     details = [
         sink.deliver(retrain(atom, n), b"")
         for n in range(10)
@@ -66,7 +66,7 @@ def test_thirty_requests_start_one_run_per_atom_and_one_follow_up_each(started):
 
 
 def test_an_unknown_atom_is_refused_at_once_and_not_retried(started):
-    sink = RetrainSink(structlog.get_logger())
+    sink = RetrainSink(kiri_log.get_logger())
     with pytest.raises(SinkError, match="no atom nosuch: it is not built in") as refused:
         sink.deliver(retrain("nosuch"), b"")
     assert not refused.value.retry and started == []

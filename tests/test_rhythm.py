@@ -13,12 +13,12 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 import pytest
-import structlog
 from conftest import FIXTURES, log_events, run, stage_cmd
 
 from kiri.atoms.rhythm import SCHEMA
 from kiri.collect import rhythm
 from kiri.collect.rhythm import NoAnswerError, UnparsableError
+from kiri.wire import log as kiri_log
 from kiri.wire.records import Obs, Score
 
 decode = msgspec.json.Decoder(Obs).decode
@@ -208,8 +208,8 @@ def test_the_probe_speaks_when_the_source_changes_not_every_poll():
     def broken():
         raise UnparsableError("garbage")
 
-    with structlog.testing.capture_logs() as logs:
-        probe = rhythm.IdleProbe(structlog.get_logger(), [("x11", x11), ("mutter", broken)])
+    with kiri_log.capture() as logs:
+        probe = rhythm.IdleProbe(kiri_log.get_logger(), [("x11", x11), ("mutter", broken)])
         seen = [probe.seconds() for _ in range(3)]
         display["up"] = True
         seen += [probe.seconds() for _ in range(3)]

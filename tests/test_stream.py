@@ -7,11 +7,11 @@ import signal
 import subprocess
 
 import msgspec
-import structlog
 from conftest import fixture_bytes, log_events, run, stage_cmd
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from kiri.wire import log as kiri_log
 from kiri.wire.records import Obs, Score
 from kiri.wire.stream import MAX_LINE, Stream
 
@@ -193,8 +193,8 @@ def run_loop(tmp_path, data: bytes, consumes=(), transform=None):
     fd_in, fd_out = os.open(src, os.O_RDONLY), os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     try:
         with (
-            structlog.testing.capture_logs() as logs,
-            Stream(structlog.get_logger(), fmt="json", out_fd=fd_out) as stream,
+            kiri_log.capture() as logs,
+            Stream(kiri_log.get_logger(), fmt="json", out_fd=fd_out) as stream,
         ):
             for rec, _raw in stream.records(fd_in, consumes=consumes):
                 stream.emit(transform(rec))
@@ -232,8 +232,8 @@ def test_check_rejects_a_consumed_record_with_its_reason(tmp_path):
         return None if o.atom == "pulse" else f"unknown atom {o.atom!r}"
 
     with (
-        structlog.testing.capture_logs() as logs,
-        Stream(structlog.get_logger(), fmt="json", out_fd=fd_out) as stream,
+        kiri_log.capture() as logs,
+        Stream(kiri_log.get_logger(), fmt="json", out_fd=fd_out) as stream,
     ):
         for rec, raw in stream.records(fd_in, consumes=(Obs,), check=check):
             stream.emit_raw(rec, raw)

@@ -28,8 +28,9 @@ from kiri.clients.http import redact
 from kiri.home.runner import run_main
 from kiri.wire.backoff import Backoff
 from kiri.wire.errors import KiriError
+from kiri.wire.log import Log
 from kiri.wire.records import Decision, Outcome
-from kiri.wire.stream import Log, Stream, add_stream_options, setup_logging
+from kiri.wire.stream import Stream, add_stream_options, setup_logging
 
 SINKS = sink_modules()
 FIRST_BACKOFF = 0.5  # seconds before the first retry; doubled for each one after

@@ -23,8 +23,8 @@ from kiri.atoms.retraining import DEFAULT, Schedule
 from kiri.atoms.training_jobs import BUSY, start_training, train_log
 from kiri.home.paths import kiri_home, private_dir, valid_name
 from kiri.home.recordings import Recorder
+from kiri.wire.log import Log
 from kiri.wire.records import Obs
-from kiri.wire.stream import Log
 
 if TYPE_CHECKING:  # kiri status reads the state without numpy
     from kiri.atoms.detector import Calibration

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from kiri.home.paths import kiri_home, private_dir, valid_name
-from kiri.wire.stream import Log
+from kiri.wire.log import Log
 
 
 def train_log(atom: str) -> Path:

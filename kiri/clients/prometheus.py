@@ -23,8 +23,8 @@ import msgspec
 
 from kiri.clients.http import HttpError, request, retrying
 from kiri.home import durations
+from kiri.wire.log import Log
 from kiri.wire.records import UNDECODABLE, Obs
-from kiri.wire.stream import Log
 
 MAX_POINTS = 11_000  # Prometheus refuses a range query with more points than this per series
 MAX_ANSWER = 64 << 20  # bytes; a range of 11,000 points is ~400 KB per series

@@ -26,8 +26,9 @@ from pathlib import Path
 from kiri.collect.sources import add_poll_options, poll
 from kiri.home.config import RhythmSection, load_config, setting
 from kiri.wire.children import ChildError, NotFoundError, run
+from kiri.wire.log import Log
 from kiri.wire.records import Obs
-from kiri.wire.stream import Log, Stream
+from kiri.wire.stream import Stream
 
 COMMAND_TIMEOUT = 2.0  # seconds: an idle source slower than this is not answering
 GIT_TIMEOUT = 5.0

@@ -21,8 +21,9 @@ import msgspec
 
 from kiri.home.recordings import Recorder
 from kiri.wire.errors import KiriError
+from kiri.wire.log import Log
 from kiri.wire.records import Obs
-from kiri.wire.stream import MAX_LINE, Log, Stream
+from kiri.wire.stream import MAX_LINE, Stream
 
 SOURCES = ("drift", "exec", "mikrotik", "prometheus", "rhythm", "telegram")  # kiri/collect/NAME.py
 BUILT_IN = ("pulse", "replay")  # kiri-collect's own subcommands (kiri/collect/stage.py)

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from kiri.atoms.nerve_examples import ACTIONS, example, verdicts_recorded
+from kiri.wire.log import Log
 from kiri.wire.records import Decision
-from kiri.wire.stream import Log
 
 if TYPE_CHECKING:
     from kiri.atoms.detector import Detector

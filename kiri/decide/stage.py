@@ -27,8 +27,9 @@ from kiri.decide.nerve import NerveAdvisor, PolicyExamples
 from kiri.decide.policy import Advisor, Policy
 from kiri.home.runner import run_main
 from kiri.home.store import Store, db_path
+from kiri.wire.log import Log
 from kiri.wire.records import UNDECODABLE, Decision, Record, Rule, Score
-from kiri.wire.stream import Log, Stream, add_stream_options, setup_logging
+from kiri.wire.stream import Stream, add_stream_options, setup_logging
 
 # three five-second samples, as k of n asks of pulse; one observation of a slower atom
 SUSTAIN = 15.0

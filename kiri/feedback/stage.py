@@ -29,9 +29,10 @@ from kiri.home.paths import examples_path, private_dir
 from kiri.home.recordings import Recorder
 from kiri.home.runner import run_main
 from kiri.home.store import Store, VerdictRow
+from kiri.wire.log import Log
 from kiri.wire.patterns import named_culprits, pattern_key
 from kiri.wire.records import Decision, Outcome, Record, Rule, Verdict
-from kiri.wire.stream import Log, Stream, add_stream_options, setup_logging
+from kiri.wire.stream import Stream, add_stream_options, setup_logging
 
 CURSOR = "feedback.verdicts_seen"
 FORGED = (

@@ -26,14 +26,9 @@ from kiri.home.paths import weights_path
 from kiri.home.runner import run_main
 from kiri.model.weights import WeightsError
 from kiri.wire.errors import KiriError
+from kiri.wire.log import Log
 from kiri.wire.records import Obs, Score
-from kiri.wire.stream import (
-    Check,
-    Log,
-    Stream,
-    add_stream_options,
-    setup_logging,
-)
+from kiri.wire.stream import Check, Stream, add_stream_options, setup_logging
 
 RELOAD_EVERY = 1.0  # seconds between checks of the weights file
 

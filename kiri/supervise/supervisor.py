@@ -81,8 +81,9 @@ from kiri.supervise.pipeline import (
 from kiri.supervise.relay import READ_SIZE, Inbox, Outlet, RotatingLog
 from kiri.supervise.status import AtomStatus, StageStatus, Status, status_path, table
 from kiri.wire.errors import DO_NOT_RESTART, KiriError
+from kiri.wire.log import Log
 from kiri.wire.records import Decision, Score
-from kiri.wire.stream import Log, setup_logging
+from kiri.wire.stream import setup_logging
 
 EXEC_FAILED = 127  # the status a stage gets when its command cannot be run
 SAME_REQUEST = 1.0  # seconds within which a second signal repeats the first

@@ -17,55 +17,30 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
 import os
 import select
 import signal
-import sys
 import time
 from collections.abc import Callable, Iterator
 from types import FrameType, TracebackType
 from typing import IO, TextIO, TypeAlias, TypeVar, final
 
 import msgspec
-import structlog
-from structlog.typing import FilteringBoundLogger
 
+from kiri.wire.log import Log, get_logger
 from kiri.wire.records import KINDS, UNDECODABLE, Record
 
 MAX_LINE = 1 << 20  # longer lines are rejected without being held in memory
 READ_SIZE = 1 << 16
 FLUSH_SIZE = 1 << 18  # flush mid-backlog once this much output is waiting
 
-Log: TypeAlias = FilteringBoundLogger
-"""The logger every stage passes around: what setup_logging() configures structlog to give."""
-
 R = TypeVar("R", bound=Record)  # the record kinds a stage consumes
 Check: TypeAlias = Callable[[R], str | None]
 
 
 def setup_logging(stage: str, stream: TextIO | None = None) -> Log:
-    """Configure structlog once per process: JSON lines on stderr, console lines on a terminal."""
-    stream = stream or sys.stderr
-    level = getattr(logging, os.environ.get("KIRI_LOG_LEVEL", "INFO").upper(), logging.INFO)
-    renderer = (
-        structlog.dev.ConsoleRenderer(colors=True)
-        if stream.isatty()
-        else structlog.processors.JSONRenderer()
-    )
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(stream),
-        cache_logger_on_first_use=True,
-    )
-    log: Log = structlog.get_logger().bind(stage=stage)  # make_filtering_bound_logger's class
-    return log
+    """The stage's logger: JSON lines on stderr, readable lines on a terminal."""
+    return get_logger(stage, stream)
 
 
 def add_stream_options(parser: argparse.ArgumentParser) -> None:

@@ -21,8 +21,8 @@ from collections.abc import Callable
 from typing import Protocol, cast
 
 from kiri.clients.http import HttpError
+from kiri.wire.log import Log
 from kiri.wire.records import Decision
-from kiri.wire.stream import Log
 
 NOTIFY = frozenset({"alert", "resolve"})
 """Actions that notify people. `suppress` is logged, not notified; `retrain` and `spawn` are

@@ -29,8 +29,8 @@ from kiri.act.sinks import Sink, SinkError
 from kiri.clients import alertmanager
 from kiri.clients.http import HttpError, url_secrets
 from kiri.home.config import ConfigError, config_path
+from kiri.wire.log import Log
 from kiri.wire.records import Decision
-from kiri.wire.stream import Log
 
 EXPIRY = 4  # an alert's endsAt is this many re-send intervals ahead, as Prometheus does it
 

@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from kiri.act.sinks import Sink, SinkError
 from kiri.home.config import load_config, secret_variables
 from kiri.wire.children import ChildError, run
+from kiri.wire.log import Log
 from kiri.wire.records import Decision
-from kiri.wire.stream import Log
 
 SECRET_NAME = re.compile(r"^KIRI_\w+_(TOKEN|SECRET|PASSWORD|KEY)(_FILE)?$")
 

@@ -3,7 +3,7 @@
 This is the record of what KIRI decided, so it takes every action, suppressed ones included
 (they are logged, not notified). The file is private (0600, in a 0700 directory), opened once
 with O_APPEND, and each decision is one write of one line, so lines from several kiri-act
-processes never interleave. Each delivery is also logged as a structlog line on stderr.
+processes never interleave. Each delivery is also logged as a JSON line on stderr.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import os
 
 from kiri.act.sinks import Sink, SinkError
 from kiri.home.paths import kiri_home, private_dir
+from kiri.wire.log import Log
 from kiri.wire.records import Decision
-from kiri.wire.stream import Log
 
 
 class LogSink(Sink):

@@ -21,9 +21,9 @@ import sys
 
 from kiri.act.sinks import Sink, SinkError
 from kiri.wire.children import CannotRunError, ChildError, run
+from kiri.wire.log import Log
 from kiri.wire.records import Decision
 from kiri.wire.render import printable, summary
-from kiri.wire.stream import Log
 
 TIMEOUT = 10.0  # seconds a notifier may take; they return at once when a desktop is there
 APPLESCRIPT = [

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from kiri.act.sinks import Sink, SinkError
 from kiri.atoms.training_jobs import Trainings
+from kiri.wire.log import Log
 from kiri.wire.records import Decision
-from kiri.wire.stream import Log
 
 
 class RetrainSink(Sink):

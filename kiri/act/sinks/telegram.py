@@ -36,8 +36,8 @@ from kiri.clients.telegram import (
 )
 from kiri.home.config import config_path
 from kiri.home.store import Store, StoreError, TelegramMessage
+from kiri.wire.log import Log
 from kiri.wire.records import Decision
-from kiri.wire.stream import Log
 
 
 class TelegramSink(Sink):

@@ -17,9 +17,9 @@ import time
 from typing import TextIO
 
 from kiri.act.sinks import Sink, SinkError
+from kiri.wire.log import Log
 from kiri.wire.records import Decision
 from kiri.wire.render import printable, summary, top_culprits
-from kiri.wire.stream import Log
 
 CLEAR = "\r\x1b[K"  # back to the first column, erase to the end of the line
 RESET = "\x1b[0m"
