@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import bisect
 import heapq
-import itertools
 import os
 import time
 from collections import deque
@@ -144,6 +143,7 @@ STALE = 300.0  # an atom not scored for this long no longer counts as part of it
 MAX_STATE = 16
 QUIET_STATE_EVERY = 300.0  # an `ok` carries its host's state this often: Nerve's quiet example
 MAX_COVER = 86400.0  # an observation after a longer gap stands for a day, not the whole gap
+ID_LENGTH = 12  # hex digits in an alert's id
 
 
 class Policy:
@@ -164,11 +164,10 @@ class Policy:
         self.groups: dict[str, Group] = {}  # by host
         self.rules = Rules()
         self._quiet_state: dict[str, float] = {}  # by host: when an ok last carried the state
-        prefix = os.urandom(3).hex()  # ids stay unique across restarts and short for buttons
-        self._ids = (f"{prefix}{i:x}" for i in itertools.count(1))
-
     def new_id(self) -> str:
-        return next(self._ids)
+        """A random id of ID_LENGTH hex digits: unique across restarts, and its first
+        SHORT_ID digits tell it from the others (kiri.wire.render.short_id)."""
+        return os.urandom(ID_LENGTH // 2).hex()
 
     def decide(self, score: Score) -> list[Decision]:
         """The decision on this score, after any held group alerts whose wait is over."""

@@ -8,11 +8,17 @@ import time
 from kiri.wire.records import Decision, Obs, Outcome, Record, Rule, Score, Verdict
 
 TOP_CULPRITS = 3  # culprits shown with an alert
+SHORT_ID = 6  # hex digits of an alert's id that people see and type (1 in 16 million collide)
 
 
 def printable(text: str) -> str:
     """Text from a record with every control character (escapes, newlines) shown as `?`."""
     return "".join(c if c.isprintable() else "?" for c in text)
+
+
+def short_id(alert_id: str) -> str:
+    """The part of an alert's id shown to people; `kiri feedback` takes it, or any longer prefix."""
+    return alert_id[:SHORT_ID]
 
 
 def summary(d: Decision) -> str:
