@@ -80,6 +80,7 @@ from kiri.supervise.pipeline import (
 )
 from kiri.supervise.relay import READ_SIZE, Inbox, Outlet, RotatingLog
 from kiri.supervise.status import AtomStatus, StageStatus, Status, status_path, table
+from kiri.wire.backoff import Backoff
 from kiri.wire.errors import DO_NOT_RESTART, KiriError
 from kiri.wire.log import Log
 from kiri.wire.records import Decision, Score
@@ -97,7 +98,7 @@ class Stage:
     """One stage of the pipeline: its pipes, its current process, and its record so far."""
 
     def __init__(
-        self, spec: StageSpec, argv: list[str], stderr_log: RotatingLog, delay: float
+        self, spec: StageSpec, argv: list[str], stderr_log: RotatingLog, restart: Backoff
     ) -> None:
         self.spec, self.name, self.argv, self.stderr_log = spec, spec.name, argv, stderr_log
         self.inbox: Inbox | None = None  # its stdin, when something writes into it
@@ -113,7 +114,7 @@ class Stage:
         self.up_since = 0.0  # monotonic, for the backoff
         self.exit_status: int | None = None
         self.deaths: deque[float] = deque()
-        self.delay = delay
+        self.restart = restart  # the wait before each restart
         self.restart_at = 0.0
 
     @property
@@ -148,7 +149,7 @@ class Supervisor:
                 spec,
                 stage_argv(spec, self.fifo_path),
                 RotatingLog(logs / f"{spec.name}.log", pipeline.logs.max_bytes, pipeline.logs.keep),
-                pipeline.restart.delay,
+                Backoff(pipeline.restart.delay, pipeline.restart.max_delay),
             )
             for spec in pipeline.stages
         }
@@ -423,16 +424,16 @@ class Supervisor:
             self._fail(stage, status)
             return
         if uptime >= restart.healthy:
-            stage.delay = restart.delay
-        stage.state, stage.restart_at = "backoff", now + stage.delay
+            stage.restart.succeeded()
+        wait = stage.restart.failed(f"exit status {status}")
+        stage.state, stage.restart_at = "backoff", now + wait
         self.log.warning(
             "stage_died",
             name=stage.name,
             exit_status=status,
             uptime=round(uptime, 3),
-            restart_in=stage.delay,
+            restart_in=wait,
         )
-        stage.delay = min(stage.delay * 2, restart.max_delay)
 
     def _fail(self, stage: Stage, status: int) -> None:
         deaths, seconds = len(stage.deaths), stage.deaths[-1] - stage.deaths[0]
