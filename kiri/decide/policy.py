@@ -164,7 +164,6 @@ class Policy:
         self.groups: dict[str, Group] = {}  # by host
         self.rules = Rules()
         self._quiet_state: dict[str, float] = {}  # by host: when an ok last carried the state
-
     def new_id(self) -> str:
         """A random id of ID_LENGTH hex digits: unique across restarts, and its first
         SHORT_ID digits tell it from the others (kiri.wire.render.short_id)."""
