@@ -168,7 +168,7 @@ class Failures:
         lasted = time.monotonic() - self.since
         if (self.polls and self.count >= self.polls) or (self.seconds and lasted >= self.seconds):
             summary = f"{self.what}: {self.count} polls in a row failed, over {lasted:.0f} s"
-            self.log.error("source_gave_up", notify=summary, detail=reason)
+            self.log.notify("source_gave_up", summary, reason)
             raise KiriError(f"{summary}; the last: {reason}")
         return wait
 
