@@ -167,6 +167,8 @@ def act(stream: Stream, sinks: list[Sink], deliveries: Deliveries, log: Log) -> 
                 stream.emit(deliveries.deliver(sink, decision, line))
             else:
                 observe(sink, decision, log)
+    if waiting := {name: n for name, n in deliveries.waiting.items() if n}:
+        log.info("outbox_left", entries=waiting, reason="tried again when kiri-act next starts")
 
 
 def open_outbox(opened: contextlib.ExitStack, keep: float, log: Log) -> Outbox | None:
