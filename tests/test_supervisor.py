@@ -434,10 +434,12 @@ def test_a_failed_training_of_kiri_feedback_reaches_the_sinks_through_kiri_act(
     assert sv.stop() == 0
 
 
-NOTICE = json.dumps({"event": "x", "notify": "disk 91% full", "detail": "df says so"})
+TOKEN = "s3cr3t-t0ken-9f2"
+NOTICE = json.dumps({"event": "x", "notify": "disk 91% full", "detail": f"df says {TOKEN}"})
 
 
-def test_the_same_notice_again_within_the_hour_is_only_logged(supervise, tmp_path):
+def test_the_same_notice_again_within_the_hour_is_only_logged(supervise, tmp_path, monkeypatch):
+    monkeypatch.setenv("KIRI_PAGER_TOKEN", TOKEN)  # a secret by its name: redacted
     out = tmp_path / "out"
     code = f"import sys, time; [print({NOTICE!r}, file=sys.stderr) for _ in (1, 2)]; time.sleep(60)"
     sv = supervise(
@@ -449,7 +451,7 @@ def test_the_same_notice_again_within_the_hour_is_only_logged(supervise, tmp_pat
         **FAST,
     )
     [alert] = wait_until(lambda: decisions(out), what="the notice")
-    assert (alert["summary"], alert["detail"]) == ("nagger: disk 91% full", "df says so")
+    assert (alert["summary"], alert["detail"]) == ("nagger: disk 91% full", "df says ***")
     wait_until(
         lambda: [e for e in sv.events() if e["event"] == "stage_notice_repeated"],
         what="the repeat",
