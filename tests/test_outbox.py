@@ -6,6 +6,7 @@ import json
 import os
 import select
 import subprocess
+import sys
 import time
 
 import pytest
@@ -30,11 +31,12 @@ def receiver(kiri_home):
 
 
 class Act:
-    """kiri-act --sink webhook running, its stdin open: lines in, records out as they come."""
+    """kiri-act running (--sink webhook unless told), its stdin open: lines in, records out as
+    they come."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, sink: tuple[str, ...] = ("--sink", "webhook")) -> None:
         self.proc = subprocess.Popen(
-            stage_cmd("kiri.act.stage", "--sink", "webhook", *FAST, *args),
+            stage_cmd("kiri.act.stage", *FAST, *args, *sink),  # an exec command last
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -164,3 +166,20 @@ def test_a_refusal_is_not_kept(receiver, kiri_home):
     [outcome] = [json.loads(line) for line in out.stdout.splitlines() if b"outcome" in line]
     assert (outcome["ok"], outcome["detail"]) == (False, "attempts: 1")
     assert waiting(kiri_home) == []
+
+
+def test_a_command_that_fails_for_a_while_gets_the_decision_from_the_outbox(kiri_home, tmp_path):
+    got, tries = tmp_path / "got", tmp_path / "tries"
+    code = (  # fails its first three runs, then keeps what it is given
+        "import sys; t = open(sys.argv[1], 'a+'); t.write('x'); t.seek(0)\n"
+        "if len(t.read()) <= 3: sys.exit('pager unreachable')\n"
+        "open(sys.argv[2], 'ab').write(sys.stdin.buffer.read())"
+    )
+    act = Act(sink=("--sink", "exec", "--", sys.executable, "-c", code, str(tries), str(got)))
+    act.send(ALERT)
+    queued = act.outcome()
+    assert (queued["ok"], queued["error"]) == (False, "exit status 1: pager unreachable")
+    delivered = act.outcome()
+    assert delivered["ok"] and delivered["detail"].startswith("exit status 0; from the outbox")
+    act.end()
+    assert got.read_bytes() == ALERT + b"\n"
