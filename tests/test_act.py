@@ -13,8 +13,9 @@ from typing import cast
 import pytest
 from conftest import fixture_bytes, log_events, stage_cmd
 
+from kiri.act.delivery import deliver
 from kiri.act.sinks import Sink, SinkError
-from kiri.act.stage import deliver, parse_args
+from kiri.act.stage import parse_args
 from kiri.wire.log import Log as KiriLog
 from kiri.wire.records import Decision
 from kiri.wire.stream import Stream
@@ -138,8 +139,21 @@ def events(stderr: bytes, name: str) -> list[dict]:
     return [e for e in log_events(stderr) if e["event"] == name]
 
 
-def exec_args(code: str, *args: str, retries: str = "0") -> list[str]:
-    return ["--sink", "exec", "--retries", retries, "--", sys.executable, "-c", code, *args]
+def exec_args(code: str, *args: str, retries: str = "0", keep: str = "0") -> list[str]:
+    """The exec sink running Python `code`; without an outbox unless `keep` says how long."""
+    return [
+        "--sink",
+        "exec",
+        "--retries",
+        retries,
+        "--outbox-keep",
+        keep,
+        "--",
+        sys.executable,
+        "-c",
+        code,
+        *args,
+    ]
 
 
 # -- outcomes and the log sink ---------------------------------------------------------------
@@ -298,6 +312,8 @@ def test_a_command_that_times_out_is_killed_with_what_it_started(tmp_path):
         "exec",
         "--retries",
         "0",
+        "--outbox-keep",
+        "0",
         "--",
         "sh",
         "-c",
@@ -333,6 +349,8 @@ def test_a_missing_program_is_reported_and_the_stream_goes_on():
         "--sink",
         "exec",
         "--retries",
+        "0",
+        "--outbox-keep",
         "0",
         "--",
         "/nonexistent/kiri-pager",
@@ -521,9 +539,10 @@ def test_a_refusal_is_not_retried_and_a_requested_wait_replaces_the_backoff():
     sleeps = Sleeps()
     # stand-ins with only what deliver uses of a Stream and of a logger
     stream, log = cast(Stream, sleeps), cast(KiriLog, Log())
-    out = deliver(stream, Answers(SinkError("no", retry=False)), decision, b"", 3, log)
+    out, _, retry, _ = deliver(stream, Answers(SinkError("no", retry=False)), decision, b"", 3, log)
+    assert not retry
     assert (out.ok, out.detail, sleeps.waits) == (False, "attempts: 1", [])
-    out = deliver(
+    out, *_ = deliver(
         stream,
         Answers(SinkError("slow down", wait=7.0), SinkError("busy")),
         decision,
@@ -554,7 +573,7 @@ def test_an_unexpected_error_of_a_sink_is_reported_and_logged_without_its_secret
             self.events.append(fields)
 
     log = Log()
-    out = deliver(
+    out, *_ = deliver(
         cast(Stream, Flushes()),
         Leaky(),
         Decision(id="d-1", action="alert"),

@@ -410,6 +410,30 @@ def test_a_router_that_refuses_connections_is_named_and_polling_goes_on(router):
     assert failures(out) == [("/rest/system/resource", "Connection refused")]
 
 
+def test_a_router_that_never_answers_ends_the_run_with_an_error_naming_the_failure(router):
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        router.url = f"https://127.0.0.1:{closed.getsockname()[1]}"
+    out = collect(router, "--give-up-polls", "3")
+    assert out.returncode == 1 and out.stdout == b""
+    where = router.url.removeprefix("https://")
+    [error] = [line for line in out.stderr.decode().splitlines() if line.startswith("Error:")]
+    assert error.startswith(f"Error: router {where}: 3 polls in a row failed, over ")
+    assert error.endswith("; the last: Connection refused")
+    [gave_up] = [e for e in log_events(out.stderr) if e["event"] == "source_gave_up"]
+    assert gave_up["notify"].startswith(f"router {where}: 3 polls in a row failed")
+    assert gave_up["detail"] == "Connection refused"
+
+
+def test_a_router_that_answers_now_and_then_is_not_given_up(router):
+    for reading in (2, 3, 5, 6):  # two failures in a row, twice: never the three that end it
+        router.fail(reading, "/rest/interface", b"<html>busy</html>")
+    out = collect(router, "--give-up-polls", "3", "--count", "5")
+    assert observations(out)  # exit status 0
+    assert len(failures(out)) == 2  # each run of failures logged once
+    assert "source_gave_up" not in [e["event"] for e in log_events(out.stderr)]
+
+
 def test_garbage_json_and_missing_fields_are_named_and_polling_goes_on(router):
     router.fail(1, "/rest/interface", b"<html>busy</html>")
     router.fail(2, "/rest/interface", b'[{"name":"ether1","rx-byte":"lots"}]')

@@ -436,6 +436,18 @@ def test_prometheus_down_is_logged_once_while_live_polling_backs_off():
     assert time.monotonic() - started >= 1.4
 
 
+def test_prometheus_down_for_long_ends_live_polling_with_an_error():
+    port = free_port()
+    args = ("--url", f"http://127.0.0.1:{port}", "--queries", "pulse", "--interval", "0.05")
+    out = collect(*args, "--give-up-time", "0.3", "--give-up-polls", "0")
+    assert out.returncode == 1 and out.stdout == b""
+    [error] = errors(out)
+    assert error.startswith(f"Error: Prometheus 127.0.0.1:{port}: ")
+    assert f"; the last: 127.0.0.1:{port} query cpu: " in error
+    [gave_up] = [e for e in log_events(out.stderr) if e["event"] == "source_gave_up"]
+    assert "polls in a row failed" in gave_up["notify"]
+
+
 @needs_servers
 def test_backfill_gives_pulse_observations_per_instance_in_time_order(scraped):
     out = collect("--url", scraped, *PULSE, "--start", "10s")

@@ -352,13 +352,16 @@ def test_a_killed_middle_stage_is_restarted_and_the_stream_goes_on(supervise, tm
     assert sv.stage("tick")["restarts"] == 0
 
 
+CRASHER = "echo starting >&2; echo 'Error: no router at 10.9.9.9' >&2; exit 3"
+
+
 def test_a_crash_looping_stage_fails_with_an_alert_and_the_rest_keeps_running(supervise, tmp_path):
     out = tmp_path / "out"
     sv = supervise(
         [
             {"name": "tick", "argv": helper("tick", "0.02")},
             {"name": "sink", "argv": helper("copy", "sink", str(out)), "inputs": ["tick"]},
-            {"name": "crasher", "argv": helper("exit", "3")},
+            {"name": "crasher", "argv": ["sh", "-c", CRASHER]},
         ],
         alerts="sink",
         **FAST,
@@ -379,9 +382,10 @@ def test_a_crash_looping_stage_fails_with_an_alert_and_the_rest_keeps_running(su
     )
     assert re.fullmatch(
         r"stage crasher failed: died 3 times in [0-9.]+ s "
-        r"\(last exit status 3\); not restarting it",
+        r"\(last exit status 3\); not restarting it. It said last: Error: no router at 10.9.9.9",
         alert["summary"],
     )
+    assert alert["detail"].splitlines()[-2:] == ["starting", "Error: no router at 10.9.9.9"]
     errors = [e for e in sv.events() if e["level"] == "error"]
     assert [(e["event"], e["name"], e["deaths"], e["alerted"]) for e in errors] == [
         ("stage_failed", "crasher", 3, True)
@@ -390,6 +394,69 @@ def test_a_crash_looping_stage_fails_with_an_alert_and_the_rest_keeps_running(su
     wait_until(lambda: len(lines_of(out)) >= seen + 10, what="the rest to keep running")
     sv.wait_state("tick", "running", restarts=0)
     assert sv.stage("crasher")["restarts"] == 2  # and it was not restarted since
+    assert sv.stop() == 0
+
+
+def decisions(path: Path) -> list[dict]:
+    return [r for r in map(json.loads, lines_of(path)) if r["kind"] == "decision"]
+
+
+def test_a_failed_training_of_kiri_feedback_reaches_the_sinks_through_kiri_act(
+    supervise, tmp_path, kiri_home
+):
+    from kiri.home.store import Store
+
+    with Store() as store:
+        alert = Decision(ts=1000.0, id="a0", atom="pulse", host="vm", action="alert")
+        store.record_alert(alert, "C9")
+        store.add_verdict("a0", "dismiss", normal=True)  # and no recordings to learn it from
+    out = tmp_path / "out"
+    sv = supervise(
+        [
+            {"name": "tick", "argv": helper("tick", "0.5")},
+            {"name": "feedback", "argv": stage_cmd("kiri.feedback.stage"), "inputs": ["tick"]},
+            {"name": "act", "argv": stage_cmd("kiri.act.stage", "--sink", "log")},
+            {"name": "sink", "argv": helper("copy", "sink", str(out)), "inputs": ["act"]},
+        ],
+        alerts="act",
+        **FAST,
+    )
+    [alert] = wait_until(lambda: decisions(out), timeout=30, what="the training's alert")
+    assert (alert["atom"], alert["severity"]) == ("supervisor", "warning")
+    too_few = "Error: atom pulse needs at least 10 observations to train, found 0"
+    assert alert["summary"].startswith(f"feedback: training pulse failed (exit status 1: {too_few}")
+    assert too_few in alert["detail"].splitlines()[-1]
+    outcome = wait_until(
+        lambda: [r for r in map(json.loads, lines_of(out)) if r["kind"] == "outcome"],
+        what="its delivery",
+    )
+    assert [(o["id"], o["sink"], o["ok"]) for o in outcome] == [(alert["id"], "log", True)]
+    assert sv.stop() == 0
+
+
+TOKEN = "s3cr3t-t0ken-9f2"
+NOTICE = json.dumps({"event": "x", "notify": "disk 91% full", "detail": f"df says {TOKEN}"})
+
+
+def test_the_same_notice_again_within_the_hour_is_only_logged(supervise, tmp_path, monkeypatch):
+    monkeypatch.setenv("KIRI_PAGER_TOKEN", TOKEN)  # a secret by its name: redacted
+    out = tmp_path / "out"
+    code = f"import sys, time; [print({NOTICE!r}, file=sys.stderr) for _ in (1, 2)]; time.sleep(60)"
+    sv = supervise(
+        [
+            {"name": "nagger", "argv": [sys.executable, "-c", code]},
+            {"name": "sink", "argv": helper("copy", "sink", str(out))},
+        ],
+        alerts="sink",
+        **FAST,
+    )
+    [alert] = wait_until(lambda: decisions(out), what="the notice")
+    assert (alert["summary"], alert["detail"]) == ("nagger: disk 91% full", "df says ***")
+    wait_until(
+        lambda: [e for e in sv.events() if e["event"] == "stage_notice_repeated"],
+        what="the repeat",
+    )
+    assert len(decisions(out)) == 1
     assert sv.stop() == 0
 
 

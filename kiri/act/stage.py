@@ -7,9 +7,11 @@ the terminal and exec sinks take `alert` and `resolve` (`suppress` is logged, no
 and `retrain` is carried out: the atom is trained again in the background. The decision itself
 goes on downstream, for kiri-feedback, followed by one outcome per delivery,
 `ok` or not with a one-line `error`. A failing delivery is retried with exponential backoff
-(0.5 s, 1 s, 2 s, ...) and then reported; it never stops the stream, and a stop signal cuts the
-backoff short. `ok` decisions are consumed without an outcome; the terminal sink shows them as
-its live status line. Every other record kind passes through unchanged and in order.
+(0.5 s, 1 s, 2 s, ...) and then reported; one that failed for a reason worth waiting out is kept
+in the outbox, in the store, and tried again in the background for --outbox-keep (a day), while
+new decisions go on (kiri/act/delivery.py). A delivery never stops the stream, and a stop signal
+cuts a backoff short. `ok` decisions are consumed without an outcome; the terminal sink shows
+them as its live status line. Every other record kind passes through unchanged and in order.
 """
 
 from __future__ import annotations
@@ -17,23 +19,24 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import sqlite3
 import sys
-import time
-import traceback
 
 from kiri import add_version_option
+from kiri.act.delivery import FIRST_RETRY, KEEP, Deliveries, observe
+from kiri.act.outbox import Outbox
 from kiri.act.sinks import Sink, SinkError, sink_modules
 from kiri.act.sinks.retrain import RetrainSink
-from kiri.clients.http import redact
+from kiri.home.durations import seconds
 from kiri.home.runner import run_main
-from kiri.wire.backoff import Backoff
+from kiri.home.store import Store, StoreError
 from kiri.wire.errors import KiriError
 from kiri.wire.log import Log
-from kiri.wire.records import Decision, Outcome
+from kiri.wire.records import Decision
 from kiri.wire.stream import Stream, add_stream_options, setup_logging
 
 SINKS = sink_modules()
-FIRST_BACKOFF = 0.5  # seconds before the first retry; doubled for each one after
+TICK = 1.0  # seconds: how often, at most, the outbox and the sinks' background work are seen to
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +70,22 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="retries of a failed delivery, after 0.5 s, then twice as long each time (default: 2)",
     )
+    parser.add_argument(
+        "--outbox-keep",
+        type=_duration,
+        default=KEEP,
+        metavar="DURATION",
+        help="how long a failed delivery is kept in the outbox and tried again, such as 90m or "
+        "2d (default: 1d; 0: keep none)",
+    )
+    parser.add_argument(
+        "--outbox-retry",
+        type=_duration,
+        default=FIRST_RETRY,
+        metavar="DURATION",
+        help=f"the first wait before the outbox is tried again, doubled after each failure up "
+        f"to a minute (default: {FIRST_RETRY:g}s)",
+    )
     for module in SINKS.values():
         if hasattr(module, "add_options"):
             module.add_options(parser)
@@ -83,6 +102,14 @@ def _seconds(text: str) -> float:
     if not 0 < value < math.inf:
         raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, not {text}")
     return value
+
+
+def _duration(text: str) -> float:
+    """A duration such as 90s, 5m or 1d, or a number of seconds; 0 or more."""
+    try:
+        return seconds(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _count(text: str) -> int:
@@ -122,92 +149,39 @@ def open_sink(name: str, args: argparse.Namespace, log: Log) -> Sink:
         raise KiriError(str(e)) from e
 
 
-def act(stream: Stream, sinks: list[Sink], retries: int, log: Log) -> None:
+def act(stream: Stream, sinks: list[Sink], deliveries: Deliveries, log: Log) -> None:
     """Route each decision to the sinks; emit an outcome for each delivery."""
     for sink in sinks:
         sink.wait_with(stream.sleep)
+    stream.every(min(TICK, deliveries.first_retry), deliveries.tick)
+    deliveries.tick()  # what waits in the outbox from before is tried at once
     for decision, raw in stream.records(0, consumes=(Decision,)):
         if decision.action == "ok":
             for sink in sinks:
-                _observe(sink, decision, log)
+                observe(sink, decision, log)
             continue
         stream.emit_raw(decision, raw)
         line = raw + b"\n"
         for sink in sinks:
             if sink.accepts(decision):
-                stream.emit(deliver(stream, sink, decision, line, retries, log))
+                stream.emit(deliveries.deliver(sink, decision, line))
             else:
-                _observe(sink, decision, log)
+                observe(sink, decision, log)
+    if waiting := {name: n for name, n in deliveries.waiting.items() if n}:
+        log.info("outbox_left", entries=waiting, reason="tried again when kiri-act next starts")
 
 
-def deliver(
-    stream: Stream, sink: Sink, decision: Decision, line: bytes, retries: int, log: Log
-) -> Outcome:
-    """Deliver one decision to one sink, retrying with backoff (or the wait the receiver
-    asked for) unless the sink says retrying cannot help; say how it went."""
-    error, tried, wait = "", 0, None
-    backoff = Backoff(FIRST_BACKOFF)
-    for attempt in range(retries + 1):
-        if attempt:
-            stream.flush()  # outcomes already made go downstream while this sink waits
-            if not stream.sleep(backoff.failed(error, wait)):
-                break  # asked to stop: report the failure now
-        tried += 1
-        try:
-            detail = sink.deliver(decision, line)
-        except Exception as e:  # a sink must never stop the stream, whatever it raises
-            error = _error(e, sink)
-            log.warning(
-                "sink_failed",
-                sink=sink.name,
-                id=decision.id,
-                attempt=tried,
-                error=error,
-                **_traceback(e, sink),
-            )
-            if isinstance(e, SinkError) and not e.retry:
-                break
-            wait = e.wait if isinstance(e, SinkError) else None
-            continue
-        return _outcome(decision, sink, ok=True, detail=detail)
-    return _outcome(decision, sink, ok=False, error=error, detail=f"attempts: {tried}")
-
-
-def _outcome(
-    decision: Decision, sink: Sink, *, ok: bool, error: str = "", detail: str = ""
-) -> Outcome:
-    return Outcome(
-        ts=time.time(),
-        id=decision.id,
-        action=decision.action,
-        sink=sink.name,
-        ok=ok,
-        error=error,
-        detail=detail,
-    )
-
-
-def _observe(sink: Sink, decision: Decision, log: Log) -> None:
-    """Show a sink a decision it does not deliver; a failure there is logged, nothing more."""
+def open_outbox(opened: contextlib.ExitStack, keep: float, log: Log) -> Outbox | None:
+    """The outbox in the store; None (failed deliveries are reported, not kept) with keep 0 or
+    a store that cannot be opened: alerts still go out, which matters more."""
+    if keep <= 0:
+        return None
     try:
-        sink.observe(decision)
-    except Exception as e:  # showing a status is never worth stopping the stream for
-        log.warning("sink_failed", sink=sink.name, id=decision.id, error=_error(e, sink))
-
-
-def _error(e: Exception, sink: Sink) -> str:
-    """One line for an outcome: a SinkError's own words, anything else with its type; never
-    the sink's secrets."""
-    text = str(e) if isinstance(e, SinkError) else f"{type(e).__name__}: {e}"
-    return " ".join(redact(text, sink.secrets).split())
-
-
-def _traceback(e: Exception, sink: Sink) -> dict[str, str]:
-    """The log's `exception` for a failure the sink did not expect (a SinkError's own words
-    say all there is), without the sink's secrets."""
-    if isinstance(e, SinkError):
-        return {}
-    return {"exception": redact("".join(traceback.format_exception(e)), sink.secrets)}
+        store = opened.enter_context(Store())
+    except (StoreError, sqlite3.Error) as e:
+        log.error("outbox_unavailable", error=str(e), reason="failed deliveries are not kept")
+        return None
+    return Outbox(store)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,8 +195,18 @@ def main(argv: list[str] | None = None) -> int:
                 for name in args.sink
             ]
             sinks.append(opened.enter_context(contextlib.closing(RetrainSink(log))))
+            outbox = open_outbox(opened, args.outbox_keep, log)
             with Stream(log, fmt=args.format, dead_letter=args.dead_letter) as stream:
-                act(stream, sinks, args.retries, log)
+                deliveries = Deliveries(
+                    stream,
+                    sinks,
+                    outbox,
+                    log,
+                    retries=args.retries,
+                    keep=args.outbox_keep,
+                    first_retry=args.outbox_retry,
+                )
+                act(stream, sinks, deliveries, log)
 
     return run_main(body)
 

@@ -4,7 +4,9 @@ kiri-atom --learn starts one after its warm-up and whenever its schedule says so
 (kiri.atoms.lifecycle); kiri-feedback starts one for a "new normal" verdict and for Nerve, and
 kiri-act for a `retrain` decision, both through Trainings. One run at a time per atom: a second
 one exits. Either way kiri-atom picks up the new weights by itself when the file lands. The
-run's output goes to $KIRI_HOME/logs/train-ATOM.log (mode 0600).
+run's output goes to $KIRI_HOME/logs/train-ATOM.log (mode 0600); a run of Trainings' that fails
+is logged as a notice (`training_failed`, with the tail of its output), which kiri-supervise
+sends on to the person as an alert.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import sys
 from pathlib import Path
 
 from kiri.home.paths import kiri_home, private_dir, valid_name
-from kiri.wire.log import Log
+from kiri.wire.log import Log, tail
 
 
 def train_log(atom: str) -> Path:
@@ -24,6 +26,7 @@ def train_log(atom: str) -> Path:
 
 
 BUSY = 75  # the exit status of a run that found another one training the same atom
+TAIL_BYTES = 1 << 16  # bytes of a failed run's output read for its last lines
 
 
 def start_training(atom: str, out: Path | None = None, window: int = 0) -> subprocess.Popen[bytes]:
@@ -54,6 +57,7 @@ class Trainings:
         self.log = log
         self.running: dict[str, subprocess.Popen[bytes]] = {}
         self.waiting: dict[str, None] = {}  # atoms due a run, in the order asked (an ordered set)
+        self.output: dict[str, int] = {}  # where each run's output starts in its atom's log
 
     def request(self, atom: str) -> str:
         """Train the atom now or as soon as there is room: what happened, for people;
@@ -67,24 +71,49 @@ class Trainings:
         if len(self.running) >= MAX_RUNNING:
             self.waiting[atom] = None
             return f"waiting: {MAX_RUNNING} trainings are running, the most at once"
-        proc = self.running[atom] = start_training(atom)
+        proc = self._start(atom)
         return f"training {atom} (pid {proc.pid}, log {train_log(atom)})"
 
+    def _start(self, atom: str) -> subprocess.Popen[bytes]:
+        path = train_log(atom)
+        self.output[atom] = path.stat().st_size if path.exists() else 0
+        proc = self.running[atom] = start_training(atom)
+        return proc
+
     def tick(self) -> None:
-        """Forget the runs that have ended; start waiting ones while there is room."""
+        """Forget the runs that have ended, telling of those that failed; start waiting ones
+        while there is room."""
         for atom, proc in list(self.running.items()):
-            if proc.poll() is not None:
+            if (status := proc.poll()) is not None:
                 del self.running[atom]
+                if status not in (0, BUSY):
+                    self._failed(atom, status)
         for atom in [a for a in self.waiting if a not in self.running]:
             if len(self.running) >= MAX_RUNNING:
                 return
             del self.waiting[atom]
             try:
-                proc = self.running[atom] = start_training(atom)
+                proc = self._start(atom)
             except (OSError, ValueError) as e:
                 self.log.error("training_not_started", atom=atom, error=str(e))
                 continue
             self.log.info("training_started", atom=atom, pid=proc.pid, log=str(train_log(atom)))
+
+    def _failed(self, atom: str, status: int) -> None:
+        """A notice of a run that failed, with the end of what it wrote."""
+        path = train_log(atom)
+        try:
+            with open(path, "rb") as f:
+                start = max(self.output.get(atom, 0), f.seek(0, os.SEEK_END) - TAIL_BYTES)
+                f.seek(start)
+                output = tail(f.read().decode("utf-8", "replace"))
+        except OSError as e:
+            output = f"cannot read {path}: {e.strerror}"
+        last = output.rpartition("\n")[2]
+        reason = f"exit status {status}" + (f": {last}" if last else "")
+        self.log.notify(
+            "training_failed", f"training {atom} failed ({reason})", output, atom=atom, log=path
+        )
 
     def close(self) -> None:
         # A run under way finishes on its own (under kiri-supervise, it ends with its stage's

@@ -3,7 +3,9 @@
 Every --interval seconds it runs the command (an argv, never through a shell) and reads its
 stdout, which must be one JSON object of numbers, such as {"temp": 41.5, "fans": 2}: that becomes
 one observation of the atom (--atom, default "exec"), the numbers its values. A run that gives
-no observation is logged (`run_failed`, with the reason) and the collector goes on: a non-zero
+no observation is logged (`run_failed`, with the reason, when it differs from the last run's) and
+the collector goes on, until --give-up-polls such runs in a row or --give-up-time seconds of them
+end it with an error (kiri.collect.sources.Failures). Such a run is one with a non-zero
 exit status, no answer within --timeout seconds (then the command and its children are killed),
 more than MAX_OUTPUT bytes of output, output that is not such an object, a value that is not a
 number (the reason names its key), or no value for a field the atom's schema needs.
@@ -25,7 +27,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from kiri.collect.sources import add_poll_options, poll
+from kiri.collect.sources import Failures, add_poll_options, poll
 from kiri.home.config import config_atom, setting
 from kiri.home.paths import valid_name
 from kiri.wire.children import ChildError, StoppedError, run
@@ -61,7 +63,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
         default=DEFAULT_ATOM,
         help=f"the atom the observations belong to (default {DEFAULT_ATOM})",
     )
-    add_poll_options(p, "ATOM", DEFAULT_INTERVAL)
+    add_poll_options(p, "ATOM", DEFAULT_INTERVAL, failing=True)
     p.add_argument(
         "--interval",
         type=float,
@@ -87,6 +89,8 @@ def collect(args: argparse.Namespace, stream: Stream) -> None:
         raise SystemExit(DO_NOT_RESTART)
     needed = _needed_fields(args.atom)
     host = args.host or socket.gethostname()
+    what = f"command {argv[0]}"
+    failures = Failures(args, stream.log, what, "run_failed", atom=args.atom, command=argv[0])
 
     def sample() -> list[Obs]:
         try:
@@ -95,8 +99,9 @@ def collect(args: argparse.Namespace, stream: Stream) -> None:
         except StoppedError:
             return []
         except (ChildError, RunFailedError) as e:
-            stream.log.warning("run_failed", atom=args.atom, command=argv[0], reason=str(e))
+            failures.failed(str(e))
             return []
+        failures.succeeded()
         return [Obs(ts=time.time(), atom=args.atom, host=host, values=values)]
 
     poll(args, stream, args.atom, sample)

@@ -18,7 +18,8 @@ RouterOS sends the password with every request, so only https:// is accepted and
 certificate is verified unless --insecure says not to (--ca trusts a self-signed one). Every
 request has a timeout, and a body over MAX_BODY is refused without being read whole. A failed
 poll is logged, once per distinct reason while it lasts, and polling goes on; the next reading
-measures its rates over the whole gap.
+measures its rates over the whole gap. After --give-up-polls failed polls in a row (10), or
+--give-up-time seconds of them (300), it exits with an error naming the last failure.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from pathlib import Path
 import msgspec
 
 from kiri.clients import http
-from kiri.collect.sources import add_poll_options, poll
+from kiri.collect.sources import Failures, add_poll_options, poll
 from kiri.home import durations
 from kiri.home.config import (
     MikrotikSection,
@@ -90,7 +91,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
         default=5.0,
         help="seconds to wait for each answer of the router (default 5)",
     )
-    add_poll_options(p, "mikrotik", 10.0, host="the router's, from its URL")
+    add_poll_options(p, "mikrotik", 10.0, host="the router's, from its URL", failing=True)
     p.set_defaults(collect=collect)
     return p
 
@@ -121,7 +122,16 @@ def collect(args: argparse.Namespace, stream: Stream) -> None:
             router=api.netloc,
             reason="--insecure: the router's certificate is not checked",
         )
-    source = RouterSource(api, args.host or api.host, stream, min(args.interval, PRIME_WAIT))
+    failures = Failures(
+        args,
+        stream.log,
+        f"router {api.netloc}",
+        "router_poll_failed",
+        "router_answers",
+        router=api.netloc,
+    )
+    prime_wait = min(args.interval, PRIME_WAIT)
+    source = RouterSource(api, args.host or api.host, stream, prime_wait, failures)
     poll(args, stream, "mikrotik", source.sample)
 
 
@@ -240,12 +250,15 @@ def _tls_context(ca: str | None, insecure: bool) -> ssl.SSLContext:
 class RouterSource:
     """Readings into observations. The first reading only primes the counters, and the second
     follows it after `prime_wait` seconds, so the first observation is not a whole interval
-    late. A failure is logged when its reason changes; recovery is logged once."""
+    late. Failures are told as every source's are (sources.Failures), without a backoff: the
+    interval and the timeout pace the polls already."""
 
-    def __init__(self, api: RouterAPI, host: str, stream: Stream, prime_wait: float) -> None:
+    def __init__(
+        self, api: RouterAPI, host: str, stream: Stream, prime_wait: float, failures: Failures
+    ) -> None:
         self.api, self.host, self.stream, self.prime_wait = api, host, stream, prime_wait
+        self.failures = failures
         self.last: Reading | None = None
-        self.failing = ""  # the failure last logged, while polls keep failing
 
     def sample(self) -> list[Obs]:
         now = self._read()
@@ -260,15 +273,9 @@ class RouterSource:
         try:
             now = self.api.read()
         except RouterError as e:
-            if str(e) != self.failing:
-                self.stream.log.warning(
-                    "router_poll_failed", router=self.api.netloc, path=e.path, reason=e.reason
-                )
-                self.failing = str(e)
+            self.failures.failed(e.reason, path=e.path)
             return None
-        if self.failing:
-            self.stream.log.info("router_answers", router=self.api.netloc)
-            self.failing = ""
+        self.failures.succeeded()
         return now
 
 

@@ -9,9 +9,10 @@ then it exits. A transient failure is retried twice, then ends the run with a on
 Without --start it follows: /api/v1/query every --interval seconds (default: the step), every
 query evaluated at the poll's time. A failed poll is logged, once per distinct reason while it
 lasts, and polling goes on, each failed poll in a row delaying the next one twice as long as
-the one before (from the interval, at most MAX_BACKOFF seconds more). --count and --duration
-bound the polls. In either mode, PromQL that Prometheus calls bad (HTTP 400) ends the run at
-once: asking again cannot help.
+the one before (from the interval, at most MAX_BACKOFF seconds more). After --give-up-polls
+failed polls in a row (10), or --give-up-time seconds of them (300), it exits with an error
+naming the last failure. --count and --duration bound the polls. In either mode, PromQL that
+Prometheus calls bad (HTTP 400) ends the run at once: asking again cannot help.
 
 rate() in a query set looks back over the step, so consecutive points cover every second once,
 but over at least 4 scrape intervals (--scrape-interval), so a missed scrape does no harm.
@@ -38,12 +39,11 @@ from kiri.clients.prometheus import (
     rate_window,
     step,
 )
-from kiri.collect.sources import Fit, add_poll_options, poll
+from kiri.collect.sources import Failures, Fit, add_poll_options, poll
 from kiri.home.config import FIELD_NAME
 from kiri.home.durations import moment
 from kiri.home.paths import valid_name
 from kiri.home.recordings import Recorder
-from kiri.wire.backoff import Backoff
 from kiri.wire.errors import KiriError
 from kiri.wire.records import Obs
 from kiri.wire.stream import Stream
@@ -112,7 +112,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
     p.add_argument(
         "--timeout", type=float, default=10.0, help="seconds to wait for each answer (default 10)"
     )
-    add_poll_options(p, "ATOM", 60.0)
+    add_poll_options(p, "ATOM", 60.0, failing=True)
     p.add_argument(
         "--interval",
         type=float,
@@ -256,16 +256,25 @@ def backfill(args: argparse.Namespace, stream: Stream, fleet: Fleet) -> None:
 
 def follow(args: argparse.Namespace, stream: Stream, fleet: Fleet) -> None:
     args.interval = args.interval or args.step
-    poll(args, stream, fleet.queries.atom, Follower(fleet, stream, args.interval).sample)
+    server = fleet.prom.netloc
+    failures = Failures(
+        args,
+        stream.log,
+        f"Prometheus {server}",
+        "query_failed",
+        "prometheus_answers",
+        first=args.interval,
+        server=server,
+    )
+    poll(args, stream, fleet.queries.atom, Follower(fleet, stream, failures).sample)
 
 
 class Follower:
-    """Instant queries at every poll. A failure is logged when its reason changes, and so are
-    left-out observations; recovery is logged once."""
+    """Instant queries at every poll. Failures are told as every source's are (sources.Failures),
+    and so are left-out observations, when their reasons change."""
 
-    def __init__(self, fleet: Fleet, stream: Stream, interval: float) -> None:
-        self.fleet, self.stream = fleet, stream
-        self.backoff = Backoff(interval)
+    def __init__(self, fleet: Fleet, stream: Stream, failures: Failures) -> None:
+        self.fleet, self.stream, self.failures = fleet, stream, failures
         self.skipping: set[str] = set()  # the reasons last logged for left-out observations
 
     def sample(self) -> list[Obs]:
@@ -274,19 +283,12 @@ class Follower:
         except PromError as e:
             if e.fatal:
                 raise KiriError(str(e)) from None
-            self._failed(str(e))
+            self.stream.sleep(self.failures.failed(str(e)))  # the next poll comes this much later
             return []
-        if self.backoff.succeeded():
-            self.stream.log.info("prometheus_answers", server=self.fleet.prom.netloc)
+        self.failures.succeeded()
         if set(skipped) != self.skipping:
             (self.stream.log.warning if skipped else self.stream.log.info)(
                 "observations_skipped", reasons=dict(skipped)
             )
             self.skipping = set(skipped)
         return observations
-
-    def _failed(self, reason: str) -> None:
-        wait = self.backoff.failed(reason)
-        if self.backoff.changed:
-            self.stream.log.warning("query_failed", reason=reason)
-        self.stream.sleep(wait)  # the next poll comes this much later

@@ -3,7 +3,9 @@
 A source module provides `add_parser(sub)`, which adds its subparser, sets the function that
 runs it as the `collect` default (`collect(args, stream)`) and returns it; kiri-collect adds
 the stream options (--format, --dead-letter) to it. Most sources take a sample every
---interval seconds; `add_poll_options` and `poll` give them the same options and loop.
+--interval seconds; `add_poll_options` and `poll` give them the same options and loop. A source
+whose polls can fail (a router, a server, a command) reports each failure to its `Failures`,
+the one way every source logs them, backs off and, when nothing has worked for a while, gives up.
 
 `poll` and a Prometheus backfill send every observation through `Fit`, which keeps the
 strings a source gave it short, so that the next stage (which reads lines of at most 1 MiB)
@@ -20,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 import msgspec
 
 from kiri.home.recordings import Recorder
+from kiri.wire.backoff import Backoff
 from kiri.wire.errors import KiriError
 from kiri.wire.log import Log
 from kiri.wire.records import Obs
@@ -30,6 +33,8 @@ BUILT_IN = ("pulse", "replay")  # kiri-collect's own subcommands (kiri/collect/s
 # characters of a host name, a value's or a meta entry's name, or a meta value: far more than any
 # real one (an interface name, an instance label), and short enough that an observation fits
 MAX_TEXT = 256
+GIVE_UP_POLLS = 10  # failed polls in a row after which a source gives up (--give-up-polls)
+GIVE_UP_TIME = 300.0  # seconds of failed polls, none working, after which it does (--give-up-time)
 
 
 def add_parsers(
@@ -43,10 +48,32 @@ def add_parsers(
 
 
 def add_poll_options(
-    p: argparse.ArgumentParser, atom: str, interval: float, host: str = "this host's"
+    p: argparse.ArgumentParser,
+    atom: str,
+    interval: float,
+    host: str = "this host's",
+    *,
+    failing: bool = False,
 ) -> None:
     """--interval, --count, --duration, --record and --host (`host` says whose name is the
-    default)."""
+    default); for a source whose polls can fail, --give-up-polls and --give-up-time."""
+    if failing:
+        p.add_argument(
+            "--give-up-polls",
+            type=int,
+            default=GIVE_UP_POLLS,
+            metavar="N",
+            help=f"exit with an error after N failed polls in a row (default {GIVE_UP_POLLS}; "
+            "0: never)",
+        )
+        p.add_argument(
+            "--give-up-time",
+            type=float,
+            default=GIVE_UP_TIME,
+            metavar="S",
+            help=f"exit with an error once polls have failed for S seconds without one working "
+            f"(default {GIVE_UP_TIME:g}; 0: never)",
+        )
     p.add_argument(
         "--interval",
         type=float,
@@ -102,6 +129,53 @@ def poll(
     finally:
         if recorder:
             recorder.close()
+
+
+class Failures:
+    """A source's failed polls, all told the same way: a failure is logged as `event` when its
+    reason changes (not at every poll), the recovery once as `recovered`; each failure in a row
+    makes the wait `failed` returns twice as long (Backoff, from `first`), for a source that
+    backs off. After --give-up-polls failures in a row, or --give-up-time seconds from the
+    first of them, the run ends with an error naming the last one (exit status 1): a supervisor
+    restarts the source and hears of it (the `notify` event, kiri/supervise/supervisor.py)."""
+
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        log: Log,
+        what: str,
+        event: str,
+        recovered: str = "",
+        first: float = 1.0,
+        **context: object,
+    ) -> None:
+        self.log, self.what, self.event, self.recovered = log, what, event, recovered
+        self.polls, self.seconds = args.give_up_polls, args.give_up_time
+        self.context = context
+        self.backoff = Backoff(first)
+        self.count = 0  # failed polls in a row
+        self.since = 0.0  # when the first of them was (monotonic)
+
+    def failed(self, reason: str, **context: object) -> float:
+        """Count a failed poll (and end the run when it is time to give up); the wait to add
+        before the next poll."""
+        wait = self.backoff.failed(reason)
+        if self.backoff.changed:
+            self.log.warning(self.event, **self.context, **context, reason=reason)
+        self.count += 1
+        if self.count == 1:
+            self.since = time.monotonic()
+        lasted = time.monotonic() - self.since
+        if (self.polls and self.count >= self.polls) or (self.seconds and lasted >= self.seconds):
+            summary = f"{self.what}: {self.count} polls in a row failed, over {lasted:.0f} s"
+            self.log.notify("source_gave_up", summary, reason)
+            raise KiriError(f"{summary}; the last: {reason}")
+        return wait
+
+    def succeeded(self) -> None:
+        self.count = 0
+        if self.backoff.succeeded() and self.recovered:
+            self.log.info(self.recovered, **self.context)
 
 
 class Fit:

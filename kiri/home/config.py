@@ -34,6 +34,7 @@ import re
 import stat
 import tomllib
 import urllib.parse
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal, TypeVar
 
@@ -440,6 +441,18 @@ def secret_variables(config: Config) -> set[str]:
                 if key.name.endswith("_env") and isinstance(value, str) and value:
                     names.add(value)
     return names
+
+
+# variables that hold a secret by their name, whatever config.toml says (or its file: _FILE)
+SECRET_NAME = re.compile(r"^KIRI_\w+_(TOKEN|SECRET|PASSWORD|KEY)(_FILE)?$")
+
+
+def secret_names(environ: Mapping[str, str]) -> set[str]:
+    """The variables of `environ` that hold a secret: those config.toml names as holding one
+    (`NAME_env`), and any KIRI_..._TOKEN, _SECRET, _PASSWORD or _KEY (or such a name ending in
+    _FILE)."""
+    named = secret_variables(load_config())
+    return {k for k in environ if k in named or SECRET_NAME.match(k)}
 
 
 def read_secret_file(path: Path, what: str) -> str:

@@ -1,6 +1,7 @@
 """KIRI's state in SQLite ($KIRI_HOME/kiri.db): delivered alerts, people's verdicts on them, the
-rules learned from those verdicts, the Telegram messages alerts went out as, and the person's
-task log (the drift atom's source).
+rules learned from those verdicts, the Telegram messages alerts went out as, the person's
+task log (the drift atom's source), and kiri-act's outbox of deliveries to try again (its queries
+are in kiri/act/outbox.py).
 
 WAL mode, so several processes (kiri-feedback, kiri-decide, the CLI, a Telegram poller) read
 and write at once; a busy timeout instead of failing under contention. The schema version is
@@ -103,6 +104,18 @@ MIGRATIONS = [
         WHERE v.verdict = 'dismiss' AND a.atom = rules.atom
           AND a.pattern = (SELECT group_concat(value, ' ') FROM json_each(rules.match))
         ORDER BY a.ts DESC LIMIT 1), '');
+    """,
+    # 5: kiri-act's outbox: deliveries that failed, kept to be tried again (kiri/act/outbox.py)
+    """
+    CREATE TABLE IF NOT EXISTS outbox (
+        id TEXT NOT NULL,             -- the decision's id
+        sink TEXT NOT NULL,
+        line BLOB NOT NULL,           -- the decision record, as kiri-act read it
+        queued REAL NOT NULL,         -- when it was kept: its first delivery failed
+        attempts INTEGER NOT NULL,
+        error TEXT NOT NULL,          -- the last attempt's
+        PRIMARY KEY (id, sink)        -- delivered once: one entry per decision and sink
+    );
     """,
 ]
 VERSION = len(MIGRATIONS)

@@ -19,7 +19,8 @@ such as a replay, ends with `sh -c '…; exit 125'`.) The restart waits `restart
 (1), doubling after each death up to `restart.max_delay` (60), back to the start once the stage
 has stayed up `restart.healthy` seconds (60). A stage that dies `restart.fail_deaths` times (5)
 within `restart.fail_window` seconds (60) is `failed`: it is not restarted, an error is logged,
-and an alert decision goes into the stdin of the `alerts` stage. The rest keeps running, its
+and an alert decision goes into the stdin of the `alerts` stage, with the last lines the stage
+wrote on stderr. The rest keeps running, its
 pipes open; lines for a stage that will not run again are dropped, and counted in the log
 (`lines_dropped`) and the status. If every stage ends up stopped or failed, the supervisor
 exits: 1 if one failed.
@@ -28,6 +29,12 @@ Process groups. Each stage runs in its own process group, and a stage is its who
 its process ends, whatever it left in the group is killed, so the program behind an
 `sh -c '…'` never outlives its stage, nor runs twice after a restart. A lifeline process
 (kiri/supervise/lifeline.py) ends every stage's group if the supervisor dies, even of kill -9.
+
+Notices. A stage that logs an event with `notify` (a summary) and `detail` (kiri.wire.log's
+Log.notify: a training that failed, a source that gave up) asks for the person to be told: the
+supervisor writes an alert decision with them into the alerts stage's stdin too, so it reaches
+the same sinks as any alert. The same notice from the same stage, but for its figures, is sent
+once in NOTICE_QUIET seconds (an hour); the repeats are only logged.
 
 Stopping. On SIGTERM, SIGINT or SIGHUP the process groups of the stages with no inputs get
 SIGTERM; every other stage gets the end of its stdin once all its producers have exited and
@@ -49,6 +56,7 @@ import argparse
 import contextlib
 import fcntl
 import os
+import re
 import select
 import shlex
 import signal
@@ -67,6 +75,8 @@ import msgspec
 import psutil
 
 from kiri import add_version_option
+from kiri.clients.http import redact
+from kiri.home.config import secret_names
 from kiri.home.paths import atomic_write, kiri_home, private_dir
 from kiri.home.runner import run_main
 from kiri.supervise.pipeline import (
@@ -82,7 +92,7 @@ from kiri.supervise.relay import READ_SIZE, Inbox, Outlet, RotatingLog
 from kiri.supervise.status import AtomStatus, StageStatus, Status, status_path, table
 from kiri.wire.backoff import Backoff
 from kiri.wire.errors import DO_NOT_RESTART, KiriError
-from kiri.wire.log import Log
+from kiri.wire.log import TAIL_LINES, Log, tail
 from kiri.wire.records import Decision, Score
 from kiri.wire.stream import setup_logging
 
@@ -92,6 +102,10 @@ STARTING = 1.0  # a stage counts as running once it has stayed up this long
 STATUS_EVERY = 1.0
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 SCORE_MARK = b'"kind":"score"'
+NOTICE_MARK = b'"notify":'
+NOTICE_QUIET = 3600.0  # seconds in which the same notice of a stage is sent once
+MAX_PARTIAL = 1 << 16  # bytes of an unfinished stderr line kept for the ring
+SUMMARY_WIDTH = 200  # characters of a stage's last line quoted in a summary
 
 
 class Stage:
@@ -116,6 +130,8 @@ class Stage:
         self.deaths: deque[float] = deque()
         self.restart = restart  # the wait before each restart
         self.restart_at = 0.0
+        self.recent: deque[str] = deque(maxlen=TAIL_LINES)  # its last lines on stderr
+        self.partial = b""  # the start of a stderr line still being written
 
     @property
     def ended(self) -> bool:
@@ -166,6 +182,8 @@ class Supervisor:
         self.started = psutil.Process().create_time()
         self.host = socket.gethostname()
         self.score = msgspec.json.Decoder(Score)
+        self.noticed: dict[tuple[str, str], float] = {}  # (stage, notice but its figures): when
+        self.secrets = [os.environ[name] for name in secret_names(os.environ)]
 
     def _connect(self) -> None:
         for stage in self.stages.values():
@@ -290,6 +308,8 @@ class Supervisor:
         if not chunk:
             os.close(stage.err_fd)
             stage.err_fd = None
+            if stage.partial:  # its last line, unfinished
+                self._stderr_lines(stage, b"\n")
             return False
         try:
             stage.stderr_log.write(chunk)
@@ -298,7 +318,39 @@ class Supervisor:
             if str(e) != stage.log_error:  # once per kind of trouble, not once per chunk
                 self.log.warning("stage_log_failed", name=stage.name, error=str(e))
             stage.log_error = str(e)
+        self._stderr_lines(stage, chunk)
         return True
+
+    def _stderr_lines(self, stage: Stage, chunk: bytes) -> None:
+        """Keep the stage's last lines of stderr, and pass on the notices among them."""
+        lines = (stage.partial + chunk).split(b"\n")
+        stage.partial = lines.pop()[:MAX_PARTIAL]
+        for line in lines:
+            text = redact(line.decode("utf-8", "replace").rstrip(), self.secrets)
+            if text.strip():
+                stage.recent.append(tail(text))  # cut to a notice's width
+            if NOTICE_MARK in line:
+                self._notice(stage, line)
+
+    def _notice(self, stage: Stage, line: bytes) -> None:
+        """An event the stage logged for the person (kiri.wire.log's Log.notify): an alert."""
+        try:
+            event = msgspec.json.decode(line)
+        except (msgspec.DecodeError, RecursionError):
+            return  # not a log event: a line that happens to hold the word
+        if not isinstance(event, dict) or not isinstance(event.get("notify"), str):
+            return
+        detail = event.get("detail")
+        summary = redact(f"{stage.name}: {event['notify']}", self.secrets)
+        detail = redact(tail(detail), self.secrets) if isinstance(detail, str) else ""
+        key = (stage.name, re.sub(r"\d+", "N", summary))
+        now = time.monotonic()
+        if now - self.noticed.get(key, -NOTICE_QUIET) < NOTICE_QUIET:
+            self.log.info("stage_notice_repeated", name=stage.name, summary=summary)
+            return
+        self.noticed[key] = now
+        alerted = self._alert(summary, detail, "warning")
+        self.log.warning("stage_notice", name=stage.name, summary=summary, alerted=alerted)
 
     def _drain(self, stage: Stage) -> None:
         """Take everything a stage that exited left in its pipes, then close them."""
@@ -442,17 +494,20 @@ class Supervisor:
             f"stage {stage.name} failed: died {deaths} times in {seconds:.3g} s "
             f"(last exit status {status}); not restarting it"
         )
+        if stage.recent:
+            summary += f". It said last: {tail(stage.recent[-1], width=SUMMARY_WIDTH)}"
         self.log.error(
             "stage_failed",
             name=stage.name,
             deaths=deaths,
             seconds=round(seconds, 3),
             exit_status=status,
-            alerted=self._alert(summary),
+            alerted=self._alert(summary, "\n".join(stage.recent)),
         )
 
-    def _alert(self, summary: str) -> bool:
-        """Write an alert decision into the alerts stage's stdin; False if none can take it."""
+    def _alert(self, summary: str, detail: str = "", severity: str = "critical") -> bool:
+        """Write an alert decision into the alerts stage's stdin; False if none can take it.
+        `detail` holds the error output behind it."""
         target = self.stages.get(self.pipeline.alerts)
         if target is None or target.ended or target.inbox is None:
             return False
@@ -462,8 +517,9 @@ class Supervisor:
             atom="supervisor",
             host=self.host,
             action="alert",
-            severity="critical",
+            severity=severity,
             summary=summary,
+            detail=detail,
         )
         target.inbox.put(msgspec.json.encode(decision) + b"\n")
         return True

@@ -1,9 +1,11 @@
 """Structured log lines on stderr: one JSON object per event, or a readable line on a terminal.
 
-Every stage logs this way and kiri-supervise relays the lines. A stage is a small process that
-starts often, so the logger is kept to what the stages use (bind, four levels, a bound stage
-name) and costs no import beyond msgspec; a general logging library brought asyncio into
-every stage, some 7 MB and 35 ms each.
+Every stage logs this way and kiri-supervise relays the lines. An event with `notify` (a
+summary) and `detail` (the last lines of some error output, see `Log.notify`) is one the person
+should hear of: kiri-supervise sends it as an alert to the pipeline's alerts stage; without a
+supervisor it stays in the log. A stage is a small process that starts often, so the logger is
+kept to what the stages use (bind, four levels, a bound stage name) and costs no import beyond
+msgspec; a general logging library brought asyncio into every stage, some 7 MB and 35 ms each.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ Event: TypeAlias = dict[str, object]
 """One logged event: the bound context, the keywords, then event and level."""
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+TAIL_LINES = 10  # lines of error output a notice carries
+TAIL_WIDTH = 300  # characters of each
 _encode = msgspec.json.Encoder(enc_hook=str).encode  # a Path or an exception is logged as text
 _captured: list[list[Event]] = []  # the open capture() blocks, innermost last
 
@@ -48,6 +52,11 @@ class Log:
 
     def error(self, event: str, **kw: object) -> None:
         self._emit("error", event, kw)
+
+    def notify(self, event: str, summary: str, detail: str = "", **kw: object) -> None:
+        """An error the person should hear of, not only the log: `summary` says what went
+        wrong in a line, `detail` holds the error output behind it (its tail is kept)."""
+        self._emit("error", event, {**kw, "notify": summary, "detail": tail(detail)})
 
     def _emit(self, level: str, event: str, kw: Event) -> None:
         if LEVELS[level] < self._level:
@@ -81,6 +90,13 @@ def capture() -> Iterator[list[Event]]:
         yield events
     finally:
         _captured.remove(events)
+
+
+def tail(text: str, lines: int = TAIL_LINES, width: int = TAIL_WIDTH) -> str:
+    """The last non-blank lines of some output, each cut to `width` characters: what of it
+    fits in a notice."""
+    kept = [line.rstrip() for line in text.splitlines() if line.strip()][-lines:]
+    return "\n".join(line if len(line) <= width else line[: width - 1] + "…" for line in kept)
 
 
 def _now() -> str:

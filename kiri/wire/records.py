@@ -71,6 +71,7 @@ class Decision(_Record, tag="decision"):
     # an alert's: 1 - the share of this atom's earlier scores on this host as surprising (else 0)
     rarity: float = 0.0
     summary: str = ""
+    detail: str = ""  # more for people, in lines: the error output behind a supervisor's alert
     incident: str = ""
     atoms: list[str] = []
     by: str = ""  # who chose the action: "policy" (the k-of-n default) or "nerve"

@@ -65,6 +65,10 @@ class Sink(ABC):
         """See a decision this sink does not deliver; most sinks have nothing to do with it."""
         return  # by default, nothing
 
+    def tick(self) -> None:
+        """Called about once a second, decisions or none: for a sink's background work."""
+        return  # by default there is none
+
     def wait_with(self, sleep: Callable[[float], bool]) -> None:
         """kiri-act hands each sink its stage's sleep, which a stop signal cuts short (it then
         returns False); a sink that waits, for a rate limit say, waits with it."""

@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 from collections.abc import Mapping
 
 from kiri.act.sinks import Sink, SinkError
-from kiri.home.config import load_config, secret_variables
+from kiri.home.config import secret_names
 from kiri.wire.children import ChildError, run
 from kiri.wire.log import Log
 from kiri.wire.records import Decision
-
-SECRET_NAME = re.compile(r"^KIRI_\w+_(TOKEN|SECRET|PASSWORD|KEY)(_FILE)?$")
 
 
 class ExecSink(Sink):
@@ -30,8 +27,7 @@ class ExecSink(Sink):
     def __init__(self, argv: list[str], timeout: float, environ: Mapping[str, str]) -> None:
         self.argv = argv
         self.timeout = timeout
-        named = secret_variables(load_config())
-        hidden = {k for k in environ if k in named or SECRET_NAME.match(k)}
+        hidden = secret_names(environ)
         self.env = {k: v for k, v in environ.items() if k not in hidden}
         self.secrets = tuple(environ[k] for k in sorted(hidden))  # should the command echo one
 

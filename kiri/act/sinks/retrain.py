@@ -31,5 +31,8 @@ class RetrainSink(Sink):
     def observe(self, decision: Decision) -> None:
         self.trainings.tick()  # kiri-decide sends a decision for every score
 
+    def tick(self) -> None:
+        self.trainings.tick()  # and when none come, a run that ended is still reported
+
     def close(self) -> None:
         self.trainings.close()
