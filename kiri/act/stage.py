@@ -21,7 +21,7 @@ import sys
 import time
 import traceback
 
-from kiri import add_version_option
+from kiri import add_version_option, complete
 from kiri.act.sinks import Sink, SinkError, sink_modules
 from kiri.act.sinks.retrain import RetrainSink
 from kiri.clients.http import redact
@@ -104,6 +104,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         cut = argv.index("--")
         argv, command = argv[:cut], argv[cut + 1 :]
     parser = build_parser()
+    complete(parser)
     args = parser.parse_args(argv)
     args.sink = list(dict.fromkeys(args.sink or ["log"]))  # each sink once, in the given order
     if "exec" in args.sink and not command:

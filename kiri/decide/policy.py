@@ -129,6 +129,14 @@ class Rules:
         self._rules[(rule.host, rule.atom, pattern_key(rule.match))] = rule
         return None
 
+    def drop(self, rule_id: str) -> bool:
+        """Take away the rule with this id (a person deleted it, or its alerts were judged
+        again); False when none is held."""
+        keys = [key for key, rule in self._rules.items() if rule.id == rule_id]
+        for key in keys:
+            del self._rules[key]
+        return bool(keys)
+
     def match(self, host: str, atom: str, named: list[str]) -> Rule | None:
         rule = self._rules.get((host, atom, pattern_key(named)))
         if rule and rule.expires <= time.time():
@@ -164,6 +172,7 @@ class Policy:
         self.groups: dict[str, Group] = {}  # by host
         self.rules = Rules()
         self._quiet_state: dict[str, float] = {}  # by host: when an ok last carried the state
+
     def new_id(self) -> str:
         """A random id of ID_LENGTH hex digits: unique across restarts, and its first
         SHORT_ID digits tell it from the others (kiri.wire.render.short_id)."""
