@@ -159,7 +159,9 @@ def test_a_new_normal_dismissal_retrains_until_the_observation_is_normal(loop, i
     assert after.stdout.decode().splitlines()[0].endswith(": normal"), after.stdout.decode()
     loop.said("feedback", "retrain_requested")  # kiri-feedback ran the training itself
     with Store() as store:
-        assert not any(r.action == "retrain" for r in store.alerts(100, everything=True))  # a retrain is no alert
+        assert not any(
+            r.action == "retrain" for r in store.alerts(100, everything=True)
+        )  # a retrain is no alert
     loop.feed(NORMAL, 1)  # kiri-atom looks at its weights file when observations come
     loop.said("atom", "weights_loaded", 2)
     loop.occurrence(BIG_MEMORY)

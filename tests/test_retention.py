@@ -31,7 +31,10 @@ def a_full_home(kiri_home):
     log = kiri_home / "logs" / "alerts.ndjson"
     log.parent.mkdir(parents=True)
     log.write_bytes(
-        encode(decision("old", OLD)) + b"\nnot json\n" + encode(decision("new", time.time())) + b"\n"
+        encode(decision("old", OLD))
+        + b"\nnot json\n"
+        + encode(decision("new", time.time()))
+        + b"\n"
     )
     with Store() as store:
         store.record_alert(decision("0ld0ld0ld0ld", OLD), "C9")
@@ -94,7 +97,9 @@ def test_retention_is_set_in_config_and_0_keeps_everything(kiri_home):
     ]
     (kiri_home / "config.toml").write_text("[retention]\nstore = -1\n")
     out = run("kiri.cli", "prune")
-    assert out.returncode == 2 and "store must be a number of days, 0 or more" in out.stderr.decode()
+    assert (
+        out.returncode == 2 and "store must be a number of days, 0 or more" in out.stderr.decode()
+    )
 
 
 def test_kiri_feedback_prunes_once_a_day(kiri_home):
