@@ -126,17 +126,18 @@ def test_the_log_sink_goes_on_writing_into_the_pruned_log(kiri_home):
         bufsize=0,
     )
     assert act.stdin and act.stdout
+    stdin, stdout = act.stdin, act.stdout
 
     def deliver(d):
-        act.stdin.write(encode(d) + b"\n")
+        stdin.write(encode(d) + b"\n")
         while True:  # its outcome says it was written
-            assert select.select([act.stdout], [], [], 10)[0], "kiri-act said nothing"
-            if json.loads(act.stdout.readline())["kind"] == "outcome":
+            assert select.select([stdout], [], [], 10)[0], "kiri-act said nothing"
+            if json.loads(stdout.readline())["kind"] == "outcome":
                 return
 
     deliver(decision("old", OLD))
     assert run("kiri.cli", "prune").stdout.decode().startswith("removed 1 line(s) of")
     deliver(decision("new", time.time()))
-    act.stdin.close()
+    stdin.close()
     assert act.wait(10) == 0
     assert [json.loads(line)["id"] for line in log.read_text().splitlines()] == ["new"]

@@ -232,3 +232,17 @@ def test_task_list_json():
         (2, "renew passport", False),
     ]
     assert set(tasks[0]) == {"id", "title", "project", "created", "done"}
+
+
+def test_nerve_learns_only_the_verdict_that_replaced_the_first():
+    from kiri.atoms.registry import atom_spec
+    from kiri.home.recordings import load_observations, recording_files
+
+    stored("eeee00000001")
+    kiri("feedback", "dismiss", "eeee")
+    run("kiri.feedback.stage")
+    kiri("feedback", "confirm", "eeee")
+    run("kiri.feedback.stage")
+    spec = atom_spec("nerve")
+    loaded = load_observations("nerve", recording_files("nerve"), spec.schema)
+    assert [o.meta["label"] for o in loaded.observations] == ["alert"]

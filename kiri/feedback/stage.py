@@ -227,7 +227,9 @@ class Learner:
         }
         label = "retrain" if v.normal else LABELS[v.verdict]
         obs = nerve.example(state, decision.ts, decision.host, label, "verdict", v.alert)
-        obs.ts = max(v.ts, decision.ts)  # its own time: the policy's example of it stays apart
+        # Beside the policy's example of the decision (at its ts), and one per alert: where
+        # training reads them, a later verdict's example replaces this one (same host and time).
+        obs.ts = decision.ts + 0.001
         obs.meta["pattern"] = v.pattern
         self.nerve.append(obs.ts, self.encode(obs) + b"\n")
         self.verdicts += 1
