@@ -169,3 +169,26 @@ def test_a_new_normal_dismissal_retrains_until_the_observation_is_normal(loop, i
     wait_for("the disk alert", lambda: any("D9" in r.pattern for r in recorded()))
     alerts = [r.pattern for r in recorded() if r.action == "alert"]
     assert ["D9" in p for p in alerts] == [False, True]  # no second memory alert
+
+
+def rules_standing():
+    with Store() as store:
+        return store.active_rules()
+
+
+def test_a_deleted_rule_stops_suppressing_in_the_running_pipeline(loop):
+    n = 0
+    while not rules_standing():  # as many dismissals as the pattern asks for
+        assert n < 3, "three dismissals made no rule"
+        loop.occurrence(STRESS)
+        n += 1
+        assert run("kiri.cli", "feedback", "dismiss", newest_alert(n).id).returncode == 0
+    [rule] = rules_standing()
+    loop.said("decide", "rule_added")
+    loop.occurrence(STRESS)
+    assert newest_alert(n + 1).action == "suppress"
+    out = run("kiri.cli", "rules", "delete", rule.id)
+    assert out.returncode == 0, out.stderr
+    loop.said("decide", "rule_removed")  # the deletion travelled the FIFO to kiri-decide
+    loop.occurrence(STRESS)
+    assert newest_alert(n + 2).action == "alert"
