@@ -45,3 +45,12 @@ def add_version_option(parser: argparse.ArgumentParser) -> None:
         nargs=0,
         help="print the program's name and KIRI's version, then exit",
     )
+
+
+def complete(parser: argparse.ArgumentParser) -> None:
+    """Answer the shell's completion request, if this run is one (argcomplete sets
+    _ARGCOMPLETE and COMP_LINE; the scripts bin/kiri installs ask for it), then exit."""
+    if "_ARGCOMPLETE" in os.environ:
+        import argcomplete  # only then: it costs every other start nothing
+
+        argcomplete.autocomplete(parser)

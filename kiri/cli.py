@@ -11,11 +11,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from kiri import add_version_option
+from kiri import add_version_option, complete
 from kiri.feedback import verdicts
-from kiri.home import tasks
+from kiri.home import retention, tasks
 from kiri.home.paths import kiri_home
 from kiri.home.runner import run_main
+from kiri.home.store import Store, db_path
 from kiri.model import weights
 from kiri.model.config import Config, num_params
 from kiri.model.training import TextDocs, engine_class, new_engine, train
@@ -23,6 +24,7 @@ from kiri.score import commands as atom_commands
 from kiri.score.progress import Progress
 from kiri.supervise import service, status
 from kiri.wire.errors import KiriError
+from kiri.wire.output import add_json_option
 
 STAGES = {
     "collect": "kiri.collect.stage",
@@ -132,7 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     verdicts.add_parsers(sub)
     _task_parser(sub)
-    sub.add_parser("status", help="what kiri-supervise and each stage of its pipeline are doing")
+    st = sub.add_parser(
+        "status", help="what kiri-supervise and each stage of its pipeline are doing"
+    )
+    add_json_option(st)
+    pr = sub.add_parser(
+        "prune", help="remove recordings, alert log lines and alerts older than [retention] keeps"
+    )
+    pr.add_argument("--dry-run", action="store_true", help="only say what would be removed")
     service.add_parser(sub)
     for name in STAGES:
         sub.add_parser(name, help=f"run the stage kiri-{name} (same arguments)")
@@ -155,6 +164,7 @@ def _task_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     s.add_argument("project", metavar="PROJECT", help="the project you switch to")
     ls = actions.add_parser("list", help="open tasks, with their ids, projects and age")
     ls.add_argument("--all", action="store_true", help="include the tasks that are done")
+    add_json_option(ls)
 
 
 def _model_options(p: argparse.ArgumentParser) -> None:
@@ -241,6 +251,17 @@ def cmd_info(args: argparse.Namespace) -> None:
         print(line)
 
 
+def cmd_prune(args: argparse.Namespace) -> None:
+    """kiri prune [--dry-run]: what [retention] no longer keeps, removed now."""
+    if db_path().exists():
+        with Store() as store:
+            removed = retention.prune(store, time.time(), args.dry_run)
+    else:  # no store yet: none is made
+        removed = retention.prune(None, time.time(), args.dry_run)
+    for line in retention.describe(removed, args.dry_run):
+        print(line)
+
+
 COMMANDS = {
     "train": cmd_train,
     "score": atom_commands.score,
@@ -248,8 +269,10 @@ COMMANDS = {
     "info": cmd_info,
     "alerts": verdicts.cmd_alerts,
     "feedback": verdicts.cmd_feedback,
+    "rules": verdicts.cmd_rules,
+    "prune": cmd_prune,
     "task": tasks.cmd_task,
-    "status": lambda args: status.show(),
+    "status": lambda args: status.show(args.json),
     "service": service.cmd_service,
 }
 
@@ -259,7 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in STAGES:
         stage: Callable[[list[str]], int] = importlib.import_module(STAGES[argv[0]]).main
         return stage(argv[1:])
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    complete(parser)
+    args = parser.parse_args(argv)
     return run_main(lambda: COMMANDS[args.command](args))
 
 

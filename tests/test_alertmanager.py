@@ -355,7 +355,7 @@ def test_dismiss_for_silences_the_alerts_atoms_on_its_host(am, host, kiri_home):
     deliver(decision(host, atoms=tuple(d.atoms)))
     out = run("kiri.cli", "feedback", "dismiss", d.id, "--for", "1h", "--note", "nightly backup")
     assert out.returncode == 0, out.stderr
-    first, second = out.stdout.decode().splitlines()
+    first, *_, second = out.stdout.decode().splitlines()
     assert first == f"alert {d.id} dismissed"
     assert second.startswith(f"silenced pulse, rhythm on {host} in Alertmanager until ")
     silence_id = second.rsplit("silence ", 1)[1]
@@ -375,6 +375,42 @@ def test_dismiss_for_silences_the_alerts_atoms_on_its_host(am, host, kiri_home):
     ] == [("pulse", "suppressed", [silence_id]), ("rhythm", "suppressed", [silence_id])]
     with Store() as store:
         assert store.alerts()[0].verdict == "dismiss"
+
+
+def silences_of(am: str, host: str) -> list[dict]:
+    return [
+        s
+        for s in get(am, "/api/v2/silences")
+        if {"name": "host", "value": host, "isRegex": False, "isEqual": True} in s["matchers"]
+    ]
+
+
+def test_dismiss_for_again_updates_its_silence_and_a_confirmation_ends_it(am, host, kiri_home):
+    configure(kiri_home, am)
+    d = stored(host, id="5ee5ee5ee5ee")
+    first = run("kiri.cli", "feedback", "dismiss", "5ee5", "--for", "1h")
+    assert first.returncode == 0, first.stderr
+    silence_id = first.stdout.decode().rsplit("silence ", 1)[1].strip()
+    again = run("kiri.cli", "feedback", "dismiss", "last", "--for", "3h")
+    assert again.returncode == 0, again.stderr
+    lines = again.stdout.decode().splitlines()
+    assert lines[0] == "alert 5ee5ee dismissed (already recorded)"
+    assert lines[-1].startswith(f"silence updated: pulse, rhythm on {host} in Alertmanager until ")
+    assert lines[-1].endswith(f": silence {silence_id}")
+    [silence] = silences_of(am, host)  # one silence, now three hours long
+    assert silence["id"] == silence_id and silence["status"]["state"] == "active"
+    assert seconds(silence["endsAt"]) - time.time() == pytest.approx(3 * 3600, abs=5)
+
+    out = run("kiri.cli", "feedback", "confirm", d.id)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.decode().splitlines() == [
+        "alert 5ee5ee confirmed (it was dismissed)",
+        f"ended the Alertmanager silence {silence_id} of its dismissal",
+    ]
+    [silence] = silences_of(am, host)
+    assert silence["status"]["state"] == "expired"
+    with Store() as store:
+        assert store.silence(d.id) is None
 
 
 def test_dismiss_for_without_alertmanager_is_an_error_and_records_nothing(kiri_home, host):

@@ -53,7 +53,7 @@ def test_delivered_decisions_are_recorded_and_other_kinds_pass(kiri_home):
     out, _ = feedback(*lines)
     assert out == [json.loads(obs)]
     with Store() as store:
-        rows = store.alerts()
+        rows = store.alerts(everything=True)
     assert [(r.id, r.action, r.pattern) for r in rows] == [
         ("a1", "resolve", "C9 L4"),
         ("a0", "alert", "C9 L4"),
@@ -217,7 +217,10 @@ def test_the_cli_lists_and_judges_alerts(kiri_home):
     assert "dismiss (normal)" in run("kiri.cli", "alerts").stdout.decode()
     out = run("kiri.cli", "feedback", "confirm", "zz")
     assert out.returncode == 1
-    assert out.stderr.decode().strip() == "Error: no alert with id 'zz' (see `kiri alerts`)"
+    assert out.stderr.decode().strip() == (
+        "Error: no alert with id 'zz': give at least 4 characters of its id, or `last` "
+        "(see `kiri alerts`)"
+    )
 
 
 @pytest.mark.parametrize("cmd", [("alerts",), ("feedback", "dismiss", "a0")])

@@ -38,7 +38,7 @@ def test_a_learning_pipeline_is_quiet_alerts_on_the_stress_and_resolves_after(ki
         while time.monotonic() < deadline and "resolve" not in [r.action for r in rows]:
             time.sleep(0.5)
             with Store() as store:
-                rows = list(reversed(store.alerts(100)))
+                rows = list(reversed(store.alerts(100, everything=True)))
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)

@@ -88,7 +88,7 @@ class Loop:
 def recorded():
     """What kiri-feedback recorded as delivered, oldest first, without resolutions."""
     with Store() as store:
-        return [r for r in reversed(store.alerts(1000)) if r.action != "resolve"]
+        return [r for r in reversed(store.alerts(1000, everything=True)) if r.action != "resolve"]
 
 
 def newest_alert(n):
@@ -159,7 +159,9 @@ def test_a_new_normal_dismissal_retrains_until_the_observation_is_normal(loop, i
     assert after.stdout.decode().splitlines()[0].endswith(": normal"), after.stdout.decode()
     loop.said("feedback", "retrain_requested")  # kiri-feedback ran the training itself
     with Store() as store:
-        assert not any(r.action == "retrain" for r in store.alerts(100))  # a retrain is no alert
+        assert not any(
+            r.action == "retrain" for r in store.alerts(100, everything=True)
+        )  # a retrain is no alert
     loop.feed(NORMAL, 1)  # kiri-atom looks at its weights file when observations come
     loop.said("atom", "weights_loaded", 2)
     loop.occurrence(BIG_MEMORY)
@@ -167,3 +169,26 @@ def test_a_new_normal_dismissal_retrains_until_the_observation_is_normal(loop, i
     wait_for("the disk alert", lambda: any("D9" in r.pattern for r in recorded()))
     alerts = [r.pattern for r in recorded() if r.action == "alert"]
     assert ["D9" in p for p in alerts] == [False, True]  # no second memory alert
+
+
+def rules_standing():
+    with Store() as store:
+        return store.active_rules()
+
+
+def test_a_deleted_rule_stops_suppressing_in_the_running_pipeline(loop):
+    n = 0
+    while not rules_standing():  # as many dismissals as the pattern asks for
+        assert n < 3, "three dismissals made no rule"
+        loop.occurrence(STRESS)
+        n += 1
+        assert run("kiri.cli", "feedback", "dismiss", newest_alert(n).id).returncode == 0
+    [rule] = rules_standing()
+    loop.said("decide", "rule_added")
+    loop.occurrence(STRESS)
+    assert newest_alert(n + 1).action == "suppress"
+    out = run("kiri.cli", "rules", "delete", rule.id)
+    assert out.returncode == 0, out.stderr
+    loop.said("decide", "rule_removed")  # the deletion travelled the FIFO to kiri-decide
+    loop.occurrence(STRESS)
+    assert newest_alert(n + 2).action == "alert"

@@ -767,3 +767,43 @@ def test_a_second_supervisor_on_the_same_home_is_refused(supervise, tmp_path):
     )
     assert sv.proc.poll() is None and sv.stage("tick")["restarts"] == 0
     assert sv.stop() == 0
+
+
+def test_kiri_status_shows_the_cpu_each_stage_and_what_it_started_burns(supervise):
+    burn = f"{sys.executable} -c 'while True: pass'; true"  # sh waits for it: its child burns
+    sv = supervise(
+        [{"name": "burn", "argv": ["sh", "-c", burn]}, {"name": "idle", "argv": ["sleep", "60"]}],
+        **FAST,
+    )
+    wait_until(
+        lambda: (sv.stage("burn").get("cpu") or 0) > 30, timeout=30, what="burn's CPU measured"
+    )
+    out = run("kiri.cli", "status", "--json")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["supervisor"]["pid"] == sv.proc.pid and doc["supervisor"]["alive"] is True
+    stages = {s["name"]: s for s in doc["stages"]}
+    assert stages["burn"]["cpu"] > 30 and stages["idle"]["cpu"] < 10
+    assert stages["burn"]["rss"] > 1 << 20
+    assert set(stages["burn"]) == {
+        "name",
+        "state",
+        "pid",
+        "restarts",
+        "started",
+        "exit_status",
+        "dropped",
+        "cpu",
+        "rss",
+    }
+    rows = {
+        line.split()[0]: line.split()
+        for line in run("kiri.cli", "status").stdout.decode().split("\n\n")[1].splitlines()
+    }
+    assert float(rows["burn"][5]) > 30 and float(rows["idle"][5]) < 10
+    assert sv.stop() == 0
+    out = run("kiri.cli", "status", "--json")
+    assert out.returncode == 1
+    doc = json.loads(out.stdout)
+    assert doc["supervisor"]["alive"] is False
+    assert [(s["pid"], s["cpu"]) for s in doc["stages"]] == [(None, None), (None, None)]

@@ -22,7 +22,7 @@ import math
 import sqlite3
 import sys
 
-from kiri import add_version_option
+from kiri import add_version_option, complete
 from kiri.act.delivery import FIRST_RETRY, KEEP, Deliveries, observe
 from kiri.act.outbox import Outbox
 from kiri.act.sinks import Sink, SinkError, sink_modules
@@ -131,6 +131,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         cut = argv.index("--")
         argv, command = argv[:cut], argv[cut + 1 :]
     parser = build_parser()
+    complete(parser)
     args = parser.parse_args(argv)
     args.sink = list(dict.fromkeys(args.sink or ["log"]))  # each sink once, in the given order
     if "exec" in args.sink and not command:

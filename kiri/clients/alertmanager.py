@@ -7,7 +7,8 @@
     timeout = 10      # seconds to wait for Alertmanager (default 10)
 
 The sink (kiri/act/sinks/alertmanager.py) sends one alert per atom of a decision, and `kiri feedback
-dismiss ID --for 2h` (kiri/feedback/verdicts.py) silences them. Both rest on the label set below,
+dismiss ID --for 2h` (kiri/feedback/verdicts.py) silences them (a repeat updates the silence, a
+confirmation of the alert ends it). Both rest on the label set below,
 which is an alert's identity in Alertmanager, so it stays the same for as long as the atom is in the
 incident: alertname "KiriAnomaly", host, atom, incident and severity.
 """
@@ -19,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from kiri.clients.http import HttpError, post_json
+from kiri.clients.http import HttpError, post_json, request
 from kiri.home.config import load_config
 from kiri.wire.records import Decision
 from kiri.wire.render import top_culprits
@@ -81,21 +82,36 @@ def post_alerts(am: Settings, alerts: Sequence[Mapping[str, object]]) -> None:
 # -- silences -------------------------------------------------------------------------------------
 
 
-def silence(am: Settings, decision: Decision, starts: float, ends: float, comment: str) -> str:
+def silence(
+    am: Settings,
+    decision: Decision,
+    starts: float,
+    ends: float,
+    comment: str,
+    silence_id: str = "",
+) -> str:
     """Silence the alerts of this decision's atoms on its host, in any incident, from `starts` to
-    `ends`; the new silence's id. Raises HttpError."""
-    body = {
+    `ends`; the silence's id. With `silence_id`, that silence is updated instead (Alertmanager
+    answers with its id, or with a new one when it had to replace it). Raises HttpError."""
+    body: dict[str, object] = {
         "matchers": matchers(decision.host, decision.atoms or [decision.atom]),
         "startsAt": timestamp(starts),
         "endsAt": timestamp(ends),
         "createdBy": "kiri",
         "comment": comment,
     }
+    if silence_id:
+        body["id"] = silence_id
     answer: object = post_json(f"{am.url}/api/v2/silences", body, timeout=am.timeout).json()
-    silence_id: object = answer.get("silenceID") if isinstance(answer, dict) else None
-    if not isinstance(silence_id, str):
+    given: object = answer.get("silenceID") if isinstance(answer, dict) else None
+    if not isinstance(given, str):
         raise HttpError("POST /api/v2/silences: the answer has no silenceID")
-    return silence_id
+    return given
+
+
+def expire(am: Settings, silence_id: str) -> None:
+    """End a silence now (it stays listed as expired). Raises HttpError."""
+    request("DELETE", f"{am.url}/api/v2/silence/{silence_id}", timeout=am.timeout)
 
 
 def matchers(host: str, atoms: list[str]) -> list[dict[str, str | bool]]:

@@ -7,7 +7,7 @@ import os
 import sys
 import time
 
-from kiri import add_version_option
+from kiri import add_version_option, complete
 from kiri.collect.sources import add_parsers, add_poll_options, poll
 from kiri.home.runner import run_main
 from kiri.wire.errors import KiriError
@@ -111,7 +111,9 @@ def _open(name: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     named = next((a for a in argv if not a.startswith("-")), None)
-    args = build_parser(named).parse_args(argv)
+    parser = build_parser(named)
+    complete(parser)
+    args = parser.parse_args(argv)
     log = setup_logging(f"collect-{args.source}")
 
     def body() -> None:

@@ -129,6 +129,14 @@ class Rules:
         self._rules[(rule.host, rule.atom, pattern_key(rule.match))] = rule
         return None
 
+    def drop(self, rule_id: str) -> bool:
+        """Take away the rule with this id (a person deleted it, or its alerts were judged
+        again); False when none is held."""
+        keys = [key for key, rule in self._rules.items() if rule.id == rule_id]
+        for key in keys:
+            del self._rules[key]
+        return bool(keys)
+
     def match(self, host: str, atom: str, named: list[str]) -> Rule | None:
         rule = self._rules.get((host, atom, pattern_key(named)))
         if rule and rule.expires <= time.time():

@@ -4,7 +4,8 @@ The policy (kiri/decide/policy.py): alert on k of the last n observations above 
 fewer that stand for --for seconds, one incident per host, alerts of several atoms on one host
 within --group-wait grouped into one. People's verdicts come back as records on the feedback
 FIFO (--feedback): a suppression rule turns a matching alert into `suppress` (logged, not
-notified). Standing rules are loaded from
+notified), and a rule that has ended (expired: how kiri-feedback passes on a deleted one) takes
+the rule of its id away. Standing rules are loaded from
 the store at start. Rules count only from the FIFO and the store, each for one host until it
 expires; a `rule` on stdin passes through and is never acted on, and a `decision` on stdin is
 refused as a bad record, so no upstream record can forge either. Once the Nerve atom is
@@ -18,11 +19,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 import msgspec
 
-from kiri import add_version_option
+from kiri import add_version_option, complete
 from kiri.decide.nerve import NerveAdvisor, PolicyExamples
 from kiri.decide.policy import Advisor, Policy
 from kiri.home.runner import run_main
@@ -141,6 +143,10 @@ class Feedback:
 
     def handle(self, record: Record) -> None:
         if isinstance(record, Rule):
+            # kiri-feedback passes a deleted rule on as one that has ended: drop the rule
+            if record.expires <= time.time() and self.policy.rules.drop(record.id):
+                self.log.info("rule_removed", rule=record.id, atom=record.atom, host=record.host)
+                return
             refused = self.policy.rules.add(record)
             if refused:
                 self.log.warning("rule_refused", rule=record.id, reason=refused)
@@ -168,6 +174,7 @@ def standing_rules() -> list[Rule]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    complete(parser)
     args = parser.parse_args(argv)
     if not 1 <= args.k <= args.n:
         parser.error("need 1 <= --k <= --n")

@@ -3,28 +3,34 @@
 It reads what kiri-act passes on (each delivered decision, then its outcomes) and records the
 delivered ones in the store, so `kiri alerts` lists them and people can judge them. It follows
 the verdicts people give (`kiri feedback dismiss ID`, Telegram, …) and turns them into:
-* a suppression `rule`, once the same atom and culprit pattern has been dismissed --after times;
+* a suppression `rule`, once the same atom and culprit pattern has been dismissed --after times
+  (one more for a pattern of one token), and its deletion once those dismissals are replaced
+  (kiri/feedback/suppression.py);
 * a retrain of the atom for "this is the new normal", with the observation kept as a training
   example for it, started here in the background (kiri.atoms.training_jobs.Trainings);
 * a labelled example for the Nerve atom, in $KIRI_HOME/data/nerve/, and after every
   --nerve-every verdicts a retrain of Nerve.
-Its stdout carries the suppression `rule`s to the feedback FIFO that kiri-decide reads.
+Its stdout carries the suppression `rule`s to the feedback FIFO that kiri-decide reads: it
+follows the rules' changes in the store (seq), so a rule deleted with `kiri rules delete` reaches
+kiri-decide too, as a rule that has ended. Once a day it prunes what is older than [retention]
+allows (kiri/home/retention.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import os
 import sys
 import time
 
 import msgspec
 
-from kiri import add_version_option
+from kiri import add_version_option, complete
 from kiri.atoms import nerve_examples as nerve
 from kiri.atoms.training_jobs import Trainings
+from kiri.feedback import suppression
+from kiri.home import retention
 from kiri.home.paths import examples_path, private_dir
 from kiri.home.recordings import Recorder
 from kiri.home.runner import run_main
@@ -35,6 +41,9 @@ from kiri.wire.records import Decision, Outcome, Record, Rule, Verdict
 from kiri.wire.stream import Stream, add_stream_options, setup_logging
 
 CURSOR = "feedback.verdicts_seen"
+RULES_CURSOR = "feedback.rules_seen"
+PRUNED = "feedback.pruned"  # when kiri-feedback last pruned
+PRUNE_EVERY = 86400.0
 FORGED = (
     "rules and verdicts reach kiri-decide only from kiri-feedback's store: "
     "one on its input is not passed on"
@@ -63,14 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--after",
         type=int,
-        default=2,
+        default=suppression.AFTER,
         metavar="N",
-        help="write a suppression rule once a pattern is dismissed N times",
+        help="write a suppression rule once a pattern is dismissed N times "
+        "(N+1 for a pattern of one token)",
     )
     p.add_argument(
         "--expires",
         type=float,
-        default=7 * 86400,
+        default=suppression.EXPIRES,
         metavar="S",
         help="suppression rules expire after S seconds (default 7 days)",
     )
@@ -100,6 +110,10 @@ class Learner:
         self.pending: dict[str, Pending] = {}  # by id, oldest first
         self.decisions = self.undelivered = 0
         self.seen = int(store.get_state(CURSOR, "0"))
+        self.rules_seen = int(store.get_state(RULES_CURSOR, "0"))
+        self.settings = suppression.Settings(args.after, args.expires)
+        suppression.save_settings(store, self.settings)  # for `kiri feedback` to say what happens
+        self.pruned_at = -PRUNE_EVERY  # read from the store at the first poll
         self.nerve = Recorder("nerve")
         self.verdicts = nerve.verdicts_recorded()
         self.trainings = Trainings(log)
@@ -153,35 +167,47 @@ class Learner:
             self.on_verdict(v)
             self.seen = v.seq
             self.store.set_state(CURSOR, str(v.seq))
+        self._pass_rule_changes()
+        self._prune()
+
+    def _pass_rule_changes(self) -> None:
+        """Every rule made or deleted since the last one passed on, to kiri-decide."""
+        for rule in self.store.rule_changes_after(self.rules_seen):
+            self.stream.emit(rule.record())
+            if rule.deleted is None:
+                self.log.info("rule_written", rule=rule.id, atom=rule.atom, match=rule.match)
+            else:
+                self.log.info("rule_deleted", rule=rule.id, atom=rule.atom, by=rule.deleted_by)
+            self.rules_seen = rule.seq
+            self.store.set_state(RULES_CURSOR, str(rule.seq))
+
+    def _prune(self) -> None:
+        """Once a day (counted in the store, across restarts; the first a day after the first
+        start), remove what [retention] no longer keeps."""
+        now = time.time()
+        if now < self.pruned_at + PRUNE_EVERY:
+            return
+        self.pruned_at = float(self.store.get_state(PRUNED, "0")) or now
+        if now < self.pruned_at + PRUNE_EVERY:
+            self.store.set_state(PRUNED, str(self.pruned_at))
+            return
+        self.pruned_at = now
+        self.store.set_state(PRUNED, str(now))
+        try:
+            removed = retention.prune(self.store, now)
+        except OSError as e:
+            self.log.warning("prune_failed", error=str(e))
+            return
+        if removed.any():
+            self.log.info("pruned", **removed.counts())
 
     def on_verdict(self, v: VerdictRow) -> None:
         decision = msgspec.json.decode(v.decision, type=Decision)
         self._nerve_example(v, decision)
         if v.normal:
             self._new_normal(v, decision)
-        elif v.verdict == "dismiss":
-            self._maybe_suppress(v)
+        suppression.review(self.store, v.host, v.atom, v.pattern, self.settings)
         self.log.info("verdict", alert=v.alert, verdict=v.verdict, normal=v.normal)
-
-    def _maybe_suppress(self, v: VerdictRow) -> None:
-        count = self.store.dismissals(v.host, v.atom, v.pattern, upto=v.seq)
-        rule_id = _rule_id(v.host, v.atom, v.pattern)
-        if count < self.args.after or any(r.id == rule_id for r in self.store.active_rules()):
-            return
-        now = time.time()
-        rule = Rule(
-            ts=now,
-            id=rule_id,
-            atom=v.atom,
-            host=v.host,
-            match=v.pattern.split(),
-            action="suppress",
-            expires=now + self.args.expires,
-            reason=f"{v.pattern} dismissed {count} times on {v.host}",
-        )
-        self.store.add_rule(rule)
-        self.stream.emit(rule)
-        self.log.info("rule_written", rule=rule.id, atom=rule.atom, match=rule.match)
 
     def _new_normal(self, v: VerdictRow, decision: Decision) -> None:
         tokens = decision.tokens
@@ -201,7 +227,9 @@ class Learner:
         }
         label = "retrain" if v.normal else LABELS[v.verdict]
         obs = nerve.example(state, decision.ts, decision.host, label, "verdict", v.alert)
-        obs.ts = max(v.ts, decision.ts)  # its own time: the policy's example of it stays apart
+        # Beside the policy's example of the decision (at its ts), and one per alert: where
+        # training reads them, a later verdict's example replaces this one (same host and time).
+        obs.ts = decision.ts + 0.001
         obs.meta["pattern"] = v.pattern
         self.nerve.append(obs.ts, self.encode(obs) + b"\n")
         self.verdicts += 1
@@ -217,17 +245,15 @@ class Learner:
         self.log.info("retrain_requested", atom=atom, why=why, detail=started)
 
 
-def _rule_id(host: str, atom: str, pattern: str) -> str:
-    return "r-" + hashlib.sha256(f"{host} {atom} {pattern}".encode()).hexdigest()[:8]
-
-
 def _not_forged(record: Record) -> str | None:
     """Why a record on the input must not reach the feedback FIFO (this stage's output)."""
     return FORGED if isinstance(record, (Rule, Verdict)) else None
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    complete(parser)
+    args = parser.parse_args(argv)
     log = setup_logging("feedback")
 
     def body() -> None:

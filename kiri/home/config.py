@@ -144,6 +144,21 @@ class RhythmSection(Table, frozen=True):
     repos: list[str] | None = None  # git repositories whose commits count
 
 
+class RetentionSection(Table, frozen=True):
+    """[retention]: how many days of recordings, of the alert log (logs/alerts.ndjson) and of
+    alerts and verdicts in kiri.db are kept (kiri/home/retention.py; 0 keeps everything)."""
+
+    recordings: float = 30.0
+    alert_log: float = 30.0
+    store: float = 30.0
+
+    def __post_init__(self) -> None:
+        for key in ("recordings", "alert_log", "store"):
+            value = getattr(self, key)
+            if not 0 <= value < math.inf:
+                raise ValueError(f"{key} must be a number of days, 0 or more, not {value:g}")
+
+
 class FixedField(Table, frozen=True):
     """A field of [atoms.NAME.fields] with uniform buckets over a fixed range, clamped."""
 
@@ -208,6 +223,7 @@ class Config(Table, frozen=True):
     alertmanager: AlertmanagerSection | None = None
     mikrotik: MikrotikSection | None = None
     rhythm: RhythmSection | None = None
+    retention: RetentionSection = RetentionSection()
     atoms: dict[str, AtomSection] = {}
 
     def __post_init__(self) -> None:

@@ -30,10 +30,10 @@ def private_dir(path: Path) -> Path:
 
 
 def kiri_home() -> Path:
-    """$KIRI_HOME, default ~/.kiri, created with mode 0700."""
-    home = Path(os.environ.get("KIRI_HOME") or Path.home() / ".kiri").expanduser()
-    private_dir(home)
-    return home
+    """$KIRI_HOME, default ~/.kiri. Not created here: a command that only reads (`kiri status`,
+    `kiri alerts`, `--version`, `--dry-run`, …) leaves no trace, and whatever writes creates the
+    directories it writes into with private_dir (mode 0700)."""
+    return Path(os.environ.get("KIRI_HOME") or Path.home() / ".kiri").expanduser()
 
 
 def data_dir(atom: str) -> Path:
@@ -72,3 +72,8 @@ def weights_path(atom: str) -> Path:
 def examples_path(atom: str) -> Path:
     """Observations people called "the new normal", as token documents, trained on every time."""
     return kiri_home() / "atoms" / valid_name(atom) / "normal.ndjson"
+
+
+def alert_log_path() -> Path:
+    """$KIRI_HOME/logs/alerts.ndjson: every non-ok decision, as the log sink writes them."""
+    return kiri_home() / "logs" / "alerts.ndjson"

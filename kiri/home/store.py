@@ -18,13 +18,18 @@ import math
 import os
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import msgspec
 
-from kiri.home.paths import kiri_home
+from kiri.home.paths import kiri_home, private_dir
 from kiri.wire.errors import KiriError
 from kiri.wire.records import Decision, Rule
+from kiri.wire.render import local_time, short_id
+
+T = TypeVar("T")
 
 MIGRATIONS = [
     # 1: alerts, verdicts (at most one per alert), rules
@@ -117,6 +122,20 @@ MIGRATIONS = [
         PRIMARY KEY (id, sink)        -- delivered once: one entry per decision and sink
     );
     """,
+    # 6: a rule names the alerts whose dismissals made it, and is deleted by a mark (so that the
+    # deletion reaches kiri-decide); seq grows with every change, which kiri-feedback follows;
+    # the Alertmanager silence each `dismiss --for` made, so that repeating it updates that one
+    """
+    ALTER TABLE rules ADD COLUMN alerts TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE rules ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE rules ADD COLUMN deleted REAL;
+    ALTER TABLE rules ADD COLUMN deleted_by TEXT NOT NULL DEFAULT '';
+    CREATE TABLE IF NOT EXISTS silences (
+        alert TEXT PRIMARY KEY,
+        silence TEXT NOT NULL,        -- Alertmanager's silence id
+        ends REAL NOT NULL
+    );
+    """,
 ]
 VERSION = len(MIGRATIONS)
 
@@ -127,6 +146,15 @@ class StoreError(KiriError):
 
 
 class UnknownAlertError(StoreError):
+    pass
+
+
+class NotAnAlertError(UnknownAlertError):
+    """A verdict asked of a row that is no alert (a resolve, a suppress), or one that
+    contradicts itself."""
+
+
+class UnknownRuleError(StoreError):
     pass
 
 
@@ -166,6 +194,48 @@ class VerdictRow(msgspec.Struct):
     decision: str
 
 
+class StoredRule(msgspec.Struct):
+    """A rule as the store keeps it: what it says, which alerts' dismissals made it, and
+    whether a person deleted it."""
+
+    id: str
+    ts: float
+    atom: str
+    host: str
+    match: list[str]
+    action: str
+    expires: float
+    reason: str
+    alerts: list[str]
+    seq: int  # grows with every change of any rule, so a reader can follow along
+    deleted: float | None = None  # when it was deleted; None while it stands
+    deleted_by: str = ""  # who: a person, or "verdicts" when its dismissals were replaced
+
+    def record(self) -> Rule:
+        """The rule record for kiri-decide; a deleted rule's has expired (at 0), which takes
+        the rule of that id away."""
+        return Rule(
+            ts=self.ts,
+            id=self.id,
+            atom=self.atom,
+            host=self.host,
+            match=self.match,
+            action=self.action,
+            expires=0.0 if self.deleted is not None else self.expires,
+            reason=self.reason,
+        )
+
+
+class Pruned(msgspec.Struct):
+    """How many rows of each kind pruning removed (or would remove)."""
+
+    alerts: int = 0
+    verdicts: int = 0
+    rules: int = 0
+    silences: int = 0
+    telegram_messages: int = 0
+
+
 class TelegramMessage(msgspec.Struct):
     alert: str
     incident: str
@@ -184,6 +254,16 @@ class TaskRow(msgspec.Struct):
     done: float | None = None  # None while open
 
 
+MIN_PREFIX = 4  # characters of an alert's id that a person must give, at the least
+RULES_SEQ = "rules.seq"  # the state key counting rule changes
+ALERT_COLUMNS = (
+    "a.id, a.ts, a.atom, a.host, a.action, a.incident, a.summary, a.pattern,"
+    " coalesce(v.verdict, ''), coalesce(v.normal, 0) FROM alerts a"
+    " LEFT JOIN verdicts v ON v.alert = a.id"
+)
+RULE_COLUMNS = (
+    "id, ts, atom, host, match, action, expires, reason, alerts, seq, deleted, deleted_by"
+)
 DAMAGED = "restore it from a backup, or move it aside to start afresh"  # what to do about it
 
 
@@ -191,10 +271,20 @@ def db_path() -> Path:
     return kiri_home() / "kiri.db"
 
 
+def reading(use: Callable[[Store], T], empty: T) -> T:
+    """What `use` finds in the store; `empty` when there is no store yet, which is then not
+    made: a command that only reads leaves KIRI_HOME as it was."""
+    if not db_path().exists():
+        return empty
+    with Store() as store:
+        return use(store)
+
+
 class Store:
     def __init__(self, path: Path | None = None) -> None:
         self.path = path or db_path()
         try:
+            private_dir(self.path.parent)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)  # create it private
         except OSError as e:  # a directory in its place, say
             raise StoreError(f"{self.path}: {e.strerror}") from None
@@ -282,13 +372,45 @@ class Store:
                 ),
             )
 
-    def alerts(self, limit: int = 20) -> list[AlertRow]:
-        rows = self.db.execute(
-            "SELECT a.id, a.ts, a.atom, a.host, a.action, a.incident, a.summary, a.pattern,"
-            " coalesce(v.verdict, ''), coalesce(v.normal, 0) FROM alerts a"
-            " LEFT JOIN verdicts v ON v.alert = a.id ORDER BY a.ts DESC, a.rowid DESC LIMIT ?",
-            (limit,),
-        ).fetchall()
+    def alerts(self, limit: int = 20, everything: bool = False) -> list[AlertRow]:
+        """The newest alerts, newest first; with `everything`, the other rows too (resolves,
+        suppressions)."""
+        where = "" if everything else " WHERE a.action = 'alert'"
+        return self._alert_rows(f"{where} ORDER BY a.ts DESC, a.rowid DESC LIMIT ?", (limit,))
+
+    def find_alert(self, ref: str) -> AlertRow:
+        """The row a person means: `last` (the newest alert), a whole id, or a prefix of one of
+        at least MIN_PREFIX characters that no other id starts with."""
+        if ref == "last":
+            rows = self.alerts(1)
+            if not rows:
+                raise UnknownAlertError("no alerts yet, so no last one")
+            return rows[0]
+        exact = self._alert_rows(" WHERE a.id = ?", (ref,))
+        if exact:
+            return exact[0]
+        if len(ref) < MIN_PREFIX:
+            raise UnknownAlertError(
+                f"no alert with id {ref!r}: give at least {MIN_PREFIX} characters of its id, "
+                "or `last` (see `kiri alerts`)"
+            )
+        rows = self._alert_rows(
+            " WHERE substr(a.id, 1, ?) = ? ORDER BY a.ts DESC LIMIT 6", (len(ref), ref)
+        )
+        if not rows:
+            raise UnknownAlertError(f"no alert with id {ref!r} (see `kiri alerts`)")
+        if len(rows) > 1:
+            listed = "; ".join(
+                f"{r.id} ({local_time(r.ts)}, {r.action} of {r.atom} on {r.host})" for r in rows[:5]
+            )
+            more = ", and more" if len(rows) > 5 else ""
+            raise UnknownAlertError(
+                f"{ref!r} is the start of several ids: {listed}{more}; give more of it"
+            )
+        return rows[0]
+
+    def _alert_rows(self, tail: str, params: tuple[object, ...]) -> list[AlertRow]:
+        rows = self.db.execute(f"SELECT {ALERT_COLUMNS}{tail}", params).fetchall()
         return [
             AlertRow(id_, ts, atom, host, action, incident, summary, pattern, verdict, bool(normal))
             for id_, ts, atom, host, action, incident, summary, pattern, verdict, normal in rows
@@ -325,12 +447,25 @@ class Store:
         by: str = "",
         note: str = "",
     ) -> bool:
-        """Record a person's verdict; False when the same verdict was already there."""
+        """Record a person's verdict on an alert; False when the same verdict was already there.
+        Another verdict replaces the one before, with a new seq, so a reader following the
+        verdicts sees the change and undoes what the old one did."""
         if verdict not in ("confirm", "dismiss"):
             raise StoreError(f"a verdict is confirm or dismiss, not {verdict!r}")
+        if normal and verdict == "confirm":
+            raise NotAnAlertError(
+                "confirm says the alert was right and --normal that it was not: "
+                "dismiss --normal calls it the new normal"
+            )
         with self._write():
-            if not self.db.execute("SELECT 1 FROM alerts WHERE id = ?", (alert,)).fetchone():
+            row = self.db.execute("SELECT action FROM alerts WHERE id = ?", (alert,)).fetchone()
+            if not row:
                 raise UnknownAlertError(f"no alert with id {alert!r} (see `kiri alerts`)")
+            if row[0] != "alert":
+                raise NotAnAlertError(
+                    f"{short_id(alert)} is a {row[0]}, not an alert: only alerts take a verdict "
+                    "(`kiri alerts` lists them)"
+                )
             old = self.db.execute(
                 "SELECT verdict, normal FROM verdicts WHERE alert = ?", (alert,)
             ).fetchone()
@@ -357,26 +492,32 @@ class Store:
         seq: int = self.db.execute("SELECT coalesce(max(rowid), 0) FROM verdicts").fetchone()[0]
         return seq
 
-    def dismissals(self, host: str, atom: str, pattern: str, upto: int) -> int:
-        """How many alerts of this atom and culprit pattern on this host people dismissed as
-        noise (a "new
-        normal" dismissal asks for a retrain instead, so it does not count), up to verdict seq
-        `upto`: a reader following the verdicts counts what it has seen so far."""
-        count: int = self.db.execute(
-            "SELECT count(*) FROM verdicts v JOIN alerts a ON a.id = v.alert"
+    def dismissed(
+        self, host: str, atom: str, pattern: str, upto: int | None = None, since: float = 0.0
+    ) -> list[str]:
+        """The alerts of this atom and culprit pattern on this host that people dismissed as
+        noise (a "new normal" dismissal asks for a retrain instead, so it does not count),
+        oldest first: those judged after `since` and, with `upto`, up to verdict seq `upto`."""
+        rows = self.db.execute(
+            "SELECT v.alert FROM verdicts v JOIN alerts a ON a.id = v.alert"
             " WHERE v.verdict = 'dismiss' AND NOT v.normal AND a.host = ? AND a.atom = ?"
-            " AND a.pattern = ? AND v.rowid <= ?",
-            (host, atom, pattern, upto),
-        ).fetchone()[0]
-        return count
+            " AND a.pattern = ? AND v.rowid <= ? AND v.ts > ? ORDER BY v.rowid",
+            (host, atom, pattern, upto if upto is not None else 2**62, since),
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def dismissals(self, host: str, atom: str, pattern: str, upto: int) -> int:
+        """How many such dismissals there are, up to verdict seq `upto`."""
+        return len(self.dismissed(host, atom, pattern, upto))
 
     # -- rules --------------------------------------------------------------------------------
 
-    def add_rule(self, rule: Rule) -> None:
+    def add_rule(self, rule: Rule, alerts: list[str] | None = None) -> None:
+        """Keep a rule (replacing one with its id, deleted or not), made by these alerts."""
         with self._write():
             self.db.execute(
-                "INSERT OR REPLACE INTO rules (id, ts, atom, host, match, action, expires, reason)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO rules (id, ts, atom, host, match, action, expires, reason,"
+                " alerts, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     rule.id,
                     rule.ts,
@@ -386,18 +527,56 @@ class Store:
                     rule.action,
                     rule.expires,
                     rule.reason,
+                    json.dumps(alerts or []),
+                    self._next_rule_seq(),
                 ),
             )
 
-    def active_rules(self, now: float | None = None) -> list[Rule]:
+    def delete_rule(self, rule_id: str, when: float | None = None, by: str = "") -> StoredRule:
+        """Mark a standing rule deleted; the rule as it now is. Its row stays, so that
+        kiri-feedback, following the changes, tells kiri-decide to drop it."""
+        with self._write():
+            rule = self.rule(rule_id)
+            if rule is None or not _standing(rule, time.time()):
+                raise UnknownRuleError(f"no standing rule with id {rule_id!r} (see `kiri rules`)")
+            rule.deleted = time.time() if when is None else when
+            rule.seq, rule.deleted_by = self._next_rule_seq(), by
+            self.db.execute(
+                "UPDATE rules SET deleted = ?, deleted_by = ?, seq = ? WHERE id = ?",
+                (rule.deleted, by, rule.seq, rule.id),
+            )
+        return rule
+
+    def _next_rule_seq(self) -> int:
+        """The next rule change's seq (inside a write transaction)."""
+        seq = int(self.get_state(RULES_SEQ, "0")) + 1
+        self.db.execute(
+            "INSERT OR REPLACE INTO state (key, value) VALUES (?, ?)", (RULES_SEQ, str(seq))
+        )
+        return seq
+
+    def rule(self, rule_id: str) -> StoredRule | None:
+        rows = self._rule_rows(" WHERE id = ?", (rule_id,))
+        return rows[0] if rows else None
+
+    def rules(self, now: float | None = None) -> list[StoredRule]:
+        """The standing rules: not deleted, not expired, each for a host; oldest first."""
         now = time.time() if now is None else now
-        rows = self.db.execute(
-            "SELECT id, ts, atom, host, match, action, expires, reason FROM rules"
-            " WHERE host != '' AND expires > ? ORDER BY ts",
-            (now,),
-        ).fetchall()
+        return self._rule_rows(
+            " WHERE host != '' AND deleted IS NULL AND expires > ? ORDER BY ts, id", (now,)
+        )
+
+    def rule_changes_after(self, seq: int) -> list[StoredRule]:
+        """Rules made or deleted after change `seq`, in the order of their changes."""
+        return self._rule_rows(" WHERE seq > ? ORDER BY seq", (seq,))
+
+    def active_rules(self, now: float | None = None) -> list[Rule]:
+        return [r.record() for r in self.rules(now)]
+
+    def _rule_rows(self, tail: str, params: tuple[object, ...]) -> list[StoredRule]:
+        rows = self.db.execute(f"SELECT {RULE_COLUMNS} FROM rules{tail}", params).fetchall()
         return [
-            Rule(
+            StoredRule(
                 id=r[0],
                 ts=r[1],
                 atom=r[2],
@@ -406,9 +585,60 @@ class Store:
                 action=r[5],
                 expires=r[6],
                 reason=r[7],
+                alerts=json.loads(r[8]),
+                seq=r[9],
+                deleted=r[10],
+                deleted_by=r[11],
             )
             for r in rows
         ]
+
+    # -- Alertmanager silences ------------------------------------------------------------------
+
+    def silence(self, alert: str) -> tuple[str, float] | None:
+        """The Alertmanager silence a dismissal of this alert made, and when it ends."""
+        row = self.db.execute(
+            "SELECT silence, ends FROM silences WHERE alert = ?", (alert,)
+        ).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def set_silence(self, alert: str, silence: str, ends: float) -> None:
+        with self._write():
+            self.db.execute(
+                "INSERT OR REPLACE INTO silences (alert, silence, ends) VALUES (?, ?, ?)",
+                (alert, silence, ends),
+            )
+
+    def forget_silence(self, alert: str) -> None:
+        with self._write():
+            self.db.execute("DELETE FROM silences WHERE alert = ?", (alert,))
+
+    # -- retention ------------------------------------------------------------------------------
+
+    def prune(self, before: float, dry_run: bool = False) -> Pruned:
+        """Remove the alerts from before `before` with their verdicts, Telegram messages and
+        silences, and the rules that ended (expired or deleted) before it. The newest verdict
+        stays whatever its age: verdicts' seq is their rowid, which must keep growing."""
+        old_alerts = (
+            "SELECT id FROM alerts WHERE ts < ? AND id NOT IN"
+            " (SELECT alert FROM verdicts WHERE rowid = (SELECT max(rowid) FROM verdicts))"
+        )
+        queries = {
+            "verdicts": f"FROM verdicts WHERE alert IN ({old_alerts})",
+            "silences": f"FROM silences WHERE ends < ? OR alert IN ({old_alerts})",
+            "telegram_messages": "FROM telegram_messages WHERE ts < ?",
+            "alerts": f"FROM alerts WHERE id IN ({old_alerts})",
+            "rules": "FROM rules WHERE coalesce(deleted, expires) < ?",
+        }
+        pruned = Pruned()
+        with self._write():
+            for table, query in queries.items():
+                params = (before,) * query.count("?")
+                count = self.db.execute(f"SELECT count(*) {query}", params).fetchone()[0]
+                setattr(pruned, table, count)
+                if not dry_run:
+                    self.db.execute(f"DELETE {query}", params)
+        return pruned
 
     # -- tasks --------------------------------------------------------------------------------
 
@@ -513,6 +743,10 @@ class Store:
     def integrity(self) -> str:
         result: str = self.db.execute("PRAGMA integrity_check").fetchone()[0]
         return result
+
+
+def _standing(rule: StoredRule, now: float) -> bool:
+    return rule.deleted is None and rule.expires > now and bool(rule.host)
 
 
 def _statements(script: str) -> list[str]:

@@ -14,12 +14,16 @@ import time
 
 import msgspec
 
-from kiri.home.store import Store, TaskRow
+from kiri.home.store import Store, TaskRow, reading
 from kiri.wire.errors import KiriError
+from kiri.wire.output import print_json
 
 
 def cmd_task(args: argparse.Namespace) -> None:
     """kiri task add|done|switch|list"""
+    if args.action == "list":  # reads only: no store is made for it
+        _list(reading(lambda store: store.tasks(include_done=args.all), []), args)
+        return
     with Store() as store:
         ACTIONS[args.action](store, args)
 
@@ -48,8 +52,10 @@ def _switch(store: Store, args: argparse.Namespace) -> None:
     print(f"switched to project {project}")
 
 
-def _list(store: Store, args: argparse.Namespace) -> None:
-    rows = store.tasks(include_done=args.all)
+def _list(rows: list[TaskRow], args: argparse.Namespace) -> None:
+    if args.json:
+        print_json({"tasks": [_task_json(r) for r in rows]})
+        return
     if not rows:
         print("no tasks yet" if args.all else "no open tasks")
         return
@@ -60,6 +66,16 @@ def _list(store: Store, args: argparse.Namespace) -> None:
     for r in rows:
         done = f"  {_finished(r, now):>7}" if args.all else ""
         print(f"{r.id:>4}  {age(now - r.created):>4}{done}  {r.project or '-':<{width}}  {r.title}")
+
+
+def _task_json(task: TaskRow) -> dict[str, object]:
+    return {
+        "id": task.id,
+        "title": task.title,
+        "project": task.project,
+        "created": task.created,
+        "done": task.done,
+    }
 
 
 def _finished(task: TaskRow, now: float) -> str:
@@ -74,7 +90,7 @@ def age(seconds: float) -> str:
     return f"{max(0, int(seconds))}s"
 
 
-ACTIONS = {"add": _add, "done": _done, "switch": _switch, "list": _list}
+ACTIONS = {"add": _add, "done": _done, "switch": _switch}
 
 
 class TaskHistory(msgspec.Struct):

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from kiri import add_version_option
+from kiri import add_version_option, complete
 from kiri.atoms.detector import Detector
 from kiri.atoms.lifecycle import LifeCycle
 from kiri.atoms.registry import UnknownAtom, atom_spec, known_atoms
@@ -173,6 +173,7 @@ def _emit(
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    complete(parser)
     args = parser.parse_args(argv)
     try:
         atom_spec(args.atom)

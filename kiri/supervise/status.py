@@ -1,8 +1,9 @@
 """The supervisor's status file, $KIRI_HOME/status.json, and `kiri status`, which shows it.
 
-kiri-supervise rewrites the file atomically every second and whenever a stage changes state.
-`kiri status` reads it, adds CPU and memory of the live processes, and says plainly when the
-supervisor that wrote it is gone.
+kiri-supervise rewrites the file atomically every second and whenever a stage changes state,
+with each stage's CPU % and memory as the supervisor measures them (Usage: every few seconds,
+the stage's process and every process it started). `kiri status` reads it, and says plainly when
+the supervisor that wrote it is gone; `kiri status --json` prints it as one JSON document.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import psutil
 from kiri.atoms.lifecycle import State, describe, read_state
 from kiri.home.paths import kiri_home
 from kiri.wire.errors import KiriError
+from kiri.wire.output import print_json
 
-CPU_SAMPLE = 0.25  # seconds over which `kiri status` measures CPU %
+CPU_EVERY = 5.0  # seconds between the supervisor's measurements of each stage's CPU %
 
 
 class StageStatus(msgspec.Struct):
@@ -28,6 +30,8 @@ class StageStatus(msgspec.Struct):
     started: float | None = None  # when its current (or last) process started
     exit_status: int | None = None  # of its last process; -N: killed by signal N
     dropped: int = 0  # lines of its output dropped: unfinished at its exit, or over 16 MiB
+    cpu: float | None = None  # % of one CPU over the last measurement, its child processes too
+    rss: int | None = None  # bytes of resident memory, its child processes too
 
 
 class AtomStatus(msgspec.Struct):
@@ -74,12 +78,17 @@ def supervisor_alive(status: Status) -> bool:
         return False
 
 
-def show() -> int:
+def show(as_json: bool = False) -> int:
     """`kiri status`: 0 while the supervisor runs, 1 when its status file is stale."""
     path = status_path()
     status = read(path)
     now = time.time()
     alive = supervisor_alive(status)
+    learning = {name: state for name in _learning_atoms() if (state := read_state(name))}
+    learning = {n: st for n, st in learning.items() if st.updated >= status.started}
+    if as_json:
+        print_json(document(status, alive, learning))
+        return 0 if alive else 1
     if alive:
         print(
             f"kiri-supervise {status.pid}: pipeline {status.pipeline} ({status.file}), "
@@ -93,13 +102,40 @@ def show() -> int:
     print()
     for line in table(stage_rows(status, now, alive)):
         print(line)
-    learning = {name: state for name in _learning_atoms() if (state := read_state(name))}
-    learning = {n: st for n, st in learning.items() if st.updated >= status.started}
     if status.atoms or learning:
         print()
         for line in table(atom_rows(status, now, learning)):
             print(line)
     return 0 if alive else 1
+
+
+def document(status: Status, alive: bool, learning: dict[str, State]) -> dict[str, object]:
+    """`kiri status --json`: the status file, whether its supervisor runs, and each learning
+    atom's model; a stage's pid, cpu and rss are null once the supervisor is gone."""
+    stages = []
+    for s in status.stages:
+        entry = msgspec.structs.asdict(s)
+        if not alive:
+            entry.update(pid=None, cpu=None, rss=None)
+        stages.append(entry)
+    return {
+        "supervisor": {
+            "pid": status.pid,
+            "alive": alive,
+            "pipeline": status.pipeline,
+            "file": status.file,
+            "started": status.started,
+            "updated": status.updated,
+        },
+        "stages": stages,
+        "atoms": {
+            name: {
+                **(msgspec.structs.asdict(status.atoms[name]) if name in status.atoms else {}),
+                "model": describe(learning[name]) if name in learning else None,
+            }
+            for name in sorted(set(status.atoms) | set(learning))
+        },
+    }
 
 
 def _learning_atoms() -> list[str]:
@@ -108,12 +144,12 @@ def _learning_atoms() -> list[str]:
 
 
 def stage_rows(status: Status, now: float, alive: bool) -> list[list[str]]:
-    usage = measure([s.pid for s in status.stages if s.pid]) if alive else {}
     rows = [["STAGE", "STATE", "PID", "RESTARTS", "UPTIME", "CPU%", "RSS", "LAST EXIT"]]
     for s in status.stages:
         pid = s.pid if alive else None  # shown while the supervisor runs
         live = pid is not None
-        cpu, rss = ("-", "-") if pid is None else usage.get(pid, ("-", "-"))
+        cpu = "-" if pid is None or s.cpu is None else f"{s.cpu:.1f}"
+        rss = "-" if pid is None or s.rss is None else f"{s.rss / (1 << 20):.1f} MiB"
         rows.append(
             [
                 s.name,
@@ -151,26 +187,42 @@ def atom_rows(status: Status, now: float, learning: dict[str, State]) -> list[li
     return rows
 
 
-def measure(pids: list[int]) -> dict[int, tuple[str, str]]:
-    """CPU % over a short sample and resident memory of each live pid, formatted."""
-    procs = {}
-    for pid in pids:
-        try:
-            procs[pid] = psutil.Process(pid)
-            procs[pid].cpu_percent(None)  # starts the sample
-        except psutil.Error:
-            continue
-    time.sleep(CPU_SAMPLE)
-    usage = {}
-    for pid, proc in procs.items():
-        try:
-            usage[pid] = (
-                f"{proc.cpu_percent(None):.1f}",
-                f"{proc.memory_info().rss / (1 << 20):.1f} MiB",
-            )
-        except psutil.Error:
-            continue
-    return usage
+class Usage:
+    """CPU % and resident memory of each stage, its process and every process it started (the
+    program behind a wrapper, a training run), measured by the supervisor every CPU_EVERY
+    seconds: CPU % is over the time since the measurement before (100: one whole CPU)."""
+
+    def __init__(self) -> None:
+        self.procs: dict[int, psutil.Process] = {}  # kept: cpu_percent counts from the last call
+        self.last: dict[int, tuple[float, int]] = {}
+        self.due = 0.0
+
+    def of(self, pids: list[int], now: float) -> dict[int, tuple[float, int]]:
+        """(cpu %, rss bytes) of each of these stages' pids, measured again when due."""
+        if now >= self.due:
+            self.due = now + CPU_EVERY
+            self.last = self._measure(pids)
+        return self.last
+
+    def _measure(self, pids: list[int]) -> dict[int, tuple[float, int]]:
+        children: dict[int, list[int]] = {}
+        for proc in psutil.process_iter(["ppid"]):
+            children.setdefault(proc.info["ppid"], []).append(proc.pid)
+        usage, alive = {}, {}
+        for pid in pids:
+            cpu, rss, tree = 0.0, 0, [pid]
+            for member in tree:
+                tree.extend(children.get(member, []))
+                try:
+                    proc = alive[member] = self.procs.get(member) or psutil.Process(member)
+                    with proc.oneshot():
+                        cpu += proc.cpu_percent(None)  # 0 the first time: counted from now
+                        rss += proc.memory_info().rss
+                except psutil.Error:
+                    continue
+            usage[pid] = (round(cpu, 1), rss)
+        self.procs = alive
+        return usage
 
 
 def spoken(seconds: float) -> str:

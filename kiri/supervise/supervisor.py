@@ -74,7 +74,7 @@ from types import FrameType
 import msgspec
 import psutil
 
-from kiri import add_version_option
+from kiri import add_version_option, complete
 from kiri.clients.http import redact
 from kiri.home.config import secret_names
 from kiri.home.paths import atomic_write, kiri_home, private_dir
@@ -89,7 +89,7 @@ from kiri.supervise.pipeline import (
     uses_fifo,
 )
 from kiri.supervise.relay import READ_SIZE, Inbox, Outlet, RotatingLog
-from kiri.supervise.status import AtomStatus, StageStatus, Status, status_path, table
+from kiri.supervise.status import AtomStatus, StageStatus, Status, Usage, status_path, table
 from kiri.wire.backoff import Backoff
 from kiri.wire.errors import DO_NOT_RESTART, KiriError
 from kiri.wire.log import TAIL_LINES, Log, tail
@@ -137,15 +137,19 @@ class Stage:
     def ended(self) -> bool:
         return self.state in ("stopped", "failed")
 
-    def status(self) -> StageStatus:
+    def status(self, usage: dict[int, tuple[float, int]]) -> StageStatus:
+        pid = self.proc.pid if self.proc else None
+        cpu, rss = usage.get(pid, (None, None)) if pid else (None, None)
         return StageStatus(
             name=self.name,
             state=self.state,
-            pid=self.proc.pid if self.proc else None,
+            pid=pid,
             restarts=self.restarts,
             started=self.started,
             exit_status=self.exit_status,
             dropped=self.dropped,
+            cpu=cpu,
+            rss=rss,
         )
 
 
@@ -158,6 +162,7 @@ class Supervisor:
         home = kiri_home()
         self.fifo_path = home / "feedback.fifo"
         self.status_file = status_path()
+        self.usage = Usage()
         self.fifo = Inbox(bounded=False)
         logs = private_dir(home / "logs")
         self.stages = {
@@ -607,13 +612,15 @@ class Supervisor:
     def _write_status(self, now: float) -> None:
         if not self.changed and now < self.status_due:
             return
+        running = [s.proc.pid for s in self.stages.values() if s.proc and s.proc.returncode is None]
+        usage = self.usage.of(running, now)
         status = Status(
             pid=os.getpid(),
             pipeline=self.pipeline.name,
             file=str(self.path),
             started=self.started,
             updated=time.time(),
-            stages=[s.status() for s in self.stages.values()],
+            stages=[s.status(usage) for s in self.stages.values()],
             atoms=self.atoms,
         )
         try:
@@ -764,7 +771,9 @@ class Lifeline:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    complete(parser)
+    args = parser.parse_args(argv)
     log = setup_logging("supervise")
     try:
         pipeline = load(args.pipeline)
@@ -777,7 +786,7 @@ def main(argv: list[str] | None = None) -> int:
         return run_main(lambda: print("\n".join(describe(pipeline, path))))
 
     def body() -> None:
-        with exclusive(kiri_home()):
+        with exclusive(private_dir(kiri_home())):
             Supervisor(pipeline, path, log).run()
 
     return run_main(body)
