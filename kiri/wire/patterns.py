@@ -12,8 +12,12 @@ benchmark ranks culprits with the same culprit_order.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypeVar
+
+from kiri.wire.records import Culprit, Score
 
 MAX_NAMED = 3
+T = TypeVar("T")
 
 
 def culprit_order(z: Sequence[float], spread: Sequence[float]) -> list[int]:
@@ -36,3 +40,34 @@ def named_culprits(culprits: Sequence[tuple[str, float]], threshold: float) -> l
 def pattern_key(tokens: Sequence[str]) -> str:
     """One canonical string for a set of tokens: sorted, space-joined."""
     return " ".join(sorted(tokens))
+
+
+def explained(score: Score, named: Sequence[str]) -> list[Culprit]:
+    """The named culprit tokens of a score, each with its field, value, direction and usual
+    range, as far as the score says (one from an older model says less)."""
+    return [_culprit(score, score.tokens.index(t)) for t in named if t in score.tokens]
+
+
+def _culprit(score: Score, i: int) -> Culprit:
+    n, token = len(score.tokens), score.tokens[i]
+    name, label, unit = _at(score.fields, n, i, (token, "", ""))
+    spread = _at(score.spread, n, i, 0.0)
+    usual = len(score.usual_low) == len(score.usual_high) == n
+    return Culprit(
+        token=token,
+        atom=score.atom,
+        field=name,
+        label=label,
+        unit=unit,
+        value=_at(score.measured, n, i, score.values.get(name)),
+        direction="high" if spread > 0 else "low" if spread < 0 else "",
+        low=score.usual_low[i] if usual else None,
+        high=score.usual_high[i] if usual else None,
+        z=_at(score.z or score.nll, n, i, 0.0),
+        worse=_at(score.worse, n, i, "either"),
+    )
+
+
+def _at(items: Sequence[T], n: int, i: int, default: T) -> T:
+    """items[i] when the score has one for each of its n tokens, else the default."""
+    return items[i] if len(items) == n else default
