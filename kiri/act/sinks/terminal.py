@@ -19,12 +19,11 @@ from typing import TextIO
 from kiri.act.sinks import Sink, SinkError
 from kiri.wire.log import Log
 from kiri.wire.records import Decision
-from kiri.wire.render import printable, summary, top_culprits
+from kiri.wire.render import alert_lines, printable
 
 CLEAR = "\r\x1b[K"  # back to the first column, erase to the end of the line
 RESET = "\x1b[0m"
 STYLE = {"alert": "\x1b[1;31m", "resolve": "\x1b[32m", "suppress": "\x1b[2m"}
-LABEL = {"alert": "ALERT", "resolve": "RESOLVED", "suppress": "suppressed"}
 
 
 class TerminalSink(Sink):
@@ -54,13 +53,12 @@ class TerminalSink(Sink):
                 self.out.close()
 
     def _lines(self, d: Decision) -> str:
-        text = printable(summary(d))
-        line = f"{_clock(d.ts)} {LABEL[d.action]:<8} {_who(d)}  {text}"
+        """The alert as every sink tells it (kiri.wire.render.alert_lines), after the time."""
+        head, *culprits = alert_lines(d)
+        line = f"{_clock(d.ts)} {head}"
         if self.live:
             line = STYLE[d.action] + line + RESET
-        if d.action == "alert" and d.culprits:
-            line += f"\n{'':9}culprits: {printable(top_culprits(d))}"
-        return line
+        return "\n".join([line, *(f"{'':9}{c}" for c in culprits)])
 
     def _status(self, d: Decision) -> None:
         numbers = f"surprise {d.surprise:.2f} / threshold {d.threshold:.2f}"
