@@ -304,7 +304,7 @@ class Policy:
         told = [m for m in scores if m[0].atom not in suppressed] or scores
         culprits = sorted((c for _, cs, _ in told for c in cs), key=_by_surprise, reverse=True)
         action = "suppress" if len(suppressed) == len(scores) else "alert"
-        members = [(s, _explained(s, c, t), t) for s, c, t in told]
+        members = [(s, explained(s, c, t), t) for s, c, t in told]
         decision = Decision(
             ts=group.until,
             id=self.new_id(),
@@ -337,7 +337,7 @@ class Policy:
         self, score: Score, action: str, culprits: Culprits, threshold: float, incident: str
     ) -> Decision:
         notable = action in ("alert", "suppress")  # what a person may give a verdict on
-        named = _explained(score, culprits, threshold) if notable else []
+        named = explained(score, culprits, threshold) if notable else []
         return Decision(
             ts=score.ts,
             id=self.new_id(),
@@ -381,27 +381,21 @@ def _by_surprise(culprit: tuple[str, float]) -> float:
 
 
 SEVERITY = ("", "info", "warning", "critical")  # least to most serious
-FAR = 2.0  # a culprit's z this many times the threshold is far past it
+FAR = 2.0  # a surprise this many times the threshold is far past it
 
 
-def _explained(score: Score, culprits: Culprits, threshold: float) -> list[Culprit]:
-    return explained(score, named_culprits(culprits, threshold))
-
-
-def _severity(action: str, named: list[Culprit], surprise: float, threshold: float) -> str:
-    """An alert's severity, from how far and which way its culprits moved: `critical` when one
-    moved the way its atom calls bad news far past the threshold, `info` when each moved a way
-    its atom calls harmless (an idle CPU, a drop in load), `warning` otherwise. An alert whose
-    score named no fields (an older atom's) is critical when its surprise is far past."""
+def _severity(action: str, told: list[Culprit], surprise: float, threshold: float) -> str:
+    """An alert's severity, from how far and which way its culprits moved: `critical` when its
+    surprise is far past the threshold (FAR times it) and a culprit moved the way its atom calls
+    bad news, `info` when each moved a way its atom calls harmless (an idle CPU, a drop in
+    load), `warning` otherwise. An alert whose score named no fields (an older atom's) is
+    critical when its surprise is far past."""
     if action != "alert":
         return ""
-    if not named:
-        return "critical" if surprise >= FAR * threshold else "warning"
-    bad = [c for c in named if _bad_news(c)]
-    if not bad:
+    bad = [c for c in told if _bad_news(c)]
+    if told and not bad:
         return "info"
-    far = surprise >= FAR * threshold and any(c.z >= FAR * threshold for c in bad)
-    return "critical" if far else "warning"
+    return "critical" if surprise >= FAR * threshold else "warning"
 
 
 def _bad_news(c: Culprit) -> bool:

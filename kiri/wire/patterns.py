@@ -42,30 +42,46 @@ def pattern_key(tokens: Sequence[str]) -> str:
     return " ".join(sorted(tokens))
 
 
-def explained(score: Score, named: Sequence[str]) -> list[Culprit]:
-    """The named culprit tokens of a score, each with its field, value, direction and usual
-    range, as far as the score says (one from an older model says less)."""
-    return [_culprit(score, score.tokens.index(t)) for t in named if t in score.tokens]
+def explained(
+    score: Score, culprits: Sequence[tuple[str, float]], threshold: float
+) -> list[Culprit]:
+    """The culprits an alert tells people of, each with its field, value, direction and usual
+    range, as far as the score says (one from an older model says less): the named ones whose
+    z crossed the threshold, or the first named when none did (an alert names something)."""
+    named = named_culprits(culprits, threshold)
+    crossed = [t for t, z in culprits if t in named and z >= threshold] or named[:1]
+    return [_culprit(score, score.tokens.index(t)) for t in crossed if t in score.tokens]
 
 
 def _culprit(score: Score, i: int) -> Culprit:
     n, token = len(score.tokens), score.tokens[i]
     name, label, unit = _at(score.fields, n, i, (token, "", ""))
-    spread = _at(score.spread, n, i, 0.0)
     usual = len(score.usual_low) == len(score.usual_high) == n
+    value = _at(score.measured, n, i, score.values.get(name))
     return Culprit(
         token=token,
         atom=score.atom,
         field=name,
         label=label,
         unit=unit,
-        value=_at(score.measured, n, i, score.values.get(name)),
-        direction="high" if spread > 0 else "low" if spread < 0 else "",
+        value=value,
+        direction=_direction(score, i, value, usual),
         low=score.usual_low[i] if usual else None,
         high=score.usual_high[i] if usual else None,
         z=_at(score.z or score.nll, n, i, 0.0),
         worse=_at(score.worse, n, i, "either"),
     )
+
+
+def _direction(score: Score, i: int, value: float | None, usual: bool) -> str:
+    """`high` or `low`: which side of its training median the value lies, by its spread; ""
+    when the score does not say, or the value lies within its usual range (no move to speak of,
+    whatever made its token unlikely)."""
+    n = len(score.tokens)
+    if usual and value is not None and score.usual_low[i] <= value <= score.usual_high[i]:
+        return ""
+    spread = _at(score.spread, n, i, 0.0)
+    return "high" if spread > 0 else "low" if spread < 0 else ""
 
 
 def _at(items: Sequence[T], n: int, i: int, default: T) -> T:
