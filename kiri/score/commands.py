@@ -185,7 +185,7 @@ def score(args: argparse.Namespace) -> None:
             tokens = schema.tokenize(values, meta, now)
             observed = schema.encode_values([values], [meta], [now])[2][:, schema.n_context :]
             spread = _spread(detector, observed)
-            result = detector.score([Obs(ts=now, atom=spec.name, values=values, meta=meta)])[0]
+            result = detector.score([Obs(ts=now, atom=spec.name, values={**values}, meta=meta)])[0]
             scored = result if isinstance(result, Score) else None
         elif args.tokens:
             tokens = schema.parse(args.tokens)
