@@ -11,6 +11,7 @@ import msgspec
 import pytest
 from conftest import run
 
+from kiri.atoms.registry import atom_spec
 from kiri.decide.policy import Policy
 from kiri.wire.records import Culprit, Decision, Score
 from kiri.wire.render import alert_lines, alert_text, amount, culprit_text, short_id
@@ -215,3 +216,21 @@ def test_severity_follows_how_far_and_which_way_a_culprit_moved(surprise, worse,
     alert = first_alert(surprise, worse, spread)
     assert alert.severity == severity
     assert [c.token for c in alert.explained] == ["L0"]  # CPU did not cross the threshold
+
+
+def test_an_atom_of_config_toml_says_which_way_its_fields_are_bad_news(kiri_home):
+    kiri_home.mkdir()
+    config = kiri_home / "config.toml"
+    config.write_text(
+        '[atoms.gpu]\ncommand = ["x"]\n[atoms.gpu.fields]\n'
+        'temp = { lo = 20, hi = 100, worse = "high" }\nutil = { lo = 0, hi = 100 }\n'
+    )
+    out = run("kiri.cli", "info", "gpu")
+    assert out.returncode == 0, out.stderr
+    assert {f.name: f.worse for f in atom_spec("gpu").schema.fields} == {
+        "temp": "high",
+        "util": "either",
+    }
+    config.write_text(config.read_text().replace('worse = "high"', 'worse = "up"'))
+    out = run("kiri.cli", "info", "gpu")
+    assert out.returncode != 0 and "worse" in out.stderr.decode()
