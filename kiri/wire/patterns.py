@@ -4,9 +4,10 @@ A decision's culprits are all its tokens, each with its z (its -log p in held-ou
 deviations), ordered by culprit_order: the value farthest from its field's usual training
 spread first, the most surprising z first among equals. The ones worth naming are the first,
 and those of the next few that are unusual in their own right: their z above the threshold and
-at least half the first one's. kiri-decide names them in its summary and matches suppression
-rules against them; kiri-feedback counts dismissals of the same pattern. The detection
-benchmark ranks culprits with the same culprit_order.
+at least half the first one's. kiri-decide matches suppression rules against them;
+kiri-feedback counts dismissals of the same pattern. The detection benchmark ranks culprits
+with the same culprit_order. What an alert tells people of them (`explained`) is the named ones
+whose z crossed the threshold, each with its field, value, direction and usual range.
 """
 
 from __future__ import annotations

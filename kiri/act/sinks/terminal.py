@@ -1,5 +1,8 @@
 """The terminal sink: alert and resolve lines for a person watching, and a live status line.
 
+An alert is told as every sink tells it (kiri.wire.render.alert_lines), after the time: its
+headline, then a line per culprit it names.
+
 It writes to the controlling terminal (/dev/tty), so the lines reach the person even when stderr
 goes to a log file; without one (a service, a test) it falls back to stderr. On a terminal, `ok`
 decisions redraw one status line in place, and every other line first clears it so the two
