@@ -402,7 +402,9 @@ def _bad_news(c: Culprit) -> bool:
     """Whether the culprit moved the way its atom says is bad (either way when unknown)."""
     if c.worse == "neither":
         return False
-    return c.worse == "either" or not c.direction or c.worse == c.direction
+    if c.worse in ("high", "low") and c.direction:
+        return c.worse == c.direction
+    return True
 
 
 def _summary(action: str, score: Score, named: list[Culprit], threshold: float) -> str:

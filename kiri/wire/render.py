@@ -1,4 +1,4 @@
-"""Text for people: one line per record for a stage's output on a terminal, and an alert as
+"""Text for people: a line per record for a stage's output on a terminal, and an alert as
 every sink shows it (alert_text: a headline, then what each culprit did against its usual
 range, every line with the alert's short id)."""
 
@@ -137,8 +137,17 @@ def _number(x: float | None) -> str:
     return f"{x:.3g}"
 
 
+def _decision_line(head: str, d: Decision) -> str:
+    """An alert, resolve or suppressed alert as every sink tells it; any other decision in one
+    line."""
+    if d.action in ("alert", "resolve", "suppress"):
+        return f"{head} " + ("\n" + " " * (len(head) + 1)).join(alert_lines(d))
+    return f"{head} {d.action.upper():<8} {d.atom}@{d.host} {d.summary}".rstrip()
+
+
 def render(rec: Record) -> str:
-    """Render any record kind as one human line."""
+    """Render any record kind as one human line (an alert, resolve or suppressed alert as its
+    lines on every sink)."""
     head = f"{_clock(rec.ts)} {type(rec).__struct_config__.tag:<8}"
     if isinstance(rec, Obs):
         values = " ".join(f"{k}={_number(v)}" for k, v in rec.values.items())
@@ -149,7 +158,7 @@ def render(rec: Record) -> str:
             f"(threshold {rec.threshold:.2f}) {' '.join(rec.tokens)}"
         )
     if isinstance(rec, Decision):
-        return f"{head} {rec.action.upper():<8} {rec.atom}@{rec.host} {rec.summary}".rstrip()
+        return _decision_line(head, rec)
     if isinstance(rec, Outcome):
         status = "ok" if rec.ok else f"FAILED: {rec.error}"
         return f"{head} {rec.action} via {rec.sink}: {status}"
