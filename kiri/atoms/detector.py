@@ -10,7 +10,9 @@ field's training standard deviations. An observation's surprise is the geometric
 largest z (a field whose tokens are always hard to predict does not drown a rare excursion in
 another) and the sum of its distances (the size of a move, in every field), each in units of
 its own threshold: an observation is unusual when it is both improbable and far. The alert
-threshold is set from the held-out and trained-on surprise. Scoring is batched: one forward
+threshold is set from the held-out and trained-on surprise. Each field's usual range (the p5 to
+p95 of its training values) is kept too: scores carry it, and alerts say it ("usually 0.9–1.4
+per CPU"); it takes no part in scoring. Scoring is batched: one forward
 pass for many observations, the same code for `kiri-atom`, `kiri score` and the benchmarks.
 """
 
