@@ -146,6 +146,8 @@ def _typed(info: msgspec.inspect.Type) -> st.SearchStrategy[Any]:
         return st.lists(_typed(info.item_type), max_size=10)
     if isinstance(info, t.TupleType):
         return st.tuples(*[_typed(x) for x in info.item_types]).map(list)
+    if isinstance(info, t.StructType):  # a record's part (a decision's explained culprits)
+        return st.fixed_dictionaries({}, optional={f.name: _typed(f.type) for f in info.fields})
     raise TypeError(f"no strategy for {info}")
 
 

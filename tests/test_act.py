@@ -25,10 +25,12 @@ LINES = fixture_bytes("decisions.ndjson").splitlines()
 OBS, OK0, SCORE, ALERT, OK2, SUPPRESS, VERDICT, RESOLVE, RETRAIN, RULE = LINES
 STREAM = b"\n".join(LINES) + b"\n"
 ALERT_TEXT = (
-    "18:28:56 ALERT    pulse@vm  CPU 97% (C9) and memory 95% (M9) are unusual for this host "
+    "18:28:56 d-1 WARNING pulse@vm: CPU 97% (C9) and memory 95% (M9) are unusual for this host "
     "(surprise 4.3, threshold 3.2)"
 )
-CULPRITS_TEXT = "         culprits: M9 (12.1), C9 (9.4), S2 (3.1)"
+# a decision from before alerts explained their culprits: its named tokens, each with its z
+# (S2 and L4 are below the threshold: not named)
+CULPRIT_LINES = ["         d-1   M9 (z 12.1)", "         d-1   C9 (z 9.4)"]
 
 
 @pytest.fixture(autouse=True)
@@ -174,6 +176,9 @@ def test_each_decision_but_ok_becomes_an_outcome_and_other_kinds_pass_in_order(k
     ]
     assert logged[0]["atom"] == "pulse" and logged[0]["host"] == "vm"
     assert logged[0]["summary"] == json.loads(ALERT)["summary"]
+    # the alert as every sink tells it, with its short id
+    assert logged[0]["short"] == "d-1"
+    assert logged[0]["text"].splitlines() == [ALERT_TEXT[9:], *(c.strip() for c in CULPRIT_LINES)]
 
 
 def test_the_log_sink_appends_each_decision_to_a_private_file(kiri_home):
@@ -231,9 +236,10 @@ def test_the_terminal_sink_writes_to_stderr_without_a_terminal():
     )
     assert human_lines(out.stderr) == [
         ALERT_TEXT,
-        CULPRITS_TEXT,
-        "18:29:06 suppressed pulse@vm  CPU 96% (C9) matches rule r-1 (backup job)",
-        "18:30:06 RESOLVED pulse@vm  pulse is back to normal on vm after 70 s",
+        *CULPRIT_LINES,
+        "18:29:06 d-3 SUPPRESSED pulse@vm: CPU 96% (C9) matches rule r-1 (backup job)",
+        "         d-3   C9 (z 9.1)",
+        "18:30:06 d-4 RESOLVED pulse@vm: pulse is back to normal on vm after 70 s",
     ]
 
 
@@ -264,7 +270,7 @@ def test_on_a_terminal_ok_updates_a_status_line_that_an_alert_clears_first():
     assert screen.decode() == (
         f"{clear}18:28:45 pulse@vm surprise 0.42 / threshold 1.00 normal"
         f"{clear}18:29:01 pulse@vm surprise 0.87 / threshold 3.20 normal"
-        f"{clear}\x1b[1;31m{ALERT_TEXT}\x1b[0m\r\n{CULPRITS_TEXT}\r\n"
+        f"{clear}\x1b[1;31m{ALERT_TEXT}\x1b[0m\r\n{CULPRIT_LINES[0]}\r\n{CULPRIT_LINES[1]}\r\n"
         f"{clear}18:28:45 pulse@vm surprise 0.42 / threshold 1.00 normal\r\n"
     )
 
@@ -272,7 +278,7 @@ def test_on_a_terminal_ok_updates_a_status_line_that_an_alert_clears_first():
 def test_control_characters_from_records_never_reach_the_terminal():
     evil = json.loads(ALERT) | {"host": "vm\x1b]0;owned\x07", "summary": "a\nb\rc"}
     out, _ = act("--sink", "terminal", input=json.dumps(evil).encode() + b"\n")
-    assert human_lines(out.stderr)[0] == "18:28:56 ALERT    pulse@vm?]0;owned?  a?b?c"
+    assert human_lines(out.stderr)[0] == "18:28:56 d-1 WARNING pulse@vm?]0;owned?: a?b?c"
 
 
 # -- the exec sink -----------------------------------------------------------------------------
@@ -288,6 +294,21 @@ def test_the_exec_sink_gets_the_decision_line_on_stdin_and_its_stdout_is_dropped
         outcome(RESOLVE, "exec", detail="exit status 0"),
     )
     assert got_path.read_bytes() == ndjson(ALERT, RESOLVE)
+
+
+def test_the_exec_sink_hands_the_command_the_alert_as_people_read_it(tmp_path):
+    got_path = tmp_path / "got"
+    code = (
+        "import os, sys; open(sys.argv[1], 'a').write("
+        "os.environ['KIRI_ALERT_ID'] + '|' + os.environ['KIRI_ALERT_TEXT'] + '\\n')"
+    )
+    out, _ = act(*exec_args(code, str(got_path)))
+    assert out.returncode == 0
+    alert = got_path.read_text().split("d-4|")[0]
+    assert alert.splitlines() == [
+        "d-1|" + ALERT_TEXT[9:],
+        *(c.strip() for c in CULPRIT_LINES),
+    ]
 
 
 def test_a_failing_command_is_reported_with_its_last_stderr_line():

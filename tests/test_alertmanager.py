@@ -29,7 +29,7 @@ from kiri.wire.records import Decision
 ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
 ALERT = json.loads(fixture_bytes("decisions.ndjson").splitlines()[3])
 SUMMARY = ALERT["summary"]
-CULPRITS = "M9 (12.1), C9 (9.4), S2 (3.1)"
+CULPRITS = "M9 (z 12.1); C9 (z 9.4)"  # the named ones: S2 and L4 are below the threshold
 
 pytestmark = pytest.mark.servers(ALERTMANAGER)
 
@@ -223,8 +223,15 @@ def test_an_alert_is_active_in_alertmanager_as_one_alert_per_atom(am, host, kiri
         }
         for atom in ("pulse", "rhythm")
     ]
+    head = f"d-1 WARNING pulse, rhythm@{host}: {SUMMARY}"  # as every sink tells it
     for a in alerts:
-        assert a["annotations"] == {"summary": SUMMARY, "culprits": CULPRITS, "id": "d-1"}
+        assert a["annotations"] == {
+            "summary": head,
+            "description": f"{head}\nd-1   M9 (z 12.1)\nd-1   C9 (z 9.4)",
+            "culprits": CULPRITS,
+            "id": "d-1",
+            "short_id": "d-1",
+        }
         assert a["status"]["state"] == "active"
         assert a["generatorURL"] == "http://kiri.test/alerts/d-1"
         assert seconds(a["endsAt"]) - seconds(a["startsAt"]) == pytest.approx(4 * 60, abs=2)

@@ -280,6 +280,7 @@ def test_huge_values_are_the_top_bucket_and_very_surprising_as_kiri_score_says(i
             ",".join(f"{k}={v!r}" for k, v in s.values.items()), "--meta", "cpus=2",
         )  # fmt: skip
         assert shown.returncode == 0, shown.stderr
-        text = shown.stdout.decode()
+        text, _, why = shown.stdout.decode().partition("\n\n")  # the table, then what an alert says
         assert sorted(line.split()[0] for line in text.splitlines()[2:]) == sorted(s.tokens)
+        assert why.startswith("what an alert would say:\n  ")
         assert text.endswith(": unusual\n", 0, text.index("\n") + 1) == (s.surprise > s.threshold)

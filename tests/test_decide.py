@@ -147,7 +147,8 @@ def test_culprits_come_farthest_from_their_usual_spread_first_then_by_z():
     alert = decisions[2]
     assert [t for t, _ in alert.culprits] == ["C9", "L4", "M9", "D4", "N1", "S0"]
     assert dict(alert.culprits) == dict(zip(tokens, z, strict=True))  # each still with its z
-    assert alert.summary.startswith("CPU 97% (C9) and memory 95% (M9) are unusual")
+    # each says which way it moved against its training median
+    assert alert.summary.startswith("CPU 97% (C9) is high and memory 95% (M9) is low for vm")
 
 
 def test_an_early_models_alert_says_so():

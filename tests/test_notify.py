@@ -11,6 +11,14 @@ from conftest import fixture_bytes, log_events, stage_cmd
 LINES = fixture_bytes("decisions.ndjson").splitlines()
 OK, ALERT, RESOLVE = LINES[1], LINES[3], LINES[7]
 SUMMARY = json.loads(ALERT)["summary"]
+NAMED = "\nd-1   M9 (z 12.1)\nd-1   C9 (z 9.4)"  # the culprits it names, as every sink tells them
+
+
+def text(id: str, head: str, summary: str, named: str = NAMED) -> str:
+    """The alert as every sink tells it (kiri.wire.render.alert_text)."""
+    return f"{id} {head} pulse@vm: {summary}{named}"
+
+
 TRICKY = 'disk "full" \\ on <b>vm</b> & `rm -rf` $(x)\n'  # quotes, markup, shell, a newline
 
 
@@ -62,29 +70,47 @@ def test_notify_send_gets_title_urgency_and_message_as_argv(bin_dir):
     tricky = decision(ALERT, id="d-9", summary=TRICKY)
     _, outcomes = act(bin_dir, OK, ALERT, critical, tricky, RESOLVE)
     app = "--app-name=KIRI"
+    tricky_named = NAMED.replace("d-1", "d-9")
     assert calls(bin_dir, "notify-send") == [
-        [app, "--urgency=normal", "--", "KIRI: pulse unusual on vm (warning)", SUMMARY],
-        [app, "--urgency=critical", "--", "KIRI: pulse unusual on vm (critical)", SUMMARY],
         [
             app,
             "--urgency=normal",
             "--",
-            "KIRI: pulse unusual on vm (warning)",
-            'disk "full" \\ on &lt;b&gt;vm&lt;/b&gt; &amp; `rm -rf` $(x)?',
+            "KIRI d-1: pulse unusual on vm (warning)",
+            text("d-1", "WARNING", SUMMARY),
+        ],
+        [
+            app,
+            "--urgency=critical",
+            "--",
+            "KIRI d-1: pulse unusual on vm (critical)",
+            text("d-1", "CRITICAL", SUMMARY),
+        ],
+        [
+            app,
+            "--urgency=normal",
+            "--",
+            "KIRI d-9: pulse unusual on vm (warning)",
+            text(
+                "d-9",
+                "WARNING",
+                'disk "full" \\ on &lt;b&gt;vm&lt;/b&gt; &amp; `rm -rf` $(x)?',
+                tricky_named,
+            ),
         ],
         [
             app,
             "--urgency=low",
             "--",
-            "KIRI: pulse back to normal on vm",
-            json.loads(RESOLVE)["summary"],
+            "KIRI d-4: pulse back to normal on vm",
+            f"d-4 RESOLVED pulse@vm: {json.loads(RESOLVE)['summary']}",
         ],
     ]
     assert [(o["id"], o["ok"], o["detail"]) for o in outcomes] == [
-        ("d-1", True, f"{bin_dir}/notify-send: KIRI: pulse unusual on vm (warning)"),
-        ("d-1", True, f"{bin_dir}/notify-send: KIRI: pulse unusual on vm (critical)"),
-        ("d-9", True, f"{bin_dir}/notify-send: KIRI: pulse unusual on vm (warning)"),
-        ("d-4", True, f"{bin_dir}/notify-send: KIRI: pulse back to normal on vm"),
+        ("d-1", True, f"{bin_dir}/notify-send: KIRI d-1: pulse unusual on vm (warning)"),
+        ("d-1", True, f"{bin_dir}/notify-send: KIRI d-1: pulse unusual on vm (critical)"),
+        ("d-9", True, f"{bin_dir}/notify-send: KIRI d-9: pulse unusual on vm (warning)"),
+        ("d-4", True, f"{bin_dir}/notify-send: KIRI d-4: pulse back to normal on vm"),
     ]
 
 
@@ -100,8 +126,8 @@ def test_osascript_reads_the_text_from_its_arguments_never_from_its_script(bin_d
         "display notification (item 2 of argv) with title (item 1 of argv)",
         "-e",
         "end run",
-        "KIRI: pulse, rhythm unusual on vm (warning)",
-        TRICKY.replace("\n", "?"),
+        "KIRI d-1: pulse, rhythm unusual on vm (warning)",
+        f"d-1 WARNING pulse, rhythm@vm: {TRICKY.replace(chr(10), '?')}{NAMED}",
     ]
 
 

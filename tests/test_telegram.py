@@ -16,13 +16,17 @@ from test_loop import STRESS, Loop, newest_alert, recorded, wait_for
 
 from kiri.clients.telegram import RateLimits, keyboard, parse_press
 from kiri.home.store import Store
-from kiri.wire.records import Decision
+from kiri.wire.records import Culprit, Decision
 
 TOKEN = "123456:AAE-secret_token_Value9"
 CHAT = 1001
 ALICE = {"id": CHAT, "is_bot": False, "first_name": "Alice", "username": "alice"}
 MALLORY = {"id": 666, "is_bot": False, "first_name": "Mallory"}
 CULPRITS = [("C9", 21.4), ("M4", 8.1), ("L3", 7.0), ("D2", 0.1)]
+CPU_HIGH = Culprit(
+    token="C9", atom="pulse", field="cpu", label="CPU", unit="%", value=100.0,
+    direction="high", low=3.0, high=20.0, z=21.4, worse="high",
+)  # fmt: skip
 encode = msgspec.json.Encoder().encode
 
 
@@ -33,10 +37,11 @@ def decision(id, action="alert", incident="i1"):
         atom="pulse",
         host="vm",
         action=action,
-        severity="high" if action == "alert" else "",
+        severity="critical" if action == "alert" else "",
         surprise=21.4,
         threshold=6.3,
         culprits=CULPRITS,
+        explained=[CPU_HIGH],
         incident=incident,
         atoms=["pulse"],
         summary="CPU 100% (C9) is <b>unusual</b> for vm_1 *now* [x](y) & more",
@@ -176,10 +181,13 @@ def test_an_alert_is_plain_text_with_three_buttons_and_its_resolve_a_reply(teleg
     alert, resolve = fake.calls("sendMessage")
     assert alert.params["chat_id"] == CHAT and "parse_mode" not in alert.params
     lines = alert.params["text"].splitlines()
-    assert lines[0] == "🔴 KIRI alert: pulse on vm (high)"
-    assert lines[1] == "CPU 100% (C9) is <b>unusual</b> for vm_1 *now* [x](y) & more"  # verbatim
-    assert lines[2] == "Culprits: C9 (21.4), M4 (8.1), L3 (7.0)"
-    assert lines[3].endswith(" · id 3f9a2c1")
+    # the summary verbatim, then the culprit explained, as every sink tells it
+    assert lines[0] == (
+        "🔴 KIRI 3f9a2c CRITICAL pulse@vm: CPU 100% (C9) is <b>unusual</b> for vm_1 *now* [x](y) "
+        "& more"
+    )
+    assert lines[1] == "3f9a2c   CPU 100% is high for vm (usually 3–20%)"
+    assert lines[2].endswith(" · id 3f9a2c1") and len(lines) == 3
     assert alert.params["reply_markup"] == {
         "inline_keyboard": [
             [
@@ -191,7 +199,7 @@ def test_an_alert_is_plain_text_with_three_buttons_and_its_resolve_a_reply(teleg
     }
     assert "reply_markup" not in resolve.params
     assert resolve.params["reply_parameters"]["message_id"] == 100
-    assert resolve.params["text"].startswith("🟢 KIRI resolved: pulse on vm\n")
+    assert resolve.params["text"].startswith("🟢 KIRI 3f9a2c RESOLVED pulse@vm: ")
     assert resolve.at - alert.at >= 0.95  # about one message a second in a chat
     with Store() as store:
         remembered = store.telegram_message("3f9a2c1")

@@ -7,13 +7,23 @@ import os
 import subprocess
 import time
 
+import msgspec
 import pytest
 from conftest import fixture_bytes, log_events, stage_cmd
 from scripted_http import Answer, scripted_server
 
+from kiri.wire.records import Decision
+from kiri.wire.render import alert_text
+
 LINES = fixture_bytes("decisions.ndjson").splitlines()
 OK, ALERT, RESOLVE = LINES[1], LINES[3], LINES[7]
 SECRET = "kiri-test-secret-7f3a9c"
+
+
+def posted(line: bytes) -> bytes:
+    """What the receiver gets: the decision's every byte, and its text as every sink tells it."""
+    text = json.dumps(alert_text(msgspec.json.decode(line, type=Decision)), ensure_ascii=False)
+    return line[:-1] + b',"text":' + text.encode() + b"}"
 
 
 @pytest.fixture
@@ -57,7 +67,13 @@ def test_each_alert_and_resolve_is_posted_as_the_decision_itself_signed_with_the
     where, handler = signed
     out, outcomes = act(OK, ALERT, RESOLVE)
     assert out.returncode == 0
-    assert [r.body for r in handler.seen] == [ALERT, RESOLVE]  # `ok` is not posted
+    assert [r.body for r in handler.seen] == [posted(ALERT), posted(RESOLVE)]  # no `ok`
+    text = json.loads(handler.seen[0].body)["text"]
+    assert text.splitlines() == [
+        f"d-1 WARNING pulse@vm: {json.loads(ALERT)['summary']}",
+        "d-1   M9 (z 12.1)",
+        "d-1   C9 (z 9.4)",
+    ]
     for (_, _, headers, body), line in zip(handler.seen, (ALERT, RESOLVE), strict=True):
         assert headers["Content-Type"] == "application/json"
         assert headers["User-Agent"].startswith("kiri/")
@@ -78,7 +94,7 @@ def test_a_503_is_retried_with_the_same_idempotency_key_and_signature(signed):
     out, outcomes = act(ALERT)
     assert len(handler.seen) == 2
     (*_, first, body1), (*_, second, body2) = handler.seen
-    assert body1 == body2 == ALERT
+    assert body1 == body2 == posted(ALERT)
     assert first["Idempotency-Key"] == second["Idempotency-Key"] == "d-1"
     assert first["X-Kiri-Signature"] == second["X-Kiri-Signature"]
     assert [o["ok"] for o in outcomes] == [True]
@@ -112,7 +128,7 @@ def test_without_a_secret_the_body_goes_unsigned(kiri_home, receiver):
     _, [outcome] = act(ALERT)
     assert outcome["ok"] is True
     [(_, _, headers, body)] = handler.seen
-    assert body == ALERT and "X-Kiri-Signature" not in headers
+    assert body == posted(ALERT) and "X-Kiri-Signature" not in headers
 
 
 @pytest.mark.parametrize(

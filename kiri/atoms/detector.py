@@ -10,7 +10,9 @@ field's training standard deviations. An observation's surprise is the geometric
 largest z (a field whose tokens are always hard to predict does not drown a rare excursion in
 another) and the sum of its distances (the size of a move, in every field), each in units of
 its own threshold: an observation is unusual when it is both improbable and far. The alert
-threshold is set from the held-out and trained-on surprise. Scoring is batched: one forward
+threshold is set from the held-out and trained-on surprise. Each field's usual range (the p5 to
+p95 of its training values) is kept too: scores carry it, and alerts say it ("usually 0.9–1.4
+per CPU"); it takes no part in scoring. Scoring is batched: one forward
 pass for many observations, the same code for `kiri-atom`, `kiri score` and the benchmarks.
 """
 
@@ -40,6 +42,7 @@ THRESHOLD_FLOOR = 5.0  # held-out standard deviations: below this nothing is unu
 FAR_FLOOR = 5.0  # training standard deviations, summed over fields: nor a smaller distance
 STD_FLOOR = 0.5  # nats: a field whose -log p hardly varies held out still needs this for 1 std
 QUANTILES = (0.5, 0.9, 0.99, 1.0)
+USUAL = (0.05, 0.95)  # a field's usual range, as alerts show it: its training p5 to p95
 TRAINED_QUANTILE = 0.999  # the threshold is at least this quantile of trained-on surprise
 CALIBRATION_TRAINED = 20_000  # most recent trained-on observations scored for the fields' spread
 EARLY_MARGIN = 1.5  # an early model's threshold, against what its calibration alone would set
@@ -56,6 +59,10 @@ class Calibration(msgspec.Struct):
     value_median: list[float] = []  # each scored field's median value in training
     value_spread: list[float] = []  # and its robust spread (see value_figures)
     value_std: list[float] = []  # and its standard deviation, the unit of its distance
+    # and its usual range: the USUAL quantiles of its training values (what an alert calls
+    # "usually"; empty for a model trained before KIRI kept them)
+    value_low: list[float] = []
+    value_high: list[float] = []
     token_values: list[list[float]] = []  # per scored field, the value each token stands for
     distance_weight: float = 0.0  # distance in z's units: z's threshold / distance's threshold
     observations: int = 0  # how many observations the model was trained and calibrated on
@@ -112,9 +119,9 @@ class Detector:
         self.calibration, self.id = calibration, model_id
         self.provenance = provenance or weights.Provenance()
         self._tokens = np.array(schema.vocab, dtype=object)  # id -> token, a batch at a time
-        self._fields = [
-            (f.name, f.label or f.name, f.unit) for f in schema.ordered[schema.n_context :]
-        ]
+        scored = schema.ordered[schema.n_context :]
+        self._fields = [(f.name, f.label or f.name, f.shown_unit) for f in scored]
+        self._worse = [f.worse for f in scored]
 
     @classmethod
     def load(cls, path: Path) -> Detector:
@@ -215,10 +222,12 @@ class Detector:
             z.round(3).tolist(),
             self.calibration.surprise(z, far).round(4).tolist(),
             [[]] * len(valid) if spread is None else spread.round(3).tolist(),
+            _bounded(observed).round(6).tolist(),
             strict=True,
         )
+        cal = self.calibration
         scores: dict[int, Score] = {}
-        for i, toks, row, zs, s, spreads in rows:
+        for i, toks, row, zs, s, spreads, measured in rows:
             obs = observations[i]
             scores[i] = Score(
                 ts=obs.ts,
@@ -230,6 +239,10 @@ class Detector:
                 z=zs,
                 spread=spreads,
                 fields=self._fields,
+                measured=measured,
+                usual_low=cal.value_low,
+                usual_high=cal.value_high,
+                worse=self._worse,
                 surprise=s,
                 threshold=self.threshold,
                 model=self.id,
@@ -277,6 +290,8 @@ def calibrate(held: Figures, trained: Figures, values: ValueFigures) -> Calibrat
         value_median=values.median,
         value_spread=values.spread,
         value_std=values.std,
+        value_low=values.low,
+        value_high=values.high,
         token_values=values.tokens,
     )
     z_held, z_seen = fields.z(nll), fields.z(seen)
@@ -320,6 +335,8 @@ class ValueFigures(NamedTuple):
     spread: list[float]
     std: list[float]
     tokens: list[list[float]]
+    low: list[float]  # the USUAL range: its low end
+    high: list[float]  # and its high end
 
 
 def value_figures(schema: Schema, x: FloatArray, normal: IntArray | None = None) -> ValueFigures:
@@ -351,8 +368,14 @@ def value_figures(schema: Schema, x: FloatArray, normal: IntArray | None = None)
     spread = np.where(spread > 0, spread, 0.01 * np.maximum(np.abs(median), 1.0))
     std = np.maximum(x.std(axis=0), floor)
     std = np.where(std > 0, std, spread)
+    low, high = np.quantile(x, USUAL, axis=0)
     return ValueFigures(
-        median.round(6).tolist(), spread.round(6).tolist(), std.round(6).tolist(), tokens
+        median.round(6).tolist(),
+        spread.round(6).tolist(),
+        std.round(6).tolist(),
+        tokens,
+        low.round(6).tolist(),
+        high.round(6).tolist(),
     )
 
 

@@ -25,7 +25,15 @@ SCHEMA = Schema(
         Field("added", "A", 16, 0, 16, label="tasks added"),
         Field("done", "D", 16, 0, 16, label="tasks done"),
         Field("switches", "S", 10, 0, 10, label="project switches"),
-        Field("backlog", "B", AUTO_LEVELS, auto=True, tails=AUTO_TAILS, label="open tasks"),
+        Field(
+            "backlog",
+            "B",
+            AUTO_LEVELS,
+            auto=True,
+            tails=AUTO_TAILS,
+            label="open tasks",
+            worse="high",
+        ),
     ]
 )
 SPEC = AtomSpec("drift", SCHEMA, n_layer=1, n_embd=32, n_head=4, block_size=8)

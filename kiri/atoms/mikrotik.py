@@ -22,22 +22,31 @@ from kiri.atoms.registry import AUTO_LEVELS, AUTO_STEPS, AUTO_TAILS, AtomSpec
 from kiri.atoms.schema import Field, Schema
 
 
-def _auto(name: str, label: str, unit: str = "") -> Field:
+def _auto(name: str, label: str, unit: str = "", worse: str = "either") -> Field:
     """A field whose buckets are fitted to the router's own traffic, as auto atoms' are."""
-    return Field(name, f"{name}:", AUTO_LEVELS, auto=True, tails=AUTO_TAILS, label=label, unit=unit)
+    return Field(
+        name,
+        f"{name}:",
+        AUTO_LEVELS,
+        auto=True,
+        tails=AUTO_TAILS,
+        label=label,
+        unit=unit,
+        worse=worse,
+    )
 
 
 SCHEMA = Schema(
     [
-        Field("cpu", "C", 10, 0, 100, label="CPU", unit="%"),
-        Field("mem", "M", 10, 0, 100, label="memory", unit="%"),
-        Field("disk", "D", 10, 0, 100, label="disk", unit="%"),
+        Field("cpu", "C", 10, 0, 100, label="CPU", unit="%", worse="high"),
+        Field("mem", "M", 10, 0, 100, label="memory", unit="%", worse="high"),
+        Field("disk", "D", 10, 0, 100, label="disk", unit="%", worse="high"),
         _auto("rx", "received", " B/s"),
         _auto("tx", "sent", " B/s"),
-        _auto("errors", "interface errors"),
-        _auto("drops", "dropped packets"),
-        _auto("link_downs", "link downs"),
-        Field("reboot", "R", 2, 0, 1, label="reboot"),
+        _auto("errors", "interface errors", worse="high"),
+        _auto("drops", "dropped packets", worse="high"),
+        _auto("link_downs", "link downs", worse="high"),
+        Field("reboot", "R", 2, 0, 1, label="reboot", worse="high"),
     ]
 )
 SPEC = AtomSpec(

@@ -140,4 +140,5 @@ def _config_field(name: str, spec: FieldSpec) -> Field:
         context=spec.context,
         label=name if spec.label is None else spec.label,
         unit=spec.unit,
+        worse=spec.worse,
     )

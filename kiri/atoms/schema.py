@@ -45,6 +45,9 @@ class Field(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     label: str = ""  # for people: "CPU"
     unit: str = ""  # for people: "%"
     clock: str = ""  # "hour" or "weekday": the value is the observation's local time, not a value
+    # which way of moving is bad news (WORSE): an alert's severity says so; a drop in load, say,
+    # is worth knowing but no emergency
+    worse: str = "either"
 
     @property
     def size(self) -> int:
@@ -72,6 +75,18 @@ class Field(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         """`CPU 97%`: the field as a person names it, with its raw value."""
         return describe(self.label or self.name, self.unit, value)
 
+    @property
+    def shown_unit(self) -> str:
+        """The unit of the value as tokenized: `load` is `per CPU`."""
+        per = f" per {PER_NAMES.get(self.per, self.per)}" if self.per else ""
+        return f"{self.unit}{per}"
+
+
+# Which way of moving makes a field's alert serious: up, down, either way, or neither (a move
+# worth telling, never an emergency).
+WORSE = ("high", "low", "either", "neither")
+PER_NAMES = {"cpus": "CPU"}  # a `per` meta field as its unit reads
+
 
 class Schema(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=True):
     fields: list[Field]
@@ -84,6 +99,8 @@ class Schema(msgspec.Struct, frozen=True, forbid_unknown_fields=True, dict=True)
         for f in self.fields:
             if f.clock and (f.clock not in CLOCKS or not f.context or f.auto):
                 raise ValueError(f"field {f.name}: a clock field is a fixed context field")
+            if f.worse not in WORSE:
+                raise ValueError(f"field {f.name}: worse must be one of {', '.join(WORSE)}")
 
     @functools.cached_property
     def ordered(self) -> list[Field]:

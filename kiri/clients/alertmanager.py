@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from kiri.clients.http import HttpError, post_json, request
 from kiri.home.config import load_config
 from kiri.wire.records import Decision
-from kiri.wire.render import top_culprits
+from kiri.wire.render import alert_lines, culprit_lines, printable, short_id
 
 ALERTNAME = "KiriAnomaly"
 
@@ -60,12 +60,15 @@ def labels(decision: Decision, atom: str) -> dict[str, str]:
 
 def alert(decision: Decision, atom: str, am: Settings, starts: float) -> dict[str, object]:
     """A postable alert for one atom of an alert decision, without its endsAt."""
+    lines = alert_lines(decision)
     body: dict[str, object] = {
         "labels": labels(decision, atom),
-        "annotations": {
-            "summary": decision.summary,
-            "culprits": top_culprits(decision),
+        "annotations": {  # the alert as every sink tells it (kiri.wire.render.alert_lines)
+            "summary": lines[0],
+            "description": "\n".join(lines),
+            "culprits": printable("; ".join(culprit_lines(decision))),
             "id": decision.id,
+            "short_id": short_id(decision.id),
         },
         "startsAt": timestamp(starts),
     }

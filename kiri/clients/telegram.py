@@ -32,16 +32,17 @@ import msgspec
 from kiri.clients.http import HttpError, post_json, redact, retrying, url_secrets
 from kiri.home.config import ConfigError, TelegramSection, load_config, secret
 from kiri.wire.records import Decision
-from kiri.wire.render import summary, top_culprits
+from kiri.wire.render import alert_lines
 
 TOKEN = re.compile(r"^[0-9]+:[A-Za-z0-9_-]+$")  # what @BotFather hands out
-MAX_SUMMARY = 3000  # characters of a summary in a message; Telegram takes 4096 in all
+MAX_TEXT = 3000  # characters of an alert's text in a message; Telegram takes 4096 in all
 MAX_CALLBACK_DATA = 64  # bytes, Telegram's limit for a button's data
 
 # A button's data is CODE:ALERT; the codes and what each press means (verdict, new normal).
 BUTTONS = (("c", "✅ Confirm"), ("d", "❌ Dismiss"), ("n", "🆕 New normal"))
 PRESSES = {"c": ("confirm", False), "d": ("dismiss", False), "n": ("dismiss", True)}
 NEW_NORMAL = "new normal"  # the note of a New normal press
+MARKS = {"info": "🔵", "warning": "🟠", "critical": "🔴"}  # an alert's, by severity
 
 
 # -- settings ---------------------------------------------------------------------------------
@@ -242,17 +243,10 @@ def who(user: User) -> str:
 
 def message_text(d: Decision) -> str:
     """An alert or resolve as plain text (no parse mode: nothing in a record is markup)."""
-    atoms = ", ".join(d.atoms) or d.atom
     when = time.strftime("%Y-%m-%d %H:%M", time.localtime(d.ts))
-    if d.action == "alert":
-        head = f"🔴 KIRI alert: {atoms} on {d.host}" + (f" ({d.severity})" if d.severity else "")
-    else:
-        head = f"🟢 KIRI resolved: {atoms} on {d.host}"
-    lines = [head, summary(d)[:MAX_SUMMARY]]  # cut here, so the id line always fits
-    if d.action == "alert" and d.culprits:
-        lines.append("Culprits: " + top_culprits(d))
-    lines.append(f"{when} · id {d.id}")
-    return _plain("\n".join(lines))
+    mark = MARKS.get(d.severity, "🔴") if d.action == "alert" else "🟢"
+    text = "\n".join(alert_lines(d))[:MAX_TEXT]  # cut here, so the id line always fits
+    return _plain(f"{mark} KIRI {text}\n{when} · id {d.id}")
 
 
 def _plain(text: str) -> str:

@@ -25,9 +25,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from kiri.wire.patterns import culprit_order, named_culprits, pattern_key
-from kiri.wire.records import Decision, Rule, Score
-from kiri.wire.render import describe
+from kiri.wire.patterns import culprit_order, explained, named_culprits, pattern_key
+from kiri.wire.records import Culprit, Decision, Rule, Score
+from kiri.wire.render import culprits_said, joined
 
 Culprits = list[tuple[str, float]]
 # given a host's state (atom -> surprise / threshold) and a time: the action, or None if unsure
@@ -312,21 +312,25 @@ class Policy:
         told = [m for m in scores if m[0].atom not in suppressed] or scores
         culprits = sorted((c for _, cs, _ in told for c in cs), key=_by_surprise, reverse=True)
         action = "suppress" if len(suppressed) == len(scores) else "alert"
+        members = [(s, explained(s, c, t), t) for s, c, t in told]
         decision = Decision(
             ts=group.until,
             id=self.new_id(),
             atom=top.atom,
             host=host,
             action=action,
-            severity=_severity(action, top.surprise, top_threshold),
+            severity=max(
+                (_severity(action, cs, s.surprise, t) for s, cs, t in members), key=SEVERITY.index
+            ),
             surprise=top.surprise,
             threshold=round(top_threshold, 4),
             culprits=culprits,
+            explained=[c for _, cs, _ in members for c in cs],
             tokens=top.tokens,
             rarity=self.hosts[host][top.atom].record.rarity(),
             incident=group.incident,
             atoms=[s.atom for s, _, _ in scores],
-            summary=_group_summary(told, host),
+            summary=_group_summary(members, host),
             state=self.state(host, group.until),
             by="policy",
         )
@@ -341,21 +345,23 @@ class Policy:
         self, score: Score, action: str, culprits: Culprits, threshold: float, incident: str
     ) -> Decision:
         notable = action in ("alert", "suppress")  # what a person may give a verdict on
+        named = explained(score, culprits, threshold) if notable else []
         return Decision(
             ts=score.ts,
             id=self.new_id(),
             atom=score.atom,
             host=score.host,
             action=action,
-            severity=_severity(action, score.surprise, threshold),
+            severity=_severity(action, named, score.surprise, threshold),
             surprise=score.surprise,
             threshold=round(threshold, 4),
             culprits=culprits,
+            explained=named,
             tokens=score.tokens if notable else [],
             rarity=self.hosts[score.host][score.atom].record.rarity() if notable else 0.0,
             incident=incident,
             atoms=[score.atom],
-            summary=_summary(action, score, culprits, threshold),
+            summary=_summary(action, score, named, threshold),
             by="policy",
             state=self._state_for(action, score.host, score.ts, incident),
         )
@@ -372,7 +378,9 @@ class Policy:
                 f"{decision.action}, from people's earlier verdicts"
             )
             decision.action, decision.by = action, "nerve"
-            decision.severity = decision.severity if action == "alert" else ""
+            decision.severity = _severity(
+                action, decision.explained, decision.surprise, decision.threshold
+            )
         return decision
 
 
@@ -380,45 +388,56 @@ def _by_surprise(culprit: tuple[str, float]) -> float:
     return culprit[1]
 
 
-def _severity(action: str, surprise: float, threshold: float) -> str:
+SEVERITY = ("", "info", "warning", "critical")  # least to most serious
+FAR = 2.0  # a surprise this many times the threshold is far past it
+
+
+def _severity(action: str, told: list[Culprit], surprise: float, threshold: float) -> str:
+    """An alert's severity, from how far and which way its culprits moved: `critical` when its
+    surprise is far past the threshold (FAR times it) and a culprit moved the way its atom calls
+    bad news, `info` when each moved a way its atom calls harmless (an idle CPU, a drop in
+    load), `warning` otherwise. An alert whose score named no fields (an older atom's) is
+    critical when its surprise is far past."""
     if action != "alert":
         return ""
-    return "critical" if surprise >= 2 * threshold else "warning"
+    bad = [c for c in told if _bad_news(c)]
+    if told and not bad:
+        return "info"
+    return "critical" if surprise >= FAR * threshold else "warning"
 
 
-def _summary(action: str, score: Score, culprits: Culprits, threshold: float) -> str:
+def _bad_news(c: Culprit) -> bool:
+    """Whether the culprit moved the way its atom says is bad (either way when unknown)."""
+    if c.worse == "neither":
+        return False
+    if c.worse in ("high", "low") and c.direction:
+        return c.worse == c.direction
+    return True
+
+
+def _summary(action: str, score: Score, named: list[Culprit], threshold: float) -> str:
     figures = f"(surprise {score.surprise:.1f}, threshold {threshold:.1f})"
     if action == "resolve":
         return f"{score.atom} on {score.host} is back to normal {figures}"
     if action not in ("alert", "suppress"):
         return ""
     early = " (early model: still learning this host)" if score.early else ""
-    return f"{_unusual(score, culprits, threshold)} for {score.host} {figures}{early}"
+    return f"{_unusual(named)} for {score.host} {figures}{early}"
 
 
-def _unusual(score: Score, culprits: Culprits, threshold: float) -> str:
-    """`CPU 97% (C9) and memory 95% (M9) are unusual`."""
-    parts = [_describe(score, t) for t in named_culprits(culprits, threshold)]
-    subject = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
-    return f"{subject} {'is' if len(parts) == 1 else 'are'} unusual"
+def _unusual(named: list[Culprit]) -> str:
+    """`CPU 97% (C9) is high and load 0.2 per CPU (L0) is low`."""
+    return culprits_said(named) if named else "the observation is unusual"
 
 
-def _group_summary(members: list[tuple[Score, Culprits, float]], host: str) -> str:
-    """`pulse, rhythm and drift are unusual together on vm: CPU 97% (C9) is unusual; …`."""
+def _group_summary(members: list[tuple[Score, list[Culprit], float]], host: str) -> str:
+    """`pulse and rhythm are unusual together on vm: pulse: CPU 97% (C9) is high (surprise
+    …); rhythm: …`."""
     atoms = [s.atom for s, _, _ in members]
-    names = atoms[0] if len(atoms) == 1 else ", ".join(atoms[:-1]) + " and " + atoms[-1]
     details = "; ".join(
-        f"{s.atom}: {_unusual(s, c, t)} (surprise {s.surprise:.1f}, threshold {t:.1f})"
+        f"{s.atom}: {_unusual(c)} (surprise {s.surprise:.1f}, threshold {t:.1f})"
         for s, c, t in members
     )
     together = " together" if len(atoms) > 1 else ""
-    return f"{names} {'are' if len(atoms) > 1 else 'is'} unusual{together} on {host}: {details}"
-
-
-def _describe(score: Score, token: str) -> str:
-    """`CPU 97% (C9)`, from the field the score names for the token (the bare token for a score
-    that names none: one from before scores carried their fields)."""
-    if len(score.fields) != len(score.tokens) or token not in score.tokens:
-        return token
-    name, label, unit = score.fields[score.tokens.index(token)]
-    return f"{describe(label, unit, score.values.get(name))} ({token})"
+    verb = "are" if len(atoms) > 1 else "is"
+    return f"{joined(atoms)} {verb} unusual{together} on {host}: {details}"

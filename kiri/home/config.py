@@ -168,6 +168,8 @@ class FixedField(Table, frozen=True):
     label: str | None = None  # None: the field's name
     unit: str = ""
     context: bool = False  # conditioned on, not scored
+    # which way of moving is bad news: an alert's severity follows it
+    worse: Literal["high", "low", "either", "neither"] = "either"
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.lo) and math.isfinite(self.hi) and self.lo < self.hi):

@@ -21,8 +21,9 @@ from kiri.model.config import matrix_shapes, num_params
 from kiri.model.fast import FloatArray
 from kiri.score.progress import Progress
 from kiri.wire.errors import KiriError
-from kiri.wire.patterns import culprit_order
-from kiri.wire.records import UNDECODABLE, Obs
+from kiri.wire.patterns import culprit_order, explained
+from kiri.wire.records import UNDECODABLE, Obs, Score
+from kiri.wire.render import culprit_text
 
 if TYPE_CHECKING:
     from kiri.model.fast import FloatArray
@@ -169,12 +170,14 @@ def _examples(spec: AtomSpec) -> list[list[str]]:
 def score(args: argparse.Namespace) -> None:
     """kiri score ATOM: surprise, threshold, and per token (likeliest culprit first, the order
     decisions name culprits in) its -log p, its z, with --values how far the value lies from its
-    field's training median in robust spreads, and the likeliest token of its field."""
+    field's training median in robust spreads, and the likeliest token of its field; with
+    --values, then the culprits an alert would name, explained as alerts explain them."""
     spec = _spec(args.atom)
     detector = _detector(spec.name, args.weights)
     schema = detector.schema
     spread: list[float] = []
     observed = None  # with tokens only, each value is the one its token stands for
+    scored: Score | None = None  # the score kiri-atom would emit, with --values
     try:
         if args.values:
             values, meta = _pairs(args.values, float), _meta(args.meta)
@@ -182,6 +185,8 @@ def score(args: argparse.Namespace) -> None:
             tokens = schema.tokenize(values, meta, now)
             observed = schema.encode_values([values], [meta], [now])[2][:, schema.n_context :]
             spread = _spread(detector, observed)
+            result = detector.score([Obs(ts=now, atom=spec.name, values={**values}, meta=meta)])[0]
+            scored = result if isinstance(result, Score) else None
         elif args.tokens:
             tokens = schema.parse(args.tokens)
         else:
@@ -199,11 +204,22 @@ def score(args: argparse.Namespace) -> None:
     spread_head = f"{'spread':>8}" if spread else ""
     print(f"{'token':<14}{'-log p':>8}{'z':>8}{spread_head}   most likely instead")
     first = schema.scored.start
-    for k in culprit_order(z.tolist(), spread):
+    order = culprit_order(z.tolist(), spread)
+    for k in order:
         pos, token = first + k, tokens[first + k - 1]
         best, p = _likeliest(detector, ids[:pos], schema.field_of(token))
         shown = f"{spread[k]:>8.2f}" if spread else ""
         print(f"{token:<14}{nll[k]:>8.2f}{z[k]:>8.2f}{shown}   {best} (p {p:.2f})")
+    if scored is not None:
+        _explain(scored, order)
+
+
+def _explain(scored: Score, order: list[int]) -> None:
+    """The culprits an alert on this score would name, as every sink shows them."""
+    culprits = [(scored.tokens[k], scored.z[k]) for k in order]
+    print("\nwhat an alert would say:")
+    for c in explained(scored, culprits, scored.threshold):
+        print(f"  {culprit_text(c)}")
 
 
 def _spread(detector: Detector, observed: FloatArray) -> list[float]:

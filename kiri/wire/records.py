@@ -50,10 +50,34 @@ class Score(_Record, tag="score"):
     # each token's field: its name (a key of values), label and unit, so that no later stage
     # needs the atom's schema to name a culprit
     fields: list[tuple[str, str, str]] = []
+    # and, for explaining it: each field's value as tokenized (load per CPU), its usual range
+    # in training (p5 and p95; empty from a model trained before KIRI kept them) and which way
+    # of moving is bad news ("high", "low", "either" or "neither", kiri.atoms.schema.WORSE)
+    measured: list[float] = []
+    usual_low: list[float] = []
+    usual_high: list[float] = []
+    worse: list[str] = []
     surprise: float = 0.0  # how unusual: the largest z and the fields' distances (detector.py)
     threshold: float = 0.0
     model: str = ""
     early: bool = False  # the model has not seen enough of this host yet (kiri.atoms.retraining)
+
+
+class Culprit(msgspec.Struct):
+    """One field an alert is about, explained for people: `load 0.31 per CPU is low (usually
+    0.9–1.4)`. Carried by the decision, so that no later stage needs the atom's schema."""
+
+    token: str = ""  # the field's token, as in the decision's culprits
+    atom: str = ""
+    field: str = ""  # its name, a key of the observation's values
+    label: str = ""  # as people name it: "load"
+    unit: str = ""  # of value, low and high: "%", " per CPU"
+    value: float | None = None  # as tokenized (load per CPU); None when the score had none
+    direction: str = ""  # "high" or "low" against its training median; "" when unknown
+    low: float | None = None  # its usual range in training (p5 to p95); None when unknown
+    high: float | None = None
+    z: float = 0.0  # its token's -log p in held-out standard deviations
+    worse: str = "either"  # which way of moving is bad news (kiri.atoms.schema.WORSE)
 
 
 class Decision(_Record, tag="decision"):
@@ -66,7 +90,8 @@ class Decision(_Record, tag="decision"):
     severity: str = ""
     surprise: float = 0.0
     threshold: float = 0.0
-    culprits: list[tuple[str, float]] = []
+    culprits: list[tuple[str, float]] = []  # every token with its z, likeliest culprit first
+    explained: list[Culprit] = []  # an alert's named culprits (kiri.wire.patterns), for people
     tokens: list[str] = []  # the observation's tokens in document order (a new normal's example)
     # an alert's: 1 - the share of this atom's earlier scores on this host as surprising (else 0)
     rarity: float = 0.0

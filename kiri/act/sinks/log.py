@@ -19,6 +19,9 @@ from kiri.act.sinks import Sink, SinkError
 from kiri.home.paths import alert_log_path, private_dir
 from kiri.wire.log import Log
 from kiri.wire.records import Decision
+from kiri.wire.render import alert_text, short_id
+
+TOLD = frozenset({"alert", "resolve", "suppress"})  # the actions a person reads the text of
 
 
 class LogSink(Sink):
@@ -73,6 +76,8 @@ class LogSink(Sink):
             host=decision.host,
             severity=decision.severity,
             summary=decision.summary,
+            text=alert_text(decision) if decision.action in TOLD else "",
+            short=short_id(decision.id),
         )
         return str(self.path)
 

@@ -23,7 +23,7 @@ from kiri.act.sinks import Sink, SinkError
 from kiri.wire.children import CannotRunError, ChildError, run
 from kiri.wire.log import Log
 from kiri.wire.records import Decision
-from kiri.wire.render import printable, summary
+from kiri.wire.render import alert_text, printable, short_id
 
 TIMEOUT = 10.0  # seconds a notifier may take; they return at once when a desktop is there
 APPLESCRIPT = [
@@ -31,7 +31,7 @@ APPLESCRIPT = [
     "display notification (item 2 of argv) with title (item 1 of argv)",
     "end run",
 ]
-URGENCY = {"critical": "critical", "warning": "normal"}
+URGENCY = {"critical": "critical", "warning": "normal", "info": "low"}
 SKIPPED = "skipped: no notifier"
 
 
@@ -75,14 +75,16 @@ def _urgency(d: Decision) -> str:
 
 def _title(d: Decision) -> str:
     atoms = ", ".join(d.atoms or [d.atom])
+    kiri = f"KIRI {short_id(d.id)}"
     if d.action == "resolve":
-        return printable(f"KIRI: {atoms} back to normal on {d.host}")
+        return printable(f"{kiri}: {atoms} back to normal on {d.host}")
     severity = f" ({d.severity})" if d.severity else ""
-    return printable(f"KIRI: {atoms} unusual on {d.host}{severity}")
+    return printable(f"{kiri}: {atoms} unusual on {d.host}{severity}")
 
 
 def _message(d: Decision) -> str:
-    return printable(summary(d))
+    """The alert as every sink tells it (kiri.wire.render.alert_text)."""
+    return alert_text(d)
 
 
 def find_notifier() -> str | None:

@@ -5,11 +5,12 @@ token only by reference (token_env or token_file), and it never appears in an ou
 line, even when a malformed api_url makes a request fail with its URL quoted (BotAPI redacts
 every error).
 
-An alert is a plain-text message (summary, culprits, id) with three buttons: Confirm, Dismiss
-and New normal; `kiri-collect telegram` records a press as a verdict and edits the message to
-show it. A resolve is a reply to the incident's latest alert message, without buttons, so it
-shows up threaded under what it resolves. Each message sent is remembered in the store (its
-chat and message id, and its text), which is what lets the buttons and the resolves find it.
+An alert is a plain-text message (its text as every sink tells it, kiri.wire.render.alert_text,
+and its id) with three buttons: Confirm, Dismiss and New normal; `kiri-collect telegram` records
+a press as a verdict and edits the message to show it. A resolve is a reply to the incident's
+latest alert message, without buttons, so it shows up threaded under what it resolves. Each
+message sent is remembered in the store (its chat and message id, and its text), which is what
+lets the buttons and the resolves find it.
 
 Each delivery is one request; kiri-act retries a failed one (--retries) when the failure is
 transient (no answer, 429, 5xx), after the retry_after a 429 asks for, and at once reports a

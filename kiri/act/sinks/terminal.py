@@ -1,5 +1,8 @@
 """The terminal sink: alert and resolve lines for a person watching, and a live status line.
 
+An alert is told as every sink tells it (kiri.wire.render.alert_lines), after the time: its
+headline, then a line per culprit it names.
+
 It writes to the controlling terminal (/dev/tty), so the lines reach the person even when stderr
 goes to a log file; without one (a service, a test) it falls back to stderr. On a terminal, `ok`
 decisions redraw one status line in place, and every other line first clears it so the two
@@ -19,12 +22,11 @@ from typing import TextIO
 from kiri.act.sinks import Sink, SinkError
 from kiri.wire.log import Log
 from kiri.wire.records import Decision
-from kiri.wire.render import printable, summary, top_culprits
+from kiri.wire.render import alert_lines, printable
 
 CLEAR = "\r\x1b[K"  # back to the first column, erase to the end of the line
 RESET = "\x1b[0m"
 STYLE = {"alert": "\x1b[1;31m", "resolve": "\x1b[32m", "suppress": "\x1b[2m"}
-LABEL = {"alert": "ALERT", "resolve": "RESOLVED", "suppress": "suppressed"}
 
 
 class TerminalSink(Sink):
@@ -54,13 +56,12 @@ class TerminalSink(Sink):
                 self.out.close()
 
     def _lines(self, d: Decision) -> str:
-        text = printable(summary(d))
-        line = f"{_clock(d.ts)} {LABEL[d.action]:<8} {_who(d)}  {text}"
+        """The alert as every sink tells it (kiri.wire.render.alert_lines), after the time."""
+        head, *culprits = alert_lines(d)
+        line = f"{_clock(d.ts)} {head}"
         if self.live:
             line = STYLE[d.action] + line + RESET
-        if d.action == "alert" and d.culprits:
-            line += f"\n{'':9}culprits: {printable(top_culprits(d))}"
-        return line
+        return "\n".join([line, *(f"{'':9}{c}" for c in culprits)])
 
     def _status(self, d: Decision) -> None:
         numbers = f"surprise {d.surprise:.2f} / threshold {d.threshold:.2f}"

@@ -5,7 +5,9 @@
     secret_env = "KIRI_WEBHOOK_SECRET"   # or secret_file = "~/.kiri/webhook.secret" (0600)
     timeout = 10                          # seconds to wait for the receiver (default 10)
 
-The body is the decision record exactly as kiri-act read it (one JSON object, no newline), with
+The body is the decision record exactly as kiri-act read it (one JSON object, no newline) with
+one field added at its end: `text`, the alert as people read it on every sink
+(kiri.wire.render.alert_text, each line starting with the alert's short id). It goes with
 `Content-Type: application/json`, `User-Agent: kiri/VERSION` and `Idempotency-Key: <decision
 id>`: the same on every attempt, so a receiver that saw a delivery already can drop the repeat.
 With a secret, `X-Kiri-Signature: sha256=<hex>` is the HMAC-SHA256 of the exact body bytes under
@@ -26,11 +28,14 @@ import hashlib
 import hmac
 import urllib.parse
 
+import msgspec
+
 from kiri import version
 from kiri.act.sinks import Sink, SinkError
 from kiri.clients.http import HttpError, request, url_secrets
 from kiri.home.config import ConfigError, config_path, load_config, secret
 from kiri.wire.records import Decision
+from kiri.wire.render import alert_text
 
 
 class WebhookSink(Sink):
@@ -42,7 +47,7 @@ class WebhookSink(Sink):
         self.where = f"POST to {urllib.parse.urlsplit(url).netloc.rpartition('@')[2]}"
 
     def deliver(self, decision: Decision, line: bytes) -> str:
-        body = line.rstrip(b"\n")
+        body = with_text(line, decision)
         try:
             answer = request(
                 "POST",
@@ -66,6 +71,14 @@ class WebhookSink(Sink):
         if self.key is not None:
             headers["X-Kiri-Signature"] = "sha256=" + signature(self.key, body)
         return headers
+
+
+def with_text(line: bytes, decision: Decision) -> bytes:
+    """The decision's line, its every byte kept, with `text` added as its last field."""
+    record = line.rstrip()
+    if not record.endswith(b"}"):  # kiri-act decoded it, so it is an object; a guard all the same
+        return record
+    return record[:-1] + b',"text":' + msgspec.json.encode(alert_text(decision)) + b"}"
 
 
 def signature(key: str, body: bytes) -> str:
