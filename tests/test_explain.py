@@ -166,6 +166,16 @@ def test_an_older_decision_lists_only_the_culprits_it_names_with_their_z():
     ]
 
 
+def test_a_notice_shows_the_last_lines_of_what_failed_after_its_headline():
+    notice = Decision(
+        id="5a5a5a5a5a5a", atom="supervisor", host="vm", action="alert", severity="critical",
+        summary="stage atom failed", detail="\n".join(f"line {i}" for i in range(15)),
+    )  # fmt: skip
+    lines = alert_lines(notice)
+    assert lines[0] == "5a5a5a CRITICAL supervisor@vm: stage atom failed"
+    assert lines[1:] == [f"5a5a5a   | line {i}" for i in range(5, 15)]
+
+
 def test_a_group_alert_names_each_culprits_atom_and_strips_control_characters():
     group = Decision(
         id="f00ba4123456", atom="pulse", host="vm\x1b[2J", action="alert", severity="warning",

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from kiri.wire.patterns import named_culprits
 from kiri.wire.records import Culprit, Decision, Obs, Outcome, Record, Rule, Score, Verdict
 
+DETAIL_LINES = 10  # of a decision's detail (a failed stage's last words) shown with it
 SHORT_ID = 6  # hex digits of an alert's id that people see and type (1 in 16 million collide)
 
 
@@ -41,13 +42,14 @@ def alert_text(d: Decision) -> str:
 def alert_lines(d: Decision) -> list[str]:
     """`a1b2c3 WARNING pulse@vm: load 0.31 per CPU (L1) is low for vm (surprise …)`, then
     for an alert one line per culprit it names, `a1b2c3   load 0.31 per CPU is low for vm
-    (usually 0.9–1.4 per CPU)`. Every line starts with the short id that `kiri feedback` takes,
+    (usually 0.9–1.4 per CPU)`, and the last lines of its detail (what a failed stage said). Every line starts with the short id that `kiri feedback` takes,
     and is stripped of control characters."""
     sid = short_id(d.id)
     atoms = ", ".join(d.atoms or [d.atom])
     lines = [f"{sid} {headword(d)} {atoms}@{d.host}: {summary(d)}"]
     if d.action in ("alert", "suppress"):
         lines += [f"{sid}   {line}" for line in culprit_lines(d)]
+    lines += [f"{sid}   | {line}" for line in d.detail.splitlines()[-DETAIL_LINES:]]
     return [printable(line) for line in lines]
 
 
