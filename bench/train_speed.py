@@ -26,11 +26,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from kiri.model.config import Config, num_params  # noqa: E402
+from kiri.model.size import ModelSize, num_params  # noqa: E402
 from kiri.model.training import TextDocs, new_engine, train  # noqa: E402
 
 NAMES = ROOT / "tests" / "fixtures" / "names.txt"  # a copy of ../shared/data/names.txt
-PULSE = Config(vocab_size=43, n_layer=2, n_embd=32, n_head=4, block_size=16)
+PULSE = ModelSize(vocab_size=43, n_layer=2, n_embd=32, n_head=4, block_size=16)
 PULSE_LEVELS = (10, 10, 10, 5, 5, 2)  # C M D S L N
 
 
@@ -47,7 +47,7 @@ def pulse_docs(n: int, seed: int = 0) -> list[list[int]]:
     return docs
 
 
-def timed_training(engine_name: str, config: Config, docs, steps: int, run_steps: int, batch=1):
+def timed_training(engine_name: str, config: ModelSize, docs, steps: int, run_steps: int, batch=1):
     """Seconds for `steps` training steps, measured over `run_steps` (extrapolated if fewer)."""
     engine = new_engine(engine_name, config, random.Random(42))
     t = time.perf_counter()
@@ -71,7 +71,7 @@ def main() -> None:
 
     rng = random.Random(42)
     names = TextDocs(NAMES, rng)
-    micro = Config(vocab_size=names.vocab_size)
+    micro = ModelSize(vocab_size=names.vocab_size)
     docs = names.token_docs()
     fast_s, _ = timed_training("fast", micro, docs, 1000, 1000)
     pure_s, _ = timed_training("pure", micro, docs, 1000, pure_steps[0])

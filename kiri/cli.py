@@ -18,7 +18,7 @@ from kiri.home.paths import kiri_home
 from kiri.home.runner import run_main
 from kiri.home.store import Store, db_path
 from kiri.model import weights
-from kiri.model.config import Config, num_params
+from kiri.model.size import ModelSize, num_params
 from kiri.model.training import TextDocs, engine_class, new_engine, train
 from kiri.score import commands as atom_commands
 from kiri.score.progress import Progress
@@ -191,7 +191,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         raise KiriError(f"cannot read {args.text}: {e}") from e
     if not docs.docs:
         raise KiriError(f"{args.text} holds no documents")
-    config = Config(docs.vocab_size, args.n_layer, args.n_embd, args.n_head, args.block_size)
+    config = ModelSize(docs.vocab_size, args.n_layer, args.n_embd, args.n_head, args.block_size)
     if problems := config.problems():
         raise KiriError("; ".join(problems))
     print(f"num docs: {len(docs.docs)}")

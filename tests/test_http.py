@@ -6,7 +6,8 @@ import socket
 import pytest
 from scripted_http import Answer, scripted_server
 
-from kiri.clients.http import HttpError, post_json, redact, request, retrying, url_secrets
+from kiri.clients.http import HttpError, post_json, request, retrying
+from kiri.wire.redact import redact, url_secrets
 
 
 @pytest.fixture

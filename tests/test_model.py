@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from conftest import FIXTURES, run
 
-from kiri.model.config import Config, init_matrices, num_params
 from kiri.model.engine import Value
 from kiri.model.fast import FastGPT
 from kiri.model.gpt import GPT, softmax
+from kiri.model.size import ModelSize, init_matrices, num_params
 from kiri.model.training import TextDocs
 
 NAMES = FIXTURES / "names.txt"  # the makemore names, as in ../shared/data
@@ -40,7 +40,7 @@ MICROGPT_SAMPLES = [
 def names_setup(steps_rng_seed=42):
     rng = random.Random(steps_rng_seed)
     docs = TextDocs(NAMES, rng)
-    config = Config(vocab_size=docs.vocab_size)
+    config = ModelSize(vocab_size=docs.vocab_size)
     return rng, docs, config, init_matrices(config, rng)
 
 
@@ -107,7 +107,7 @@ def test_pure_engine_first_steps_match_the_published_loss_and_the_fast_engine():
 def random_case(seed):
     r = random.Random(seed)
     n_head = r.randint(1, 4)
-    config = Config(
+    config = ModelSize(
         vocab_size=r.randint(3, 9),
         n_layer=r.randint(1, 3),
         n_embd=n_head * r.randint(1, 3),
@@ -125,7 +125,7 @@ def random_case(seed):
 Cache = list[list[list[Value]]]  # per layer, a key (or value) vector for each position so far
 
 
-def empty_cache(config: Config) -> tuple[Cache, Cache]:
+def empty_cache(config: ModelSize) -> tuple[Cache, Cache]:
     """GPT.forward's keys and values at the start of a document."""
     return [[] for _ in range(config.n_layer)], [[] for _ in range(config.n_layer)]
 
@@ -214,7 +214,7 @@ GROUPS = [range(3), range(3, 5), range(5, 8), range(8, 9)]  # three fields, then
 
 
 def restricted_case():
-    config = Config(vocab_size=9, n_layer=1, n_embd=8, n_head=2, block_size=4)
+    config = ModelSize(vocab_size=9, n_layer=1, n_embd=8, n_head=2, block_size=4)
     fast = FastGPT(config, init_matrices(config, random.Random(1)))
     fast.restrict_outputs(GROUPS)
     return fast, [[8, 1, 4, 6, 8], [8, 2, 3, 7, 8], [8, 0, 4, 5, 8]]
@@ -280,5 +280,7 @@ def test_restricted_gradients_match_finite_differences():
 
 
 def test_the_pulse_atom_size_has_27840_parameters():
-    assert num_params(Config(vocab_size=43, n_layer=2, n_embd=32, n_head=4, block_size=16)) == 27840
-    assert num_params(Config(vocab_size=27)) == 4192
+    assert (
+        num_params(ModelSize(vocab_size=43, n_layer=2, n_embd=32, n_head=4, block_size=16)) == 27840
+    )
+    assert num_params(ModelSize(vocab_size=27)) == 4192

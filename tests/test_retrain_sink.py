@@ -7,8 +7,8 @@ import msgspec
 import pytest
 from conftest import stage_cmd
 
+from kiri.act.retrain import RetrainSink
 from kiri.act.sinks import SinkError
-from kiri.act.sinks.retrain import RetrainSink
 from kiri.atoms import training_jobs
 from kiri.atoms.training_jobs import MAX_RUNNING, train_log
 from kiri.wire import log as kiri_log

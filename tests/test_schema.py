@@ -9,7 +9,7 @@ import pytest
 from kiri.atoms.pulse import SCHEMA
 from kiri.atoms.registry import atom_spec
 from kiri.atoms.schema import Field, Schema, SchemaError, clock_field
-from kiri.model.config import num_params
+from kiri.model.size import num_params
 
 META = {"cpus": "2"}
 

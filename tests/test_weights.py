@@ -10,10 +10,10 @@ import pytest
 from conftest import run
 
 from kiri.model import weights
-from kiri.model.config import Config, init_matrices
 from kiri.model.fast import FastGPT
+from kiri.model.size import ModelSize, init_matrices
 
-CONFIG = Config(vocab_size=5, n_layer=1, n_embd=8, n_head=2, block_size=6)
+CONFIG = ModelSize(vocab_size=5, n_layer=1, n_embd=8, n_head=2, block_size=6)
 VOCAB = ["a", "b", "c", "d"]
 
 

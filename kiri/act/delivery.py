@@ -23,10 +23,10 @@ import msgspec
 
 from kiri.act.outbox import Entry, Outbox
 from kiri.act.sinks import Sink, SinkError
-from kiri.clients.http import redact
 from kiri.wire.backoff import Backoff
 from kiri.wire.log import Log
 from kiri.wire.records import UNDECODABLE, Decision, Outcome
+from kiri.wire.redact import redact
 from kiri.wire.render import local_time
 from kiri.wire.stream import Stream
 

@@ -19,14 +19,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import os
 import sqlite3
 import sys
 
 from kiri import add_version_option, complete
 from kiri.act.delivery import FIRST_RETRY, KEEP, Deliveries, observe
 from kiri.act.outbox import Outbox
-from kiri.act.sinks import Sink, SinkError, sink_modules
-from kiri.act.sinks.retrain import RetrainSink
+from kiri.act.retrain import RetrainSink
+from kiri.act.sinks import Sink, SinkError, SinkModule, sink_module, sink_names
 from kiri.home.durations import seconds
 from kiri.home.runner import run_main
 from kiri.home.store import Store, StoreError
@@ -35,11 +36,14 @@ from kiri.wire.log import Log
 from kiri.wire.records import Decision
 from kiri.wire.stream import Stream, add_stream_options, setup_logging
 
-SINKS = sink_modules()
+DEFAULT_SINK = "log"
 TICK = 1.0  # seconds: how often, at most, the outbox and the sinks' background work are seen to
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(sinks: dict[str, SinkModule | None] | None = None) -> argparse.ArgumentParser:
+    """kiri-act's options, with those of the sinks loaded in `sinks` (the others are None;
+    by default every sink is loaded)."""
+    sinks = sinks or {name: sink_module(name) for name in sink_names()}
     parser = argparse.ArgumentParser(
         prog="kiri-act",
         usage="%(prog)s [options] [-- CMD [ARG ...]]",
@@ -51,10 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--sink",
         action="append",
-        choices=list(SINKS),
+        choices=list(sinks),
         metavar="NAME",
-        help="deliver to this sink, repeatable (default: log): "
-        + "; ".join(f"{name}: {module.HELP}" for name, module in SINKS.items()),
+        help=f"deliver to this sink, repeatable (default: {DEFAULT_SINK}): "
+        + "; ".join(f"{name}: {module.HELP}" if module else name for name, module in sinks.items()),
     )
     parser.add_argument(
         "--exec-timeout",
@@ -86,8 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"the first wait before the outbox is tried again, doubled after each failure up "
         f"to a minute (default: {FIRST_RETRY:g}s)",
     )
-    for module in SINKS.values():
-        if hasattr(module, "add_options"):
+    for module in sinks.values():
+        if module and hasattr(module, "add_options"):
             module.add_options(parser)
     add_stream_options(parser)
     return parser
@@ -130,10 +134,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if "--" in argv:
         cut = argv.index("--")
         argv, command = argv[:cut], argv[cut + 1 :]
-    parser = build_parser()
+    parser = build_parser(_sinks(argv))
     complete(parser)
     args = parser.parse_args(argv)
-    args.sink = list(dict.fromkeys(args.sink or ["log"]))  # each sink once, in the given order
+    args.sink = list(
+        dict.fromkeys(args.sink or [DEFAULT_SINK])
+    )  # each sink once, in the given order
     if "exec" in args.sink and not command:
         parser.error("--sink exec needs a command: -- CMD [ARG ...]")
     if command and "exec" not in args.sink:
@@ -142,10 +148,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _sinks(argv: list[str]) -> dict[str, SinkModule | None]:
+    """Every sink by name, the module loaded only for those argv names (each sink brings its
+    own libraries, TLS and HTTP for some), or for all of them when help or completion is asked
+    for, which show every sink's options."""
+    everything = "_ARGCOMPLETE" in os.environ or any(a in ("-h", "--help") for a in argv)
+    named = {DEFAULT_SINK}
+    for i, arg in enumerate(argv):
+        if arg == "--sink" and i + 1 < len(argv):
+            named.add(argv[i + 1])
+        elif arg.startswith("--sink="):
+            named.add(arg.partition("=")[2])
+    names = sink_names()
+    return {n: sink_module(n) if everything or n in named else None for n in names}
+
+
 def open_sink(name: str, args: argparse.Namespace, log: Log) -> Sink:
     """Open a sink before any input is read, so a sink that cannot work fails the start."""
     try:
-        return SINKS[name].open_sink(args, log)
+        return sink_module(name).open_sink(args, log)
     except SinkError as e:
         raise KiriError(str(e)) from e
 

@@ -31,8 +31,8 @@ from kiri.atoms.registry import AtomSpec
 from kiri.atoms.retraining import DEFAULT as SCHEDULE
 from kiri.atoms.schema import Field, Schema, SchemaError
 from kiri.model import weights
-from kiri.model.config import init_matrices
 from kiri.model.fast import FastGPT, FloatArray, IntArray
+from kiri.model.size import init_matrices
 from kiri.model.training import train
 from kiri.wire.records import Obs, Score
 

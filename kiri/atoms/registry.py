@@ -30,7 +30,7 @@ import msgspec
 from kiri.atoms.schema import Field, Schema, clock_field
 from kiri.home.config import ConfigError, FieldSpec, config_atom, load_config
 from kiri.home.paths import valid_name
-from kiri.model.config import Config
+from kiri.model.size import ModelSize
 from kiri.wire.records import Obs
 
 BUILT_IN = ("pulse", "rhythm", "drift", "mikrotik", "nerve")  # kiri/atoms/NAME.py
@@ -50,10 +50,10 @@ class AtomSpec(msgspec.Struct, frozen=True):
     # what `kiri train` learns from, given the observations it loaded (default: all of them)
     training_set: Callable[[list[Obs]], list[Obs]] | None = None
 
-    def config(self, schema: Schema | None = None) -> Config:
+    def config(self, schema: Schema | None = None) -> ModelSize:
         schema = schema or self.schema
         block = max(self.block_size, schema.doc_len - 1)  # a whole observation fits the context
-        return Config(schema.vocab_size, self.n_layer, self.n_embd, self.n_head, block)
+        return ModelSize(schema.vocab_size, self.n_layer, self.n_embd, self.n_head, block)
 
 
 class UnknownAtom(KeyError):  # noqa: N818 (the name every lookup catches)

@@ -29,9 +29,10 @@ from collections.abc import Callable, Mapping
 
 import msgspec
 
-from kiri.clients.http import HttpError, post_json, redact, retrying, url_secrets
+from kiri.clients.http import HttpError, post_json, retrying
 from kiri.home.config import ConfigError, TelegramSection, load_config, secret
 from kiri.wire.records import Decision
+from kiri.wire.redact import redact, url_secrets
 from kiri.wire.render import alert_lines
 
 TOKEN = re.compile(r"^[0-9]+:[A-Za-z0-9_-]+$")  # what @BotFather hands out
@@ -49,7 +50,7 @@ MARKS = {"info": "🔵", "warning": "🟠", "critical": "🔴"}  # an alert's, b
 
 
 @dataclasses.dataclass(frozen=True)
-class TelegramConfig:
+class TelegramSettings:
     token: str = dataclasses.field(repr=False)
     chat_id: int
     allowed_ids: frozenset[int]  # users
@@ -62,14 +63,14 @@ class TelegramConfig:
         return self.token.split(":", 1)[0]
 
 
-def load_telegram_config() -> TelegramConfig | None:
+def telegram_settings() -> TelegramSettings | None:
     """The [telegram] settings of config.toml, with the bot token read; None when there is no
     [telegram] table."""
     section = load_config().telegram
     if section is None:
         return None
     allowed = section.allowed_ids if section.allowed_ids is not None else [section.chat_id]
-    return TelegramConfig(
+    return TelegramSettings(
         _token(section),
         section.chat_id,
         frozenset(allowed),
@@ -99,7 +100,7 @@ class BotAPI:
 
     def __init__(
         self,
-        config: TelegramConfig,
+        config: TelegramSettings,
         *,
         timeout: float = 10.0,
         sleep: Callable[[float], object] = time.sleep,

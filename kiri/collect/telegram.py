@@ -37,11 +37,11 @@ from kiri.clients.telegram import (
     NEW_NORMAL,
     BotAPI,
     CallbackQuery,
-    TelegramConfig,
+    TelegramSettings,
     Update,
     judged_text,
-    load_telegram_config,
     parse_press,
+    telegram_settings,
     verdict_words,
     who,
 )
@@ -80,7 +80,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> argp
 
 
 def collect(args: argparse.Namespace, stream: Stream) -> None:
-    config = load_telegram_config()
+    config = telegram_settings()
     if config is None:
         stream.log.warning(
             "no_telegram",
@@ -96,7 +96,9 @@ def collect(args: argparse.Namespace, stream: Stream) -> None:
 class Presses:
     """The poll loop, and what each press becomes."""
 
-    def __init__(self, config: TelegramConfig, store: Store, stream: Stream, timeout: int) -> None:
+    def __init__(
+        self, config: TelegramSettings, store: Store, stream: Stream, timeout: int
+    ) -> None:
         self.allowed, self.allowed_chats = config.allowed_ids, config.allowed_chats
         self.store, self.stream, self.log = store, stream, stream.log
         self.api = BotAPI(config, sleep=stream.sleep)

@@ -15,7 +15,6 @@ ended (expired, or deleted with `kiri rules delete`) no longer count: it takes n
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import time
 
 import msgspec
@@ -70,6 +69,10 @@ def needed(pattern: str, after: int) -> int:
 
 
 def rule_id(host: str, atom: str, pattern: str) -> str:
+    # hashlib loads OpenSSL's libcrypto, 4 MB that kiri-feedback would hold all day for the
+    # few moments a person gives a verdict
+    import hashlib
+
     return "r-" + hashlib.sha256(f"{host} {atom} {pattern}".encode()).hexdigest()[:8]
 
 

@@ -22,7 +22,7 @@ from typing import NamedTuple, TypeAlias
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from kiri.model.config import BETA1, BETA2, EPS_ADAM, EPS_NORM, Config, matrix_shapes
+from kiri.model.size import BETA1, BETA2, EPS_ADAM, EPS_NORM, ModelSize, matrix_shapes
 
 FloatArray: TypeAlias = NDArray[np.float64]
 IntArray: TypeAlias = NDArray[np.intp]
@@ -182,7 +182,7 @@ class Cache:
 class FastGPT:
     """microgpt over batches, in numpy: training, scoring and sampling."""
 
-    def __init__(self, config: Config, matrices: Mapping[str, ArrayLike]) -> None:
+    def __init__(self, config: ModelSize, matrices: Mapping[str, ArrayLike]) -> None:
         self.config = config
         shapes = matrix_shapes(config)
         self.theta = np.concatenate([np.asarray(matrices[n], float).ravel() for n, _ in shapes])

@@ -10,8 +10,8 @@ import random
 from collections.abc import Iterable, Mapping
 from typing import cast
 
-from kiri.model.config import BETA1, BETA2, EPS_ADAM, EPS_NORM, Config
 from kiri.model.engine import Value
+from kiri.model.size import BETA1, BETA2, EPS_ADAM, EPS_NORM, ModelSize
 
 KV = list[list[list[Value]]]  # a document's keys (or values): per layer, per position, a vector
 
@@ -42,7 +42,9 @@ def rmsnorm(x: list[Value]) -> list[Value]:
 class GPT:
     """microgpt's model, Adam state and sampler, on scalar Values."""
 
-    def __init__(self, config: Config, matrices: Mapping[str, Iterable[Iterable[float]]]) -> None:
+    def __init__(
+        self, config: ModelSize, matrices: Mapping[str, Iterable[Iterable[float]]]
+    ) -> None:
         self.config = config
         self.state_dict = {
             name: [[Value(float(x)) for x in row] for row in rows]

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeAlias
 
-from kiri.model.config import Config, init_matrices
+from kiri.model.size import ModelSize, init_matrices
 
 if TYPE_CHECKING:
     import numpy as np
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
 
 class Engine(Protocol):
-    config: Config
+    config: ModelSize
 
     def train_step(self, docs: list[list[int]], lr: float) -> float: ...
 
@@ -27,7 +27,7 @@ class Engine(Protocol):
     def matrices(self) -> Matrices: ...
 
 
-def engine_class(name: str) -> Callable[[Config, Matrices], Engine]:
+def engine_class(name: str) -> Callable[[ModelSize, Matrices], Engine]:
     if name == "pure":
         from kiri.model.gpt import GPT
 
@@ -39,7 +39,7 @@ def engine_class(name: str) -> Callable[[Config, Matrices], Engine]:
     raise ValueError(f"unknown engine {name!r} (choose fast or pure)")
 
 
-def new_engine(name: str, config: Config, rng: random.Random) -> Engine:
+def new_engine(name: str, config: ModelSize, rng: random.Random) -> Engine:
     """A freshly initialised model; the draws come from rng, after any earlier draws."""
     return engine_class(name)(config, init_matrices(config, rng))
 

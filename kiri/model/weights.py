@@ -22,7 +22,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from kiri.home.paths import atomic_write, private_dir
-from kiri.model.config import Config, matrix_shapes, num_params
+from kiri.model.size import ModelSize, matrix_shapes, num_params
 from kiri.wire.errors import KiriError
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ class Provenance(msgspec.Struct):
 class WeightsFile(msgspec.Struct):
     format: str
     version: int
-    config: Config
+    config: ModelSize
     vocab: list[str]
     params: dict[str, list[list[float]]]
     provenance: Provenance = msgspec.field(default_factory=Provenance)
@@ -61,7 +61,7 @@ class WeightsFile(msgspec.Struct):
 class Weights(msgspec.Struct):
     """A loaded, validated model: what an engine needs, plus where it came from."""
 
-    config: Config
+    config: ModelSize
     vocab: list[str]
     matrices: dict[str, NDArray[np.float64]]
     provenance: Provenance
@@ -74,7 +74,7 @@ _decoder = msgspec.json.Decoder(WeightsFile)
 
 def save(
     path: Path,
-    config: Config,
+    config: ModelSize,
     vocab: list[str],
     matrices: Matrices,
     provenance: Provenance,

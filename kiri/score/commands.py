@@ -17,8 +17,8 @@ from kiri.atoms.schema import Field, SchemaError
 from kiri.home.paths import examples_path, weights_path
 from kiri.home.recordings import load_observations, recording_files
 from kiri.home.store import Store
-from kiri.model.config import matrix_shapes, num_params
 from kiri.model.fast import FloatArray
+from kiri.model.size import matrix_shapes, num_params
 from kiri.score.progress import Progress
 from kiri.wire.errors import KiriError
 from kiri.wire.patterns import culprit_order, explained

@@ -75,7 +75,6 @@ import msgspec
 import psutil
 
 from kiri import add_version_option, complete
-from kiri.clients.http import redact
 from kiri.home.config import secret_names
 from kiri.home.paths import atomic_write, kiri_home, private_dir
 from kiri.home.runner import run_main
@@ -94,6 +93,7 @@ from kiri.wire.backoff import Backoff
 from kiri.wire.errors import DO_NOT_RESTART, KiriError
 from kiri.wire.log import TAIL_LINES, Log, tail
 from kiri.wire.records import Decision, Score
+from kiri.wire.redact import redact
 from kiri.wire.stream import setup_logging
 
 EXEC_FAILED = 127  # the status a stage gets when its command cannot be run

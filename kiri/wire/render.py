@@ -42,8 +42,9 @@ def alert_text(d: Decision) -> str:
 def alert_lines(d: Decision) -> list[str]:
     """`a1b2c3 WARNING pulse@vm: load 0.31 per CPU (L1) is low for vm (surprise …)`, then
     for an alert one line per culprit it names, `a1b2c3   load 0.31 per CPU is low for vm
-    (usually 0.9–1.4 per CPU)`, and the last lines of its detail (what a failed stage said). Every line starts with the short id that `kiri feedback` takes,
-    and is stripped of control characters."""
+    (usually 0.9–1.4 per CPU)`, and the last lines of its detail (what a failed stage said).
+    Every line starts with the short id that `kiri feedback` takes, and is stripped of control
+    characters."""
     sid = short_id(d.id)
     atoms = ", ".join(d.atoms or [d.atom])
     lines = [f"{sid} {headword(d)} {atoms}@{d.host}: {summary(d)}"]

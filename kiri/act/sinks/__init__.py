@@ -18,11 +18,13 @@ import importlib
 import pkgutil
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Protocol, cast
+from typing import TYPE_CHECKING, Protocol, cast
 
-from kiri.clients.http import HttpError
 from kiri.wire.log import Log
 from kiri.wire.records import Decision
+
+if TYPE_CHECKING:  # the HTTP client is loaded by the sinks that speak HTTP, not by every kiri-act
+    from kiri.clients.http import HttpError
 
 NOTIFY = frozenset({"alert", "resolve"})
 """Actions that notify people. `suppress` is logged, not notified; `retrain` and `spawn` are
@@ -87,15 +89,14 @@ class SinkModule(Protocol):
     def open_sink(self, args: argparse.Namespace, log: Log) -> Sink: ...
 
 
-def sink_modules() -> dict[str, SinkModule]:
-    """The sinks people can choose, by name, in name order."""
-    modules = {}
-    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        if hasattr(module, "open_sink"):
-            modules[info.name] = cast(SinkModule, module)  # it has open_sink: it is one
-    return modules
+def sink_names() -> list[str]:
+    """The sinks people can choose, in name order, found without importing them (each brings
+    what it delivers with: an HTTP client, a desktop bus)."""
+    return sorted(info.name for info in pkgutil.iter_modules(__path__))
 
 
-def open_sink(name: str, args: argparse.Namespace, log: Log) -> Sink:
-    return sink_modules()[name].open_sink(args, log)
+def sink_module(name: str) -> SinkModule:
+    module = importlib.import_module(f"{__name__}.{name}")
+    if not hasattr(module, "open_sink"):
+        raise ValueError(f"kiri.act.sinks.{name} is no sink: it has no open_sink")
+    return cast(SinkModule, module)  # it has open_sink: it is one

@@ -27,10 +27,11 @@ import time
 
 from kiri.act.sinks import Sink, SinkError
 from kiri.clients import alertmanager
-from kiri.clients.http import HttpError, url_secrets
+from kiri.clients.http import HttpError
 from kiri.home.config import ConfigError, config_path
 from kiri.wire.log import Log
 from kiri.wire.records import Decision
+from kiri.wire.redact import url_secrets
 
 EXPIRY = 4  # an alert's endsAt is this many re-send intervals ahead, as Prometheus does it
 

@@ -30,10 +30,10 @@ from kiri.act.sinks import Sink, SinkError
 from kiri.clients.http import HttpError
 from kiri.clients.telegram import (
     BotAPI,
-    TelegramConfig,
+    TelegramSettings,
     keyboard,
-    load_telegram_config,
     message_text,
+    telegram_settings,
 )
 from kiri.home.config import config_path
 from kiri.home.store import Store, StoreError, TelegramMessage
@@ -44,7 +44,7 @@ from kiri.wire.records import Decision
 class TelegramSink(Sink):
     name = "telegram"
 
-    def __init__(self, config: TelegramConfig, log: Log) -> None:
+    def __init__(self, config: TelegramSettings, log: Log) -> None:
         self.chat, self.log = config.chat_id, log
         self.api = BotAPI(config)
         self.secrets = self.api.secrets
@@ -123,7 +123,7 @@ HELP = (
 
 
 def open_sink(args: argparse.Namespace, log: Log) -> TelegramSink:
-    config = load_telegram_config()
+    config = telegram_settings()
     if config is None:
         raise SinkError(
             f"--sink telegram needs a [telegram] table in {config_path()} "

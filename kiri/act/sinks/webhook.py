@@ -32,9 +32,10 @@ import msgspec
 
 from kiri import version
 from kiri.act.sinks import Sink, SinkError
-from kiri.clients.http import HttpError, request, url_secrets
+from kiri.clients.http import HttpError, request
 from kiri.home.config import ConfigError, config_path, load_config, secret
 from kiri.wire.records import Decision
+from kiri.wire.redact import url_secrets
 from kiri.wire.render import alert_text
 
 

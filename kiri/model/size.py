@@ -9,7 +9,9 @@ import msgspec
 INIT_STD = 0.08
 
 
-class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+class ModelSize(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The model's size: vocabulary, layers, width, heads and context."""
+
     vocab_size: int  # tokens plus BOS, which is the last id
     n_layer: int = 1
     n_embd: int = 16
@@ -34,7 +36,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return out
 
 
-def matrix_shapes(c: Config) -> list[tuple[str, tuple[int, int]]]:
+def matrix_shapes(c: ModelSize) -> list[tuple[str, tuple[int, int]]]:
     """Every parameter matrix as (name, (out, in)), in the order of the initial draws."""
     shapes = [
         ("wte", (c.vocab_size, c.n_embd)),
@@ -53,11 +55,11 @@ def matrix_shapes(c: Config) -> list[tuple[str, tuple[int, int]]]:
     return shapes
 
 
-def num_params(c: Config) -> int:
+def num_params(c: ModelSize) -> int:
     return sum(rows * cols for _, (rows, cols) in matrix_shapes(c))
 
 
-def init_matrices(c: Config, rng: random.Random) -> dict[str, list[list[float]]]:
+def init_matrices(c: ModelSize, rng: random.Random) -> dict[str, list[list[float]]]:
     """Draw every parameter from N(0, 0.08), matrix by matrix, row by row, as microgpt does."""
     return {
         name: [[rng.gauss(0, INIT_STD) for _ in range(cols)] for _ in range(rows)]
