@@ -66,7 +66,7 @@ class Log:
             _captured[-1].append(entry)
             return
         entry["timestamp"] = _now()
-        line = _pretty(entry) if self._pretty else _encode(entry).decode()
+        line = _pretty(entry) if self._pretty else _json(entry)
         try:
             self._stream.write(line + "\n")
             self._stream.flush()
@@ -97,6 +97,16 @@ def tail(text: str, lines: int = TAIL_LINES, width: int = TAIL_WIDTH) -> str:
     fits in a notice."""
     kept = [line.rstrip() for line in text.splitlines() if line.strip()][-lines:]
     return "\n".join(line if len(line) <= width else line[: width - 1] + "…" for line in kept)
+
+
+# Characters JSON leaves as they are but that readers of lines (Python's splitlines, editors)
+# take for line breaks: escaped, so one event stays one line whatever a record held.
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def _json(entry: Event) -> str:
+    text = _encode(entry).decode()
+    return text if text.isascii() else text.translate(_LINE_BREAKS)
 
 
 def _now() -> str:
