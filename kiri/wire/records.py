@@ -37,8 +37,9 @@ class Obs(_Record, tag="obs"):
     meta: dict[str, str] = {}
 
 
-class Score(_Record, tag="score"):
-    """An observation as the atom saw it: its tokens and how surprising each one was."""
+class Score(_Record, tag="score", omit_defaults=True):
+    """An observation as the atom saw it: its tokens and how surprising each one was. Fields at
+    their defaults are left out of its line: a score goes out for every observation."""
 
     atom: str = ""
     host: str = ""
@@ -47,12 +48,13 @@ class Score(_Record, tag="score"):
     nll: list[float] = []  # each token's -log p
     z: list[float] = []  # and against its field's held-out -log p, in standard deviations
     spread: list[float] = []  # each value against its field's training median, in robust spreads
-    # each token's field: its name (a key of values), label and unit, so that no later stage
-    # needs the atom's schema to name a culprit
+    # what explains an alert, on a score at or above its threshold only (the others would
+    # double the stream): each token's field, as its name (a key of values), label and unit,
+    # so that no later stage needs the atom's schema to name a culprit; each field's value as
+    # tokenized (load per CPU); its usual range in training (p5 and p95; empty from a model
+    # trained before KIRI kept them); and which way of moving is bad news ("high", "low",
+    # "either" or "neither", kiri.atoms.schema.WORSE)
     fields: list[tuple[str, str, str]] = []
-    # and, for explaining it: each field's value as tokenized (load per CPU), its usual range
-    # in training (p5 and p95; empty from a model trained before KIRI kept them) and which way
-    # of moving is bad news ("high", "low", "either" or "neither", kiri.atoms.schema.WORSE)
     measured: list[float] = []
     usual_low: list[float] = []
     usual_high: list[float] = []
