@@ -101,7 +101,7 @@ def main() -> None:
     for name, s in best.items():
         print(f"{name:<10} {s:>8.3f} {args.records / s:>12,.0f}")
     if "jq -c ." in best:
-        print(f"kiri hop / jq -c . = {best['jq -c .'] / best['kiri hop']:.1f}x  (goal: >= 4x)")
+        print(f"kiri hop / jq -c . = {best['jq -c .'] / best['kiri hop']:.1f}x  (goal: >= 5x)")
     else:
         print("jq -c . could not be installed: no ratio")
 
