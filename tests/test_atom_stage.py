@@ -43,6 +43,21 @@ def test_each_observation_becomes_a_score_in_order(installed_pulse):
     assert min(s.surprise for s in scores[-5:]) > max(s.surprise for s in scores[:50])
 
 
+def test_record_appends_each_score_to_the_day_file_of_its_date(installed_pulse, kiri_home):
+    lines = NORMAL[:30] + [b'{"kind":"obs","atom":"rhythm","values":{"idle":3.0}}'] + STRESS[:5]
+    out = run("kiri.score.stage", "pulse", "--record", input=b"\n".join(lines) + b"\n")
+    assert out.returncode == 0, out.stderr
+    emitted = [line for line in out.stdout.splitlines() if b'"kind":"score"' in line]
+    days = sorted((kiri_home / "data" / "pulse" / "scores").glob("*.ndjson"))
+    recorded = b"".join(p.read_bytes() for p in days).splitlines()
+    assert recorded == emitted and len(recorded) == 35
+    for path in days:
+        stamps = {time.strftime("%Y-%m-%d", time.localtime(decode_score(x).ts)) for x in
+                  path.read_bytes().splitlines()}  # fmt: skip
+        assert stamps == {path.stem}
+    assert not list((kiri_home / "data" / "pulse").glob("*.ndjson"))  # no observation kept
+
+
 def test_other_kinds_and_other_atoms_pass_through_in_order(installed_pulse):
     other = b'{"kind":"obs","atom":"rhythm","values":{"idle":3.0}}'
     lines = [NORMAL[0], KINDS[2], other, NORMAL[1], KINDS[4]]
@@ -190,6 +205,8 @@ def test_learn_records_a_warmup_trains_and_then_scores(kiri_home):
     assert [json.loads(line)["kind"] for line in scored] == ["score"] * 5
     recorded = b"".join(p.read_bytes() for p in (kiri_home / "data" / "pulse").glob("*.ndjson"))
     assert recorded.splitlines() == NORMAL[:35]  # it goes on recording, to learn from later
+    scores = (kiri_home / "data" / "pulse" / "scores").glob("*.ndjson")
+    assert b"".join(p.read_bytes() for p in scores).splitlines() == scored  # for the dashboard
     events = [e["event"] for e in log_events(err)]
     assert "warming_up" in events and "training_started" in events and "weights_loaded" in events
 
