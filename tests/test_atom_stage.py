@@ -44,7 +44,7 @@ def test_each_observation_becomes_a_score_in_order(installed_pulse):
 
 
 def test_record_appends_each_score_to_the_day_file_of_its_date(installed_pulse, kiri_home):
-    lines = NORMAL[:30] + [b'{"kind":"obs","atom":"rhythm","values":{"idle":3.0}}'] + STRESS[:5]
+    lines = [*NORMAL[:30], b'{"kind":"obs","atom":"rhythm","values":{"idle":3.0}}', *STRESS[:5]]
     out = run("kiri.score.stage", "pulse", "--record", input=b"\n".join(lines) + b"\n")
     assert out.returncode == 0, out.stderr
     emitted = [line for line in out.stdout.splitlines() if b'"kind":"score"' in line]
