@@ -62,7 +62,9 @@ def write_scores(home: Path, end: float, seconds: float, step: float, hot=HOT) -
         ts = end - seconds + i * step
         ago = end - ts
         day = time.strftime("%Y-%m-%d", time.localtime(ts))
-        files.setdefault(day, bytearray()).extend(encode(score(ts, any(b <= ago <= a for a, b in hot))) + b"\n")
+        files.setdefault(day, bytearray()).extend(
+            encode(score(ts, any(b <= ago <= a for a, b in hot))) + b"\n"
+        )
     folder = home / "data" / "pulse" / "scores"
     folder.mkdir(parents=True, exist_ok=True)
     for day, data in files.items():

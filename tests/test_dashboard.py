@@ -99,7 +99,7 @@ def dashboard(home: float) -> Iterator[Dashboard]:
 @pytest.fixture
 def page(browser, dashboard: Dashboard, request: pytest.FixtureRequest) -> Iterator[object]:
     """A logged-in page, with the first chart drawn; no console error may happen on it."""
-    context = browser.new_context(viewport={"width": 1280, "height": 1400})  # type: ignore[attr-defined]
+    context = browser.new_context(viewport={"width": 1280, "height": 1400})
     pg = context.new_page()
     problems: list[str] = []
     pg.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
@@ -147,7 +147,11 @@ def test_the_chart_shows_surprise_the_threshold_and_a_band_per_alert(page):
         a: row(page, a).locator("td").nth(4).inner_text()
         for a in (ALERT_OPEN, ALERT_RESOLVED, ALERT_SUPPRESSED)
     }
-    assert states == {ALERT_OPEN: "open", ALERT_RESOLVED: "resolved", ALERT_SUPPRESSED: "suppressed"}
+    assert states == {
+        ALERT_OPEN: "open",
+        ALERT_RESOLVED: "resolved",
+        ALERT_SUPPRESSED: "suppressed",
+    }
     assert row(page, ALERT_OPEN).locator("td").nth(5).inner_text() == "nerve"
 
 
@@ -216,8 +220,8 @@ def test_new_scores_reach_the_open_page_without_a_reload(page, kiri_home, home):
 
 def test_the_week_view_is_downsampled_on_the_server(page):
     page.get_by_role("button", name="week").click()
-    until(page, "(r => new Date(r[1]) - new Date(r[0]))"
-                "(document.querySelector('.chart').layout.xaxis.range) > 6 * 86400 * 1000")  # fmt: skip
+    shown = "document.querySelector('.chart').layout.xaxis.range"
+    until(page, f"(r => new Date(r[1]) - new Date(r[0]))({shown}) > 6 * 86400 * 1000")
     assert page.evaluate("document.querySelector('.chart').data[0].y.length") <= 1000
 
 
@@ -342,3 +346,38 @@ def test_reading_from_a_time_starts_at_the_first_score_at_or_after_it(kiri_home)
     for ago in (3599.5, 1800.2, 10.0):
         got = next(scores.points("pulse", end - ago, end))
         assert end - ago <= got.ts < end - ago + 1.0
+
+
+def test_the_atoms_and_stages_are_read_from_the_weights_and_status_json(
+    browser, installed_pulse, home, kiri_home
+):
+    import msgspec
+
+    from kiri.atoms.detector import Detector
+    from kiri.supervise.status import StageStatus, Status
+
+    stages = [
+        StageStatus("collect", "running", pid=11, rss=30 << 20),
+        StageStatus("atom", "backoff"),
+    ]
+    now = time.time()
+    status = Status(os.getpid(), "pulse", "pulse.toml", now, now, stages)
+    (kiri_home / "status.json").write_bytes(msgspec.json.encode(status))
+    d = Dashboard()
+    try:
+        pg = browser.new_page()
+        pg.goto(d.link)
+        pg.wait_for_selector("body[data-ready='1']")
+        cells = pg.locator("#atoms tbody tr").first.locator("td").all_inner_texts()
+        stage_rows = [
+            r.locator("td").all_inner_texts()[:3] for r in pg.locator("#stages tbody tr").all()
+        ]
+        pg.close()
+    finally:
+        d.stop()
+    cal = Detector.load(installed_pulse).calibration
+    assert cells[0] == "pulse" and cells[2] == f"{cal.threshold:.3f}"
+    assert re.fullmatch(
+        rf"trained \d{{4}}-\d\d-\d\d \d\d:\d\d on {cal.observations} observations.*", cells[1]
+    )
+    assert stage_rows == [["collect", "running", "11"], ["atom", "backoff", "–"]]

@@ -228,7 +228,7 @@ async def _events(atom: str, since: float) -> AsyncIterator[str]:
     while True:
         await anyio.sleep(TICK)
         now = time.time()
-        fresh = await anyio.to_thread.run_sync(lambda: _since(atom, since, now))
+        fresh = await anyio.to_thread.run_sync(_since, atom, since, now)
         if fresh:
             since = max(max(s.ts) for s in fresh.values())
             data = {h: msgspec.structs.asdict(s) for h, s in fresh.items()}

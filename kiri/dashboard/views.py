@@ -38,7 +38,11 @@ def version() -> str:
     with store:
         newest = store.alerts(1, everything=True)
         return " ".join(
-            [newest[0].id if newest else "", str(store.last_verdict_seq()), store.get_state(RULES_SEQ)]
+            [
+                newest[0].id if newest else "",
+                str(store.last_verdict_seq()),
+                store.get_state(RULES_SEQ),
+            ]
         )
 
 
@@ -55,11 +59,20 @@ def chart(atom: str, span: str, now: float | None = None) -> dict[str, object]:
         "start": start,
         "end": now,
         "hosts": {host: msgspec.structs.asdict(s) for host, s in sorted(found.items())},
-        "bands": [b for b in bands(atom, now) if b["end"] >= start],
+        "bands": [msgspec.to_builtins(b) for b in bands(atom, now) if b.end >= start],
     }
 
 
-def bands(atom: str, now: float) -> list[dict[str, object]]:
+class Band(msgspec.Struct):
+    """An alert period of one host: shaded on its chart."""
+
+    host: str
+    start: float
+    end: float
+    id: str  # the incident's first alert
+
+
+def bands(atom: str, now: float) -> list[Band]:
     """Each incident the atom alerted in, per host: from its first alert to its resolve (to now
     while it is open)."""
     store = _store()
@@ -67,15 +80,15 @@ def bands(atom: str, now: float) -> list[dict[str, object]]:
         return []
     with store:
         rows = store.alerts(ALERTS, everything=True)
-        periods: dict[tuple[str, str], dict[str, object]] = {}
+        periods: dict[tuple[str, str], Band] = {}
         for r in sorted(rows, key=lambda r: r.ts):
             if not _concerns(store, r, atom):
                 continue
             key = (r.incident or r.id, r.host)
             if r.action == "alert":
-                periods.setdefault(key, {"host": r.host, "start": r.ts, "end": now, "id": r.id})
+                periods.setdefault(key, Band(r.host, r.ts, now, r.id))
             elif r.action == "resolve" and key in periods:
-                periods[key]["end"] = r.ts
+                periods[key].end = r.ts
     return list(periods.values())
 
 
