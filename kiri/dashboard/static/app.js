@@ -80,6 +80,7 @@ async function drawCharts() {
     });
   }
   document.body.dataset.ready = "1";
+  document.body.dataset.readyMs = String(Math.round(performance.now()));  // for bench/dashboard.py
   follow(data.end);
 }
 
@@ -256,6 +257,11 @@ async function drawAtoms() {
 async function drawLists() { await Promise.all([drawAlerts(), drawRules()]); }
 
 async function start() {
+  const asked = location.hash.slice(1);  // /#day opens the day view
+  if (asked in { hour: 1, day: 1, week: 1 }) {
+    state.span = asked;
+    document.querySelectorAll("#spans button").forEach(x => x.classList.toggle("on", x.dataset.span === asked));
+  }
   const atoms = await drawAtoms();
   state.atom = (atoms[0] || {}).atom || "";
   $("#atom").addEventListener("change", ev => { state.atom = ev.target.value; drawCharts(); });
