@@ -74,8 +74,7 @@ class Dashboard:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
-    if not CHROMIUM.exists():
-        pytest.skip("no /usr/bin/chromium: bin/test installs it (.ci/debian-packages)")
+    assert CHROMIUM.exists(), "no /usr/bin/chromium: bin/test installs it (.ci/debian-packages)"
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
