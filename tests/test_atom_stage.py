@@ -301,3 +301,17 @@ def test_huge_values_are_the_top_bucket_and_very_surprising_as_kiri_score_says(i
         assert sorted(line.split()[0] for line in text.splitlines()[2:]) == sorted(s.tokens)
         assert why.startswith("what an alert would say:\n  ")
         assert text.endswith(": unusual\n", 0, text.index("\n") + 1) == (s.surprise > s.threshold)
+
+
+def test_scores_either_side_of_midnight_go_to_the_files_of_their_days(kiri_home):
+    from kiri.score.stage import ScoreLog
+
+    midnight = time.mktime((2026, 3, 14, 0, 0, 0, 0, 0, -1))
+    log = ScoreLog("pulse")
+    log.extend([Score(ts=midnight - 1, atom="pulse"), None, Score(ts=midnight + 1, atom="pulse")])
+    log.extend([Score(ts=midnight + 2, atom="pulse")])
+    log.close()
+    folder = kiri_home / "data" / "pulse" / "scores"
+    days = {p.stem: [decode_score(x).ts for x in p.read_bytes().splitlines()] for p in
+            folder.iterdir()}  # fmt: skip
+    assert days == {"2026-03-13": [midnight - 1], "2026-03-14": [midnight + 1, midnight + 2]}

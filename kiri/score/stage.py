@@ -158,14 +158,17 @@ class ScoreLog:
         self.recorder = Recorder(atom, scores_dir(atom))
         self.encoder = msgspec.json.Encoder()
         self._buf = bytearray()
+        self._day = (0.0, 0.0)  # the local day of the scores in _buf: [start, end)
 
     def extend(self, results: Sequence[Score | SchemaError | None]) -> None:
-        day_ts = -1.0
+        day_ts = 0.0
         for result in results:
             if not isinstance(result, Score):
                 continue
-            if self._buf and not _same_day(day_ts, result.ts):
-                self._write(day_ts)
+            if not self._day[0] <= result.ts < self._day[1]:  # another local day's file
+                if self._buf:
+                    self._write(day_ts)
+                self._day = _local_day(result.ts)
             if not self._buf:
                 day_ts = result.ts
             self.encoder.encode_into(result, self._buf, -1)
@@ -181,8 +184,10 @@ class ScoreLog:
         self.recorder.close()
 
 
-def _same_day(a: float, b: float) -> bool:
-    return time.localtime(a)[:3] == time.localtime(b)[:3]
+def _local_day(ts: float) -> tuple[float, float]:
+    """The local day ts falls in, as [midnight, next midnight) in Unix seconds."""
+    y, m, d = time.localtime(ts)[:3]
+    return time.mktime((y, m, d, 0, 0, 0, 0, 0, -1)), time.mktime((y, m, d + 1, 0, 0, 0, 0, 0, -1))
 
 
 def _meta_check(atom: str, model: LiveDetector) -> Check[Obs]:
