@@ -207,6 +207,14 @@ def test_clicking_an_alert_says_why_field_by_field_with_a_heat_strip(page):
     assert strip["type"] == "heatmap" and len(strip["y"]) == 6 and len(strip["x"]) > 10
 
 
+def test_clicking_the_chart_says_why_at_that_moment(page):
+    area = page.locator(".chart .nsewdrag").first.bounding_box()
+    # 5 minutes from the right end: inside the open alert's hot stretch
+    page.mouse.click(area["x"] + area["width"] * (1 - 150 / 3600), area["y"] + area["height"] / 2)
+    page.locator("#why-fields tbody tr").first.wait_for()
+    assert page.locator("#why-head").inner_text().endswith("surprise 12.00 (threshold 8.00)")
+
+
 def test_new_scores_reach_the_open_page_without_a_reload(page, kiri_home, home):
     before = page.evaluate("document.querySelector('.chart').data[0].x.length")
     now = time.time()

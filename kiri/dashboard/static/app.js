@@ -69,7 +69,7 @@ async function drawCharts() {
     ];
     const layout = {
       title: { text: `${data.atom} on ${host}`, font: { size: 13 } },
-      margin: { l: 40, r: 10, t: 30, b: 30 }, shapes: bands, showlegend: false,
+      margin: { l: 40, r: 10, t: 30, b: 30 }, shapes: bands, showlegend: false, hovermode: "x",
       xaxis: { type: "date", range: [local(data.start), local(data.end)] },
       yaxis: { title: { text: "surprise" }, rangemode: "tozero" },
     };
