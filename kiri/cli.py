@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from kiri import add_version_option, complete
+from kiri.dashboard import server as dashboard
 from kiri.feedback import verdicts
 from kiri.home import retention, tasks
 from kiri.home.paths import kiri_home
@@ -143,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pr.add_argument("--dry-run", action="store_true", help="only say what would be removed")
     service.add_parser(sub)
+    dashboard.add_parser(sub)
     for name in STAGES:
         sub.add_parser(name, help=f"run the stage kiri-{name} (same arguments)")
     return parser
@@ -274,6 +276,7 @@ COMMANDS = {
     "task": tasks.cmd_task,
     "status": lambda args: status.show(args.json),
     "service": service.cmd_service,
+    "dashboard": dashboard.cmd_dashboard,
 }
 
 

@@ -43,6 +43,21 @@ def test_each_observation_becomes_a_score_in_order(installed_pulse):
     assert min(s.surprise for s in scores[-5:]) > max(s.surprise for s in scores[:50])
 
 
+def test_record_appends_each_score_to_the_day_file_of_its_date(installed_pulse, kiri_home):
+    lines = [*NORMAL[:30], b'{"kind":"obs","atom":"rhythm","values":{"idle":3.0}}', *STRESS[:5]]
+    out = run("kiri.score.stage", "pulse", "--record", input=b"\n".join(lines) + b"\n")
+    assert out.returncode == 0, out.stderr
+    emitted = [line for line in out.stdout.splitlines() if b'"kind":"score"' in line]
+    days = sorted((kiri_home / "data" / "pulse" / "scores").glob("*.ndjson"))
+    recorded = b"".join(p.read_bytes() for p in days).splitlines()
+    assert recorded == emitted and len(recorded) == 35
+    for path in days:
+        stamps = {time.strftime("%Y-%m-%d", time.localtime(decode_score(x).ts)) for x in
+                  path.read_bytes().splitlines()}  # fmt: skip
+        assert stamps == {path.stem}
+    assert not list((kiri_home / "data" / "pulse").glob("*.ndjson"))  # no observation kept
+
+
 def test_other_kinds_and_other_atoms_pass_through_in_order(installed_pulse):
     other = b'{"kind":"obs","atom":"rhythm","values":{"idle":3.0}}'
     lines = [NORMAL[0], KINDS[2], other, NORMAL[1], KINDS[4]]
@@ -190,6 +205,8 @@ def test_learn_records_a_warmup_trains_and_then_scores(kiri_home):
     assert [json.loads(line)["kind"] for line in scored] == ["score"] * 5
     recorded = b"".join(p.read_bytes() for p in (kiri_home / "data" / "pulse").glob("*.ndjson"))
     assert recorded.splitlines() == NORMAL[:35]  # it goes on recording, to learn from later
+    scores = (kiri_home / "data" / "pulse" / "scores").glob("*.ndjson")
+    assert b"".join(p.read_bytes() for p in scores).splitlines() == scored  # for the dashboard
     events = [e["event"] for e in log_events(err)]
     assert "warming_up" in events and "training_started" in events and "weights_loaded" in events
 
@@ -284,3 +301,17 @@ def test_huge_values_are_the_top_bucket_and_very_surprising_as_kiri_score_says(i
         assert sorted(line.split()[0] for line in text.splitlines()[2:]) == sorted(s.tokens)
         assert why.startswith("what an alert would say:\n  ")
         assert text.endswith(": unusual\n", 0, text.index("\n") + 1) == (s.surprise > s.threshold)
+
+
+def test_scores_either_side_of_midnight_go_to_the_files_of_their_days(kiri_home):
+    from kiri.score.stage import ScoreLog
+
+    midnight = time.mktime((2026, 3, 14, 0, 0, 0, 0, 0, -1))
+    log = ScoreLog("pulse")
+    log.extend([Score(ts=midnight - 1, atom="pulse"), None, Score(ts=midnight + 1, atom="pulse")])
+    log.extend([Score(ts=midnight + 2, atom="pulse")])
+    log.close()
+    folder = kiri_home / "data" / "pulse" / "scores"
+    days = {p.stem: [decode_score(x).ts for x in p.read_bytes().splitlines()] for p in
+            folder.iterdir()}  # fmt: skip
+    assert days == {"2026-03-13": [midnight - 1], "2026-03-14": [midnight + 1, midnight + 2]}

@@ -1,5 +1,6 @@
-"""The layout holds: no floor imports a stage or a higher floor, no stage imports another, and
-the stages after kiri-atom start without numpy (bench/layout.py draws the graph)."""
+"""The layout holds: no floor imports a stage or a higher floor, no stage imports another, only
+the dispatcher imports a front (the dashboard), and the stages after kiri-atom and the dashboard
+start without numpy (bench/layout.py draws the graph)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ import layout  # type: ignore[import-not-found, unused-ignore]  # noqa: E402
 
 def test_no_import_goes_up_a_floor_or_across_stages():
     graph = layout.imports(ROOT)
-    assert {layout.room(m) for m in graph} <= {*layout.FLOORS, *layout.STAGES, *layout.TOP}
+    rooms = {*layout.FLOORS, *layout.STAGES, *layout.FRONTS, *layout.TOP}
+    assert {layout.room(m) for m in graph} <= rooms
     assert layout.forbidden(graph) == []
 
 
@@ -27,17 +29,28 @@ def test_the_rules_catch_what_they_forbid():
         "kiri.decide.policy": {"kiri.act.stage"},
         "kiri.atoms.registry": {"kiri.cli"},
         "kiri.act.stage": {"kiri.wire.records"},
+        "kiri.feedback.stage": {"kiri.dashboard.app"},
+        "kiri.dashboard.app": {"kiri.feedback.verdicts", "kiri.home.store", "kiri.cli"},
+        "kiri.cli": {"kiri.dashboard.app"},
     }
     assert layout.forbidden(graph) == [
         "kiri.atoms.registry -> kiri.cli: imports the dispatcher",
+        "kiri.dashboard.app -> kiri.cli: imports the dispatcher",
         "kiri.decide.policy -> kiri.act.stage: the stage decide imports the stage act",
+        "kiri.feedback.stage -> kiri.dashboard.app: imports the front dashboard",
         "kiri.wire.records -> kiri.home.store: the floor wire imports the higher floor home",
     ]
 
 
 @pytest.mark.parametrize(
     "module",
-    ["kiri.decide.stage", "kiri.act.stage", "kiri.feedback.stage", "kiri.supervise.supervisor"],
+    [
+        "kiri.decide.stage",
+        "kiri.act.stage",
+        "kiri.feedback.stage",
+        "kiri.supervise.supervisor",
+        "kiri.dashboard.app",
+    ],
 )
 def test_a_stage_after_the_atom_starts_without_numpy(module):
     code = f"import sys, {module}; print('numpy' in sys.modules)"

@@ -141,3 +141,15 @@ def test_the_log_sink_goes_on_writing_into_the_pruned_log(kiri_home):
     stdin.close()
     assert act.wait(10) == 0
     assert [json.loads(line)["id"] for line in log.read_text().splitlines()] == ["new"]
+
+
+def test_an_atoms_scores_are_pruned_a_day_at_a_time_like_its_observations(kiri_home):
+    from kiri.home.retention import prune_recordings
+
+    for day in (OLD_DAY, TODAY):
+        path = kiri_home / "data" / "pulse" / "scores" / f"{day}.ndjson"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text('{"kind":"score"}\n')
+    assert prune_recordings(time.time() - 30 * 86400) == [f"pulse/scores/{OLD_DAY}"]
+    left = sorted(p.stem for p in (kiri_home / "data" / "pulse" / "scores").iterdir())
+    assert left == [TODAY]

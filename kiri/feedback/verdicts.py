@@ -1,5 +1,7 @@
 """The `kiri` commands through which a person sees alerts, judges them, and sees and deletes the
-rules their judgements made: `kiri alerts`, `kiri feedback`, `kiri rules`.
+rules their judgements made: `kiri alerts`, `kiri feedback`, `kiri rules`. `kiri dashboard`
+calls judge() and delete_rule() too, so that its buttons do exactly what these commands do and
+say the same.
 
 An alert is named by any unique prefix of its id (at least 4 characters; people see the first 6),
 or `last`, the newest alert. A second verdict on an alert replaces the first and what it did:
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import time
+from collections.abc import Callable
 
 from kiri.clients import alertmanager
 from kiri.clients.http import HttpError
@@ -136,34 +139,56 @@ def _alert_json(r: AlertRow) -> dict[str, object]:
 
 
 def cmd_feedback(args: argparse.Namespace) -> None:
-    silence: float | None = getattr(args, "silence", None)  # only dismiss has --for
-    normal: bool = getattr(args, "normal", False)
+    judge(
+        args.alert,
+        args.verdict,
+        print,
+        normal=getattr(args, "normal", False),
+        by=args.by,
+        note=args.note,
+        silence=getattr(args, "silence", None),  # only dismiss has --for
+    )
+
+
+def judge(
+    ref: str,
+    verdict: str,
+    say: Callable[[str], object],
+    *,
+    normal: bool = False,
+    by: str = "",
+    note: str = "",
+    silence: float | None = None,
+    source: str = "cli",
+) -> None:
+    """Record a person's verdict on an alert and do what follows from it (a suppression rule
+    made or deleted, an Alertmanager silence set or ended), saying each step in a line for
+    people as it is done: `kiri feedback` prints them and `kiri dashboard` shows them."""
     # Checked before the verdict is recorded, so a --for that cannot work changes nothing.
     am = _alertmanager() if silence else None
     with Store() as store:
-        row = store.find_alert(args.alert)
-        changed = store.add_verdict(
-            row.id, args.verdict, normal=normal, source="cli", by=args.by, note=args.note
-        )
+        row = store.find_alert(ref)
+        changed = store.add_verdict(row.id, verdict, normal=normal, source=source, by=by, note=note)
         review = suppression.review(
             store, row.host, row.atom, row.pattern, suppression.settings(store)
         )
         kept = store.silence(row.id)
         decision = store.decision(row.id) if am or kept else None
-        what = "confirmed" if args.verdict == "confirm" else "dismissed"
+        what = "confirmed" if verdict == "confirm" else "dismissed"
         extra = ", as the new normal" if normal else ""
         before = f" (it was {row.verdict}ed)" if changed and row.verdict else ""
-        print(
+        say(
             f"alert {short_id(row.id)} {what}{extra}{before}"
             + ("" if changed else " (already recorded)")
         )
-        for line in _consequences(review, args.verdict == "dismiss" and not normal):
-            print(line)
+        for line in _consequences(review, verdict == "dismiss" and not normal):
+            say(line)
         if am and decision and silence:  # am is there only with --for
-            comment = args.note or f"dismissed by {args.by} with kiri feedback"
-            _silence(store, am, decision, silence, comment, kept[0] if kept else "")
-        elif kept and decision and args.verdict == "confirm":
-            _unsilence(store, decision, kept[0])
+            comment = note or f"dismissed by {by} with kiri feedback"
+            say(_silence(store, am, decision, silence, comment, kept[0] if kept else ""))
+        elif kept and decision and verdict == "confirm":
+            for line in _unsilence(store, decision, kept[0]):
+                say(line)
 
 
 def _consequences(review: suppression.Review, noise: bool) -> list[str]:
@@ -208,7 +233,7 @@ def _silence(
     seconds: float,
     comment: str,
     kept: str,
-) -> None:
+) -> str:
     now = time.time()
     try:
         try:
@@ -223,21 +248,20 @@ def _silence(
     until = time.strftime("%Y-%m-%d %H:%M", time.localtime(now + seconds))
     atoms = ", ".join(decision.atoms or [decision.atom])
     verb = "silence updated:" if kept == silence_id else "silenced"
-    print(f"{verb} {atoms} on {decision.host} in Alertmanager until {until}: silence {silence_id}")
+    return f"{verb} {atoms} on {decision.host} in Alertmanager until {until}: silence {silence_id}"
 
 
-def _unsilence(store: Store, decision: Decision, silence_id: str) -> None:
+def _unsilence(store: Store, decision: Decision, silence_id: str) -> list[str]:
     """A confirmed alert is not to be silenced: end the silence its dismissal made."""
     am = alertmanager.settings()
     if am is None:
-        return
+        return []
     try:
         alertmanager.expire(am, silence_id)
     except HttpError as e:
-        print(f"the Alertmanager silence {silence_id} of its dismissal stays: {e}")
-        return
+        return [f"the Alertmanager silence {silence_id} of its dismissal stays: {e}"]
     store.forget_silence(decision.id)
-    print(f"ended the Alertmanager silence {silence_id} of its dismissal")
+    return [f"ended the Alertmanager silence {silence_id} of its dismissal"]
 
 
 # -- kiri rules -----------------------------------------------------------------------------------
@@ -245,7 +269,7 @@ def _unsilence(store: Store, decision: Decision, silence_id: str) -> None:
 
 def cmd_rules(args: argparse.Namespace) -> None:
     if args.action == "delete":
-        _delete_rule(args.rule)
+        print(delete_rule(args.rule))
         return
     rules: list[StoredRule] = reading(lambda s: s.rules(), [])
     if args.json:
@@ -282,7 +306,8 @@ def _rule_json(r: StoredRule) -> dict[str, object]:
     }
 
 
-def _delete_rule(ref: str) -> None:
+def delete_rule(ref: str) -> str:
+    """Delete a standing rule (`kiri rules delete`, the dashboard's Delete); what was done."""
     if not db_path().exists():
         raise UnknownRuleError(f"no standing rule with id {ref!r} (see `kiri rules`)")
     with Store() as store:
@@ -292,4 +317,4 @@ def _delete_rule(ref: str) -> None:
             raise UnknownRuleError(f"{ref!r} is the start of several rules' ids: {ids}")
         rule = store.delete_rule(matches[0].id if matches else ref)
     scope = f"{rule.atom} on {rule.host} when it {suppression.named(' '.join(rule.match))}"
-    print(f"rule {rule.id} deleted: {scope} alerts again (kiri-feedback tells kiri-decide)")
+    return f"rule {rule.id} deleted: {scope} alerts again (kiri-feedback tells kiri-decide)"

@@ -41,6 +41,12 @@ def data_dir(atom: str) -> Path:
     return private_dir(kiri_home() / "data" / valid_name(atom))
 
 
+def scores_dir(atom: str) -> Path:
+    """Where an atom's recorded scores live (kiri-atom --learn or --record, read by `kiri
+    dashboard`): $KIRI_HOME/data/ATOM/scores/, beside its observations, never trained on."""
+    return private_dir(data_dir(atom) / "scores")
+
+
 def atomic_write(path: Path, data: bytes) -> None:
     """Write to a temporary file beside `path`, fsync, then rename over it (mode 0600).
 

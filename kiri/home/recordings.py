@@ -1,4 +1,5 @@
-"""An atom's recorded observations: $KIRI_HOME/data/ATOM/YYYY-MM-DD.ndjson, one file a day."""
+"""An atom's recorded observations: $KIRI_HOME/data/ATOM/YYYY-MM-DD.ndjson, one file a day (and
+its scores, the same way, in data/ATOM/scores/)."""
 
 from __future__ import annotations
 
@@ -24,10 +25,11 @@ class Schema(Protocol):
 
 
 class Recorder:
-    """Appends encoded records to the atom's file for the local date of each record."""
+    """Appends encoded records to the atom's file for the local date of each record (in `into`,
+    when given, instead of the atom's data directory)."""
 
-    def __init__(self, atom: str) -> None:
-        self.dir: Path = data_dir(atom)
+    def __init__(self, atom: str, into: Path | None = None) -> None:
+        self.dir: Path = into or data_dir(atom)
         self._day = ""
         self._fd = -1
 

@@ -1,7 +1,8 @@
 """What KIRI keeps, and for how long: [retention] in config.toml, 30 days of each by default.
 
     [retention]
-    recordings = 30   # days of $KIRI_HOME/data/ATOM/YYYY-MM-DD.ndjson (Nerve's examples stay)
+    recordings = 30   # days of $KIRI_HOME/data/ATOM/YYYY-MM-DD.ndjson and of the atom's
+                      # scores in data/ATOM/scores/ (Nerve's examples stay)
     alert_log = 30    # days of $KIRI_HOME/logs/alerts.ndjson
     store = 30        # days of alerts and their verdicts in kiri.db; ended rules too
 
@@ -59,16 +60,19 @@ def prune(store: Store | None, now: float, dry_run: bool = False) -> Removed:
 
 
 def prune_recordings(before: float, dry_run: bool = False) -> list[str]:
-    """Remove each atom's day files whose whole day is older than `before`."""
+    """Remove each atom's day files, of observations and of scores, whose whole day is older
+    than `before`; named ATOM/YYYY-MM-DD and ATOM/scores/YYYY-MM-DD."""
     last_day = time.strftime("%Y-%m-%d", time.localtime(before))  # the first day kept
+    data = kiri_home() / "data"
     removed = []
-    for path in sorted((kiri_home() / "data").glob("*/*.ndjson")):
-        atom, day = path.parent.name, path.stem
+    for path in sorted([*data.glob("*/*.ndjson"), *data.glob("*/scores/*.ndjson")]):
+        name = path.relative_to(data).with_suffix("").as_posix()
+        atom, day = name.split("/")[0], path.stem
         if atom in KEPT or not _is_day(day) or day >= last_day:
             continue
         if not dry_run:
             path.unlink(missing_ok=True)
-        removed.append(f"{atom}/{day}")
+        removed.append(name)
     return removed
 
 

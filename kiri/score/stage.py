@@ -16,13 +16,16 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import msgspec
+
 from kiri import add_version_option, complete
 from kiri.atoms.detector import Detector
 from kiri.atoms.lifecycle import LifeCycle
 from kiri.atoms.registry import UnknownAtom, atom_spec, known_atoms
 from kiri.atoms.schema import Schema, SchemaError
 from kiri.home.config import ConfigError
-from kiri.home.paths import weights_path
+from kiri.home.paths import scores_dir, weights_path
+from kiri.home.recordings import Recorder
 from kiri.home.runner import run_main
 from kiri.model.weights import WeightsError
 from kiri.wire.errors import KiriError
@@ -59,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=120,
         metavar="N",
         help="observations to record before training, with --learn",
+    )
+    p.add_argument(
+        "--record",
+        action="store_true",
+        help="also append each score to $KIRI_HOME/data/ATOM/scores/ for `kiri dashboard` "
+        "(always with --learn)",
     )
     add_stream_options(p)
     return p
@@ -115,6 +124,7 @@ def score_stream(args: argparse.Namespace, stream: Stream, log: Log) -> None:
     life = LifeCycle(atom, args.warmup, path, log) if args.learn else None
     if life:
         log.info("learning", atom=atom, warmup=args.warmup, seen=life.state.seen)
+    scores = ScoreLog(atom) if args.learn or args.record else None
     try:
         for group in stream.batches(0, consumes=(Obs,), check=_meta_check(atom, model)):
             model.refresh(force=life is not None and life.proc is not None)
@@ -131,9 +141,53 @@ def score_stream(args: argparse.Namespace, stream: Stream, log: Log) -> None:
                 for rec, _raw, _n in mine:
                     life.observe(rec)
             _emit(stream, group, iter(results), atom)
+            if scores:
+                scores.extend(results)
     finally:
         if life:
             life.stop()
+        if scores:
+            scores.close()
+
+
+class ScoreLog:
+    """The atom's scores, one day file each under data/ATOM/scores/: what `kiri dashboard`
+    draws. One encoding and one write per group of scores (per day within it)."""
+
+    def __init__(self, atom: str) -> None:
+        self.recorder = Recorder(atom, scores_dir(atom))
+        self.encoder = msgspec.json.Encoder()
+        self._buf = bytearray()
+        self._day = (0.0, 0.0)  # the local day of the scores in _buf: [start, end)
+
+    def extend(self, results: Sequence[Score | SchemaError | None]) -> None:
+        day_ts = 0.0
+        for result in results:
+            if not isinstance(result, Score):
+                continue
+            if not self._day[0] <= result.ts < self._day[1]:  # another local day's file
+                if self._buf:
+                    self._write(day_ts)
+                self._day = _local_day(result.ts)
+            if not self._buf:
+                day_ts = result.ts
+            self.encoder.encode_into(result, self._buf, -1)
+            self._buf += b"\n"
+        if self._buf:
+            self._write(day_ts)
+
+    def _write(self, ts: float) -> None:
+        self.recorder.append(ts, bytes(self._buf))
+        self._buf.clear()
+
+    def close(self) -> None:
+        self.recorder.close()
+
+
+def _local_day(ts: float) -> tuple[float, float]:
+    """The local day ts falls in, as [midnight, next midnight) in Unix seconds."""
+    y, m, d = time.localtime(ts)[:3]
+    return time.mktime((y, m, d, 0, 0, 0, 0, 0, -1)), time.mktime((y, m, d + 1, 0, 0, 0, 0, 0, -1))
 
 
 def _meta_check(atom: str, model: LiveDetector) -> Check[Obs]:
