@@ -13,6 +13,7 @@ from conftest import FIXTURES, fixture_bytes, log_events, run, stage_cmd
 
 from kiri.atoms.detector import Detector
 from kiri.atoms.lifecycle import describe, read_state
+from kiri.score.stage import as_sent as as_sent_score
 from kiri.wire.records import Obs, Score
 
 NORMAL = fixture_bytes("pulse-normal.ndjson").splitlines()
@@ -43,6 +44,16 @@ def test_each_observation_becomes_a_score_in_order(installed_pulse):
     assert min(s.surprise for s in scores[-5:]) > max(s.surprise for s in scores[:50])
 
 
+def told(line: bytes) -> bool:
+    score = msgspec.json.decode(line, type=Score)
+    return score.surprise >= score.threshold
+
+
+def as_sent(line: bytes) -> bytes:
+    """A recorded score as kiri-atom sends it down the pipe."""
+    return msgspec.json.encode(as_sent_score(msgspec.json.decode(line, type=Score)))
+
+
 def test_record_appends_each_score_to_the_day_file_of_its_date(installed_pulse, kiri_home):
     lines = [*NORMAL[:30], b'{"kind":"obs","atom":"rhythm","values":{"idle":3.0}}', *STRESS[:5]]
     out = run("kiri.score.stage", "pulse", "--record", input=b"\n".join(lines) + b"\n")
@@ -50,7 +61,11 @@ def test_record_appends_each_score_to_the_day_file_of_its_date(installed_pulse, 
     emitted = [line for line in out.stdout.splitlines() if b'"kind":"score"' in line]
     days = sorted((kiri_home / "data" / "pulse" / "scores").glob("*.ndjson"))
     recorded = b"".join(p.read_bytes() for p in days).splitlines()
-    assert recorded == emitted and len(recorded) == 35
+    assert [as_sent(line) for line in recorded] == emitted and len(recorded) == 35
+    # the recording explains every moment; the pipe, only scores that may make an alert
+    quiet = [(r, e) for r, e in zip(recorded, emitted, strict=True) if not told(e)]
+    assert quiet and all(b'"usual_low"' in r and b'"usual_low"' not in e for r, e in quiet)
+    assert all(b'"usual_low"' in e for e in emitted if told(e))
     for path in days:
         stamps = {time.strftime("%Y-%m-%d", time.localtime(decode_score(x).ts)) for x in
                   path.read_bytes().splitlines()}  # fmt: skip
@@ -206,7 +221,8 @@ def test_learn_records_a_warmup_trains_and_then_scores(kiri_home):
     recorded = b"".join(p.read_bytes() for p in (kiri_home / "data" / "pulse").glob("*.ndjson"))
     assert recorded.splitlines() == NORMAL[:35]  # it goes on recording, to learn from later
     scores = (kiri_home / "data" / "pulse" / "scores").glob("*.ndjson")
-    assert b"".join(p.read_bytes() for p in scores).splitlines() == scored  # for the dashboard
+    recorded = b"".join(p.read_bytes() for p in scores).splitlines()  # for the dashboard
+    assert [as_sent(line) for line in recorded] == scored
     events = [e["event"] for e in log_events(err)]
     assert "warming_up" in events and "training_started" in events and "weights_loaded" in events
 

@@ -229,9 +229,6 @@ class Detector:
         scores: dict[int, Score] = {}
         for i, toks, row, zs, s, spreads, measured in rows:
             obs = observations[i]
-            # what explains an alert goes only with a score that may make one: on every score
-            # it would double the stream for kiri-decide to read
-            told = s >= self.threshold
             scores[i] = Score(
                 ts=obs.ts,
                 atom=obs.atom,
@@ -241,11 +238,11 @@ class Detector:
                 nll=row,
                 z=zs,
                 spread=spreads,
-                fields=self._fields if told else [],
-                measured=measured if told else [],
-                usual_low=cal.value_low if told else [],
-                usual_high=cal.value_high if told else [],
-                worse=self._worse if told else [],
+                fields=self._fields,
+                measured=measured,
+                usual_low=cal.value_low,
+                usual_high=cal.value_high,
+                worse=self._worse,
                 surprise=s,
                 threshold=self.threshold,
                 model=self.id,

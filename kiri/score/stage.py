@@ -140,9 +140,9 @@ def score_stream(args: argparse.Namespace, stream: Stream, log: Log) -> None:
             if life:
                 for rec, _raw, _n in mine:
                     life.observe(rec)
-            _emit(stream, group, iter(results), atom)
-            if scores:
+            if scores:  # recorded whole, for the dashboard to explain any moment
                 scores.extend(results)
+            _emit(stream, group, iter(results), atom)
     finally:
         if life:
             life.stop()
@@ -208,6 +208,15 @@ def _meta_check(atom: str, model: LiveDetector) -> Check[Obs]:
     return check
 
 
+def as_sent(score: Score) -> Score:
+    """The score as it goes down the pipe: what explains an alert only with a score at or above
+    its threshold, which may make one; on every score it would double the stream."""
+    if score.surprise < score.threshold:
+        score.fields, score.measured, score.worse = [], [], []
+        score.usual_low, score.usual_high = [], []
+    return score
+
+
 def _emit(
     stream: Stream,
     group: list[tuple[Obs, bytes, int]],
@@ -218,7 +227,7 @@ def _emit(
     for rec, raw, lineno in group:
         result = next(results) if rec.atom == atom else None
         if isinstance(result, Score):
-            stream.emit(result)
+            stream.emit(as_sent(result))
         elif result is not None:
             stream.reject("-", lineno, str(result), raw)
         else:  # another atom's observation, or still warming up

@@ -48,12 +48,13 @@ class Score(_Record, tag="score", omit_defaults=True):
     nll: list[float] = []  # each token's -log p
     z: list[float] = []  # and against its field's held-out -log p, in standard deviations
     spread: list[float] = []  # each value against its field's training median, in robust spreads
-    # what explains an alert, on a score at or above its threshold only (the others would
-    # double the stream): each token's field, as its name (a key of values), label and unit,
-    # so that no later stage needs the atom's schema to name a culprit; each field's value as
-    # tokenized (load per CPU); its usual range in training (p5 and p95; empty from a model
-    # trained before KIRI kept them); and which way of moving is bad news ("high", "low",
-    # "either" or "neither", kiri.atoms.schema.WORSE)
+    # what explains an alert, sent with a score at or above its threshold only (on every one
+    # it would double the stream; the dashboard's recording keeps it always): each token's
+    # field, as its name (a key of values), label and unit, so that no later stage needs the
+    # atom's schema to name a culprit; each field's value as tokenized (load per CPU); its
+    # usual range in training (p5 and p95; empty from a model trained before KIRI kept them);
+    # and which way of moving is bad news ("high", "low", "either" or "neither",
+    # kiri.atoms.schema.WORSE)
     fields: list[tuple[str, str, str]] = []
     measured: list[float] = []
     usual_low: list[float] = []
