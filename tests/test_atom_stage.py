@@ -221,8 +221,8 @@ def test_learn_records_a_warmup_trains_and_then_scores(kiri_home):
     recorded = b"".join(p.read_bytes() for p in (kiri_home / "data" / "pulse").glob("*.ndjson"))
     assert recorded.splitlines() == NORMAL[:35]  # it goes on recording, to learn from later
     scores = (kiri_home / "data" / "pulse" / "scores").glob("*.ndjson")
-    recorded = b"".join(p.read_bytes() for p in scores).splitlines()  # for the dashboard
-    assert [as_sent(line) for line in recorded] == scored
+    kept = b"".join(p.read_bytes() for p in scores).splitlines()  # for the dashboard
+    assert [as_sent(line) for line in kept] == scored
     events = [e["event"] for e in log_events(err)]
     assert "warming_up" in events and "training_started" in events and "weights_loaded" in events
 
