@@ -10,7 +10,8 @@ untried, so a receiver gets them in order. A late delivery is reported as the de
 then its `ok` outcome, so kiri-feedback records it however long ago (or before which restart)
 the decision first came by. An entry not delivered within --outbox-keep is given up: a last
 `ok: false` outcome says so. The outbox is in the store, so it outlives kiri-act: on start,
-whatever waits for its sinks is tried at once.
+whatever waits for its sinks is tried at once. Every outcome, whichever sink it is of, is also
+told to each sink's `on_outcome` (the metrics sink counts them).
 """
 
 from __future__ import annotations

@@ -135,6 +135,7 @@ class MetricsSink(Sink):
         self.atoms: set[str] = set()
         self.store: Store | None = None
         self.store_failed = False
+        self.store_error = ""  # the last query's, while it fails
         self.server: WSGIServer | None = None  # once serving
 
     def accepts(self, decision: Decision) -> bool:
@@ -175,10 +176,14 @@ class MetricsSink(Sink):
         if self.store is None:
             return []
         try:
-            return self.store.verdict_counts()
-        except sqlite3.Error as e:
-            self.log.warning("metrics_store_failed", error=str(e))
+            counts = self.store.verdict_counts()
+        except sqlite3.Error as e:  # busy past its timeout, say: the counts read last serve
+            if str(e) != self.store_error:  # said once, not every second
+                self.log.warning("metrics_store_failed", error=str(e))
+            self.store_error = str(e)
             return self.files.snapshot.verdicts
+        self.store_error = ""
+        return counts
 
     def close(self) -> None:
         if self.server is not None:
