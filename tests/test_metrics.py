@@ -235,6 +235,25 @@ def test_a_kiri_home_without_a_store_or_status_serves_the_rest_and_stays_as_it_w
     assert not kiri_home.exists()  # neither the store nor KIRI_HOME was made to find nothing
 
 
+def test_a_delivery_made_late_from_the_outbox_is_counted_when_it_goes_out(kiri_home, tmp_path):
+    tried = tmp_path / "tried"  # the command fails the first time only
+    code = "import os, sys; seen = os.path.exists(sys.argv[1]); open(sys.argv[1], 'a').close(); "
+    code += "sys.exit(0 if seen else 1)"
+    proc, port, _ = start("--outbox-retry", "0.05", *exec_args(code, str(tried), keep="1d"))
+    assert proc.stdin is not None
+    proc.stdin.write(ndjson(ALERT))
+    proc.stdin.flush()
+    got = read_lines(proc, 4)  # the alert, its failed outcome, then again with an ok one
+    assert [json.loads(line).get("ok") for line in got.splitlines()] == [None, False, None, True]
+    deliveries = of(scrape(port), "kiri_deliveries_total")
+    assert deliveries == {
+        (("outcome", "failed"), ("sink", "exec")): 1.0,
+        (("outcome", "ok"), ("sink", "exec")): 1.0,
+    }
+    proc.communicate(timeout=10)
+    assert proc.returncode == 0
+
+
 # -- a real Prometheus scraping it ------------------------------------------------------------
 
 
