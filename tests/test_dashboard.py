@@ -361,7 +361,7 @@ def test_the_atoms_and_stages_are_read_from_the_weights_and_status_json(
     import msgspec
 
     from kiri.atoms.detector import Detector
-    from kiri.supervise.status import StageStatus, Status
+    from kiri.home.status import StageStatus, Status
 
     stages = [
         StageStatus("collect", "running", pid=11, rss=30 << 20),

@@ -81,6 +81,23 @@ def test_dismissals_count_per_host_atom_and_pattern_but_not_new_normal(kiri_home
         assert store.dismissals("db1", "pulse", "C9", upto=store.last_verdict_seq()) == 1
 
 
+def test_verdicts_are_counted_by_atom_host_and_kind(kiri_home):
+    with Store() as store:
+        for i in range(5):
+            store.record_alert(decision(i, "drift" if i == 4 else "pulse"), "C9")
+        store.add_verdict("a0", "confirm")
+        store.add_verdict("a1", "dismiss")
+        store.add_verdict("a2", "dismiss", normal=True)
+        store.add_verdict("a3", "dismiss")
+        store.add_verdict("a4", "confirm")
+        assert store.verdict_counts() == [
+            ("drift", "vm", "confirm", 1),
+            ("pulse", "vm", "confirm", 1),
+            ("pulse", "vm", "dismiss", 2),
+            ("pulse", "vm", "new_normal", 1),
+        ]
+
+
 def test_rules_expire_and_hold_only_with_a_host(kiri_home):
     with Store() as store:
         store.add_rule(Rule(id="r1", atom="pulse", host="vm", match=["M9", "C9"], expires=2000.0))

@@ -10,7 +10,8 @@ untried, so a receiver gets them in order. A late delivery is reported as the de
 then its `ok` outcome, so kiri-feedback records it however long ago (or before which restart)
 the decision first came by. An entry not delivered within --outbox-keep is given up: a last
 `ok: false` outcome says so. The outbox is in the store, so it outlives kiri-act: on start,
-whatever waits for its sinks is tried at once.
+whatever waits for its sinks is tried at once. Every outcome, whichever sink it is of, is also
+told to each sink's `on_outcome` (the metrics sink counts them).
 """
 
 from __future__ import annotations
@@ -121,18 +122,28 @@ class Deliveries:
         """Deliver now, or keep it in the outbox behind what waits there for the sink."""
         if self.outbox is not None and self.waiting.get(sink.name):
             error = f"{self.waiting[sink.name]} earlier deliveries wait in the outbox"
-            return self._keep(sink, decision, line, Attempt(outcome(decision, sink, error=error)))
+            kept = self._keep(sink, decision, line, Attempt(outcome(decision, sink, error=error)))
+            return self._told(kept)
         self.busy = True
         try:
             attempt = deliver(self.stream, sink, decision, line, self.retries, self.log)
         finally:
             self.busy = False
         if self.outbox is None or not attempt.retry or attempt.outcome.ok:
-            return attempt.outcome
+            return self._told(attempt.outcome)
         self.due[sink.name] = time.monotonic() + self.backoffs[sink.name].failed(
             attempt.outcome.error, attempt.wait
         )
-        return self._keep(sink, decision, line, attempt)
+        return self._told(self._keep(sink, decision, line, attempt))
+
+    def _told(self, done: Outcome) -> Outcome:
+        """Tell every sink how a delivery went (most do not listen); return it, for the stream."""
+        for sink in self.sinks:
+            try:
+                sink.on_outcome(done)
+            except Exception as e:  # counting a delivery is never worth stopping the stream for
+                self.log.warning("sink_failed", sink=sink.name, id=done.id, error=_error(e, sink))
+        return done
 
     def _keep(self, sink: Sink, decision: Decision, line: bytes, attempt: Attempt) -> Outcome:
         assert self.outbox is not None
@@ -196,7 +207,7 @@ class Deliveries:
         took = _took(time.time() - entry.queued)
         done.detail += f"; from the outbox, after {entry.attempts} attempts in {took}"
         self.stream.emit_raw(decision, entry.line)  # for kiri-feedback: the decision again
-        self.stream.emit(done)
+        self.stream.emit(self._told(done))
         self.log.info("outbox_delivered", sink=sink.name, id=entry.id, attempts=entry.attempts)
 
     def _give_up(self, sink: Sink, entry: Entry, decision: Decision | None) -> None:
@@ -207,7 +218,8 @@ class Deliveries:
             "outbox_given_up", sink=sink.name, id=entry.id, detail=detail, error=entry.error
         )
         if decision is not None:
-            self.stream.emit(outcome(decision, sink, ok=False, error=entry.error, detail=detail))
+            failed = outcome(decision, sink, ok=False, error=entry.error, detail=detail)
+            self.stream.emit(self._told(failed))
 
     def _forget(self, entry: Entry) -> None:
         assert self.outbox is not None

@@ -16,6 +16,7 @@ import msgspec
 from kiri.atoms.lifecycle import describe, read_state
 from kiri.dashboard import scores
 from kiri.home.paths import kiri_home
+from kiri.home.status import status_path
 from kiri.home.store import RULES_SEQ, AlertRow, Store, db_path
 from kiri.supervise import status
 from kiri.wire.errors import KiriError
@@ -276,7 +277,7 @@ def _model(path: Path) -> dict[str, object]:
 def stages() -> dict[str, object]:
     """The supervisor's status.json, as `kiri status` reads it; empty when it never ran."""
     try:
-        found = status.read(status.status_path())
+        found = status.read(status_path())
     except KiriError as e:
         return {"running": False, "problem": str(e), "stages": []}
     return {

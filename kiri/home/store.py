@@ -488,6 +488,16 @@ class Store:
         ).fetchall()
         return [VerdictRow(r[0], r[1], r[2], r[3], bool(r[4]), *r[5:]) for r in rows]
 
+    def verdict_counts(self) -> list[tuple[str, str, str, int]]:
+        """How many verdicts the store holds, as (atom, host, kind, count): kind is confirm,
+        dismiss, or new_normal (a dismissal saying "this is the new normal")."""
+        rows = self.db.execute(
+            "SELECT a.atom, a.host, CASE WHEN v.normal THEN 'new_normal' ELSE v.verdict END,"
+            " count(*) FROM verdicts v JOIN alerts a ON a.id = v.alert GROUP BY 1, 2, 3"
+            " ORDER BY 1, 2, 3"
+        ).fetchall()
+        return [(atom, host, kind, n) for atom, host, kind, n in rows]
+
     def last_verdict_seq(self) -> int:
         seq: int = self.db.execute("SELECT coalesce(max(rowid), 0) FROM verdicts").fetchone()[0]
         return seq

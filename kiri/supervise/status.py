@@ -1,4 +1,4 @@
-"""The supervisor's status file, $KIRI_HOME/status.json, and `kiri status`, which shows it.
+"""`kiri status`: the supervisor's status file, $KIRI_HOME/status.json (kiri/home/status.py), shown.
 
 kiri-supervise rewrites the file atomically every second and whenever a stage changes state,
 with each stage's CPU % and memory as the supervisor measures them (Usage: every few seconds,
@@ -16,45 +16,11 @@ import psutil
 
 from kiri.atoms.lifecycle import State, describe, read_state
 from kiri.home.paths import kiri_home
+from kiri.home.status import Status, status_path
 from kiri.wire.errors import KiriError
 from kiri.wire.output import print_json
 
 CPU_EVERY = 5.0  # seconds between the supervisor's measurements of each stage's CPU %
-
-
-class StageStatus(msgspec.Struct):
-    name: str
-    state: str  # starting, running, backoff, stopping, stopped, failed
-    pid: int | None = None
-    restarts: int = 0
-    started: float | None = None  # when its current (or last) process started
-    exit_status: int | None = None  # of its last process; -N: killed by signal N
-    dropped: int = 0  # lines of its output dropped: unfinished at its exit, or over 16 MiB
-    cpu: float | None = None  # % of one CPU over the last measurement, its child processes too
-    rss: int | None = None  # bytes of resident memory, its child processes too
-
-
-class AtomStatus(msgspec.Struct):
-    """The latest score of an atom seen going through the pipeline."""
-
-    surprise: float
-    threshold: float
-    ts: float
-    host: str = ""
-
-
-class Status(msgspec.Struct):
-    pid: int
-    pipeline: str
-    file: str
-    started: float  # when the supervisor process started
-    updated: float
-    stages: list[StageStatus]
-    atoms: dict[str, AtomStatus] = {}
-
-
-def status_path() -> Path:
-    return kiri_home() / "status.json"
 
 
 def read(path: Path) -> Status:

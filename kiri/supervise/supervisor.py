@@ -78,6 +78,7 @@ from kiri import add_version_option, complete
 from kiri.home.config import secret_names
 from kiri.home.paths import atomic_write, kiri_home, private_dir
 from kiri.home.runner import run_main
+from kiri.home.status import AtomStatus, StageStatus, Status, status_path
 from kiri.supervise.pipeline import (
     DEFAULT_PIPELINE,
     Pipeline,
@@ -88,7 +89,7 @@ from kiri.supervise.pipeline import (
     uses_fifo,
 )
 from kiri.supervise.relay import READ_SIZE, Inbox, Outlet, RotatingLog
-from kiri.supervise.status import AtomStatus, StageStatus, Status, Usage, status_path, table
+from kiri.supervise.status import Usage, table
 from kiri.wire.backoff import Backoff
 from kiri.wire.errors import DO_NOT_RESTART, KiriError
 from kiri.wire.log import TAIL_LINES, Log, tail

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol, cast
 
 from kiri.wire.log import Log
-from kiri.wire.records import Decision
+from kiri.wire.records import Decision, Outcome
 
 if TYPE_CHECKING:  # the HTTP client is loaded by the sinks that speak HTTP, not by every kiri-act
     from kiri.clients.http import HttpError
@@ -65,6 +65,10 @@ class Sink(ABC):
 
     def observe(self, decision: Decision) -> None:
         """See a decision this sink does not deliver; most sinks have nothing to do with it."""
+        return  # by default, nothing
+
+    def on_outcome(self, outcome: Outcome) -> None:
+        """Hear how one delivery went, to this sink or another; most sinks do not listen."""
         return  # by default, nothing
 
     def tick(self) -> None:
