@@ -398,6 +398,12 @@ def test_dismiss_for_again_updates_its_silence_and_a_confirmation_ends_it(am, ho
     first = run("kiri.cli", "feedback", "dismiss", "5ee5", "--for", "1h")
     assert first.returncode == 0, first.stderr
     silence_id = first.stdout.decode().rsplit("silence ", 1)[1].strip()
+    # the silence is active and its start behind us, as when a person repeats --for later:
+    # an update that moved the start would make Alertmanager replace it with a new id
+    [made] = silences_of(am, host)
+    assert made["status"]["state"] == "active"
+    while time.time() < seconds(made["startsAt"]) + 0.5:
+        time.sleep(0.05)
     again = run("kiri.cli", "feedback", "dismiss", "last", "--for", "3h")
     assert again.returncode == 0, again.stderr
     lines = again.stdout.decode().splitlines()

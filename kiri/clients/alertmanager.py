@@ -105,11 +105,28 @@ def silence(
     }
     if silence_id:
         body["id"] = silence_id
+        body["startsAt"] = _active_start(am, silence_id) or body["startsAt"]
     answer: object = post_json(f"{am.url}/api/v2/silences", body, timeout=am.timeout).json()
     given: object = answer.get("silenceID") if isinstance(answer, dict) else None
     if not isinstance(given, str):
         raise HttpError("POST /api/v2/silences: the answer has no silenceID")
     return given
+
+
+def _active_start(am: Settings, silence_id: str) -> str | None:
+    """When the silence is active, the start Alertmanager gave it: an update of an active silence
+    must keep its start, or Alertmanager expires it and makes a new one (with a new id)."""
+    try:
+        found: object = request(
+            "GET", f"{am.url}/api/v2/silence/{silence_id}", timeout=am.timeout
+        ).json()
+    except HttpError:
+        return None  # gone or unreadable: the POST says which
+    if not isinstance(found, dict) or not isinstance(found.get("status"), dict):
+        return None
+    start = found.get("startsAt")
+    active = found["status"].get("state") == "active"
+    return start if active and isinstance(start, str) else None
 
 
 def expire(am: Settings, silence_id: str) -> None:
