@@ -27,19 +27,9 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from dashboard_home import make_home  # noqa: E402
+from dashboard_home import CHROMIUM, CHROMIUM_ARGS, make_home  # noqa: E402
 
 from kiri.dashboard import scores  # noqa: E402
-
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 class PeakRss(threading.Thread):
@@ -85,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         watch.start()
         idle = psutil.Process(dash.proc.pid).memory_info().rss
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
+            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             page = browser.new_page()
             page.goto(dash.link)  # logs in, then the hour view
             page.wait_for_selector("body[data-ready='1']", timeout=60000)

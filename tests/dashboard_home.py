@@ -14,6 +14,18 @@ import msgspec
 from kiri.home.store import Store
 from kiri.wire.records import Decision, Rule, Score
 
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's, installed by bin/test (.ci/debian-packages)
+# Chromium on a machine with no network: headless, and none of its own background connections
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
 FIELDS = [
     ("cpu", "CPU", "%"),
     ("mem", "memory", "%"),

@@ -21,6 +21,8 @@ from dashboard_home import (
     ALERT_OPEN,
     ALERT_RESOLVED,
     ALERT_SUPPRESSED,
+    CHROMIUM,
+    CHROMIUM_ARGS,
     RULE,
     make_home,
     score,
@@ -30,17 +32,7 @@ from dashboard_home import (
 from kiri.dashboard import scores
 from kiri.home.store import Store
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 class Dashboard:
@@ -78,7 +70,7 @@ def browser() -> Iterator[object]:
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield b
         b.close()
 

@@ -25,6 +25,7 @@ import pytest
 from conftest import ROOT, log_events, stage_cmd
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
+from servers import PROMETHEUS, prometheus_server, wait_for
 from test_act import (
     ACT,
     ALERT,
@@ -51,7 +52,6 @@ from kiri.home.store import Store
 from kiri.wire.log import get_logger
 from kiri.wire.records import Decision
 
-PROMETHEUS = "/usr/bin/prometheus"
 GRAFANA = ROOT / "pipelines" / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "kiri.json"
 # A group alert on another host: its top atom's figures, and the ratio of each atom it names
@@ -89,19 +89,6 @@ def kiri_state(kiri_home: Path) -> Path:
     then = time.time() - TRAINED_AGO
     os.utime(weights, (then, then))
     return kiri_home
-
-
-def wait_for(what: str, check: Callable[[], T | None], timeout: float = 20.0) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            found = check()
-        except OSError:
-            found = None
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def start(*args: str) -> tuple[subprocess.Popen, int, bytes]:
@@ -257,12 +244,6 @@ def test_a_delivery_made_late_from_the_outbox_is_counted_when_it_goes_out(kiri_h
 # -- a real Prometheus scraping it ------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def query(prom: str, expr: str) -> list[dict]:
     url = f"{prom}/api/v1/query?query={urllib.parse.quote(expr)}"
     with urllib.request.urlopen(url, timeout=5) as answer:
@@ -281,28 +262,10 @@ def prometheus(tmp_path: Path, kiri_state: Path) -> Iterator[tuple[str, int]]:
     proc.stdin.write(DECISIONS)
     proc.stdin.flush()
     read_lines(proc, 15)
-    (tmp_path / "prom.yml").write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        "scrape_configs:\n"
-        "  - job_name: kiri\n"
-        f"    static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n"
-    )
-    web = free_port()
-    server = subprocess.Popen(
-        [
-            PROMETHEUS,
-            f"--config.file={tmp_path / 'prom.yml'}",
-            f"--storage.tsdb.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{web}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=(tmp_path / "prometheus.log").open("wb"),
-    )
     try:
-        yield f"http://127.0.0.1:{web}", port
+        with prometheus_server(tmp_path, "kiri", [f"127.0.0.1:{port}"]) as url:
+            yield url, port
     finally:
-        server.terminate()
-        server.wait(10)
         proc.communicate(timeout=10)
 
 

@@ -12,7 +12,6 @@ import functools
 import json
 import math
 import signal
-import socket
 import subprocess
 import time
 import urllib.parse
@@ -25,6 +24,7 @@ import msgspec
 import pytest
 from conftest import log_events, measured, run, stage_cmd
 from scripted_http import Answer, scripted_server
+from servers import PROMETHEUS, free_port, prometheus_server, wait_for
 
 from kiri.clients.prometheus import (
     MAX_COUNT,
@@ -44,7 +44,7 @@ from kiri.collect.sources import MAX_TEXT
 from kiri.home.durations import duration, moment
 from kiri.wire.records import Obs
 
-PROMETHEUS, NODE_EXPORTER = "/usr/bin/prometheus", "/usr/bin/prometheus-node-exporter"
+NODE_EXPORTER = "/usr/bin/prometheus-node-exporter"
 COLLECT = "kiri.collect.stage"
 SCRAPES = 8  # of each instance before the tests that read data start: a backfill of 10 s
 PULSE = ("--queries", "pulse", "--step", "1s", "--scrape-interval", "1s")
@@ -54,34 +54,16 @@ decode = msgspec.json.Decoder(Obs).decode
 needs_servers = pytest.mark.servers(PROMETHEUS, NODE_EXPORTER)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def get_json(url: str) -> dict:
     with urllib.request.urlopen(url, timeout=5) as answer:
         return json.load(answer)
-
-
-def wait_for(what: str, check, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")
 def prom(tmp_path_factory) -> Iterator[str]:
     """A Prometheus scraping a node_exporter every second; its URL."""
     tmp = tmp_path_factory.mktemp("prometheus")
-    node, port = free_port(), free_port()
+    node = free_port()
     exporter = subprocess.Popen(
         [
             NODE_EXPORTER,
@@ -98,30 +80,12 @@ def prom(tmp_path_factory) -> Iterator[str]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    (tmp / "prom.yml").write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        "scrape_configs:\n"
-        "  - job_name: node\n"
-        f"    static_configs: [{{targets: ['127.0.0.1:{node}', 'localhost:{node}']}}]\n"
-    )
-    server = subprocess.Popen(
-        [
-            PROMETHEUS,
-            f"--config.file={tmp / 'prom.yml'}",
-            f"--storage.tsdb.path={tmp / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=(tmp / "prometheus.log").open("wb"),
-    )
-    url = f"http://127.0.0.1:{port}"
     try:
-        wait_for("Prometheus", lambda: urllib.request.urlopen(f"{url}/-/ready", timeout=1))
-        yield url
+        with prometheus_server(tmp, "node", [f"127.0.0.1:{node}", f"localhost:{node}"]) as url:
+            yield url
     finally:
-        for proc in (server, exporter):
-            proc.terminate()
-            proc.wait(10)
+        exporter.terminate()
+        exporter.wait(10)
 
 
 @pytest.fixture(scope="module")

@@ -54,7 +54,7 @@ def _switch(store: Store, args: argparse.Namespace) -> None:
 
 def _list(rows: list[TaskRow], args: argparse.Namespace) -> None:
     if args.json:
-        print_json({"tasks": [_task_json(r) for r in rows]})
+        print_json({"tasks": [msgspec.structs.asdict(r) for r in rows]})
         return
     if not rows:
         print("no tasks yet" if args.all else "no open tasks")
@@ -66,16 +66,6 @@ def _list(rows: list[TaskRow], args: argparse.Namespace) -> None:
     for r in rows:
         done = f"  {_finished(r, now):>7}" if args.all else ""
         print(f"{r.id:>4}  {age(now - r.created):>4}{done}  {r.project or '-':<{width}}  {r.title}")
-
-
-def _task_json(task: TaskRow) -> dict[str, object]:
-    return {
-        "id": task.id,
-        "title": task.title,
-        "project": task.project,
-        "created": task.created,
-        "done": task.done,
-    }
 
 
 def _finished(task: TaskRow, now: float) -> str:
